@@ -1,0 +1,1 @@
+"""LensOps command-line front end (framework layer: imports the rooms lazily, per subcommand)."""

@@ -1,0 +1,46 @@
+"""The in-memory index every reader produces and every trainer consumes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+
+Task = Literal["classification", "detection"]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One classification sample: an image file and its class index."""
+
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class DetectionRecord:
+    """One detection sample. Boxes are pixel [x_min, y_min, x_max, y_max] in the original image."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray  # float32 (N, 4)
+    labels: np.ndarray  # int32 (N,)
+
+
+Record = Union[ImageRecord, DetectionRecord]
+
+
+@dataclass
+class DatasetIndex:
+    """A whole data set: task, class names (index = label id) and records per split."""
+
+    task: Task
+    root: Path
+    classes: list[str]
+    splits: dict[str, list[Record]] = field(default_factory=dict)
+
+    def split(self, name: str) -> list[Record]:
+        return self.splits.get(name, [])
