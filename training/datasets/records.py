@@ -32,6 +32,29 @@ class DetectionRecord:
 
 Record = Union[ImageRecord, DetectionRecord]
 
+# What the data set check reports; readers use the same names for what they find.
+PROBLEM_KINDS = (
+    "missing image",
+    "corrupt image",
+    "size mismatch",
+    "box outside image",
+    "degenerate box",
+    "unknown label",
+    "missing annotation",
+    "malformed annotation",
+    "empty split",
+)
+
+
+@dataclass(frozen=True)
+class DatasetIssue:
+    """A problem a reader found that kept a file out of the index; the data set check reports it."""
+
+    kind: str  # one of PROBLEM_KINDS
+    path: Path  # the file at fault (annotation, image or split list)
+    detail: str
+    split: str | None = None
+
 
 @dataclass
 class DatasetIndex:
@@ -41,6 +64,7 @@ class DatasetIndex:
     root: Path
     classes: list[str]
     splits: dict[str, list[Record]] = field(default_factory=dict)
+    issues: list[DatasetIssue] = field(default_factory=list)  # found by the reader, see check.py
 
     def split(self, name: str) -> list[Record]:
         return self.splits.get(name, [])

@@ -1,0 +1,109 @@
+"""`lensops` command line. Each subcommand imports only the room it needs, so device-side
+commands never pull in mxnet, gluoncv, sagemaker or dvc."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from training.datasets import synth
+
+    if args.task == "classification":
+        synth.synth_classification(args.out, args.n, args.seed, size=args.size or 64)
+    elif args.task == "detection":
+        synth.synth_detection(args.out, args.n, args.seed, size=args.size or 160)
+    else:
+        synth.synth_video(args.out, args.n, args.seed)
+    print(f"wrote {args.task} data to {args.out}")
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from training.datasets.check import check_dataset
+    from training.datasets.formats import load_dataset
+
+    index = load_dataset(args.root, args.task, args.format)
+    clean, report = check_dataset(index, args.policy)
+    print(report.summary())
+    if args.report:
+        args.report.write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def _train(args: argparse.Namespace, rest: list[str]) -> int:
+    from training.train import main as train_main
+
+    return train_main(rest)
+
+
+def _sagemaker_train(args: argparse.Namespace, rest: list[str]) -> int:
+    from pipelines.sagemaker.local import run_local_training
+
+    if not args.local:
+        print("error: only --local (container-like emulation without Docker) is available in this version; "
+              "launching a real SageMaker job is tracked with the pipeline work", file=sys.stderr)
+        return 2
+    return run_local_training(args.data, args.out, rest, validation=args.validation, keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lensops", description="LensOps: train, package and run camera models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="demo data and data set checks").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="generate deterministic demo data")
+    synth.add_argument("--task", choices=["classification", "detection", "video"], required=True)
+    synth.add_argument("--out", type=Path, required=True)
+    synth.add_argument("--n", type=int, required=True, help="images (or video frames)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, help="image side in pixels")
+    synth.set_defaults(func=_data_synth)
+    check = data.add_parser("check", help="check a data set (ImageFolder, Pascal VOC, COCO)")
+    check.add_argument("root", type=Path)
+    check.add_argument("--task", choices=["classification", "detection"], required=True)
+    check.add_argument("--format", default="auto", choices=["auto", "imagefolder", "voc", "coco"])
+    check.add_argument("--policy", default="fail", choices=["fail", "skip"])
+    check.add_argument("--report", type=Path, help="also write the report as JSON")
+    check.set_defaults(func=_data_check)
+
+    train = sub.add_parser("train", help="train or fine-tune (same options as python -m training.train)",
+                           add_help=False)
+    train.set_defaults(func=_train, passthrough=True)
+
+    sagemaker = sub.add_parser("sagemaker", help="SageMaker jobs").add_subparsers(dest="sm_command", required=True)
+    sm_train = sagemaker.add_parser("train", help="run the training entry point as a SageMaker script-mode job; "
+                                                  "extra options are passed as hyperparameters")
+    sm_train.add_argument("--local", action="store_true", help="emulate the container under a temporary /opt/ml root")
+    sm_train.add_argument("--data", type=Path, required=True, help="training channel (data set root)")
+    sm_train.add_argument("--validation", type=Path, help="validation channel")
+    sm_train.add_argument("--out", type=Path, required=True, help="where model.tar.gz and output.tar.gz go")
+    sm_train.add_argument("--keep", action="store_true", help="keep the emulated /opt/ml tree")
+    sm_train.set_defaults(func=_sagemaker_train, passthrough=True)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if getattr(args, "passthrough", False):
+            return args.func(args, rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return args.func(args)
+    except Exception as exc:  # user-facing errors carry an exit code; anything else is a bug
+        code = getattr(exc, "exit_code", None)
+        if code is None:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

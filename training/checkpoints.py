@@ -1,0 +1,76 @@
+"""Per-epoch checkpoints: weights, optimizer state and loop state, written atomically.
+
+Layout of the checkpoint folder (SageMaker syncs /opt/ml/checkpoints to S3 for spot resume):
+  epoch-0003.params   network weights (Gluon structural names)
+  epoch-0003.states   optimizer state (MXNet's own format)
+  epoch-0003.json     epoch, step, early-stopping state, metric history
+  best.params         weights of the best epoch so far
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Optional
+
+from training.errors import ConfigError
+
+_EPOCH = re.compile(r"^epoch-(\d{4})\.json$")
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    os.replace(tmp, path)
+
+
+class CheckpointStore:
+    def __init__(self, folder: Path, keep: int = 2):
+        self.folder, self.keep = Path(folder), keep
+
+    def save(self, epoch: int, net, trainer, state: dict, is_best: bool) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stem = self.folder / f"epoch-{epoch:04d}"
+        _atomic(stem.with_suffix(".params"), net.save_parameters)
+        _atomic(stem.with_suffix(".states"), trainer.save_states)
+        if is_best:
+            _atomic(self.folder / "best.params", net.save_parameters)
+        # The JSON goes last: an epoch counts as saved only once its JSON exists.
+        _atomic(stem.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps({"epoch": epoch, **state})))
+        self._prune()
+
+    def latest(self) -> Optional[int]:
+        epochs = sorted(int(m.group(1)) for f in self.folder.glob("epoch-*.json") if (m := _EPOCH.match(f.name)))
+        return epochs[-1] if epochs else None
+
+    def load(self, epoch: int, net, trainer) -> dict:
+        stem = self.folder / f"epoch-{epoch:04d}"
+        try:
+            net.load_parameters(str(stem.with_suffix(".params")))
+            trainer.load_states(str(stem.with_suffix(".states")))
+            return json.loads(stem.with_suffix(".json").read_text())
+        except (OSError, ValueError, AssertionError) as exc:
+            raise ConfigError(f"cannot resume from checkpoint {stem}: {exc}") from None
+
+    def fingerprint(self, epoch: int) -> Optional[str]:
+        try:
+            return json.loads((self.folder / f"epoch-{epoch:04d}.json").read_text()).get("fingerprint")
+        except (OSError, ValueError):
+            return None
+
+    def clear(self) -> None:
+        for item in self.folder.glob("*"):
+            if item.is_file() and (item.name.startswith("epoch-") or item.name == "best.params"):
+                item.unlink()
+
+    def load_best(self, net) -> None:
+        best = self.folder / "best.params"
+        if best.is_file():
+            net.load_parameters(str(best))
+
+    def _prune(self) -> None:
+        epochs = sorted(int(m.group(1)) for f in self.folder.glob("epoch-*.json") if (m := _EPOCH.match(f.name)))
+        for old in epochs[:-self.keep]:
+            for suffix in (".json", ".params", ".states"):
+                (self.folder / f"epoch-{old:04d}{suffix}").unlink(missing_ok=True)

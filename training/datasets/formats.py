@@ -1,0 +1,304 @@
+"""Readers for users' data sets: ImageFolder (classification), Pascal VOC and COCO (detection).
+
+Every reader returns a DatasetIndex. A file the reader cannot turn into a record (malformed
+xml or json, a label name that is not a class, an image outside a class folder, a missing
+split list) is not dropped silently: it becomes a DatasetIssue on `index.issues`, and
+check.check_dataset reports it, then fails or skips by policy.
+
+Boxes are pixel [x_min, y_min, x_max, y_max] in continuous coordinates (the right edge of
+pixel column 9 is 10). VOC xml is 1-based inclusive, so x_min = xmin - 1 and x_max = xmax;
+COCO [x, y, w, h] gives [x, y, x + w, y + h]. VOC objects marked difficult are kept.
+"""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from training.datasets.records import SPLITS, DatasetIndex, DatasetIssue, DetectionRecord, ImageRecord
+from training.errors import ConfigError, DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+FORMAT_TASKS = {"imagefolder": "classification", "voc": "detection", "coco": "detection"}
+REQUIRED_SPLITS = ("train", "val")  # an absent test split is only a warning
+
+
+def _existing_dir(root: Path) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"data set folder not found: {root}")
+    return root
+
+
+def read_labels(path: Path) -> list[str] | None:
+    """Class names from a labels.txt (one per line, blank lines ignored), or None when there is none."""
+    if not path.is_file():
+        return None
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DatasetError(f"{path}: class names listed twice: {', '.join(duplicates)}")
+    if not names:
+        raise DatasetError(f"{path}: no class names in it")
+    return names
+
+
+def _missing_split(path: Path, split: str, what: str) -> list[DatasetIssue]:
+    if split not in REQUIRED_SPLITS:
+        return []
+    return [DatasetIssue("empty split", path, f"{what} not found", split)]
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+# ---------------------------------------------------------------- ImageFolder
+
+def load_image_folder(root: Path) -> DatasetIndex:
+    """Read `root/{train,val,test}/<class>/*.{jpg,jpeg,png,bmp}`; classes from labels.txt or the folder names."""
+    root = _existing_dir(root)
+    declared = read_labels(root / "labels.txt")
+    class_dirs = {split: sorted(d for d in (root / split).iterdir() if d.is_dir() and not d.name.startswith("."))
+                  for split in SPLITS if (root / split).is_dir()}
+    classes = declared if declared is not None else sorted({d.name for dirs in class_dirs.values() for d in dirs})
+    label_of = {name: i for i, name in enumerate(classes)}
+    splits: dict[str, list] = {}
+    issues: list[DatasetIssue] = []
+    for split in SPLITS:
+        records: list = []
+        folder = root / split
+        if split not in class_dirs:
+            issues += _missing_split(folder, split, "folder")
+        else:
+            for stray in sorted(p for p in folder.iterdir() if _is_image(p)):
+                issues.append(DatasetIssue("unknown label", stray, "image is not inside a class folder", split))
+            for class_dir in class_dirs[split]:
+                label = label_of.get(class_dir.name)
+                for image in sorted(p for p in class_dir.rglob("*") if _is_image(p)):
+                    if label is None:
+                        issues.append(DatasetIssue(
+                            "unknown label", image, f"class folder '{class_dir.name}' is not in labels.txt", split))
+                    else:
+                        records.append(ImageRecord(image, label))
+        splits[split] = records
+    return DatasetIndex("classification", root, list(classes), splits, issues)
+
+
+# ---------------------------------------------------------------- Pascal VOC
+
+class _Malformed(Exception):
+    pass
+
+
+def _text(node: ET.Element, tag: str) -> str:
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        raise _Malformed(f"<{tag}> missing")
+    return child.text.strip()
+
+
+def _number(node: ET.Element, tag: str) -> float:
+    value = _text(node, tag)
+    try:
+        return float(value)
+    except ValueError:
+        raise _Malformed(f"<{tag}> is not a number: {value!r}") from None
+
+
+def _parse_voc_xml(path: Path) -> tuple[str | None, int, int, list[tuple[str, list[float]]]]:
+    """(filename, width, height, [(name, [x_min, y_min, x_max, y_max])]) in continuous pixel coordinates."""
+    try:
+        tree = ET.parse(path).getroot()
+    except ET.ParseError as exc:
+        raise _Malformed(f"not valid xml ({exc})") from None
+    size = tree.find("size")
+    if size is None:
+        raise _Malformed("<size> missing")
+    width, height = int(_number(size, "width")), int(_number(size, "height"))
+    if width <= 0 or height <= 0:
+        raise _Malformed(f"image size is {width}x{height}")
+    objects = []
+    for obj in tree.iter("object"):
+        box = obj.find("bndbox")
+        if box is None:
+            raise _Malformed(f"object '{_text(obj, 'name')}' has no <bndbox>")
+        xmin, ymin, xmax, ymax = (_number(box, tag) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        objects.append((_text(obj, "name"), [xmin - 1, ymin - 1, xmax, ymax]))
+    filename = tree.find("filename")
+    name = filename.text.strip() if filename is not None and filename.text and filename.text.strip() else None
+    return name, width, height, objects
+
+
+def _voc_image(image_dir: Path, image_id: str, filename: str | None) -> Path:
+    candidates = ([image_dir / filename] if filename else []) + [image_dir / f"{image_id}{s}" for s in IMAGE_SUFFIXES]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def load_voc(root: Path) -> DatasetIndex:
+    """Read a Pascal VOC folder: Annotations/*.xml, JPEGImages/, ImageSets/Main/{train,val,test}.txt."""
+    root = _existing_dir(root)
+    declared = read_labels(root / "labels.txt")
+    issues: list[DatasetIssue] = []
+    parsed: dict[str, list] = {}
+    for split in SPLITS:
+        parsed[split] = []
+        list_file = root / "ImageSets" / "Main" / f"{split}.txt"
+        if not list_file.is_file():
+            issues += _missing_split(list_file, split, "split list")
+            continue
+        ids = [line.split()[0] for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for image_id in ids:
+            xml = root / "Annotations" / f"{image_id}.xml"
+            if not xml.is_file():
+                issues.append(DatasetIssue("missing annotation", xml, f"listed in {list_file.name}", split))
+                continue
+            try:
+                parsed[split].append((image_id, xml, _parse_voc_xml(xml)))
+            except _Malformed as exc:
+                issues.append(DatasetIssue("malformed annotation", xml, str(exc), split))
+    names = {name for entries in parsed.values() for _, _, (_, _, _, objs) in entries for name, _ in objs}
+    classes = declared if declared is not None else sorted(names)
+    label_of = {name: i for i, name in enumerate(classes)}
+    splits: dict[str, list] = {}
+    for split, entries in parsed.items():
+        records = []
+        for image_id, xml, (filename, width, height, objects) in entries:
+            unknown = sorted({name for name, _ in objects if name not in label_of})
+            if unknown:
+                issues += [DatasetIssue("unknown label", xml, f"label '{name}' is not in labels.txt", split)
+                           for name in unknown]
+                continue
+            records.append(DetectionRecord(
+                _voc_image(root / "JPEGImages", image_id, filename), width, height,
+                np.array([box for _, box in objects], np.float32).reshape(-1, 4),
+                np.array([label_of[name] for name, _ in objects], np.int32)))
+        splits[split] = records
+    return DatasetIndex("detection", root, list(classes), splits, issues)
+
+
+# ---------------------------------------------------------------- COCO
+
+def _coco_file(root: Path, split: str) -> Path:
+    candidates = [root / "annotations" / f"{split}.json", root / "annotations" / f"instances_{split}.json"]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def _coco_image(root: Path, split: str, file_name: str) -> Path:
+    candidates = [root / "images" / split / file_name, root / "images" / file_name, root / file_name]
+    return next((c for c in candidates if c.is_file()), candidates[1])
+
+
+def _read_coco_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Malformed(f"not valid json ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise _Malformed("no 'images' list")
+    for key in ("images", "annotations", "categories"):
+        entries = data.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise _Malformed(f"'{key}' is not a list of objects")
+    return data
+
+
+def _coco_records(root: Path, split: str, path: Path, data: dict, label_of: dict[int, int]):
+    """Records and issues of one COCO split file."""
+    records, issues = [], []
+    by_image: dict = {}
+    for ann in data.get("annotations", []):
+        by_image.setdefault(ann.get("image_id"), []).append(ann)
+    known_ids = {img.get("id") for img in data["images"]}
+    for image_id in sorted(set(by_image) - known_ids, key=str):
+        issues.append(DatasetIssue("malformed annotation", path, f"annotations for unknown image id {image_id}", split))
+    for img in sorted(data["images"], key=lambda i: str(i.get("id"))):
+        try:
+            file_name, width, height = str(img["file_name"]), int(img["width"]), int(img["height"])
+            boxes, labels, unknown = [], [], set()
+            for ann in by_image.get(img["id"], []):
+                if ann.get("iscrowd", 0):
+                    continue  # crowd regions are not single objects; detectors do not train on them
+                x, y, w, h = (float(v) for v in ann["bbox"])
+                if ann.get("category_id") not in label_of:
+                    unknown.add(ann.get("category_id"))
+                    continue
+                boxes.append([x, y, x + w, y + h])
+                labels.append(label_of[ann["category_id"]])
+        except (KeyError, TypeError, ValueError) as exc:
+            bad = f"image {img.get('id')!r}: bad field {exc}"
+            issues.append(DatasetIssue("malformed annotation", path, bad, split))
+            continue
+        image = _coco_image(root, split, file_name)
+        if unknown:  # named by image, so that a skip counts records
+            issues += [DatasetIssue("unknown label", image, f"category id {c} is not among the categories of "
+                                    f"{path.name}", split) for c in sorted(unknown, key=str)]
+            continue
+        records.append(DetectionRecord(image, width, height,
+                                       np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32)))
+    return records, issues
+
+
+def load_coco(root: Path) -> DatasetIndex:
+    """Read `root/annotations/{train,val,test}.json` (COCO instances); images under root/images/ or root."""
+    root = _existing_dir(root)
+    issues: list[DatasetIssue] = []
+    loaded: dict[str, tuple[Path, dict]] = {}
+    for split in SPLITS:
+        path = _coco_file(root, split)
+        if not path.is_file():
+            issues += _missing_split(path, split, "annotation file")
+            continue
+        try:
+            loaded[split] = (path, _read_coco_json(path))
+        except _Malformed as exc:
+            issues.append(DatasetIssue("malformed annotation", path, str(exc), split))
+    categories: dict[int, str] = {}
+    for split, (path, data) in loaded.items():
+        for cat in data.get("categories", []):
+            cat_id, name = (cat.get("id"), cat.get("name")) if isinstance(cat, dict) else (None, None)
+            if not isinstance(cat_id, int) or not isinstance(name, str):
+                issues.append(DatasetIssue("malformed annotation", path, f"bad category {cat!r}", split))
+            elif categories.setdefault(cat_id, name) != name:
+                clash = f"category id {cat_id} is '{name}' here but '{categories[cat_id]}' elsewhere"
+                issues.append(DatasetIssue("malformed annotation", path, clash, split))
+    ids = sorted(categories)
+    label_of = {cat_id: i for i, cat_id in enumerate(ids)}
+    splits: dict[str, list] = {split: [] for split in SPLITS}
+    for split, (path, data) in loaded.items():
+        splits[split], found = _coco_records(root, split, path, data, label_of)
+        issues += found
+    return DatasetIndex("detection", root, [categories[i] for i in ids], splits, issues)
+
+
+# ---------------------------------------------------------------- dispatch
+
+_READERS = {"imagefolder": load_image_folder, "voc": load_voc, "coco": load_coco}
+
+
+def detect_format(root: Path) -> str:
+    """voc when there is an Annotations/ folder, coco when annotations/*.json, else imagefolder."""
+    root = Path(root)
+    if (root / "Annotations").is_dir():
+        return "voc"
+    if (root / "annotations").is_dir() and any((root / "annotations").glob("*.json")):
+        return "coco"
+    return "imagefolder"
+
+
+def load_dataset(root: Path, task: str, fmt: str = "auto") -> DatasetIndex:
+    """Read a data set in format `fmt` (auto, imagefolder, voc, coco) for `task` (classification, detection)."""
+    if task not in ("classification", "detection"):
+        raise ConfigError(f"task '{task}' is not among: classification, detection")
+    if fmt != "auto" and fmt not in _READERS:
+        raise DatasetError(f"data set format '{fmt}' is not among the following formats: auto, "
+                           + ", ".join(sorted(_READERS)))
+    root = _existing_dir(root)
+    chosen = detect_format(root) if fmt == "auto" else fmt
+    if FORMAT_TASKS[chosen] != task:
+        found = " (detected)" if fmt == "auto" else ""
+        raise DatasetError(f"{root}: format '{chosen}'{found} holds {FORMAT_TASKS[chosen]} data, "
+                           f"but the task is {task}")
+    return _READERS[chosen](root)

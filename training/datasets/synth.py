@@ -1,0 +1,675 @@
+"""Deterministic synthetic shapes data for the demo: classification, detection and a video.
+
+Five classes (CLASSES) of filled shapes, each in a random colour so that shape, not colour,
+is what a model must learn (a linear model on colour statistics or raw pixels stays near
+chance). The colour is drawn until it differs from the background it covers in both hue
+and brightness, so the outline is always visible. Every object is randomly rotated and
+mildly stretched (width to height 0.85..1.17; distractor ellipses are flatter than 0.55).
+
+Object size: an object's box covers about 5% to 50% of the frame area (uniform in
+classification; log-uniform in detection, where the upper bound shrinks to 90%/k when k
+objects share a frame) and may be cut by the frame edge (up to 10% of the box in
+classification, 25% in detection).
+
+Difficulty: varied, textured backgrounds (gradients, low-frequency noise, soft blobs,
+stripes, checkerboards, flat colours, mixes of two); distractors that are not classes
+(lines, eccentric ellipses, arcs, small many-vertex polygons); partial occlusion of some
+objects by a distractor (up to ~30% of their box); then per image a lighting change
+(illumination ramp, brightness, contrast, gamma), occasional blur and gaussian noise.
+
+Boxes are the tight box of the drawn shape, clipped to the frame, in continuous pixel
+coordinates [x_min, y_min, x_max, y_max] (a box around pixel columns 3..9 is [3, .., 10, ..]);
+occlusion does not shrink a box (the VOC convention). In VOC xml they are written 1-based
+inclusive (xmin = x_min + 1, xmax = x_max), which formats.load_voc reads back exactly.
+Detection objects overlap each other by at most 25% of the smaller box.
+
+Same seed, same bytes: every image draws from its own generator seeded by (seed, image).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+from xml.sax.saxutils import escape
+
+import cv2
+import numpy as np
+
+from training.datasets.records import SPLITS, DatasetIndex, DetectionRecord, ImageRecord
+from training.errors import ConfigError
+
+CLASSES = ["circle", "square", "triangle", "star", "cross"]
+SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
+AREA_RANGE = (0.05, 0.50)  # object box area / frame area
+VIDEO_GT_SCHEMA = "lensops.video-gt/1"
+_JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
+_VIDEO_AREA_MAX = 0.3  # so that bouncing objects fit in the frame
+_STREAM_CLS, _STREAM_DET, _STREAM_VIDEO = 1, 2, 3  # keep the three generators independent
+
+
+# ---------------------------------------------------------------- geometry and drawing
+
+def _unit_shape(label: int, rng: np.random.Generator) -> np.ndarray:
+    """Vertices (K, 2) of one shape of the class, roughly inside the unit circle."""
+    name = CLASSES[label]
+    if name == "circle":
+        t = np.linspace(0.0, 2 * np.pi, 48, endpoint=False)
+        return np.stack([np.cos(t), np.sin(t)], 1)
+    if name == "square":
+        return np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64)
+    if name == "triangle":
+        t = np.deg2rad([-90.0, 30.0, 150.0]) + rng.uniform(-0.12, 0.12, 3)
+        return np.stack([np.cos(t), np.sin(t)], 1)
+    if name == "star":
+        t = np.deg2rad(-90.0 + 36.0 * np.arange(10))
+        r = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.38, 0.46))
+        return np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    a = rng.uniform(0.28, 0.38)  # cross: half the arm width
+    return np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a],
+                     [a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a]], np.float64)
+
+
+def _pose(unit: np.ndarray, area: float, aspect: float, angle: float, still: bool = True) -> np.ndarray:
+    """Stretch, rotate and scale a unit shape so that its box has `area` px.
+
+    A still shape is centred on its rotated box. A moving one (still=False) keeps its size
+    and turns about its own centre as `angle` changes.
+    """
+    stretched = unit * (aspect, 1.0 / aspect)
+    c, s = np.cos(angle), np.sin(angle)
+    rotated = stretched @ np.array([[c, s], [-s, c]])
+    ref = rotated if still else stretched
+    span = ref.max(0) - ref.min(0)
+    pts = rotated * np.sqrt(area / (span[0] * span[1]))
+    return pts - (pts.max(0) + pts.min(0)) / 2 if still else pts
+
+
+def _shape_mask(pts: np.ndarray, w: int, h: int) -> tuple[np.ndarray, int, int] | None:
+    """Anti-aliased mask of a polygon cropped to its in-frame box: (mask, x0, y0)."""
+    x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + 1, (w, h))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    # cv2 puts pixel centres on integers; our coordinates put them on .5
+    fixed = np.round((pts - (x0 + 0.5, y0 + 0.5)) * 16).astype(np.int32)
+    cv2.fillPoly(mask, [fixed], 255, cv2.LINE_AA, shift=4)
+    return mask, int(x0), int(y0)
+
+
+def _tight_box(mask: np.ndarray, x0: int, y0: int) -> tuple[int, int, int, int] | None:
+    on = mask >= 128
+    cols, rows = np.flatnonzero(on.any(0)), np.flatnonzero(on.any(1))
+    if cols.size == 0:
+        return None
+    return x0 + int(cols[0]), y0 + int(rows[0]), x0 + int(cols[-1]) + 1, y0 + int(rows[-1]) + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / max(h, w)
+    return yy, xx
+
+
+def _ramp(h: int, w: int, angle: float) -> np.ndarray:
+    """A linear ramp from -1 to 1 across an h x w area in the direction `angle`."""
+    yy, xx = _grid(h, w)
+    t = xx * np.cos(angle) + yy * np.sin(angle)
+    lo, hi = float(t.min()), float(t.max())
+    return (t - lo) * (2.0 / max(hi - lo, 1e-6)) - 1.0
+
+
+_LUMA = np.array([0.114, 0.587, 0.299], np.float32)  # images are BGR
+
+
+def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+    """A random colour that differs in hue and brightness from (nearly) all the pixels `under` (M, 3)."""
+    under = under.reshape(-1, 3).astype(np.float32)
+    if len(under) > 200:
+        under = under[rng.choice(len(under), 200, replace=False)]
+    candidates = rng.uniform(0, 255, (20, 3)).astype(np.float32)
+    if not len(under):
+        return candidates[0]
+    k = len(under) // 10  # score each candidate by its 10th-percentile distance
+    diff = under[None, :, :] - candidates[:, None, :]
+    colour_distance = np.partition(np.linalg.norm(diff, axis=2), k, axis=1)[:, k] / 90
+    luma_distance = np.partition(np.abs(diff @ _LUMA), k, axis=1)[:, k] / 50
+    score = np.minimum(colour_distance, luma_distance)
+    good = np.flatnonzero(score >= 1)
+    return candidates[good[0] if good.size else int(np.argmax(score))]
+
+
+@dataclass(frozen=True)
+class _Fill:
+    """How an object is painted: flat, shaded (a brightness ramp) or textured."""
+
+    colour: np.ndarray
+    kind: str
+    amount: float
+    angle: float
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, colour: np.ndarray, textured: bool = True) -> "_Fill":
+        r = rng.random()
+        kind = "flat" if r < 0.5 else "shaded" if (r < 0.8 or not textured) else "textured"
+        return cls(colour, kind, float(rng.uniform(0.15, 0.4)), float(rng.uniform(0, 2 * np.pi)))
+
+    def pixels(self, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+        if self.kind == "flat":
+            return self.colour
+        if self.kind == "shaded":
+            return np.clip(self.colour * (1.0 + self.amount * _ramp(h, w, self.angle))[..., None], 0, 255)
+        noise = rng.uniform(-1, 1, (int(rng.integers(2, 5)), int(rng.integers(2, 5)), 3)).astype(np.float32)
+        noise = cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.clip(self.colour + noise * (self.amount * 120), 0, 255)
+
+
+def _paint(img: np.ndarray, mask: np.ndarray, x0: int, y0: int, fill: np.ndarray) -> None:
+    roi = img[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]]
+    alpha = mask.astype(np.float32)[..., None] * (1.0 / 255)
+    roi[...] = (roi + (fill - roi) * alpha + 0.5).astype(np.uint8)
+
+
+def _background(rng: np.random.Generator, h: int, w: int, mix: bool = True) -> np.ndarray:
+    """A float32 (h, w, 3) background: gradient, low-frequency noise, stripes, checkerboard, flat or blobs."""
+    c1 = rng.uniform(0, 255, 3).astype(np.float32)
+    c2 = np.clip(c1 + rng.normal(0, 40, 3), 0, 255).astype(np.float32)  # patterns stay below object contrast
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = _grid(h, w)
+    u = xx * np.cos(angle) + yy * np.sin(angle)
+    kind = rng.integers(6)
+    if kind == 0:  # smooth gradient between two unrelated colours
+        c2 = rng.uniform(0, 255, 3).astype(np.float32)
+        t = (_ramp(h, w, angle) + 1) / 2
+    elif kind == 1:  # low-frequency colour noise
+        coarse = rng.uniform(0, 255, (int(rng.integers(2, 7)), int(rng.integers(2, 7)), 3)).astype(np.float32)
+        return _mixed(rng, np.clip(cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC), 0, 255), mix)
+    elif kind == 2:  # stripes, soft or hard
+        t = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 12) * u + rng.uniform(0, 2 * np.pi))
+        if rng.random() < 0.5:
+            t = (t > 0.5).astype(np.float32)
+    elif kind == 3:  # checkerboard at any angle
+        v = -xx * np.sin(angle) + yy * np.cos(angle)
+        cells = rng.uniform(3, 12)
+        t = (np.floor(u * cells) + np.floor(v * cells)) % 2
+    elif kind == 4:
+        t = np.zeros((h, w), np.float32)
+    else:  # blurred random blobs
+        bg = np.empty((h, w, 3), np.float32)
+        bg[...] = c1
+        for _ in range(int(rng.integers(4, 13))):
+            centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            axes = (int(rng.uniform(0.1, 0.4) * w), int(rng.uniform(0.1, 0.4) * h))
+            colour = tuple(float(c) for c in np.clip(c1 + rng.normal(0, 80, 3), 0, 255))
+            cv2.ellipse(bg, centre, axes, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+        return _mixed(rng, cv2.GaussianBlur(bg, (0, 0), max(h, w) / 15), mix)  # soft: no edges like a shape
+    return _mixed(rng, c1 + (c2 - c1) * t[..., None], mix)
+
+
+def _mixed(rng: np.random.Generator, bg: np.ndarray, mix: bool) -> np.ndarray:
+    if mix and rng.random() < 0.3:
+        return (bg + _background(rng, bg.shape[0], bg.shape[1], mix=False)) * 0.5
+    return bg
+
+
+def _colour(rng: np.random.Generator) -> tuple[float, float, float]:
+    return tuple(float(c) for c in rng.uniform(0, 255, 3))
+
+
+def _blob(rng: np.random.Generator, centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """A random polygon with many vertices around `centre`, as fixed-point points for cv2."""
+    k = int(rng.integers(9, 15))  # many, evenly spread vertices: never a clean triangle or square
+    t = (np.arange(k) + rng.uniform(-0.3, 0.3, k)) * (2 * np.pi / k)
+    r = rng.uniform(0.5, 1.0, k)[:, None]
+    pts = centre + r * np.stack([np.cos(t), np.sin(t)], 1) * radii
+    return np.round(pts * 16).astype(np.int32)
+
+
+def _draw_clutter(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
+    """Distractors that are not classes: lines, eccentric ellipses, arcs, small many-vertex polygons."""
+    h, w = img.shape[:2]
+    side = min(h, w)
+    for _ in range(count):
+        centre = rng.uniform(0, 1, 2) * (w, h)
+        kind = rng.integers(4)
+        if kind == 0:
+            p1, p2 = (rng.uniform(-0.1, 1.1, (2, 2)) * (w, h)).astype(int)
+            cv2.line(img, tuple(map(int, p1)), tuple(map(int, p2)), _colour(rng),
+                     int(rng.integers(1, max(2, side // 40) + 2)), cv2.LINE_AA)
+        elif kind in (1, 2):
+            a = rng.uniform(0.06, 0.25) * side
+            ratio = rng.uniform(0.25, 0.55) if kind == 1 else rng.uniform(0.5, 1.0)
+            start = rng.uniform(0, 360)
+            span = 360 if kind == 1 else rng.uniform(60, 270)
+            thickness = -1 if kind == 1 and rng.random() < 0.5 else int(rng.integers(1, 4))
+            cv2.ellipse(img, tuple(map(int, centre)), (max(int(a), 1), max(int(a * ratio), 1)),
+                        float(rng.uniform(0, 180)), start, start + span, _colour(rng), thickness, cv2.LINE_AA)
+        else:
+            cv2.fillPoly(img, [_blob(rng, centre, np.full(2, rng.uniform(0.03, 0.08) * side))],
+                         _colour(rng), cv2.LINE_AA, shift=4)
+
+
+def _occlude(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int]) -> None:
+    """Cover part of a box (at most ~30% of it) with a blob entering from one of its sides."""
+    x0, y0, x1, y1 = box
+    depth = rng.uniform(0.2, 0.5)  # how far into the box, as a fraction of the box
+    across = rng.uniform(0.3, min(1.0, 0.38 / depth))  # half an ellipse covers pi/4 * depth * across
+    if rng.random() < 0.5:  # enter from the left or right side
+        cx = x0 if rng.random() < 0.5 else x1
+        cy = rng.uniform(y0, y1)
+        radii = np.array([depth * (x1 - x0), across * (y1 - y0) / 2])
+    else:
+        cx = rng.uniform(x0, x1)
+        cy = y0 if rng.random() < 0.5 else y1
+        radii = np.array([across * (x1 - x0) / 2, depth * (y1 - y0)])
+    radii[np.argmin(radii)] = min(radii.min(), 0.55 * radii.max())  # eccentric, so never a circle
+    if rng.random() < 0.5:
+        cv2.ellipse(img, (int(round(cx * 16)), int(round(cy * 16))), tuple(int(round(r * 16)) for r in radii),
+                    0, 0, 360, _colour(rng), -1, cv2.LINE_AA, shift=4)
+    else:
+        cv2.fillPoly(img, [_blob(rng, np.array([cx, cy]), radii)], _colour(rng), cv2.LINE_AA, shift=4)
+
+
+@dataclass(frozen=True)
+class _Camera:
+    """Lighting and sensor: illumination ramp, contrast, brightness, gamma, blur, noise."""
+
+    ramp: float
+    ramp_angle: float
+    contrast: float
+    brightness: float
+    gamma: float
+    blur: float
+    noise: float
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, blur_p: float = 0.1) -> "_Camera":
+        return cls(
+            ramp=float(rng.uniform(0.1, 0.35)) if rng.random() < 0.5 else 0.0,
+            ramp_angle=float(rng.uniform(0, 2 * np.pi)),
+            contrast=float(rng.uniform(0.75, 1.35)),
+            brightness=float(rng.uniform(-35, 35)),
+            gamma=float(np.exp(rng.uniform(np.log(0.7), np.log(1.5)))),
+            blur=float(rng.uniform(0.5, 1.0)) if rng.random() < blur_p else 0.0,
+            noise=float(rng.uniform(0, 8)),
+        )
+
+    def apply(self, img: np.ndarray, rng: np.random.Generator, flicker: float = 0.0) -> np.ndarray:
+        h, w = img.shape[:2]
+        x = img.astype(np.float32)
+        if self.ramp:
+            x *= (1.0 + self.ramp * _ramp(h, w, self.ramp_angle))[..., None]
+        x = (x - 128.0) * self.contrast + (128.0 + self.brightness + flicker)
+        lut = np.round((np.arange(256) / 255.0) ** self.gamma * 255).astype(np.uint8)
+        out = cv2.LUT(np.clip(x, 0, 255).astype(np.uint8), lut)
+        if self.blur:
+            out = cv2.GaussianBlur(out, (0, 0), self.blur)
+        if self.noise > 1:
+            noisy = out + rng.standard_normal(out.shape, dtype=np.float32) * self.noise
+            out = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+
+def _io_min(a: tuple, b: tuple) -> float:
+    """Intersection over the smaller of two boxes."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / max(smaller, 1e-6)
+
+
+def _place(rng: np.random.Generator, w: int, h: int, labels: list[int], max_cut: float,
+           log_area: bool = True) -> list[tuple[int, np.ndarray]]:
+    """Sizes, poses and positions for objects that overlap each other by at most 25% of the smaller box."""
+    area_max = min(AREA_RANGE[1], 0.9 / max(len(labels), 1))
+    placed: list[tuple[int, np.ndarray]] = []
+    boxes: list[tuple] = []
+    for label in labels:
+        for attempt in range(30):
+            if log_area:
+                frac = np.exp(rng.uniform(np.log(AREA_RANGE[0]), np.log(area_max)))
+            else:
+                frac = rng.uniform(AREA_RANGE[0], area_max)
+            frac *= 0.8 ** (attempt // 10)
+            pts = _pose(_unit_shape(label, rng), frac * w * h, np.exp(rng.uniform(-0.08, 0.08)),
+                        rng.uniform(0, 2 * np.pi))
+            half = pts.max(0)
+            lo, hi = half * (1 - 2 * max_cut), (w, h) - half * (1 - 2 * max_cut)
+            centre = np.where(lo < hi, rng.uniform(lo, np.maximum(lo, hi)), (w / 2, h / 2))
+            box = (*np.maximum(centre - half, 0), *np.minimum(centre + half, (w, h)))
+            if all(_io_min(box, other) <= 0.25 for other in boxes):
+                placed.append((label, pts + centre))
+                boxes.append(box)
+                break
+    return placed
+
+
+@dataclass(frozen=True)
+class _SceneStyle:
+    """How busy a still image is."""
+
+    max_cut: float  # fraction of an object's box that may lie outside the frame
+    clutter: tuple[int, int]  # distractors drawn, from..to (exclusive)
+    occlude_p: float  # chance that an object is partly covered
+    log_area: bool  # object area log-uniform (many small objects) or uniform
+
+
+_CLASSIFICATION_STYLE = _SceneStyle(max_cut=0.1, clutter=(0, 3), occlude_p=0.15, log_area=False)
+_DETECTION_STYLE = _SceneStyle(max_cut=0.25, clutter=(1, 6), occlude_p=0.25, log_area=True)
+
+
+def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
+                  style: _SceneStyle) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]:
+    """One image with the given objects; returns the image and the labels and tight boxes drawn."""
+    img = np.clip(_background(rng, h, w) + 0.5, 0, 255).astype(np.uint8)
+    _draw_clutter(img, rng, int(rng.integers(*style.clutter)))
+    drawn_labels, boxes = [], []
+    for label, pts in _place(rng, w, h, labels, style.max_cut, style.log_area):
+        cropped = _shape_mask(pts, w, h)
+        box = _tight_box(*cropped) if cropped else None
+        if box is None:
+            continue
+        mask, x0, y0 = cropped
+        under = img[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128]
+        fill = _Fill.sample(rng, _contrasting_colour(rng, under))
+        _paint(img, mask, x0, y0, fill.pixels(*mask.shape, rng))
+        drawn_labels.append(label)
+        boxes.append(box)
+    for box in boxes:
+        if rng.random() < style.occlude_p:
+            _occlude(img, rng, box)
+    return _Camera.sample(rng).apply(img, rng), drawn_labels, boxes
+
+
+# ---------------------------------------------------------------- writing
+
+@contextmanager
+def _atomic_dir(out: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces `out`, on failure it is removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        old = None
+        if out.exists() or out.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent)) / "old"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old.parent, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_jpeg(path: Path, img: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), img, _JPEG):
+        raise OSError(f"could not write {path}")
+
+
+def _split_counts(n: int) -> dict[str, int]:
+    n_val = max(1, round(n * SPLIT_FRACTIONS["val"]))
+    n_test = max(1, round(n * SPLIT_FRACTIONS["test"]))
+    return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
+
+
+def _write_labels(root: Path) -> None:
+    (root / "labels.txt").write_text("".join(f"{name}\n" for name in CLASSES))
+
+
+def _digits(n: int) -> int:
+    return max(5, len(str(n - 1)))
+
+
+def synth_classification(out: Path, n: int, seed: int, size: int = 64) -> DatasetIndex:
+    """Write an ImageFolder `out/{train,val,test}/<class>/<NNNNN>.jpg` plus `out/labels.txt`.
+
+    Classes are balanced and split 70/15/15 per class, so every class is in every split.
+    """
+    if n < 3 * len(CLASSES):
+        raise ConfigError(f"n={n} is too small: synth_classification needs n >= {3 * len(CLASSES)} "
+                          "so that every class is in every split")
+    out = Path(out)
+    layout = np.random.default_rng([seed, _STREAM_CLS])
+    labels = layout.permutation(np.arange(n) % len(CLASSES))
+    split_of = np.empty(n, dtype=object)
+    for label in range(len(CLASSES)):
+        members = layout.permutation(np.flatnonzero(labels == label))
+        counts = _split_counts(len(members))
+        split_of[members[:counts["train"]]] = "train"
+        split_of[members[counts["train"]:counts["train"] + counts["val"]]] = "val"
+        split_of[members[counts["train"] + counts["val"]:]] = "test"
+    digits = _digits(n)
+    relpaths = []
+    with _atomic_dir(out) as tmp:
+        for split in SPLITS:
+            for name in CLASSES:
+                (tmp / split / name).mkdir(parents=True)
+        for i in range(n):
+            rng = np.random.default_rng([seed, _STREAM_CLS, i + 1])
+            img, _, _ = _render_still(rng, size, size, [int(labels[i])], _CLASSIFICATION_STYLE)
+            rel = Path(split_of[i], CLASSES[labels[i]], f"{i:0{digits}d}.jpg")
+            _write_jpeg(tmp / rel, img)
+            relpaths.append(rel)
+        _write_labels(tmp)
+    splits = {s: [ImageRecord(out / rel, int(labels[i])) for i, rel in enumerate(relpaths) if split_of[i] == s]
+              for s in SPLITS}
+    return DatasetIndex("classification", out, list(CLASSES), splits)
+
+
+def _voc_xml(name: str, w: int, h: int, labels: list[int], boxes: list[tuple[int, int, int, int]]) -> str:
+    objects = "".join(
+        f"  <object>\n    <name>{CLASSES[label]}</name>\n    <pose>Unspecified</pose>\n"
+        f"    <truncated>0</truncated>\n    <difficult>0</difficult>\n"
+        f"    <bndbox>\n      <xmin>{x0 + 1}</xmin>\n      <ymin>{y0 + 1}</ymin>\n"
+        f"      <xmax>{x1}</xmax>\n      <ymax>{y1}</ymax>\n    </bndbox>\n  </object>\n"
+        for label, (x0, y0, x1, y1) in zip(labels, boxes))
+    return (f"<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{escape(name)}</filename>\n"
+            f"  <source><database>LensOps synthetic shapes</database></source>\n"
+            f"  <size>\n    <width>{w}</width>\n    <height>{h}</height>\n    <depth>3</depth>\n  </size>\n"
+            f"  <segmented>0</segmented>\n{objects}</annotation>\n")
+
+
+def synth_detection(out: Path, n: int, seed: int, size: int = 160) -> DatasetIndex:
+    """Write a Pascal VOC folder: JPEGImages/, Annotations/, ImageSets/Main/{train,val,test}.txt, labels.txt.
+
+    Images hold 1-4 objects (about 2% hold none).
+    """
+    if n < 3:
+        raise ConfigError(f"n={n} is too small: synth_detection needs n >= 3 so that every split has an image")
+    out = Path(out)
+    layout = np.random.default_rng([seed, _STREAM_DET])
+    order = layout.permutation(n)
+    counts = _split_counts(n)
+    split_of = np.empty(n, dtype=object)
+    split_of[order[:counts["train"]]] = "train"
+    split_of[order[counts["train"]:counts["train"] + counts["val"]]] = "val"
+    split_of[order[counts["train"] + counts["val"]:]] = "test"
+    digits = _digits(n)
+    records = []
+    with _atomic_dir(out) as tmp:
+        for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+            (tmp / sub).mkdir(parents=True)
+        for i in range(n):
+            rng = np.random.default_rng([seed, _STREAM_DET, i + 1])
+            k = int(rng.choice(5, p=[0.02, 0.33, 0.29, 0.2, 0.16]))
+            labels = [int(x) for x in rng.integers(0, len(CLASSES), k)]
+            img, labels, boxes = _render_still(rng, size, size, labels, _DETECTION_STYLE)
+            stem = f"{i:0{digits}d}"
+            _write_jpeg(tmp / "JPEGImages" / f"{stem}.jpg", img)
+            (tmp / "Annotations" / f"{stem}.xml").write_text(_voc_xml(f"{stem}.jpg", size, size, labels, boxes))
+            records.append(DetectionRecord(out / "JPEGImages" / f"{stem}.jpg", size, size,
+                                           np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32)))
+        for split in SPLITS:
+            ids = [f"{i:0{digits}d}\n" for i in range(n) if split_of[i] == split]
+            (tmp / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(ids))
+        _write_labels(tmp)
+    splits = {s: [r for i, r in enumerate(records) if split_of[i] == s] for s in SPLITS}
+    return DatasetIndex("detection", out, list(CLASSES), splits)
+
+
+# ---------------------------------------------------------------- video
+
+@dataclass
+class _Mover:
+    """One object moving through the video in a straight line, bouncing off the walls or passing out."""
+
+    label: int
+    unit: np.ndarray
+    area: float
+    aspect: float
+    angle: float
+    spin: float
+    centre: np.ndarray
+    velocity: np.ndarray
+    bounce: bool
+    fill: _Fill
+    wait: int = 0  # frames before it appears
+
+    @classmethod
+    def spawn(cls, rng: np.random.Generator, background: np.ndarray, k: int, fps: float, inside: bool) -> "_Mover":
+        h, w = background.shape[:2]
+        label = int(rng.integers(len(CLASSES)))
+        area = np.exp(rng.uniform(np.log(AREA_RANGE[0]), np.log(min(_VIDEO_AREA_MAX, 0.9 / k)))) * w * h
+        speed = rng.uniform(0.15, 0.5) * min(w, h) / fps  # 0.15-0.5 of the short side per second
+        heading = rng.uniform(0, 2 * np.pi)
+        colour = _contrasting_colour(rng, background)
+        mover = cls(label, _unit_shape(label, rng), area, float(np.exp(rng.uniform(-0.08, 0.08))),
+                    float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(-3, 3) * np.pi / 180),
+                    rng.uniform(0.2, 0.8, 2) * (w, h), speed * np.array([np.cos(heading), np.sin(heading)]),
+                    bool(rng.random() < 0.4), _Fill.sample(rng, colour, textured=False))
+        if not inside:  # start just outside an edge, heading in
+            r = mover.radius()
+            edge = rng.integers(4)
+            axis, outside = edge % 2, (-r if edge < 2 else (w, h)[edge % 2] + r)
+            mover.centre[axis] = outside
+            mover.velocity[axis] = abs(mover.velocity[axis]) * (1 if edge < 2 else -1)
+            mover.wait = int(rng.integers(0, int(2 * fps) + 1))
+        return mover
+
+    def radius(self) -> float:
+        """Distance from the centre to the farthest vertex, whatever the rotation."""
+        return float(np.linalg.norm(_pose(self.unit, self.area, self.aspect, 0.0, still=False), axis=1).max())
+
+    def points(self) -> np.ndarray:
+        return _pose(self.unit, self.area, self.aspect, self.angle, still=False) + self.centre
+
+    def gone(self, w: int, h: int) -> bool:
+        r = self.radius()
+        return bool(np.any(self.centre < -r) or self.centre[0] > w + r or self.centre[1] > h + r)
+
+    def step(self, w: int, h: int) -> None:
+        self.centre = self.centre + self.velocity
+        self.angle += self.spin
+        if self.bounce:
+            half = np.abs(self.points() - self.centre).max(0)
+            for axis, limit in enumerate((w, h)):
+                if self.centre[axis] - half[axis] < 0:
+                    self.velocity[axis] = abs(self.velocity[axis])
+                elif self.centre[axis] + half[axis] > limit:
+                    self.velocity[axis] = -abs(self.velocity[axis])
+
+
+def _collide(movers: list[_Mover]) -> None:
+    """Let movers that run into each other bounce apart (an elastic collision), so they rarely hide each other."""
+    for i, a in enumerate(movers):
+        for b in movers[i + 1:]:
+            gap = b.centre - a.centre
+            distance = float(np.linalg.norm(gap))
+            approaching = float(np.dot(b.velocity - a.velocity, gap)) < 0
+            if approaching and 0 < distance < 0.75 * (a.radius() + b.radius()):
+                normal = gap / distance
+                exchange = np.dot(a.velocity - b.velocity, normal) * normal
+                a.velocity, b.velocity = a.velocity - exchange, b.velocity + exchange
+
+
+def _polygon_area(pts: np.ndarray) -> float:
+    x, y = pts[:, 0], pts[:, 1]
+    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+
+
+def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generator) -> list[dict]:
+    """Paint the movers that are in play; return the ground truth of those at least 30% in view."""
+    h, w = frame.shape[:2]
+    objects = []
+    for mover in movers:
+        if mover.wait > 0:
+            mover.wait -= 1
+            continue
+        pts = mover.points()
+        cropped = _shape_mask(pts, w, h)
+        box = _tight_box(*cropped) if cropped else None
+        if box is None:
+            continue
+        mask, x0, y0 = cropped
+        _paint(frame, mask, x0, y0, mover.fill.pixels(*mask.shape, rng))
+        if mask.sum() / 255.0 >= 0.3 * _polygon_area(pts):
+            objects.append({"label": CLASSES[mover.label],
+                            "box": [round(box[0] / w, 5), round(box[1] / h, 5), round(box[2] / w, 5), round(box[3] / h, 5)]})
+    return objects
+
+
+def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (320, 240), fps: float = 15) -> Path:
+    """Write `out/video.mp4` (mp4v) with 1-4 moving shapes and `out/video_gt.json`; return the video path.
+
+    Objects cover 5% to 30% of the frame. An object is listed in a frame's ground truth while at
+    least 30% of its area is in the frame; its box is normalised [x_min, y_min, x_max, y_max].
+    """
+    if n_frames < 1:
+        raise ConfigError(f"n_frames={n_frames} must be at least 1")
+    out = Path(out)
+    w, h = size
+    rng = np.random.default_rng([seed, _STREAM_VIDEO])
+    background = np.clip(_background(rng, h, w) + 0.5, 0, 255).astype(np.uint8)
+    _draw_clutter(background, rng, int(rng.integers(2, 7)))
+    camera = _Camera.sample(rng, blur_p=0.0)
+    k = int(rng.integers(2, 5))  # movers; 1-4 of them are in view at a time as they enter and leave
+    movers: list[_Mover] = []
+    for i in range(k):
+        mover = _Mover.spawn(rng, background, k, fps, inside=(i == 0 or rng.random() < 0.6))
+        for _ in range(20):  # start apart from the others already in view
+            if mover.wait or all(np.linalg.norm(mover.centre - m.centre) >= 0.75 * (mover.radius() + m.radius())
+                                 for m in movers if not m.wait):
+                break
+            mover.centre = rng.uniform(0.2, 0.8, 2) * (w, h)
+        movers.append(mover)
+    frames_gt = []
+    with _atomic_dir(out) as tmp:
+        writer = cv2.VideoWriter(str(tmp / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+        if not writer.isOpened():
+            raise OSError("OpenCV cannot write mp4v video here (no FFmpeg backend?)")
+        try:
+            for index in range(n_frames):
+                frame = background.copy()
+                objects = _draw_movers(frame, movers, rng)
+                _collide([m for m in movers if m.wait == 0])
+                for i, mover in enumerate(movers):
+                    if mover.wait == 0:
+                        mover.step(w, h)
+                        if mover.gone(w, h):
+                            movers[i] = _Mover.spawn(rng, background, k, fps, inside=False)
+                writer.write(camera.apply(frame, rng, flicker=float(rng.normal(0, 2))))
+                counts: dict[str, int] = {}
+                for obj in objects:
+                    counts[obj["label"]] = counts.get(obj["label"], 0) + 1
+                frames_gt.append({"index": index, "objects": objects, "counts": counts})
+        finally:
+            writer.release()
+        written = cv2.VideoCapture(str(tmp / "video.mp4"))
+        frame_count = int(written.get(cv2.CAP_PROP_FRAME_COUNT))
+        written.release()
+        if frame_count != n_frames:
+            raise OSError(f"wrote {n_frames} frames but the video holds {frame_count}")
+        gt = {"schema": VIDEO_GT_SCHEMA, "fps": fps, "width": w, "height": h, "classes": list(CLASSES),
+              "frames": frames_gt}
+        (tmp / "video_gt.json").write_text(json.dumps(gt, indent=1) + "\n")
+    return out / "video.mp4"

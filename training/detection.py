@@ -1,0 +1,62 @@
+"""Detection (SSD): targets, multibox loss, one training step and VOC mAP@0.5 evaluation."""
+from __future__ import annotations
+
+import numpy as np
+import mxnet as mx
+from mxnet import autograd, gluon
+
+from training.loaders import on_cpu
+
+
+class DetectionTask:
+    primary_metric = "val_map"
+
+    def __init__(self, classes: list[str], input_size: int):
+        from gluoncv.loss import SSDMultiBoxLoss
+        from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+
+        self.classes, self.input_size = classes, input_size
+        self.loss = SSDMultiBoxLoss()
+        self.targets = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2), negative_mining_ratio=-1)
+        self.anchors = None
+
+    def _anchors(self, net):
+        if self.anchors is None:
+            with autograd.train_mode():
+                _, _, anchors = net(mx.nd.zeros((1, 3, self.input_size, self.input_size)))
+            self.anchors = anchors
+        return self.anchors
+
+    def train_batch(self, net, batch, trainer: gluon.Trainer) -> dict[str, float]:
+        data, label = on_cpu(batch)
+        anchors = self._anchors(net)
+        with autograd.pause():
+            cls_targets, box_targets, _ = self.targets(anchors, None, label.slice_axis(axis=-1, begin=0, end=4),
+                                                       label.slice_axis(axis=-1, begin=4, end=5))
+        with autograd.record():
+            cls_preds, box_preds, _ = net(data)
+            total, cls_loss, box_loss = self.loss([cls_preds], [box_preds], [cls_targets], [box_targets])
+        autograd.backward(total)
+        trainer.step(1)  # SSDMultiBoxLoss already normalises by the number of positives
+        return {"loss": float(total[0].mean().asscalar()),
+                "cls_loss": float(cls_loss[0].mean().asscalar()),
+                "box_loss": float(box_loss[0].mean().asscalar())}
+
+    def evaluate(self, net, loader, prefix: str = "val") -> tuple[dict[str, float], dict]:
+        from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
+
+        metric = VOC07MApMetric(iou_thresh=0.5, class_names=self.classes)
+        for batch in loader:
+            data, label = on_cpu(batch)
+            ids, scores, boxes = net(data)
+            gt_boxes = label.slice_axis(axis=-1, begin=0, end=4)
+            gt_ids = label.slice_axis(axis=-1, begin=4, end=5)
+            metric.update(boxes, ids, scores, gt_boxes, gt_ids)
+        names, values = metric.get()
+        per_class = {n: float(v) for n, v in zip(names[:-1], values[:-1])}
+        recall, precision = metric._recall_prec()
+        curves = {name: (np.asarray(r if r is not None else []), np.asarray(p if p is not None else []))
+                  for name, r, p in zip(self.classes, recall, precision)}
+        metrics = {f"{prefix}_map": float(values[-1])}
+        metrics.update({f"{prefix}_ap_{n}": v for n, v in per_class.items()})
+        return metrics, {"pr_curves": curves}

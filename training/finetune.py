@@ -1,0 +1,113 @@
+"""Fine-tuning: find the starting weights, carry them into a network with a new class list,
+optionally freeze the backbone."""
+from __future__ import annotations
+
+import json
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import mxnet as mx
+import numpy as np
+
+from training.errors import ConfigError
+
+
+def resolve_init_from(ref: str, workdir: Path) -> Path:
+    """A model folder from a path, a model.tar.gz or a registry reference (models:/NAME@ALIAS)."""
+    if ref.startswith(("models:/", "runs:/")):
+        return _download(ref, workdir)
+    path = Path(ref)
+    if not path.exists():
+        raise ConfigError(f"init_from: {path} does not exist")
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        target = Path(tempfile.mkdtemp(prefix="init-from-", dir=workdir))
+        _safe_extract(path, target)
+        path = target
+    return _find_model_dir(path, ref)
+
+
+def _download(ref: str, workdir: Path) -> Path:
+    import mlflow
+
+    target = Path(tempfile.mkdtemp(prefix="init-from-", dir=workdir))
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(target))
+    except Exception as exc:  # unknown model/alias, unreachable server
+        raise ConfigError(f"init_from: cannot fetch {ref} from the registry: {exc}") from None
+    return _find_model_dir(Path(local), ref)
+
+
+def _safe_extract(archive: Path, target: Path) -> None:
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            name = Path(member.name)
+            if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
+                raise ConfigError(f"init_from: {archive} holds an unsafe member '{member.name}'")
+        tar.extractall(target)
+
+
+def _find_model_dir(root: Path, ref: str) -> Path:
+    found = sorted(p.parent for p in Path(root).rglob("model.json"))
+    if not found:
+        raise ConfigError(f"init_from: no model.json under {ref}")
+    return found[0]
+
+
+def load_model_weights(model_dir: Path) -> tuple[dict, dict]:
+    """(name -> array, model.json) of an exported model folder."""
+    meta = json.loads((model_dir / "model.json").read_text())
+    params_file = model_dir / meta["files"]["params"]
+    try:
+        raw = mx.nd.load(str(params_file))
+    except mx.base.MXNetError as exc:
+        raise ConfigError(f"init_from: cannot read {params_file}: {exc}") from None
+    return {k.split(":", 1)[-1]: v.asnumpy() for k, v in raw.items()}, meta
+
+
+def transfer_weights(net, source: dict) -> tuple[int, list[str]]:
+    """Copy every parameter whose name and shape match; return (copied, skipped names)."""
+    copied, skipped = 0, []
+    for name, param in net.collect_params().items():
+        value = source.get(name)
+        if value is not None and tuple(value.shape) == tuple(param.shape):
+            param.set_data(mx.nd.array(value, dtype=param.dtype))
+            copied += 1
+        else:
+            skipped.append(name)
+    if copied == 0:
+        raise ConfigError("init_from: no parameter of the source model matches this network "
+                          "(different network architecture?)")
+    return copied, skipped
+
+
+def head_parameters(net, task: str) -> list[str]:
+    """Names of the parameters that are not backbone: the classifier output / SSD heads and extras."""
+    names = list(net.collect_params().keys())
+    if task == "classification":
+        return [n for n in names if n in set(net.output.collect_params().keys())]
+    base = set(net.features.collect_params().keys())
+    return [n for n in names if n not in base or "expand" in n]
+
+
+def freeze_backbone(net, task: str) -> int:
+    """Stop gradients for backbone parameters; returns how many were frozen."""
+    head = set(head_parameters(net, task))
+    frozen = 0
+    for name, param in net.collect_params().items():
+        if name not in head:
+            param.grad_req = "null"
+            frozen += 1
+    return frozen
+
+
+def named_arrays(net) -> dict:
+    return {name: p.data().asnumpy() for name, p in net.collect_params().items()}
+
+
+def has_nan(net) -> Optional[str]:
+    for name, p in net.collect_params().items():
+        if not np.isfinite(p.data().asnumpy()).all():
+            return name
+    return None

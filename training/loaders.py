@@ -1,0 +1,111 @@
+"""Gluon datasets and loaders over a DatasetIndex. Samples are keyed by (index, epoch) so
+augmentation is repeatable with any number of worker processes."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import mxnet as mx
+import numpy as np
+from mxnet import gluon
+
+from training.datasets.records import DetectionRecord, ImageRecord
+from training.transforms import (augment_classification, augment_detection, read_rgb, resize,
+                                 scale_boxes, to_tensor)
+
+
+class EpochBatchSampler(gluon.data.Sampler):
+    """Shuffled (train) or ordered batches of (index, epoch) keys; call set_epoch() before iterating."""
+
+    def __init__(self, length: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
+                 shard: tuple[int, int] = (0, 1)):
+        self.length, self.batch_size, self.shuffle = length, batch_size, shuffle
+        self.seed, self.drop_last, self.shard = seed, drop_last, shard
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> np.ndarray:
+        if not self.shuffle:
+            order = np.arange(self.length)
+        else:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
+        rank, workers = self.shard  # multi-host: each host takes every n-th sample
+        return order[rank::workers]
+
+    def __iter__(self):
+        order = self._order()
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            if self.drop_last and len(batch) < self.batch_size:
+                return
+            yield [(int(i), self.epoch) for i in batch]
+
+    def __len__(self) -> int:
+        n = len(self._order())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class ClassificationSamples(gluon.data.Dataset):
+    def __init__(self, records: Sequence[ImageRecord], size: int, train: bool, seed: int):
+        self.records, self.size, self.train, self.seed = list(records), size, train, seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        cv2.setNumThreads(1)
+        record = self.records[index]
+        image = read_rgb(record.path)
+        if self.train:
+            image = augment_classification(image, np.random.default_rng([self.seed, epoch, index]), self.size)
+        else:
+            image = resize(image, self.size)
+        return to_tensor(image), np.float32(record.label)
+
+
+class DetectionSamples(gluon.data.Dataset):
+    """Yields (image CHW, label (max_objects, 5)) with label rows [x0, y0, x1, y1, class] in
+    network-input pixels, padded with -1."""
+
+    def __init__(self, records: Sequence[DetectionRecord], size: int, train: bool, seed: int, max_objects: int):
+        self.records, self.size, self.train, self.seed = list(records), size, train, seed
+        self.max_objects = max_objects
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        cv2.setNumThreads(1)
+        record = self.records[index]
+        image = read_rgb(record.path)
+        boxes, labels = record.boxes.astype(np.float32), record.labels.astype(np.float32)
+        if self.train:
+            image, boxes, labels = augment_detection(image, boxes, labels,
+                                                     np.random.default_rng([self.seed, epoch, index]))
+        boxes = scale_boxes(boxes, image.shape[:2], self.size)
+        label = np.full((self.max_objects, 5), -1.0, dtype=np.float32)
+        n = min(len(boxes), self.max_objects)
+        label[:n, :4] = boxes[:n]
+        label[:n, 4] = labels[:n]
+        return to_tensor(resize(image, self.size)), label
+
+
+def on_cpu(batch):
+    """Batches may arrive in shared memory (cpu_shared); hybridized nets want plain cpu."""
+    return [x.as_in_context(mx.cpu()) for x in batch]
+
+
+def make_loader(dataset: gluon.data.Dataset, batch_size: int, shuffle: bool, seed: int,
+                num_workers: int, drop_last: bool, shard: tuple[int, int] = (0, 1)):
+    sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last, shard)
+    # Worker threads, not processes: forking a process that already runs MXNet's engine and
+    # OpenMP pools can deadlock the child (seen under pytest); decoding and resizing in OpenCV
+    # release the GIL, so threads keep the cores busy.
+    loader = gluon.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
+                                   thread_pool=num_workers > 0,
+                                   prefetch=2 * num_workers if num_workers else None)
+    return loader, sampler
