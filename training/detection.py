@@ -27,12 +27,28 @@ class DetectionTask:
             self.anchors = anchors
         return self.anchors
 
+    def encode(self, net, label: mx.nd.NDArray) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
+        """Anchor targets per image from its real boxes only: a padding row (-1) would be matched
+        to some anchor by the bipartite matcher and encode to log(0)."""
+        anchors = self._anchors(net)
+        n = anchors.shape[1]
+        cls_all, box_all = [], []
+        with autograd.pause():
+            for rows in label.asnumpy():
+                rows = rows[rows[:, 4] >= 0]
+                if not len(rows):
+                    cls_all.append(mx.nd.zeros((1, n)))
+                    box_all.append(mx.nd.zeros((1, n, 4)))
+                    continue
+                cls_t, box_t, _ = self.targets(anchors, None, mx.nd.array(rows[None, :, :4]),
+                                               mx.nd.array(rows[None, :, 4:5]))
+                cls_all.append(cls_t)
+                box_all.append(box_t)
+        return mx.nd.concat(*cls_all, dim=0), mx.nd.concat(*box_all, dim=0)
+
     def train_batch(self, net, batch, trainer: gluon.Trainer) -> dict[str, float]:
         data, label = on_cpu(batch)
-        anchors = self._anchors(net)
-        with autograd.pause():
-            cls_targets, box_targets, _ = self.targets(anchors, None, label.slice_axis(axis=-1, begin=0, end=4),
-                                                       label.slice_axis(axis=-1, begin=4, end=5))
+        cls_targets, box_targets = self.encode(net, label)
         with autograd.record():
             cls_preds, box_preds, _ = net(data)
             total, cls_loss, box_loss = self.loss([cls_preds], [box_preds], [cls_targets], [box_targets])
@@ -46,12 +62,16 @@ class DetectionTask:
         from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 
         metric = VOC07MApMetric(iou_thresh=0.5, class_names=self.classes)
+        # SSD returns training outputs or decoded detections depending on the autograd mode at
+        # the time its graph was cached; clear the cache on each switch (as GluonCV's set_nms does).
+        net._clear_cached_op()
         for batch in loader:
             data, label = on_cpu(batch)
             ids, scores, boxes = net(data)
             gt_boxes = label.slice_axis(axis=-1, begin=0, end=4)
             gt_ids = label.slice_axis(axis=-1, begin=4, end=5)
             metric.update(boxes, ids, scores, gt_boxes, gt_ids)
+        net._clear_cached_op()
         names, values = metric.get()
         per_class = {n: float(v) for n, v in zip(names[:-1], values[:-1])}
         recall, precision = metric._recall_prec()

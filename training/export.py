@@ -39,6 +39,7 @@ def export_model(net, cfg: TrainConfig, classes: list[str], size: int, metrics: 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        net._clear_cached_op()
         net(mx.nd.zeros((1, 3, size, size)))  # the cached graph export() writes is the inference one
         net.export(str(tmp / "model"), epoch=0)
         meta = {

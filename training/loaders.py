@@ -87,6 +87,8 @@ class DetectionSamples(gluon.data.Dataset):
             image, boxes, labels = augment_detection(image, boxes, labels,
                                                      np.random.default_rng([self.seed, epoch, index]))
         boxes = scale_boxes(boxes, image.shape[:2], self.size)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+        boxes, labels = boxes[keep], labels[keep]  # a crop may leave slivers: their box targets are inf
         label = np.full((self.max_objects, 5), -1.0, dtype=np.float32)
         n = min(len(boxes), self.max_objects)
         label[:n, :4] = boxes[:n]

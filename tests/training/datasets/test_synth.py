@@ -1,0 +1,152 @@
+"""Synthetic demo data: deterministic, laid out as documented, boxes that fit the images."""
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from training.datasets.records import SPLITS
+from training.datasets.synth import CLASSES, VIDEO_GT_SCHEMA, synth_classification, synth_detection, synth_video
+from training.errors import ConfigError
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize("make, n", [(synth_classification, 20), (synth_detection, 12)])
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path, make, n):
+    # given two runs with one seed and one with another
+    make(tmp_path / "a", n=n, seed=5)
+    make(tmp_path / "b", n=n, seed=5)
+    make(tmp_path / "c", n=n, seed=6)
+    # when the files are compared
+    a, b, c = _files(tmp_path / "a"), _files(tmp_path / "b"), _files(tmp_path / "c")
+    # then the same seed wrote the very same bytes, another seed other images
+    assert a == b, f"{make.__name__}: same seed wrote different files"
+    images = [name for name in a if name.endswith(".jpg")]
+    assert images and any(a[name] != c.get(name) for name in images), f"{make.__name__}: seed 6 wrote the same images as 5"
+
+
+def test_classification_layout_is_a_balanced_image_folder(tmp_path):
+    # given
+    out = tmp_path / "cls"
+    # when
+    index = synth_classification(out, n=40, seed=0)
+    # then
+    assert (out / "labels.txt").read_text().split() == CLASSES, "labels.txt must list the classes in order"
+    images = sorted(out.glob("*/*/*.jpg"))
+    assert len(images) == 40, f"expected 40 images, found {len(images)}"
+    sizes = {s: len(index.split(s)) for s in SPLITS}
+    assert sizes == {"train": 30, "val": 5, "test": 5}, f"split sizes {sizes} are not 70/15/15 per class"
+    for split in SPLITS:
+        present = {CLASSES[r.label] for r in index.split(split)}
+        assert present == set(CLASSES), f"split {split} lacks classes {set(CLASSES) - present}"
+        for record in index.split(split):
+            assert record.path.parent.name == CLASSES[record.label], f"{record.path} is in the wrong class folder"
+            assert record.path.parts[-3] == split, f"{record.path} is in the wrong split folder"
+    img = cv2.imread(str(images[0]))
+    assert img is not None and img.shape == (64, 64, 3), f"image shape {None if img is None else img.shape}"
+
+
+def test_detection_layout_is_pascal_voc_with_boxes_inside_the_image(tmp_path):
+    # given
+    out = tmp_path / "det"
+    # when
+    index = synth_detection(out, n=30, seed=0, size=96)
+    # then
+    ids = {s: (out / "ImageSets" / "Main" / f"{s}.txt").read_text().split() for s in SPLITS}
+    assert all(ids.values()), f"every split list must be non-empty: {ids}"
+    assert sorted(sum(ids.values(), [])) == sorted(p.stem for p in (out / "JPEGImages").glob("*.jpg")), \
+        "split lists must cover every image exactly once"
+    assert len(list((out / "Annotations").glob("*.xml"))) == 30, "one annotation per image"
+    n_objects = 0
+    for split in SPLITS:
+        for record in index.split(split):
+            img = cv2.imread(str(record.path))
+            assert img.shape == (record.height, record.width, 3) == (96, 96, 3), f"{record.path}: size {img.shape}"
+            boxes = record.boxes
+            assert boxes.dtype == np.float32 and record.labels.dtype == np.int32, "boxes float32, labels int32"
+            assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 96).all() and (boxes[:, 3] <= 96).all(), \
+                f"{record.path}: box outside the image {boxes}"
+            assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all(), f"{record.path}: {boxes}"
+            for i in range(len(boxes)):
+                for j in range(i):
+                    assert _iou(boxes[i], boxes[j]) <= 0.3, f"{record.path}: objects {i} and {j} overlap too much"
+            n_objects += len(boxes)
+    assert 30 <= n_objects <= 120, f"1-4 objects per image expected, found {n_objects} in 30 images"
+    xml = ET.parse(out / "Annotations" / f"{ids['train'][0]}.xml").getroot()
+    assert xml.findtext("size/width") == "96" and xml.findtext("size/depth") == "3", "VOC <size> missing"
+    for obj in xml.iter("object"):
+        assert obj.findtext("name") in CLASSES and obj.findtext("difficult") == "0", "VOC <object> fields"
+        assert all(obj.findtext(f"bndbox/{t}").isdigit() for t in ("xmin", "ymin", "xmax", "ymax")), "integer box"
+
+
+def test_video_decodes_with_every_frame_and_matching_ground_truth(tmp_path):
+    # given
+    out = tmp_path / "video"
+    # when
+    video = synth_video(out, n_frames=24, seed=2)
+    # then
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    assert video == out / "video.mp4" and len(frames) == 24, f"decoded {len(frames)} frames of 24"
+    assert frames[0].shape == (240, 320, 3), f"frame shape {frames[0].shape}"
+    gt = json.loads((out / "video_gt.json").read_text())
+    assert gt["schema"] == VIDEO_GT_SCHEMA and gt["classes"] == CLASSES, "gt header"
+    assert (gt["width"], gt["height"], gt["fps"]) == (320, 240, 15), "gt size and fps"
+    assert [f["index"] for f in gt["frames"]] == list(range(24)), "one gt entry per frame, in order"
+    seen = 0
+    for entry in gt["frames"]:
+        counts: dict[str, int] = {}
+        for obj in entry["objects"]:
+            x0, y0, x1, y1 = obj["box"]
+            assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, f"frame {entry['index']}: box {obj['box']} not normalized"
+            counts[obj["label"]] = counts.get(obj["label"], 0) + 1
+        assert entry["counts"] == counts, f"frame {entry['index']}: counts {entry['counts']} != objects {counts}"
+        seen += len(entry["objects"])
+    assert seen >= 24, "at least one object per frame on average"
+
+
+def test_video_same_seed_gives_same_files(tmp_path):
+    # given / when
+    synth_video(tmp_path / "a", n_frames=8, seed=3)
+    synth_video(tmp_path / "b", n_frames=8, seed=3)
+    # then
+    assert _files(tmp_path / "a") == _files(tmp_path / "b"), "same seed must write the same video and gt"
+
+
+def test_output_replaces_the_old_folder_and_leaves_no_temporary_folder(tmp_path):
+    # given an output folder with a stale file
+    out = tmp_path / "cls"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    # when
+    synth_classification(out, n=15, seed=0)
+    # then
+    assert not (out / "stale.txt").exists(), "the old folder must be replaced, not merged"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cls"], f"left behind: {list(tmp_path.iterdir())}"
+
+
+def test_too_few_images_is_a_clear_error(tmp_path):
+    # given / when / then
+    with pytest.raises(ConfigError, match="n=4"):
+        synth_classification(tmp_path / "cls", n=4, seed=0)
+    assert not (tmp_path / "cls").exists(), "nothing is written on error"
