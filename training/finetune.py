@@ -66,11 +66,36 @@ def load_model_weights(model_dir: Path) -> tuple[dict, dict]:
     return {k.split(":", 1)[-1]: v.asnumpy() for k, v in raw.items()}, meta
 
 
-def transfer_weights(net, source: dict) -> tuple[int, list[str]]:
-    """Copy every parameter whose name and shape match; return (copied, skipped names)."""
+def class_layers(net, task: str) -> list[str]:
+    """Parameters whose rows are per class: the classifier output, or SSD's class predictors."""
+    block = net.output if task == "classification" else net.class_predictors
+    return list(block.collect_params().keys())
+
+
+def transfer_weights(net, source: dict, class_params: tuple = (), row_map: Optional[list] = None
+                     ) -> tuple[int, list[str]]:
+    """Copy every parameter whose name and shape match; return (copied, reinitialised names).
+
+    `class_params` are per-class layers: with a `row_map` (for each target class, its row in the
+    source, or -1) their rows are carried over by class name (like GluonCV's reset_class with
+    reuse_weights) and new classes keep their fresh initialisation; without one they are left fresh.
+    """
     copied, skipped = 0, []
     for name, param in net.collect_params().items():
         value = source.get(name)
+        if name in class_params:
+            if row_map is None or value is None or value.shape[1:] != param.shape[1:] \
+                    or max(row_map) >= value.shape[0]:
+                skipped.append(name)
+                continue
+            rows = param.data().asnumpy()
+            kept = [i for i, j in enumerate(row_map) if j >= 0]
+            rows[kept] = value[[row_map[i] for i in kept]]
+            param.set_data(mx.nd.array(rows, dtype=param.dtype))
+            copied += 1
+            if len(kept) < len(row_map):
+                skipped.append(name)  # partly new: its new classes start from scratch
+            continue
         if value is not None and tuple(value.shape) == tuple(param.shape):
             param.set_data(mx.nd.array(value, dtype=param.dtype))
             copied += 1

@@ -96,7 +96,7 @@ def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], 
     info = {"init": "random"}
     if cfg.pretrained and cfg.task == "classification":
         source = finetune.named_arrays(networks.load_pretrained_classifier(spec, cfg.pretrained_cache))
-        copied, skipped = finetune.transfer_weights(net, source)
+        copied, skipped = finetune.transfer_weights(net, source, tuple(finetune.class_layers(net, cfg.task)))
         info = {"init": f"gluoncv:{spec.base}", "copied": copied, "reinitialised": len(skipped)}
     elif cfg.pretrained:
         info = {"init": f"gluoncv:{spec.base} (backbone)"}
@@ -105,9 +105,16 @@ def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], 
         source, meta = finetune.load_model_weights(model_dir)
         if meta.get("task") != cfg.task:
             raise ConfigError(f"init_from: {cfg.init_from} is a {meta.get('task')} model, not {cfg.task}")
-        copied, skipped = finetune.transfer_weights(net, source)
+        source_classes = meta.get("classes") or []
+        # Classification outputs carry rows over by class name; SSD's predictors interleave
+        # classes per anchor, so they start afresh whenever the class list changes.
+        row_map = None
+        if cfg.task == "classification" or source_classes == classes:
+            row_map = [source_classes.index(c) if c in source_classes else -1 for c in classes]
+        copied, skipped = finetune.transfer_weights(net, source, tuple(finetune.class_layers(net, cfg.task)), row_map)
         info = {"init": cfg.init_from, "copied": copied, "reinitialised": len(skipped),
-                "source_classes": meta.get("classes")}
+                "source_classes": source_classes,
+                "new_classes": [c for c in classes if c not in source_classes]}
     if cfg.freeze_backbone:
         info["frozen"] = finetune.freeze_backbone(net, cfg.task)
     return net, info

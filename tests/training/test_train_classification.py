@@ -13,6 +13,7 @@ from training import runner
 from training.errors import DatasetError
 from training.sagemaker_env import RunEnvironment
 from training.train import main as train_main
+from tests.training.easy_shapes import easy_shapes
 from tests.training.helpers import quick_config
 
 pytestmark = pytest.mark.slow
@@ -89,28 +90,23 @@ def test_resume_continues_where_it_stopped(tiny_cls, tmp_path, monkeypatch):
         np.testing.assert_allclose(pf[key], pr[key], rtol=1e-5, atol=1e-6, err_msg=f"{key} differs after resume")
 
 
-def _subset(src: Path, dst: Path, classes: list[str]) -> Path:
-    for split in ("train", "val", "test"):
-        for name in classes:
-            shutil.copytree(src / split / name, dst / split / name)
-    (dst / "labels.txt").write_text("".join(f"{c}\n" for c in classes))
-    return dst
-
-
-def test_finetune_onto_new_classes_beats_scratch(tiny_cls, tmp_path):
-    # given a model trained on four classes
-    base_data = _subset(tiny_cls, tmp_path / "four", ["circle", "square", "triangle", "star"])
-    base = runner.train(quick_config(base_data, tmp_path / "base", epochs=8), RunEnvironment(), tmp_path)
-    # and a data set with a changed class list (one dropped, one new)
-    new_data = _subset(tiny_cls, tmp_path / "three", ["circle", "square", "cross"])
+def test_finetune_onto_new_classes_beats_scratch(tmp_path):
+    # given a model trained on three classes (easy shapes: a base that learns within seconds)
+    base_data = easy_shapes(tmp_path / "three", ["circle", "square", "triangle"], per_class=100, seed=1)
+    net = {"network": "resnet18_v1"}
+    base = runner.train(quick_config(base_data, tmp_path / "base", epochs=8, **net), RunEnvironment(), tmp_path)
+    # and a data set with a changed class list (triangle dropped, cross new)
+    new_data = easy_shapes(tmp_path / "new", ["circle", "square", "cross"], per_class=100, seed=2)
     # when fine-tuning from it for one epoch vs training from scratch for one epoch
-    tuned = runner.train(quick_config(new_data, tmp_path / "tuned", epochs=1, init_from=str(base.model_dir)),
+    tuned = runner.train(quick_config(new_data, tmp_path / "tuned", epochs=1, init_from=str(base.model_dir), **net),
                          RunEnvironment(), tmp_path)
-    scratch = runner.train(quick_config(new_data, tmp_path / "scratch", epochs=1), RunEnvironment(), tmp_path)
+    scratch = runner.train(quick_config(new_data, tmp_path / "scratch", epochs=1, **net), RunEnvironment(), tmp_path)
     # then the fine-tuned model has the new head and a lower loss
     meta = json.loads((tuned.model_dir / "model.json").read_text())
     assert meta["classes"] == ["circle", "square", "cross"]
     assert meta["lineage"]["init"]["copied"] > 50, "backbone weights were carried over"
+    assert meta["lineage"]["init"]["new_classes"] == ["cross"]
+    assert meta["lineage"]["init"]["reinitialised"] == 2, "only the output layer (weight, bias) has new rows"
     assert tuned.metrics["test_loss"] < scratch.metrics["test_loss"], (
         f"fine-tuned loss {tuned.metrics['test_loss']:.3f} should beat scratch {scratch.metrics['test_loss']:.3f}")
 
