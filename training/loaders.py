@@ -9,7 +9,7 @@ import mxnet as mx
 import numpy as np
 from mxnet import gluon
 
-from training.datasets.records import DetectionRecord, ImageRecord
+from training.datasets.records import DetectionRecord
 from training.transforms import (augment_classification, augment_detection, read_rgb, resize,
                                  scale_boxes, to_tensor)
 
@@ -47,45 +47,42 @@ class EpochBatchSampler(gluon.data.Sampler):
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
-class ClassificationSamples(gluon.data.Dataset):
-    def __init__(self, records: Sequence[ImageRecord], size: int, train: bool, seed: int):
+class _Samples(gluon.data.Dataset):
+    """Records plus the (seed, epoch, index) generator each augmented sample draws from."""
+
+    def __init__(self, records: Sequence, size: int, train: bool, seed: int):
         self.records, self.size, self.train, self.seed = list(records), size, train, seed
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, key):
+    def _load(self, key):
         index, epoch = key if isinstance(key, tuple) else (key, 0)
         cv2.setNumThreads(1)
         record = self.records[index]
-        image = read_rgb(record.path)
-        if self.train:
-            image = augment_classification(image, np.random.default_rng([self.seed, epoch, index]), self.size)
-        else:
-            image = resize(image, self.size)
+        return record, read_rgb(record.path), np.random.default_rng([self.seed, epoch, index])
+
+
+class ClassificationSamples(_Samples):
+    def __getitem__(self, key):
+        record, image, rng = self._load(key)
+        image = augment_classification(image, rng, self.size) if self.train else resize(image, self.size)
         return to_tensor(image), np.float32(record.label)
 
 
-class DetectionSamples(gluon.data.Dataset):
+class DetectionSamples(_Samples):
     """Yields (image CHW, label (max_objects, 5)) with label rows [x0, y0, x1, y1, class] in
     network-input pixels, padded with -1."""
 
     def __init__(self, records: Sequence[DetectionRecord], size: int, train: bool, seed: int, max_objects: int):
-        self.records, self.size, self.train, self.seed = list(records), size, train, seed
+        super().__init__(records, size, train, seed)
         self.max_objects = max_objects
 
-    def __len__(self) -> int:
-        return len(self.records)
-
     def __getitem__(self, key):
-        index, epoch = key if isinstance(key, tuple) else (key, 0)
-        cv2.setNumThreads(1)
-        record = self.records[index]
-        image = read_rgb(record.path)
+        record, image, rng = self._load(key)
         boxes, labels = record.boxes.astype(np.float32), record.labels.astype(np.float32)
         if self.train:
-            image, boxes, labels = augment_detection(image, boxes, labels,
-                                                     np.random.default_rng([self.seed, epoch, index]))
+            image, boxes, labels = augment_detection(image, boxes, labels, rng)
         boxes = scale_boxes(boxes, image.shape[:2], self.size)
         keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
         boxes, labels = boxes[keep], labels[keep]  # a crop may leave slivers: their box targets are inf

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -127,7 +128,11 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
     classes = index.classes
     seed_everything(cfg.seed)
     workdir = Path(tempfile.mkdtemp(prefix="lensops-train-"))
-    net, init_info = build_net(cfg, spec, classes, size, workdir)
+    try:
+        net, init_info = build_net(cfg, spec, classes, size, workdir)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     net.hybridize(static_alloc=True, static_shape=True)
     task = _task(cfg, classes, size)
 
@@ -233,6 +238,7 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
         return RunResult(model_dir, final, epochs_run, tracker.run_id)
     finally:
         tracker.end(ok)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def config_fingerprint(cfg: TrainConfig) -> str:
