@@ -46,7 +46,7 @@ from training.errors import ConfigError
 
 CLASSES = ["circle", "square", "triangle", "star", "cross"]
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
-AREA_RANGE = (0.05, 0.50)  # object box area / frame area
+AREA_RANGE = (0.08, 0.50)  # object box area / frame area
 VIDEO_GT_SCHEMA = "lensops.video-gt/1"
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
 _VIDEO_AREA_MAX = 0.3  # so that bouncing objects fit in the frame
@@ -360,16 +360,24 @@ class _SceneStyle:
     clutter: tuple[int, int]  # distractors drawn, from..to (exclusive)
     occlude_p: float  # chance that an object is partly covered
     log_area: bool  # object area log-uniform (many small objects) or uniform
+    background_contrast: float = 1.0  # background texture scaled about its mean colour (1 = as drawn)
+    shaded_fills: bool = True  # objects may be shaded/textured; False paints them flat
 
 
-_CLASSIFICATION_STYLE = _SceneStyle(max_cut=0.1, clutter=(0, 3), occlude_p=0.15, log_area=False)
-_DETECTION_STYLE = _SceneStyle(max_cut=0.25, clutter=(1, 6), occlude_p=0.25, log_area=True)
+_CLASSIFICATION_STYLE = _SceneStyle(max_cut=0.1, clutter=(0, 2), occlude_p=0.15, log_area=False,
+                                    background_contrast=0.5, shaded_fills=False)
+_DETECTION_STYLE = _SceneStyle(max_cut=0.25, clutter=(1, 4), occlude_p=0.25, log_area=True,
+                               background_contrast=0.5, shaded_fills=False)
 
 
 def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
                   style: _SceneStyle) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]:
     """One image with the given objects; returns the image and the labels and tight boxes drawn."""
-    img = np.clip(_background(rng, h, w) + 0.5, 0, 255).astype(np.uint8)
+    bg = _background(rng, h, w)
+    if style.background_contrast != 1.0:
+        mean = bg.mean((0, 1), keepdims=True)
+        bg = mean + (bg - mean) * style.background_contrast
+    img = np.clip(bg + 0.5, 0, 255).astype(np.uint8)
     _draw_clutter(img, rng, int(rng.integers(*style.clutter)))
     drawn_labels, boxes = [], []
     for label, pts in _place(rng, w, h, labels, style.max_cut, style.log_area):
@@ -380,6 +388,8 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
         mask, x0, y0 = cropped
         under = img[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128]
         fill = _Fill.sample(rng, _contrasting_colour(rng, under))
+        if not style.shaded_fills:
+            fill = _Fill(fill.colour, "flat", fill.amount, fill.angle)
         _paint(img, mask, x0, y0, fill.pixels(*mask.shape, rng))
         drawn_labels.append(label)
         boxes.append(box)
