@@ -121,7 +121,7 @@ def test_freeze_backbone_changes_only_the_head(tiny_cls, tmp_path):
     assert not np.array_equal(before["arg:mobilenet0_dense0_weight"], after["arg:mobilenet0_dense0_weight"])
 
 
-def test_corrupt_jpeg_fails_cleanly(tiny_cls, tmp_path, capsys):
+def test_corrupt_jpeg_fails_cleanly(tiny_cls, tmp_path, capsys, mlflow_uri):
     # given a copy of the data with one truncated JPEG
     data = tmp_path / "data"
     shutil.copytree(tiny_cls, data)
@@ -129,13 +129,17 @@ def test_corrupt_jpeg_fails_cleanly(tiny_cls, tmp_path, capsys):
     victim.write_bytes(victim.read_bytes()[:200])
     # when training through the entry point
     code = train_main(["--task", "classification", "--network", "mobilenet0.25", "--data", str(data),
-                       "--model-name", "x", "--model-dir", str(tmp_path / "model"), "--tracking", "none",
+                       "--model-name", "x", "--model-dir", str(tmp_path / "model"), "--tracking", "mlflow",
                        "--epochs", "1", "--progress", "false"])
     # then one clear error names the file, the exit code is non-zero and no model is written
     err = capsys.readouterr().err
     assert code != 0
     assert victim.name in err and "error:" in err, err
     assert not (tmp_path / "model").exists()
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True) if (tmp_path / "mlflow.db").exists() else []
+    assert len(runs) == 0, "the data set is checked before any MLflow run starts"
 
 
 def test_missing_params_key_exits_non_zero(tmp_path, capsys):
