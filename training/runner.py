@@ -105,12 +105,16 @@ def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], 
         model_dir = finetune.resolve_init_from(cfg.init_from, workdir)
         source, meta = finetune.load_model_weights(model_dir)
         if meta.get("task") != cfg.task:
-            raise ConfigError(f"init_from: {cfg.init_from} is a {meta.get('task')} model, not {cfg.task}")
+            if (meta.get("task"), cfg.task) != ("classification", "detection"):
+                raise ConfigError(f"init_from: {cfg.init_from} is a {meta.get('task')} model, not {cfg.task}")
+            # A classifier we trained seeds the SSD backbone (as ImageNet weights would):
+            # the SSD holds the same base network under its own prefix.
+            source = {net.prefix + name: value for name, value in source.items()}
         source_classes = meta.get("classes") or []
         # Classification outputs carry rows over by class name; SSD's predictors interleave
         # classes per anchor, so they start afresh whenever the class list changes.
         row_map = None
-        if cfg.task == "classification" or source_classes == classes:
+        if cfg.task == "classification" or (source_classes == classes and meta.get("task") == cfg.task):
             row_map = [source_classes.index(c) if c in source_classes else -1 for c in classes]
         copied, skipped = finetune.transfer_weights(net, source, tuple(finetune.class_layers(net, cfg.task)), row_map)
         info = {"init": cfg.init_from, "copied": copied, "reinitialised": len(skipped),

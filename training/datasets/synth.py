@@ -6,7 +6,7 @@ chance). The colour is drawn until it differs from the background it covers in b
 and brightness, so the outline is always visible. Every object is randomly rotated and
 mildly stretched (width to height 0.85..1.17; distractor ellipses are flatter than 0.55).
 
-Object size: an object's box covers about 5% to 50% of the frame area (uniform in
+Object size: an object's box covers about 8% to 50% of the frame area (uniform in
 classification; log-uniform in detection, where the upper bound shrinks to 90%/k when k
 objects share a frame) and may be cut by the frame edge (up to 10% of the box in
 classification, 25% in detection).
@@ -631,7 +631,7 @@ def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generat
 def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (320, 240), fps: float = 15) -> Path:
     """Write `out/video.mp4` (mp4v) with 1-4 moving shapes and `out/video_gt.json`; return the video path.
 
-    Objects cover 5% to 30% of the frame. An object is listed in a frame's ground truth while at
+    Objects cover 8% to 30% of the frame. An object is listed in a frame's ground truth while at
     least 30% of its area is in the frame; its box is normalised [x_min, y_min, x_max, y_max].
     """
     if n_frames < 1:
