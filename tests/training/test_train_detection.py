@@ -55,3 +55,15 @@ def test_unknown_class_name_is_reported(tiny_det, tmp_path):
     xml.write_text(text.replace(f"<name>{name}</name>", "<name>unicorn</name>", 1))
     with pytest.raises(DatasetError, match="unicorn"):
         runner.train(quick_config(data, tmp_path / "out", task="detection", epochs=1), RunEnvironment(), tmp_path)
+
+
+def test_detector_backbone_starts_from_our_classifier(tiny_cls, tiny_det, tmp_path):
+    # given a classifier this project trained (same mobilenet0.25 base as the SSD)
+    classifier = runner.train(quick_config(tiny_cls, tmp_path / "cls", epochs=1), RunEnvironment(), tmp_path)
+    # when the detector is initialised from it
+    result = runner.train(quick_config(tiny_det, tmp_path / "det", task="detection", epochs=1, batch_size=8,
+                                       init_from=str(classifier.model_dir)), RunEnvironment(), tmp_path)
+    # then the backbone weights were carried over under the SSD's prefix and the heads start fresh
+    init = json.loads((result.model_dir / "model.json").read_text())["lineage"]["init"]
+    assert init["copied"] >= 80, f"mobilenet backbone carried over: {init}"
+    assert init["reinitialised"] > 0, "SSD heads and extra layers are new"
