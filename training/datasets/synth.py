@@ -436,6 +436,16 @@ def _write_labels(root: Path) -> None:
     (root / "labels.txt").write_text("".join(f"{name}\n" for name in CLASSES))
 
 
+def _assign_splits(split_of: np.ndarray, order: np.ndarray) -> None:
+    """The first 70% of `order` go to train, the next 15% to val, the rest to test."""
+    counts = _split_counts(len(order))
+    end_train = counts["train"]
+    end_val = end_train + counts["val"]
+    split_of[order[:end_train]] = "train"
+    split_of[order[end_train:end_val]] = "val"
+    split_of[order[end_val:]] = "test"
+
+
 def _digits(n: int) -> int:
     return max(5, len(str(n - 1)))
 
@@ -453,11 +463,7 @@ def synth_classification(out: Path, n: int, seed: int, size: int = 64) -> Datase
     labels = layout.permutation(np.arange(n) % len(CLASSES))
     split_of = np.empty(n, dtype=object)
     for label in range(len(CLASSES)):
-        members = layout.permutation(np.flatnonzero(labels == label))
-        counts = _split_counts(len(members))
-        split_of[members[:counts["train"]]] = "train"
-        split_of[members[counts["train"]:counts["train"] + counts["val"]]] = "val"
-        split_of[members[counts["train"] + counts["val"]:]] = "test"
+        _assign_splits(split_of, layout.permutation(np.flatnonzero(labels == label)))
     digits = _digits(n)
     relpaths = []
     with _atomic_dir(out) as tmp:
@@ -498,12 +504,8 @@ def synth_detection(out: Path, n: int, seed: int, size: int = 160) -> DatasetInd
         raise ConfigError(f"n={n} is too small: synth_detection needs n >= 3 so that every split has an image")
     out = Path(out)
     layout = np.random.default_rng([seed, _STREAM_DET])
-    order = layout.permutation(n)
-    counts = _split_counts(n)
     split_of = np.empty(n, dtype=object)
-    split_of[order[:counts["train"]]] = "train"
-    split_of[order[counts["train"]:counts["train"] + counts["val"]]] = "val"
-    split_of[order[counts["train"] + counts["val"]:]] = "test"
+    _assign_splits(split_of, layout.permutation(n))
     digits = _digits(n)
     records = []
     with _atomic_dir(out) as tmp:
