@@ -130,6 +130,9 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
     size = spec.input_size or cfg.input_size
     index, check = prepare_data(cfg)
     classes = index.classes
+    train_set, val_set, test_set = _datasets(cfg, index, size)
+    if len(train_set) < cfg.batch_size:
+        raise DatasetError(f"{cfg.data}: train split has {len(train_set)} samples, fewer than batch_size={cfg.batch_size}")
     seed_everything(cfg.seed)
     workdir = Path(tempfile.mkdtemp(prefix="lensops-train-"))
     try:
@@ -141,9 +144,6 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
     task = _task(cfg, classes, size)
 
     shard = (env.rank, len(env.hosts)) if env.is_distributed else (0, 1)
-    train_set, val_set, test_set = _datasets(cfg, index, size)
-    if len(train_set) < cfg.batch_size:
-        raise DatasetError(f"{cfg.data}: train split has {len(train_set)} samples, fewer than batch_size={cfg.batch_size}")
     train_loader, train_sampler = make_loader(train_set, cfg.batch_size, True, cfg.seed, cfg.num_workers, True, shard)
     val_loader, _ = make_loader(val_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, False)
     kvstore = "dist_sync" if env.is_distributed else "device"
@@ -159,7 +159,8 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
     stopper = EarlyStopping(cfg.early_stopping_patience)
     history: list[dict] = []
     start_epoch = 0
-    fingerprint = config_fingerprint(cfg)
+    data_digest = data_hash(cfg.data)
+    fingerprint = config_fingerprint(cfg, data_digest)
     latest = store.latest() if cfg.resume else None
     if latest is not None and store.fingerprint(latest) != fingerprint:
         print(f"checkpoints in {store.folder} belong to a different configuration: starting afresh", flush=True)
@@ -175,7 +176,7 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
     is_chief = env.rank == 0
     tracker = Tracker(enabled=_tracking_enabled(cfg, env) and is_chief, uri=tracking_uri(project_root),
                       experiment=cfg.experiment, artifact_root=project_root / "mlartifacts")
-    lineage = {"data_hash": data_hash(cfg.data), "data_path": str(cfg.data), "git_commit": git_commit(project_root),
+    lineage = {"data_hash": data_digest, "data_path": str(cfg.data), "git_commit": git_commit(project_root),
                "init": init_info}
     tracker.start(f"{cfg.model_name}-train", json.loads(cfg.model_dump_json()),
                   {"task": cfg.task, "network": cfg.network, "data_hash": lineage["data_hash"],
@@ -209,7 +210,7 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
             improved = stopper.update(epoch, metrics[task.primary_metric])
             store.save(epoch, net, trainer, {"early_stopping": stopper.to_dict(), "history": history,
                                              "fingerprint": fingerprint}, improved)
-        epochs_run = epoch + 1
+        epochs_run = len(history)
         if stopper.should_stop:
             print(f"early stopping: no improvement of {task.primary_metric} for {stopper.patience} epochs "
                   f"(best {stopper.best:.4f} at epoch {stopper.best_epoch})", flush=True)
@@ -245,13 +246,16 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def config_fingerprint(cfg: TrainConfig) -> str:
-    """Hash of everything that shapes the weights; a checkpoint resumes only the same configuration."""
+def config_fingerprint(cfg: TrainConfig, data_digest: str) -> str:
+    """Hash of everything that shapes the weights (config, data, starting model); a checkpoint
+    resumes only the same run, never one whose data or init_from model has changed since."""
     import hashlib
 
+    init_digest = data_hash(Path(cfg.init_from)) if cfg.init_from and Path(cfg.init_from).exists() else None
     ignore = {"progress", "resume", "tracking", "experiment", "metrics_file", "plots_dir", "model_dir",
               "checkpoint_dir", "num_workers"}
-    blob = json.dumps({k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in ignore}, sort_keys=True)
+    config = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in ignore}
+    blob = json.dumps({"config": config, "data": data_digest, "init": init_digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -166,3 +166,17 @@ def test_pretrained_without_cache_names_the_folder(tiny_cls, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and str(tmp_path / "cache") in err, err
     assert not (tmp_path / "model").exists()
+
+
+def test_checkpoints_of_other_data_are_not_resumed(tiny_cls, tmp_path, capsys):
+    # given checkpoints from a finished run
+    runner.train(quick_config(tiny_cls, tmp_path / "out", epochs=1), RunEnvironment(), tmp_path)
+    # when the same config trains on changed data
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cls, data)
+    sorted((data / "train" / "circle").glob("*.jpg"))[0].unlink()
+    capsys.readouterr()
+    again = runner.train(quick_config(data, tmp_path / "out", epochs=1), RunEnvironment(), tmp_path)
+    # then it trains afresh instead of resuming (and re-exporting) the old run
+    assert "starting afresh" in capsys.readouterr().out
+    assert again.epochs_run == 1
