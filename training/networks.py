@@ -111,13 +111,15 @@ def _build(spec: NetworkSpec, classes: list[str], pretrained: bool, cache: Optio
                pretrained=pretrained, root=root)
 
 
-def initialize(net: mx.gluon.HybridBlock, spec: NetworkSpec, input_size: int) -> None:
-    """Initialise parameters not yet set: Xavier for weights, GluonCV defaults for the rest."""
+def initialize(net: mx.gluon.HybridBlock, input_size: int) -> None:
+    """Initialise parameters not yet set: Xavier for weights, GluonCV defaults for the rest.
+    Parameters that already hold data (a pretrained SSD backbone) are left as they are."""
+    fresh = {name for name, param in net.collect_params().items() if param._data is None}
     net.initialize()
     with mx.autograd.train_mode():
         net(mx.nd.zeros((1, 3, input_size, input_size)))  # materialise deferred shapes
     for name, param in net.collect_params().items():
-        if name.endswith("weight") and len(param.shape) >= 2 and not getattr(param, "_lensops_loaded", False):
+        if name in fresh and name.endswith("weight") and len(param.shape) >= 2:
             param.initialize(mx.init.Xavier(magnitude=2), force_reinit=True)
 
 
