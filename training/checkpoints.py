@@ -19,7 +19,9 @@ from training.errors import ConfigError
 _EPOCH = re.compile(r"^epoch-(\d{4})\.json$")
 
 
-def _atomic(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
+    """Call write(tmp_path), then rename onto `path`: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     write(str(tmp))
     os.replace(tmp, path)
@@ -32,12 +34,12 @@ class CheckpointStore:
     def save(self, epoch: int, net, trainer, state: dict, is_best: bool) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = self.folder / f"epoch-{epoch:04d}"
-        _atomic(stem.with_suffix(".params"), net.save_parameters)
-        _atomic(stem.with_suffix(".states"), trainer.save_states)
+        write_atomically(stem.with_suffix(".params"), net.save_parameters)
+        write_atomically(stem.with_suffix(".states"), trainer.save_states)
         if is_best:
-            _atomic(self.folder / "best.params", net.save_parameters)
+            write_atomically(self.folder / "best.params", net.save_parameters)
         # The JSON goes last: an epoch counts as saved only once its JSON exists.
-        _atomic(stem.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps({"epoch": epoch, **state})))
+        write_atomically(stem.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps({"epoch": epoch, **state})))
         self._prune()
 
     def latest(self) -> Optional[int]:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Optional
 
 import mxnet as mx
-import numpy as np
 
 from training.errors import ConfigError
 
@@ -109,11 +108,10 @@ def transfer_weights(net, source: dict, class_params: tuple = (), row_map: Optio
 
 def head_parameters(net, task: str) -> list[str]:
     """Names of the parameters that are not backbone: the classifier output / SSD heads and extras."""
-    names = list(net.collect_params().keys())
     if task == "classification":
-        return [n for n in names if n in set(net.output.collect_params().keys())]
+        return class_layers(net, task)
     base = set(net.features.collect_params().keys())
-    return [n for n in names if n not in base or "expand" in n]
+    return [n for n in net.collect_params().keys() if n not in base or "expand" in n]
 
 
 def freeze_backbone(net, task: str) -> int:
@@ -129,10 +127,3 @@ def freeze_backbone(net, task: str) -> int:
 
 def named_arrays(net) -> dict:
     return {name: p.data().asnumpy() for name, p in net.collect_params().items()}
-
-
-def has_nan(net) -> Optional[str]:
-    for name, p in net.collect_params().items():
-        if not np.isfinite(p.data().asnumpy()).all():
-            return name
-    return None

@@ -1,10 +1,11 @@
 """One training run, end to end: data -> network -> epochs (checkpointed) -> test -> export -> tracking."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import random
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from mxnet import gluon
 from tqdm import tqdm
 
 from training import finetune, networks
-from training.checkpoints import CheckpointStore
+from training.checkpoints import CheckpointStore, write_atomically
 from training.config import TrainConfig
 from training.datasets.check import check_dataset
 from training.datasets.formats import load_dataset
@@ -93,7 +94,7 @@ def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], 
     """Network with its starting weights: random, GluonCV pretrained (cache only) or a previous model."""
     net = networks.build_network(spec, classes, pretrained=cfg.pretrained and cfg.task == "detection",
                                  cache=cfg.pretrained_cache)
-    networks.initialize(net, spec, size)
+    networks.initialize(net, size)
     info = {"init": "random"}
     if cfg.pretrained and cfg.task == "classification":
         source = finetune.named_arrays(networks.load_pretrained_classifier(spec, cfg.pretrained_cache))
@@ -134,123 +135,117 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
     if len(train_set) < cfg.batch_size:
         raise DatasetError(f"{cfg.data}: train split has {len(train_set)} samples, fewer than batch_size={cfg.batch_size}")
     seed_everything(cfg.seed)
-    workdir = Path(tempfile.mkdtemp(prefix="lensops-train-"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="lensops-train-") as tmp:
+        workdir = Path(tmp)  # init_from downloads/extractions and default plots; gone afterwards
         net, init_info = build_net(cfg, spec, classes, size, workdir)
-    except BaseException:
-        shutil.rmtree(workdir, ignore_errors=True)
-        raise
-    net.hybridize(static_alloc=True, static_shape=True)
-    task = _task(cfg, classes, size)
+        net.hybridize(static_alloc=True, static_shape=True)
+        task = _task(cfg, classes, size)
 
-    shard = (env.rank, len(env.hosts)) if env.is_distributed else (0, 1)
-    train_loader, train_sampler = make_loader(train_set, cfg.batch_size, True, cfg.seed, cfg.num_workers, True, shard)
-    val_loader, _ = make_loader(val_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, False)
-    kvstore = "dist_sync" if env.is_distributed else "device"
-    opt_params = {"learning_rate": cfg.lr, "wd": cfg.wd}
-    if cfg.optimizer != "adam":
-        opt_params["momentum"] = cfg.momentum
-    trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, opt_params, kvstore=kvstore)
+        shard = (env.rank, len(env.hosts)) if env.is_distributed else (0, 1)
+        train_loader, train_sampler = make_loader(train_set, cfg.batch_size, True, cfg.seed, cfg.num_workers, True, shard)
+        val_loader, _ = make_loader(val_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, False)
+        kvstore = "dist_sync" if env.is_distributed else "device"
+        opt_params = {"learning_rate": cfg.lr, "wd": cfg.wd}
+        if cfg.optimizer != "adam":
+            opt_params["momentum"] = cfg.momentum
+        trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, opt_params, kvstore=kvstore)
 
-    steps_per_epoch = len(train_sampler)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-    store = CheckpointStore(cfg.checkpoints)
-    stopper = EarlyStopping(cfg.early_stopping_patience)
-    history: list[dict] = []
-    start_epoch = 0
-    data_digest = data_hash(cfg.data)
-    fingerprint = config_fingerprint(cfg, data_digest)
-    latest = store.latest() if cfg.resume else None
-    if latest is not None and store.fingerprint(latest) != fingerprint:
-        print(f"checkpoints in {store.folder} belong to a different configuration: starting afresh", flush=True)
-        store.clear()
-        latest = None
-    if latest is not None:
-        state = store.load(latest, net, trainer)
-        stopper = EarlyStopping.from_dict(state["early_stopping"])
-        history = state["history"]
-        start_epoch = latest + 1
-        print(f"resuming from checkpoint epoch {latest} in {store.folder}", flush=True)
+        steps_per_epoch = len(train_sampler)
+        total_steps = steps_per_epoch * cfg.epochs
+        warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+        store = CheckpointStore(cfg.checkpoints)
+        stopper = EarlyStopping(cfg.early_stopping_patience)
+        history: list[dict] = []
+        start_epoch = 0
+        data_digest = data_hash(cfg.data)
+        fingerprint = config_fingerprint(cfg, data_digest)
+        latest = store.latest() if cfg.resume else None
+        if latest is not None and store.fingerprint(latest) != fingerprint:
+            print(f"checkpoints in {store.folder} belong to a different configuration: starting afresh", flush=True)
+            store.clear()
+            latest = None
+        if latest is not None:
+            state = store.load(latest, net, trainer)
+            stopper = EarlyStopping.from_dict(state["early_stopping"])
+            history = state["history"]
+            start_epoch = latest + 1
+            print(f"resuming from checkpoint epoch {latest} in {store.folder}", flush=True)
 
-    is_chief = env.rank == 0
-    tracker = Tracker(enabled=_tracking_enabled(cfg, env) and is_chief, uri=tracking_uri(project_root),
-                      experiment=cfg.experiment, artifact_root=project_root / "mlartifacts")
-    lineage = {"data_hash": data_digest, "data_path": str(cfg.data), "git_commit": git_commit(project_root),
-               "init": init_info}
-    tracker.start(f"{cfg.model_name}-train", json.loads(cfg.model_dump_json()),
-                  {"task": cfg.task, "network": cfg.network, "data_hash": lineage["data_hash"],
-                   "git_commit": lineage["git_commit"], "init": init_info["init"],
-                   "resumed_from_epoch": latest})
-    ok = False
-    try:
-        epoch = start_epoch - 1
-        for epoch in tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.model_name} epochs", initial=start_epoch,
-                          total=cfg.epochs, disable=not cfg.progress, file=sys.stderr):
+        is_chief = env.rank == 0
+        tracker = Tracker(enabled=_tracking_enabled(cfg, env) and is_chief, uri=tracking_uri(project_root),
+                          experiment=cfg.experiment, artifact_root=project_root / "mlartifacts")
+        lineage = {"data_hash": data_digest, "data_path": str(cfg.data), "git_commit": git_commit(project_root),
+                   "init": init_info}
+        tracker.start(f"{cfg.model_name}-train", json.loads(cfg.model_dump_json()),
+                      {"task": cfg.task, "network": cfg.network, "data_hash": lineage["data_hash"],
+                       "git_commit": lineage["git_commit"], "init": init_info["init"],
+                       "resumed_from_epoch": latest})
+        ok = False
+        try:
+            epoch = start_epoch - 1
+            for epoch in tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.model_name} epochs", initial=start_epoch,
+                              total=cfg.epochs, disable=not cfg.progress, file=sys.stderr):
+                if stopper.should_stop:
+                    break
+                train_sampler.set_epoch(epoch)
+                losses = []
+                bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress, file=sys.stderr)
+                for i, batch in enumerate(bar):
+                    trainer.set_learning_rate(lr_at(epoch * steps_per_epoch + i, total_steps, cfg.lr, warmup_steps,
+                                                    cfg.lr_schedule))
+                    losses.append(task.train_batch(net, batch, trainer)["loss"])
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                train_loss = float(np.mean(losses))
+                if not np.isfinite(train_loss):
+                    raise ConfigError(f"training diverged at epoch {epoch} (loss {train_loss}); lower lr (now {cfg.lr})")
+                metrics, _ = task.evaluate(net, val_loader, "val")
+                row = {"epoch": epoch, "train_loss": train_loss, "lr": trainer.learning_rate, **metrics}
+                history.append(row)
+                for name in ("train_loss", task.primary_metric, "val_loss"):
+                    if name in row:
+                        emit_metric(name, row[name], epoch)
+                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                improved = stopper.update(epoch, metrics[task.primary_metric])
+                store.save(epoch, net, trainer, {"early_stopping": stopper.to_dict(), "history": history,
+                                                 "fingerprint": fingerprint}, improved)
+            epochs_run = len(history)
             if stopper.should_stop:
-                break
-            train_sampler.set_epoch(epoch)
-            losses = []
-            bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress, file=sys.stderr)
-            for i, batch in enumerate(bar):
-                trainer.set_learning_rate(lr_at(epoch * steps_per_epoch + i, total_steps, cfg.lr, warmup_steps,
-                                                cfg.lr_schedule))
-                losses.append(task.train_batch(net, batch, trainer)["loss"])
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-            train_loss = float(np.mean(losses))
-            if not np.isfinite(train_loss):
-                raise ConfigError(f"training diverged at epoch {epoch} (loss {train_loss}); lower lr (now {cfg.lr})")
-            metrics, _ = task.evaluate(net, val_loader, "val")
-            row = {"epoch": epoch, "train_loss": train_loss, "lr": trainer.learning_rate, **metrics}
-            history.append(row)
-            for name in ("train_loss", task.primary_metric, "val_loss"):
-                if name in row:
-                    emit_metric(name, row[name], epoch)
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            improved = stopper.update(epoch, metrics[task.primary_metric])
-            store.save(epoch, net, trainer, {"early_stopping": stopper.to_dict(), "history": history,
-                                             "fingerprint": fingerprint}, improved)
-        epochs_run = len(history)
-        if stopper.should_stop:
-            print(f"early stopping: no improvement of {task.primary_metric} for {stopper.patience} epochs "
-                  f"(best {stopper.best:.4f} at epoch {stopper.best_epoch})", flush=True)
-        store.load_best(net)
+                print(f"early stopping: no improvement of {task.primary_metric} for {stopper.patience} epochs "
+                      f"(best {stopper.best:.4f} at epoch {stopper.best_epoch})", flush=True)
+            store.load_best(net)
 
-        final = {"best_epoch": stopper.best_epoch, f"best_{task.primary_metric}": stopper.best}
-        test_loader, _ = make_loader(test_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, False)
-        plots_dir = cfg.plots_dir or workdir / "plots"
-        write_curves(history, plots_dir, task.primary_metric)
-        if len(test_set):
-            test_metrics, extra = task.evaluate(net, test_loader, "test")
-            final.update(test_metrics)
-            if "confusion" in extra:
-                write_confusion(extra["confusion"], classes, plots_dir)
-            if "pr_curves" in extra:
-                write_pr_curves(extra["pr_curves"], plots_dir)
-        for name, value in final.items():
-            emit_metric(name, value)
-        tracker.log_metrics(final)
-        final["data_check"] = check
-        model_dir = None
-        if is_chief:
-            model_dir = export_model(net, cfg, classes, size, final, {**lineage, "mlflow_run_id": tracker.run_id},
-                                     cfg.model_dir)
-            tracker.log_artifacts(model_dir, "model")
-            tracker.log_artifacts(plots_dir, "plots")
-            if cfg.metrics_file:
-                _write_json(cfg.metrics_file, {k: v for k, v in final.items() if k != "data_check"})
-        ok = True
-        return RunResult(model_dir, final, epochs_run, tracker.run_id)
-    finally:
-        tracker.end(ok)
-        shutil.rmtree(workdir, ignore_errors=True)
+            final = {"best_epoch": stopper.best_epoch, f"best_{task.primary_metric}": stopper.best}
+            test_loader, _ = make_loader(test_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, False)
+            plots_dir = cfg.plots_dir or workdir / "plots"
+            write_curves(history, plots_dir, task.primary_metric)
+            if len(test_set):
+                test_metrics, extra = task.evaluate(net, test_loader, "test")
+                final.update(test_metrics)
+                if "confusion" in extra:
+                    write_confusion(extra["confusion"], classes, plots_dir)
+                if "pr_curves" in extra:
+                    write_pr_curves(extra["pr_curves"], plots_dir)
+            for name, value in final.items():
+                emit_metric(name, value)
+            tracker.log_metrics(final)
+            final["data_check"] = check
+            model_dir = None
+            if is_chief:
+                model_dir = export_model(net, cfg, classes, size, final, {**lineage, "mlflow_run_id": tracker.run_id},
+                                         cfg.model_dir)
+                tracker.log_artifacts(model_dir, "model")
+                tracker.log_artifacts(plots_dir, "plots")
+                if cfg.metrics_file:
+                    _write_json(cfg.metrics_file, {k: v for k, v in final.items() if k != "data_check"})
+            ok = True
+            return RunResult(model_dir, final, epochs_run, tracker.run_id)
+        finally:
+            tracker.end(ok)
 
 
 def config_fingerprint(cfg: TrainConfig, data_digest: str) -> str:
     """Hash of everything that shapes the weights (config, data, starting model); a checkpoint
     resumes only the same run, never one whose data or init_from model has changed since."""
-    import hashlib
-
     init_digest = data_hash(Path(cfg.init_from)) if cfg.init_from and Path(cfg.init_from).exists() else None
     ignore = {"progress", "resume", "tracking", "experiment", "metrics_file", "plots_dir", "model_dir",
               "checkpoint_dir", "num_workers"}
@@ -260,8 +255,6 @@ def config_fingerprint(cfg: TrainConfig, data_digest: str) -> str:
 
 
 def _tracking_enabled(cfg: TrainConfig, env: RunEnvironment) -> bool:
-    import os
-
     if cfg.tracking == "none":
         return False
     if cfg.tracking == "auto" and env.in_sagemaker and not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -270,7 +263,4 @@ def _tracking_enabled(cfg: TrainConfig, env: RunEnvironment) -> bool:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True)))
