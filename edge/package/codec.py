@@ -1,0 +1,85 @@
+"""Frames in, predictions out: the preprocessing and output decoding a manifest describes.
+
+Used on the device and by the pipeline (parity, golden samples), so both sides agree by construction.
+Frames are OpenCV images: HxWx3 uint8 in BGR order.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import cv2
+import numpy as np
+
+from edge.package.manifest import InputSpec, OutputSpec
+
+
+def preprocess(frames: list[np.ndarray], spec: InputSpec) -> np.ndarray:
+    """A float32 NCHW batch: stretch-resize, colour order, (pixel - mean) / std."""
+    height, width = spec.size
+    mean = np.asarray(spec.mean, np.float32)
+    inv_std = 1.0 / np.asarray(spec.std, np.float32)
+    batch = np.empty((len(frames), 3, height, width), np.float32)
+    for i, frame in enumerate(frames):
+        if frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"expected an HxWx3 frame, got shape {frame.shape}")
+        img = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+        if spec.colour_order == "RGB":
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        batch[i] = ((img.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)
+    return batch
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Indices kept by greedy non-maximum suppression, highest score first."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
+        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        inter = w * h
+        overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
+        order = rest[overlap <= iou]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def decode_detection(scores: np.ndarray, boxes: np.ndarray, labels: list[str], spec: OutputSpec,
+                     score_threshold: float | None = None) -> list[dict]:
+    """One image's per-class scores [A, C] and normalized boxes [A, 4] -> predictions, best first."""
+    threshold = spec.score_threshold if score_threshold is None else score_threshold
+    found = []
+    for c, label in enumerate(labels):
+        mask = scores[:, c] >= threshold
+        if not mask.any():
+            continue
+        cls_boxes, cls_scores = boxes[mask], scores[mask, c]
+        for k in nms(cls_boxes, cls_scores, spec.nms_iou):
+            box = np.clip(cls_boxes[k], 0.0, 1.0)
+            found.append({"label": label, "score": float(cls_scores[k]), "box": [float(v) for v in box]})
+    found.sort(key=lambda p: -p["score"])
+    return found[: spec.max_detections]
+
+
+def decode_classification(probs: np.ndarray, labels: list[str], top_k: int = 3) -> list[dict]:
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    return [{"label": labels[i], "score": float(probs[i])} for i in order]
+
+
+def decode(outputs: list[np.ndarray], labels: list[str], spec: OutputSpec,
+           score_threshold: float | None = None) -> list[list[dict]]:
+    """Runtime outputs for a batch -> one prediction list per image."""
+    if spec.type == "probabilities":
+        return [decode_classification(p, labels) for p in outputs[0]]
+    scores, boxes = outputs
+    return [decode_detection(s, b, labels, spec, score_threshold) for s, b in zip(scores, boxes)]
+
+
+def counts(predictions: list[dict], task: str) -> dict[str, int]:
+    """Objects per label (detection) or the top label (classification)."""
+    if task == "classification":
+        return {predictions[0]["label"]: 1} if predictions else {}
+    return dict(Counter(p["label"] for p in predictions))

@@ -1,0 +1,70 @@
+"""Golden samples: frames stored in the package with what each variant produced for them at build time.
+
+A device runs them after loading a variant; a variant that no longer reproduces its own outputs
+(corrupt weights, a runtime that computes differently) is refused before it serves a frame.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+
+from edge.package.codec import decode, preprocess
+from edge.package.manifest import Manifest, PackageError
+from edge.package.runtimes import Session
+
+SCORE_TOL = 0.05
+BOX_TOL = 0.03
+
+
+def _iou(a: list[float], b: list[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def compare(expected: list[dict], actual: list[dict], threshold: float) -> str | None:
+    """None when two prediction lists agree within tolerance, else what differs."""
+    unmatched = list(actual)
+    for want in expected:
+        match = None
+        for got in unmatched:
+            if got["label"] != want["label"] or abs(got["score"] - want["score"]) > SCORE_TOL:
+                continue
+            if "box" in want and max(abs(x - y) for x, y in zip(got["box"], want["box"])) > BOX_TOL:
+                continue
+            match = got
+            break
+        if match is not None:
+            unmatched.remove(match)
+        elif want["score"] > threshold + SCORE_TOL:
+            return f"expected {want['label']} {want['score']:.3f} {want.get('box', '')} not produced"
+    for got in unmatched:
+        if got["score"] > threshold + SCORE_TOL:
+            return f"unexpected {got['label']} {got['score']:.3f} {got.get('box', '')}"
+    return None
+
+
+def run_sample(package_dir: Path, manifest: Manifest, session: Session, image: str) -> list[dict]:
+    frame = cv2.imread(str(Path(package_dir) / image), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise PackageError(f"{Path(package_dir) / image}: golden sample is not a readable image")
+    outputs = session.run(preprocess([frame], manifest.input))
+    return decode(outputs, list(manifest.labels), manifest.output)[0]
+
+
+def check_samples(package_dir: Path, manifest: Manifest, session: Session) -> int:
+    """Run every golden sample through `session`; PackageError naming the first that disagrees."""
+    variant = session.variant.id
+    threshold = manifest.output.score_threshold if manifest.task == "detection" else 0.0
+    for sample in manifest.samples:
+        expected = json.loads((Path(package_dir) / sample.expected).read_text())
+        want = expected["variants"].get(variant, expected["reference"])
+        got = run_sample(package_dir, manifest, session, sample.image)
+        problem = compare(want, got, threshold)
+        if problem:
+            raise PackageError(f"{sample.image}: variant {variant} disagrees with its golden output: {problem}")
+    return len(manifest.samples)

@@ -1,0 +1,143 @@
+"""`manifest.json` of a model package (schema `lensops.package/1`): the contract between pipelines and edge.
+
+Every file of a package is listed here with its sha256 (variant files under their variant, the
+golden samples under `samples`), so a device can verify the whole package before loading any of it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA = "lensops.package/1"
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+
+
+class PackageError(Exception):
+    """A package that must not be loaded: the message names the file or field at fault."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """How a frame becomes the network input: (pixel - mean) / std after resize, on the host."""
+
+    size: tuple[int, int] = Field(description="height, width of the network input")
+    layout: Literal["NCHW"] = "NCHW"
+    colour_order: Literal["RGB", "BGR"] = "RGB"
+    resize: Literal["stretch"] = "stretch"
+    dtype: Literal["float32"] = "float32"
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    normalization: Literal["host"] = "host"
+
+
+class OutputSpec(_Strict):
+    """Classification: one output, class probabilities [N, C]. Detection: `scores` [N, A, C]
+    (per-class probabilities, background excluded) and `boxes` [N, A, 4] (normalized
+    x_min, y_min, x_max, y_max); the device thresholds and runs per-class NMS."""
+
+    type: Literal["probabilities", "scores_boxes"]
+    names: tuple[str, ...]
+    score_threshold: float = 0.5
+    nms_iou: float = 0.45
+    max_detections: int = 100
+
+
+class Latency(_Strict):
+    median_ms: float
+    p90_ms: float
+    batch: int = 1
+    threads: int
+    runs: int
+
+
+class Variant(_Strict):
+    id: str
+    runtime: Literal["onnxruntime", "openvino", "mxnet"]
+    precision: Literal["fp32", "fp16", "bf16", "int8"]
+    entry: str = Field(description="the file the runtime opens (model.onnx, model.xml, model-symbol.json)")
+    files: dict[str, str] = Field(description="package-relative path -> sha256")
+    cpu_features: tuple[str, ...] = ()
+    parity: dict[str, float] = Field(default_factory=dict)
+    latency: Optional[Latency] = None
+
+    @field_validator("files")
+    @classmethod
+    def _entry_listed(cls, files: dict[str, str]) -> dict[str, str]:
+        if not files:
+            raise ValueError("a variant lists at least one file")
+        return files
+
+
+class Sample(_Strict):
+    """A golden frame and what each variant produced for it when the package was built."""
+
+    image: str
+    expected: str = Field(description="JSON: {'reference': predictions, 'variants': {id: predictions}}")
+
+
+class Manifest(_Strict):
+    schema_: Literal["lensops.package/1"] = Field(SCHEMA, alias="schema")
+    name: str
+    version: str
+    task: Literal["classification", "detection"]
+    labels: tuple[str, ...]
+    created: str
+    input: InputSpec
+    output: OutputSpec
+    variants: tuple[Variant, ...]
+    samples: tuple[Sample, ...] = ()
+    sample_files: dict[str, str] = Field(default_factory=dict, description="path -> sha256 of samples/*")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    lineage: dict = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def variant(self, variant_id: str) -> Variant:
+        for v in self.variants:
+            if v.id == variant_id:
+                return v
+        raise PackageError(f"{MANIFEST}: no variant '{variant_id}' (has {', '.join(v.id for v in self.variants)})")
+
+    def all_files(self) -> dict[str, str]:
+        """Every file the manifest vouches for: path -> sha256."""
+        files = dict(self.sample_files)
+        for v in self.variants:
+            files.update(v.files)
+        return files
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
+
+
+def parse_manifest(data: bytes, where: str = MANIFEST) -> Manifest:
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackageError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+        got = raw.get("schema") if isinstance(raw, dict) else type(raw).__name__
+        raise PackageError(f"{where}: schema is {got!r}, expected {SCHEMA!r}")
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise PackageError(f"{where}: field '{field}': {err['msg']}") from None
+    for path in manifest.all_files():
+        if path.startswith("/") or ".." in Path(path).parts or path in (MANIFEST, SIGNATURE):
+            raise PackageError(f"{where}: file path '{path}' is not allowed")
+    return manifest
+
+
+def read_manifest(package_dir: Path) -> Manifest:
+    path = Path(package_dir) / MANIFEST
+    if not path.is_file():
+        raise PackageError(f"{path}: missing (not a model package)")
+    return parse_manifest(path.read_bytes(), str(path))

@@ -1,0 +1,138 @@
+"""Open a package variant with its runtime (ONNX Runtime, OpenVINO, MXNet) behind one `run(batch)`.
+
+Every session returns the outputs named by the manifest, in that order, as float32 numpy arrays.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Protocol
+
+import numpy as np
+
+from edge.package.manifest import Manifest, PackageError, Variant
+
+_PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
+class Session(Protocol):
+    variant: Variant
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]: ...
+
+
+@lru_cache(maxsize=1)
+def cpu_features() -> frozenset[str]:
+    """The CPU flags Linux reports (avx2, avx512_vnni, amx_bf16, ...); empty where unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def runtime_available(runtime: str) -> bool:
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino", "mxnet": "mxnet"}[runtime]
+    return importlib.util.find_spec(module) is not None
+
+
+def supported(variant: Variant, features: frozenset[str] | None = None) -> Optional[str]:
+    """None when this machine can run `variant`, else the reason it cannot."""
+    if not runtime_available(variant.runtime):
+        return f"{variant.runtime} is not installed"
+    missing = set(variant.cpu_features) - (cpu_features() if features is None else features)
+    if missing:
+        return f"CPU lacks {', '.join(sorted(missing))}"
+    return None
+
+
+def choose_variant(manifest: Manifest, prefer: Optional[str] = None,
+                   features: frozenset[str] | None = None) -> Variant:
+    """`prefer` if given and runnable, else the runnable variant with the lowest measured latency."""
+    if prefer:
+        variant = manifest.variant(prefer)
+        reason = supported(variant, features)
+        if reason:
+            raise PackageError(f"variant '{prefer}' cannot run here: {reason}")
+        return variant
+    runnable = [v for v in manifest.variants if supported(v, features) is None]
+    if not runnable:
+        reasons = "; ".join(f"{v.id}: {supported(v, features)}" for v in manifest.variants)
+        raise PackageError(f"no variant of {manifest.name} {manifest.version} can run here ({reasons})")
+    return min(runnable, key=lambda v: (v.latency.median_ms if v.latency else float("inf"), v.id))
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class OnnxRuntimeSession:
+    def __init__(self, path: Path, variant: Variant, names: tuple[str, ...], threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.variant = variant
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self._names = list(names)
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self._session.run(self._names, {self._input: batch})
+
+
+class OpenVinoSession:
+    def __init__(self, path: Path, variant: Variant, names: tuple[str, ...], threads: int):
+        import openvino as ov
+
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[variant.precision],
+                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        model = core.read_model(str(path))
+        self.variant = variant
+        self._compiled = core.compile_model(model, "CPU", config)
+        self._request = self._compiled.create_infer_request()
+        self._outputs = [self._compiled.output(name) for name in names]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        result = self._request.infer({0: batch})
+        return [np.asarray(result[o], dtype=np.float32) for o in self._outputs]
+
+
+class MxnetSession:
+    def __init__(self, path: Path, variant: Variant, names: tuple[str, ...], threads: int):
+        import mxnet as mx
+
+        params = [f for f in variant.files if f.endswith(".params")]
+        self.variant = variant
+        self._mx = mx
+        self._net = mx.gluon.SymbolBlock.imports(str(path), ["data"], str(path.parent / Path(params[0]).name))
+        self._net.hybridize(static_alloc=True, static_shape=True)
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        out = self._net(self._mx.nd.array(batch))
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [o.asnumpy() for o in out]
+
+
+_SESSIONS = {"onnxruntime": OnnxRuntimeSession, "openvino": OpenVinoSession, "mxnet": MxnetSession}
+
+
+def open_session(package_dir: Path, manifest: Manifest, variant: Variant, threads: Optional[int] = None) -> Session:
+    reason = supported(variant)
+    if reason:
+        raise PackageError(f"variant '{variant.id}' cannot run here: {reason}")
+    path = Path(package_dir) / variant.entry
+    try:
+        return _SESSIONS[variant.runtime](path, variant, manifest.output.names, threads or default_threads())
+    except PackageError:
+        raise
+    except Exception as exc:  # runtimes raise their own types; name the file
+        raise PackageError(f"{path}: {variant.runtime} could not load it ({type(exc).__name__}: {exc})") from None
