@@ -119,8 +119,16 @@ def initialize(net: mx.gluon.HybridBlock, input_size: int) -> None:
     with mx.autograd.train_mode():
         net(mx.nd.zeros((1, 3, input_size, input_size)))  # materialise deferred shapes
     for name, param in net.collect_params().items():
-        if name in fresh and name.endswith("weight") and len(param.shape) >= 2:
+        if name not in fresh:
+            continue
+        if name.endswith("weight") and len(param.shape) >= 2:
             param.initialize(mx.init.Xavier(magnitude=2), force_reinit=True)
+        # GluonCV's SSD feature expander is built from symbols, whose BatchNorm statistics would
+        # otherwise get the global default initializer (uniform +-0.07: a negative variance).
+        elif name.endswith(("moving_var", "running_var")):
+            param.set_data(mx.nd.ones(param.shape))
+        elif name.endswith(("moving_mean", "running_mean")):
+            param.set_data(mx.nd.zeros(param.shape))
 
 
 def load_pretrained_classifier(spec: NetworkSpec, cache: Optional[Path]) -> mx.gluon.HybridBlock:

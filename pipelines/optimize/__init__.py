@@ -1,0 +1,1 @@
+"""Optimize stage: the trained MXNet network -> ONNX -> runtime variants, each gated on parity."""
