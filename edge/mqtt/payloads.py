@@ -1,0 +1,50 @@
+"""Payload names, encoding and the JSON Schemas shipped in `edge/schemas/`."""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any, Optional, Union
+
+INFERENCE = "lensops.inference/1"
+STATUS = "lensops.status/1"
+DEPLOYMENT = "lensops.deployment/1"
+FLEET_DEPLOYMENT = "lensops.fleet_deployment/1"
+
+SCHEMA_FILES = {INFERENCE: "inference", STATUS: "status", DEPLOYMENT: "deployment",
+                FLEET_DEPLOYMENT: "fleet_deployment"}
+
+
+class PayloadTooLarge(ValueError):
+    """A message over the broker's size limit (AWS IoT Core: 128 KB); it is not enqueued."""
+
+
+def utc_timestamp(seconds: Optional[float] = None) -> str:
+    """RFC 3339 UTC with milliseconds, as in the payloads: 2026-11-22T05:27:55.123Z."""
+    moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def encode(payload: Union[dict, list, str, bytes]) -> bytes:
+    """Compact JSON for dicts and lists (NaN is refused: it is not JSON), UTF-8 for text, bytes as they are."""
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode("utf-8")
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def check_size(topic: str, payload: bytes, limit: Optional[int]) -> None:
+    if limit is not None and len(payload) > limit:
+        raise PayloadTooLarge(f"payload for {topic!r} is {len(payload)} bytes, over the {limit}-byte limit "
+                              f"({limit // 1024} KB, AWS IoT Core); publish fewer predictions per message")
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """A shipped JSON Schema by payload name (`lensops.inference/1`) or file stem (`inference`)."""
+    stem = SCHEMA_FILES.get(name, name)
+    if stem not in SCHEMA_FILES.values():
+        raise ValueError(f"schema {name!r} is not among {sorted(SCHEMA_FILES)}")
+    text = resources.files("edge").joinpath("schemas", f"{stem}.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)

@@ -1,0 +1,322 @@
+"""The device's MQTT publisher: callers enqueue into the disk outbox, one thread drains it in order.
+
+The drain thread owns the paho client and runs its network loop itself. Per connection it
+sends the outbox oldest-first with up to `inflight` unacknowledged QoS 1 messages, deletes a
+message only on its PUBACK, and on a lost connection drops the connection's state and starts
+again from the oldest unacknowledged message on a new connection (after a jittered backoff
+capped at `reconnect_max_s`). Delivery is at least once: a message whose PUBACK was lost is
+sent again, with the same `seq`.
+"""
+from __future__ import annotations
+
+import logging
+import select
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol, Union
+
+import paho.mqtt.client as mqtt
+
+from edge.mqtt.config import MqttConfig
+from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener
+from edge.mqtt.outbox import Message, OutboxStore
+from edge.mqtt.payloads import DEPLOYMENT, STATUS, check_size, encode, utc_timestamp
+from edge.mqtt.policy import PublishGate, RateLimiter
+from edge.mqtt.topics import Topics, check_aws_topic
+
+log = logging.getLogger(__name__)
+OK = mqtt.MQTT_ERR_SUCCESS
+IDLE_WAIT_S = 0.01  # longest an enqueued message waits before the drain thread looks again
+
+
+class Opener(Protocol):
+    def open(self) -> mqtt.Client: ...
+
+
+@dataclass(frozen=True)
+class PublisherSettings:
+    qos: int = 1
+    inflight: int = 100
+    max_payload_bytes: Optional[int] = None
+    max_publishes_per_s: Optional[float] = None
+    reconnect_max_s: float = 30.0
+    sync_interval_s: float = 1.0
+    aws_iot: bool = False
+
+    @classmethod
+    def from_config(cls, config: MqttConfig) -> "PublisherSettings":
+        return cls(qos=config.qos, inflight=config.inflight, max_payload_bytes=config.max_payload_bytes,
+                   max_publishes_per_s=config.publish_rate_limit, reconnect_max_s=config.reconnect_max_s,
+                   sync_interval_s=config.outbox.sync_interval_s, aws_iot=config.aws_iot)
+
+
+@dataclass(frozen=True)
+class PublisherStats:
+    connected: bool
+    outbox_depth: int
+    dropped: int
+    sent: int
+    reconnects: int
+    last_error: Optional[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Publisher:
+    """Enqueue from any thread; `start()` the drain thread; `stop()` drains briefly and says offline."""
+
+    def __init__(self, store: OutboxStore, opener: Opener, topics: Topics,
+                 settings: PublisherSettings = PublisherSettings(), gate: Optional[PublishGate] = None):
+        self.store = store
+        self.topics = topics
+        self.settings = settings
+        self.gate = gate or PublishGate()
+        self._opener = opener
+        self._limiter = RateLimiter(settings.max_publishes_per_s) if settings.max_publishes_per_s else None
+        self._status: dict[str, Any] = {}
+        self._status_due = threading.Event()
+        self._stopping = threading.Event()
+        self._drain_deadline = 0.0
+        self._thread: Optional[threading.Thread] = None
+        self._connected = False
+        self._connections = 0
+        self._sent = 0
+        self._last_error: Optional[str] = None
+        self._last_sync = time.monotonic()
+
+    @classmethod
+    def from_config(cls, config: MqttConfig, device_id: str, state_dir: Path) -> "Publisher":
+        topics = Topics(config.topic_prefix, device_id, deeplens=config.deeplens_topic)
+        will = encode({"schema": STATUS, "device": device_id, "state": "offline"})
+        opener = ClientOpener(config, config.effective_client_id(device_id), topics.status, will)
+        outbox = config.outbox
+        store = OutboxStore(outbox.path or Path(state_dir) / "outbox.sqlite", outbox.max_messages, outbox.durability)
+        return cls(store, opener, topics, PublisherSettings.from_config(config),
+                   PublishGate(config.publish_policy, config.interval_s))
+
+    # -- what the runner calls ------------------------------------------------------------
+
+    def publish_inference(self, source_id: str, payload: dict[str, Any]) -> Optional[int]:
+        """Enqueue one inference result if the publish policy wants it; returns its `seq` (None if skipped).
+
+        `seq` is taken from the outbox in the same transaction as the message, so it is
+        contiguous per source across restarts. PayloadTooLarge (a ValueError) leaves no gap.
+        """
+        if not self.gate.should_publish(source_id, payload.get("counts") or {}):
+            return None
+        targets = self.topics.inference_targets(source_id)
+
+        def build(seq: int) -> list[Message]:
+            body = encode({**payload, "seq": seq})
+            return [self._checked(Message(topic, body, self.settings.qos)) for topic in targets]
+        return self.store.append_numbered(source_id, build)
+
+    def publish_deployment(self, event: dict[str, Any]) -> None:
+        """Enqueue a deployment event (downloading, verifying, activated, rejected, rolled_back)."""
+        body = {"schema": DEPLOYMENT, "device": self.topics.device, "ts": utc_timestamp(), **event}
+        self.enqueue(self.topics.deployment, body)
+
+    def publish_status(self, status: dict[str, Any]) -> None:
+        """Set the retained status; sent now if connected, and again after every reconnect."""
+        self._status = dict(status)
+        self._status_due.set()
+
+    def enqueue(self, topic: str, payload: Union[dict, list, str, bytes], qos: Optional[int] = None,
+                retain: bool = False) -> None:
+        """Commit one message to the outbox; it is sent in order once connected."""
+        qos = self.settings.qos if qos is None else qos
+        self.store.append(self._checked(Message(topic, encode(payload), qos, retain)))
+
+    def stats(self) -> PublisherStats:
+        return PublisherStats(connected=self._connected, outbox_depth=self.store.depth(),
+                              dropped=self.store.dropped(), sent=self._sent,
+                              reconnects=max(0, self._connections - 1), last_error=self._last_error)
+
+    def wait_until_drained(self, timeout_s: float) -> bool:
+        """True once every enqueued message was acknowledged, False after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self.store.depth() > 0:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def start(self) -> "Publisher":
+        self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, drain_timeout_s: float = 2.0) -> None:
+        """Send what can be sent within `drain_timeout_s`, publish status offline, disconnect, close the outbox."""
+        self._drain_deadline = time.monotonic() + drain_timeout_s
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(drain_timeout_s + CONNECT_TIMEOUT_S + 5)
+            if self._thread.is_alive():
+                log.error("MQTT publisher thread did not stop; outbox left open")
+                return
+        self.store.close()
+
+    def __enter__(self) -> "Publisher":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- the drain thread ---------------------------------------------------------------------
+
+    def _checked(self, message: Message) -> Message:
+        check_size(message.topic, message.payload, self.settings.max_payload_bytes)
+        if self.settings.aws_iot:
+            check_aws_topic(message.topic)
+        return message
+
+    def _run(self) -> None:
+        backoff = Backoff(self.settings.reconnect_max_s)
+        while not self._stopping.is_set():
+            try:
+                client = self._connect()
+                if client is not None:
+                    backoff.reset()
+                    try:
+                        self._serve(client)
+                    finally:
+                        self._connected = False
+                        _close(client)
+            except Exception as exc:  # a broken store or paho bug must not end publishing for good
+                log.exception("MQTT publisher error")
+                self._note_error(f"publisher error: {exc}")
+            if not self._stopping.is_set():
+                self._sleep(backoff.next_delay())
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
+            self._maybe_sync()
+            if time.monotonic() >= deadline:
+                return
+
+    def _connect(self) -> Optional[mqtt.Client]:
+        try:
+            client = self._opener.open()
+        except OSError as exc:
+            self._note_error(f"cannot reach broker: {exc}")
+            return None
+        result: list[mqtt.ReasonCode] = []
+        client.on_connect = lambda _c, _u, _flags, code, _props: result.append(code)
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        while not result and time.monotonic() < deadline and _pump(client, 0.05):
+            pass
+        if not result or result[0].is_failure:
+            self._note_error(f"broker refused the connection: {result[0]}" if result else "no CONNACK from broker")
+            _close(client)
+            return None
+        self._connections += 1
+        self._connected = True
+        self._last_error = None
+        log.info("MQTT connected (%d connection(s) so far)", self._connections)
+        return client
+
+    def _serve(self, client: mqtt.Client) -> None:
+        inflight: dict[int, int] = {}  # mid -> outbox id
+        acked: list[int] = []
+
+        def on_publish(_c, _u, mid: int, _code, _props) -> None:
+            row = inflight.pop(mid, None)
+            if row is not None:
+                acked.append(row)
+        client.on_publish = on_publish
+        self._status_due.set()  # the broker may hold our will (`offline`) as the retained status
+        cursor = 0
+        while True:
+            if self._stopping.is_set() and (self.store.depth() == 0 or time.monotonic() > self._drain_deadline):
+                self._say_offline(client)
+                return
+            if self._status_due.is_set() and self._may_publish():
+                self._status_due.clear()
+                client.publish(self.topics.status, encode(self._status_payload()), 1, True)
+            busy = False
+            room = self.settings.inflight - len(inflight)
+            for row in self.store.pending(cursor, room) if room > 0 else ():
+                if not self._may_publish():
+                    break
+                info = client.publish(row.topic, row.payload, row.qos, row.retain)
+                if info.rc not in (OK, mqtt.MQTT_ERR_QUEUE_SIZE):
+                    return
+                cursor = row.id
+                if row.qos == 0:
+                    acked.append(row.id)
+                else:
+                    inflight[info.mid] = row.id
+                busy = True
+            alive = _pump(client, 0.0 if busy else IDLE_WAIT_S)
+            if acked:
+                self._sent += self.store.remove(acked)
+                acked.clear()
+            self._maybe_sync()
+            if not alive:
+                self._note_error("connection to broker lost")
+                return
+
+    def _may_publish(self) -> bool:
+        return self._limiter is None or self._limiter.try_acquire()
+
+    def _status_payload(self, offline: bool = False) -> dict[str, Any]:
+        """The runner's last status (state `online` unless it said otherwise) plus the outbox figures."""
+        stats = self.stats()
+        body = {"schema": STATUS, "device": self.topics.device, "state": "online",
+                "outbox": {"depth": stats.outbox_depth, "dropped": stats.dropped, "sent": stats.sent},
+                **self._status, "ts": utc_timestamp()}
+        if offline:
+            body["state"] = "offline"
+        return body
+
+    def _say_offline(self, client: mqtt.Client) -> None:
+        info = client.publish(self.topics.status, encode(self._status_payload(offline=True)), 1, True)
+        deadline = time.monotonic() + 1.0
+        while not info.is_published() and time.monotonic() < deadline and _pump(client, 0.05):
+            pass
+        client.disconnect()
+        while client.socket() is not None and time.monotonic() < deadline + 0.5 and _pump(client, 0.05):
+            pass
+
+    def _maybe_sync(self) -> None:
+        if time.monotonic() - self._last_sync >= self.settings.sync_interval_s:
+            self._last_sync = time.monotonic()
+            self.store.checkpoint()
+
+    def _note_error(self, message: str) -> None:
+        # One warning per outage; the retries of the same outage go to debug.
+        (log.debug if self._last_error else log.warning)("MQTT: %s", message)
+        self._last_error = message
+
+
+def _pump(client: mqtt.Client, timeout: float) -> bool:
+    """One turn of paho's network loop (read, write, keep-alive); False once the connection is gone."""
+    sock = client.socket()
+    if sock is None:
+        return False
+    pending = sock.pending() if hasattr(sock, "pending") else 0
+    try:
+        readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [],
+                                              0.0 if pending else timeout)
+    except (OSError, ValueError, TypeError):
+        return False
+    if (readable or pending) and client.loop_read() != OK:
+        return False
+    if writable and client.socket() is not None and client.loop_write() != OK:
+        return False
+    return client.loop_misc() == OK
+
+
+def _close(client: mqtt.Client) -> None:
+    """Drop a client's socket (a connection we give up on: no DISCONNECT, so the broker sends our will)."""
+    sock = client.socket()
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass

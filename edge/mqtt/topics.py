@@ -1,0 +1,85 @@
+"""MQTT topic names (DESIGN.md, "MQTT topics"); the prefix is applied here and nowhere else.
+
+| topic                                   | retained |
+|-----------------------------------------|----------|
+| `<prefix>/<device>/<source>/inference`  | no       |
+| `<prefix>/<device>/status`              | yes      |
+| `<prefix>/<device>/deployment`          | no       |
+| `<prefix>/fleets/<fleet>/deployment`    | yes      |
+| `$aws/things/<thing>/infer` (DeepLens)  | no       |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AWS_IOT_MAX_TOPIC_BYTES = 256
+AWS_IOT_MAX_SLASHES = 7  # not counting the `$aws/things/<thing>/` part of reserved topics
+
+
+def topic_level(name: str, what: str) -> str:
+    """`name` if it can be one topic level (no `/`, `+`, `#`, NUL; not empty), else ValueError naming it."""
+    if not name or any(c in name for c in "/+#\0"):
+        raise ValueError(f"{what} {name!r} cannot be an MQTT topic level (empty, or contains / + # or NUL)")
+    return name
+
+
+def inference_topic(prefix: str, device: str, source: str) -> str:
+    return f"{prefix}/{topic_level(device, 'device id')}/{topic_level(source, 'source id')}/inference"
+
+
+def status_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{topic_level(device, 'device id')}/status"
+
+
+def deployment_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{topic_level(device, 'device id')}/deployment"
+
+
+def fleet_deployment_topic(prefix: str, fleet: str) -> str:
+    return f"{prefix}/fleets/{topic_level(fleet, 'fleet')}/deployment"
+
+
+def deeplens_topic(thing: str) -> str:
+    return f"$aws/things/{topic_level(thing, 'thing name')}/infer"
+
+
+def check_aws_topic(topic: str) -> str:
+    """`topic` if AWS IoT Core accepts it (<= 256 bytes, <= 7 slashes), else ValueError naming it."""
+    counted = topic.split("/", 3)[-1] if topic.startswith("$aws/things/") else topic
+    if len(topic.encode()) > AWS_IOT_MAX_TOPIC_BYTES or counted.count("/") > AWS_IOT_MAX_SLASHES:
+        raise ValueError(f"topic {topic!r} is over AWS IoT Core's limits "
+                         f"({AWS_IOT_MAX_TOPIC_BYTES} bytes, {AWS_IOT_MAX_SLASHES} slashes)")
+    return topic
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics of one device."""
+
+    prefix: str
+    device: str
+    deeplens: bool = False
+
+    def __post_init__(self) -> None:
+        topic_level(self.device, "device id")
+
+    def inference(self, source: str) -> str:
+        return inference_topic(self.prefix, self.device, source)
+
+    def inference_targets(self, source: str) -> list[str]:
+        """Where one inference result goes: the LensOps topic, plus the DeepLens one when enabled."""
+        topics = [self.inference(source)]
+        if self.deeplens:
+            topics.append(deeplens_topic(self.device))
+        return topics
+
+    @property
+    def status(self) -> str:
+        return status_topic(self.prefix, self.device)
+
+    @property
+    def deployment(self) -> str:
+        return deployment_topic(self.prefix, self.device)
+
+    def fleet_deployment(self, fleet: str) -> str:
+        return fleet_deployment_topic(self.prefix, fleet)
