@@ -1,0 +1,134 @@
+"""Where frames come from: a source URI sorted into its kind, and one reader per kind.
+
+Kinds: `camera` (an index such as `0`, or `/dev/video0`), `stream` (`rtsp://`, `rtsps://`,
+`http://`, `https://`), `file` (a video file) and `folder` (images read in sorted name order).
+A reader is opened by the capture thread, returns one BGR uint8 image per `read()` (None when
+a file or folder has no more frames, or a live read failed) and is released by the same thread.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Literal, Optional, Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["camera", "stream", "file", "folder"]
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+DEFAULT_FILE_FPS = 25.0  # when a file does not say its own rate
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+class SourceError(Exception):
+    """A source that cannot be opened or read; the capture thread reports it and retries."""
+
+
+def classify_uri(uri: str, base_dir: Optional[Path] = None) -> tuple[Kind, str]:
+    """(kind, target) of a source URI; relative paths are taken from `base_dir` (default: the working folder).
+
+    Raises ValueError naming the value for an unknown scheme, a missing path or an empty folder.
+    """
+    text = str(uri).strip()
+    if not text:
+        raise ValueError("empty source uri")
+    if text.isdigit():
+        return "camera", text
+    scheme = _SCHEME.match(text)
+    if scheme:
+        name = scheme.group(1).lower()
+        if name == "file":
+            text = text[len("file://"):]
+        elif name in STREAM_SCHEMES:
+            return "stream", text
+        else:
+            raise ValueError(f"unknown scheme '{name}://' in {uri!r}; expected a camera index, /dev/video*, "
+                             f"a video file, an image folder or one of: "
+                             + ", ".join(f"{s}://" for s in STREAM_SCHEMES))
+    if text.startswith("/dev/video"):
+        return "camera", text
+    path = Path(text)
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if path.is_dir():
+        if not folder_images(path):
+            raise ValueError(f"image folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        return "folder", str(path)
+    if not path.is_file():
+        raise ValueError(f"video file or image folder not found: {str(path)!r}")
+    return "file", str(path)
+
+
+def folder_images(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
+
+class Reader(Protocol):
+    fps: float  # the source's own frame rate (0 when unknown or live)
+
+    def read(self) -> Optional[np.ndarray]: ...
+
+    def release(self) -> None: ...
+
+
+class VideoReader:
+    """A camera, stream or video file through `cv2.VideoCapture` (FFmpeg for files and streams)."""
+
+    def __init__(self, kind: Kind, target: str, timeout_s: float):
+        self.kind = kind
+        if kind == "camera" and target.isdigit():
+            self._cap = cv2.VideoCapture(int(target))
+        else:
+            # FFmpeg honours these, so a stalled stream returns from read() instead of blocking forever
+            ms = max(int(timeout_s * 1000), 1)
+            self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG,
+                                         [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise SourceError(f"cannot open {kind} {target!r}")
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0 < fps < 1000 else (DEFAULT_FILE_FPS if kind == "file" else 0.0)
+
+    def read(self) -> Optional[np.ndarray]:
+        ok, image = self._cap.read()
+        return image if ok and image is not None else None
+
+    def release(self) -> None:
+        self._cap.release()
+
+
+class FolderReader:
+    """Images of one folder in sorted name order; an unreadable image is skipped with a warning."""
+
+    fps = 0.0
+
+    def __init__(self, folder: str):
+        self._paths = folder_images(Path(folder))
+        if not self._paths:
+            raise SourceError(f"image folder {folder!r} holds no images")
+        self._next = 0
+
+    def read(self) -> Optional[np.ndarray]:
+        while self._next < len(self._paths):
+            path = self._paths[self._next]
+            self._next += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                return image
+            log.warning("skipping unreadable image %s", path)
+        return None
+
+    def release(self) -> None:
+        self._paths = []
+
+
+def open_reader(kind: Kind, target: str, timeout_s: float) -> Reader:
+    """The reader for one source; raises SourceError when it cannot be opened."""
+    if kind == "folder":
+        return FolderReader(target)
+    return VideoReader(kind, target, timeout_s)
