@@ -126,12 +126,18 @@ _SESSIONS = {"onnxruntime": OnnxRuntimeSession, "openvino": OpenVinoSession, "mx
 
 
 def open_session(package_dir: Path, manifest: Manifest, variant: Variant, threads: Optional[int] = None) -> Session:
-    reason = supported(variant)
-    if reason:
-        raise PackageError(f"variant '{variant.id}' cannot run here: {reason}")
+    return open_variant(package_dir, variant, manifest.output.names, threads)
+
+
+def open_variant(package_dir: Path, variant: Variant, output_names: tuple[str, ...],
+                 threads: Optional[int] = None) -> Session:
+    """A session on one variant's files under `package_dir` (a package or a build folder)."""
+    # CPU features are the chooser's business (choose_variant): the pipeline measures every variant.
+    if not runtime_available(variant.runtime):
+        raise PackageError(f"variant '{variant.id}' cannot run here: {variant.runtime} is not installed")
     path = Path(package_dir) / variant.entry
     try:
-        return _SESSIONS[variant.runtime](path, variant, manifest.output.names, threads or default_threads())
+        return _SESSIONS[variant.runtime](path, variant, tuple(output_names), threads or default_threads())
     except PackageError:
         raise
     except Exception as exc:  # runtimes raise their own types; name the file

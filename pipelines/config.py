@@ -1,0 +1,84 @@
+"""The pipeline's part of params.yaml, parsed once into typed settings (unknown keys are errors)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipelines.optimize.variants import VARIANTS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParityGate(_Strict):
+    min_top1_agreement: float = 0.99
+    max_accuracy_drop_pt: float = 0.5
+    max_map_drop_pt: float = 1.0
+
+
+class RegistryConfig(_Strict):
+    type: Literal["mlflow", "sagemaker"] = "mlflow"
+    uri: Optional[str] = Field(None, description="MLflow tracking URI (default: sqlite:///mlflow.db; MLFLOW_TRACKING_URI wins)")
+    s3_bucket: Optional[str] = Field(None, description="SageMaker backend: bucket for packages")
+    s3_prefix: str = "lensops/packages"
+    region: Optional[str] = None
+    endpoint_url: Optional[str] = Field(None, description="SageMaker backend: AWS endpoint (moto in tests)")
+
+
+class PromoteConfig(_Strict):
+    alias: str = Field("production", description="the alias devices follow (per-fleet aliases: fleet-lobby)")
+    metric: Optional[str] = Field(None, description="default: accuracy (classification) / map (detection)")
+    min_improvement: float = Field(0.0, description="challenger must beat the champion by more than this")
+    latency_budget_ms: float = Field(100.0, description="best variant's median batch-1 latency must fit")
+    mqtt_url: Optional[str] = Field(None, description="publish the retained fleet notice here when set")
+    topic_prefix: str = "lensops"
+    fleet: str = "demo"
+
+
+class PipelineConfig(_Strict):
+    registry: RegistryConfig = RegistryConfig()
+    variants: tuple[str, ...] = VARIANTS
+    calibration_images: int = Field(64, ge=1)
+    latency_runs: int = Field(50, ge=3)
+    golden_samples: int = Field(4, ge=0)
+    score_threshold: float = Field(0.5, gt=0, lt=1, description="device-side detection threshold in the manifest")
+    sign_key: Optional[Path] = Field(None, description="Ed25519 private key (PEM) to sign packages with")
+    parity: ParityGate = ParityGate()
+    promote: PromoteConfig = PromoteConfig()
+
+
+class ModelEntry(_Strict):
+    name: str
+    model_dir: Path
+    data: Path
+
+
+class Params(_Strict):
+    pipeline: PipelineConfig
+    models: dict[str, ModelEntry]
+
+    def model(self, key: str) -> ModelEntry:
+        if key not in self.models:
+            raise ValueError(f"params.yaml: models has no '{key}' (has {', '.join(self.models)})")
+        return self.models[key]
+
+
+def load_params(path: Path) -> Params:
+    """`pipeline` and `models` of params.yaml; a clear error naming the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return Params.model_validate({"pipeline": raw.get("pipeline") or {}, "models": raw.get("models") or {}})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ValueError(f"{path}: {field}: {err['msg']}") from None

@@ -1,0 +1,168 @@
+"""`lensops optimize`: build every variant, gate each on parity with the MXNet FP32 reference
+(validation split), measure batch-1 latency, and record golden samples.
+
+Writes into the build folder: variants/<id>/..., samples/NNN.png + NNN.json, optimize.json.
+Writes the report folder: variants.json (the full table), metrics.json, latency.csv (plot data).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+from pathlib import Path
+
+import cv2
+import mxnet as mx
+import numpy as np
+
+from edge.package.codec import decode, preprocess
+from edge.package.manifest import InputSpec, OutputSpec, Variant
+from edge.package.runtimes import cpu_features, default_threads, open_variant
+from pipelines import evaluate
+from pipelines.config import PipelineConfig
+from pipelines.optimize.export import OUTPUT_NAMES, inference_block
+from pipelines.optimize.variants import build_variants
+
+log = logging.getLogger(__name__)
+INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_info() -> dict:
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = cpu_features()
+    return {"model": model, "flags": [f for f in INTERESTING_FLAGS if f in flags], "threads": default_threads()}
+
+
+def specs(meta: dict, score_threshold: float) -> tuple[InputSpec, OutputSpec]:
+    spec = meta["input"]
+    input_spec = InputSpec(size=tuple(spec["size"]), colour_order=spec["colour_order"], mean=tuple(spec["mean"]),
+                           std=tuple(spec["std"]))
+    task = meta["task"]
+    output_spec = OutputSpec(type="probabilities" if task == "classification" else "scores_boxes",
+                             names=OUTPUT_NAMES[task], score_threshold=score_threshold)
+    return input_spec, output_spec
+
+
+def parity(task: str, ref_metrics: dict, metrics: dict, ref_preds: list, preds: list, cfg: PipelineConfig) -> tuple[dict, str | None]:
+    """Parity figures and the reason a variant fails the gate (None when it passes)."""
+    gate = cfg.parity
+    if task == "classification":
+        agreement = evaluate.top1_agreement(ref_preds, preds)
+        drop = (ref_metrics["accuracy"] - metrics["accuracy"]) * 100
+        figures = {"top1_agreement": round(agreement, 5), "accuracy_drop_pt": round(drop, 3), "accuracy": metrics["accuracy"]}
+        if agreement < gate.min_top1_agreement:
+            return figures, f"top-1 agreement {agreement:.4f} < {gate.min_top1_agreement}"
+        if drop > gate.max_accuracy_drop_pt:
+            return figures, f"accuracy drop {drop:.2f} pt > {gate.max_accuracy_drop_pt} pt"
+        return figures, None
+    drop = (ref_metrics["map"] - metrics["map"]) * 100
+    figures = {"map_drop_pt": round(drop, 3), "map": metrics["map"]}
+    if drop > gate.max_map_drop_pt:
+        return figures, f"mAP drop {drop:.2f} pt > {gate.max_map_drop_pt} pt"
+    return figures, None
+
+
+def _reference_run(block):
+    def run(batch: np.ndarray) -> list[np.ndarray]:
+        out = block(mx.nd.array(batch))
+        return [o.asnumpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
+    return run
+
+
+def optimize(model_dir: Path, data: Path, build_dir: Path, report_dir: Path, cfg: PipelineConfig) -> dict:
+    build_dir, report_dir = Path(build_dir), Path(report_dir)
+    shutil.rmtree(build_dir, ignore_errors=True)
+    build_dir.mkdir(parents=True)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    block, meta = inference_block(model_dir)
+    task, labels = meta["task"], meta["classes"]
+    input_spec, output_spec = specs(meta, cfg.score_threshold)
+    train = evaluate.load_split(data, task, "train")
+    val = evaluate.load_split(data, task, "val")
+    if train.classes != labels:
+        raise ValueError(f"{data}: classes {train.classes} differ from the model's {labels}")
+    calibration = preprocess(train.images(cfg.calibration_images), input_spec)
+    built = build_variants(block, meta, build_dir, calibration, cfg.variants)
+
+    one = preprocess(val.images(1), input_spec)
+    reference = _reference_run(block)
+    ref_preds = evaluate.predict(reference, val, input_spec, output_spec)
+    ref_metrics = evaluate.score(val, ref_preds)
+    ref_latency = evaluate.latency(reference, one, runs=cfg.latency_runs)
+    log.info("reference (mxnet hybridized fp32): %s, %.3f ms", ref_metrics, ref_latency["median_ms"])
+
+    sample_frames = val.images(cfg.golden_samples)
+    samples = {"reference": [decode(reference(preprocess([f], input_spec)), labels, output_spec)[0] for f in sample_frames],
+               "variants": {}}
+    rows = {}
+    for b in built:
+        variant = Variant(id=b.id, runtime=b.runtime, precision=b.precision, entry=b.entry,
+                          files={f: "" for f in b.files}, cpu_features=b.cpu_features)
+        row = {"runtime": b.runtime, "precision": b.precision, "entry": b.entry, "files": b.files,
+               "cpu_features": list(b.cpu_features)}
+        try:
+            session = open_variant(build_dir, variant, output_spec.names)
+            preds = evaluate.predict(session.run, val, input_spec, output_spec)
+            metrics = evaluate.score(val, preds)
+            row["parity"], reason = parity(task, ref_metrics, metrics, ref_preds, preds, cfg)
+            row["latency"] = evaluate.latency(session.run, one, runs=cfg.latency_runs)
+            row["latency"].update(batch=1, threads=default_threads())
+            row["speedup_vs_mxnet"] = round(ref_latency["median_ms"] / row["latency"]["median_ms"], 3)
+            samples["variants"][b.id] = [decode(session.run(preprocess([f], input_spec)), labels, output_spec)[0]
+                                         for f in sample_frames]
+        except Exception as exc:  # a variant that cannot even run fails its gate, with the reason
+            log.exception("variant %s failed", b.id)
+            reason = f"{type(exc).__name__}: {exc}"
+        missing = set(b.cpu_features) - cpu_features()
+        if missing:
+            row["note"] = f"this CPU lacks {', '.join(sorted(missing))}: measured with the runtime's fallback"
+        row["passed"], row["reason"] = reason is None, reason
+        rows[b.id] = row
+        log.info("variant %s: %s", b.id, "passed" if reason is None else f"FAILED: {reason}")
+
+    sample_dir = build_dir / "samples"
+    sample_dir.mkdir()
+    for k, frame in enumerate(sample_frames):
+        cv2.imwrite(str(sample_dir / f"{k:03d}.png"), frame)
+        expected = {"reference": samples["reference"][k],
+                    "variants": {vid: outs[k] for vid, outs in samples["variants"].items()}}
+        (sample_dir / f"{k:03d}.json").write_text(json.dumps(expected, indent=1))
+
+    report = {"model": meta["name"], "task": task, "labels": labels, "cpu": cpu_info(),
+              "input": input_spec.model_dump(mode="json"), "output": output_spec.model_dump(mode="json"),
+              "reference": {"variant": "mxnet-native-fp32 (hybridized, oneDNN)", "metrics": ref_metrics,
+                            "latency": ref_latency},
+              "gate": cfg.parity.model_dump(), "variants": rows,
+              "source_model": {"metrics": meta.get("metrics", {}), "lineage": meta.get("lineage", {}),
+                               "params": meta.get("params", {})}}
+    (build_dir / "optimize.json").write_text(json.dumps(report, indent=2))
+    (report_dir / "variants.json").write_text(json.dumps(report, indent=2))
+    _write_plot_and_metrics(report, report_dir)
+    return report
+
+
+def _write_plot_and_metrics(report: dict, report_dir: Path) -> None:
+    key = "accuracy" if report["task"] == "classification" else "map"
+    lines = [f"variant,latency_ms,{key},passed"]
+    lines.append(f"mxnet-native,{report['reference']['latency']['median_ms']},{report['reference']['metrics'][key]},True")
+    metrics = {f"reference_{key}": report["reference"]["metrics"][key],
+               "reference_latency_ms": report["reference"]["latency"]["median_ms"]}
+    passed = {vid: row for vid, row in report["variants"].items() if row["passed"]}
+    for vid, row in report["variants"].items():
+        if "latency" in row:
+            lines.append(f"{vid},{row['latency']['median_ms']},{row['parity'][key]},{row['passed']}")
+            metrics[f"{vid}_latency_ms"] = row["latency"]["median_ms"]
+    if passed:
+        best = min(passed, key=lambda v: passed[v]["latency"]["median_ms"])
+        metrics["best_speedup_vs_mxnet"] = passed[best]["speedup_vs_mxnet"]
+    metrics["variants_passed"] = len(passed)
+    (report_dir / "latency.csv").write_text("\n".join(lines) + "\n")
+    (report_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
