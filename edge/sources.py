@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
