@@ -1,0 +1,97 @@
+"""The device's view of the registry: resolve an alias to (version, package URI, sha256) and download.
+
+Two backends behind one interface (DESIGN.md): MLflow's Model Registry (a model version's
+artifacts are the package; tags carry its sha256) and a SageMaker Model Package Group
+(`Approved` = production; the package lives in S3). The write side (register, move aliases)
+is in pipelines/registry.py.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Protocol
+
+PACKAGE_FILE = "package.tar.gz"
+
+
+class RegistryError(Exception):
+    """The registry could not answer: unreachable, no such model/alias, or a version without a package."""
+
+
+@dataclass(frozen=True)
+class Resolved:
+    model: str
+    alias: str
+    version: str
+    uri: str  # where the package archive is
+    sha256: str  # of the archive
+
+
+class Registry(Protocol):
+    def resolve(self, model: str, alias: str) -> Resolved: ...
+
+    def download(self, resolved: Resolved, dest: Path) -> Path: ...
+
+
+def _limit_http_retries() -> None:
+    # MLflow retries an unreachable server for minutes by default; a device (and a CLI) wants a prompt answer.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
+class MlflowRegistry:
+    def __init__(self, uri: Optional[str] = None):
+        _limit_http_retries()
+        from mlflow import MlflowClient
+
+        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    def resolve(self, model: str, alias: str) -> Resolved:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version_by_alias(model, alias)
+        except MlflowException as exc:
+            raise RegistryError(f"registry {self.uri}: cannot resolve {model}@{alias}: {_short(exc)}") from None
+        except Exception as exc:  # connection errors surface as requests/sqlalchemy exceptions
+            raise RegistryError(f"registry {self.uri} unreachable while resolving {model}@{alias}: {_short(exc)}") from None
+        sha = version.tags.get("sha256")
+        if not sha:
+            raise RegistryError(f"registry {self.uri}: {model} version {version.version} has no sha256 tag "
+                                "(not registered by lensops)")
+        return Resolved(model, alias, str(version.version), f"{version.source.rstrip('/')}/{PACKAGE_FILE}", sha)
+
+    def download(self, resolved: Resolved, dest: Path) -> Path:
+        import mlflow
+
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=tmp,
+                                                            tracking_uri=self.uri)
+            except Exception as exc:
+                raise RegistryError(f"cannot download {resolved.uri}: {_short(exc)}") from None
+            shutil.move(local, dest)
+        return dest
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def open_registry(kind: str, uri: Optional[str] = None, **options) -> Registry:
+    """The registry backend named in a config (`mlflow` or `sagemaker`)."""
+    if kind == "mlflow":
+        return MlflowRegistry(uri)
+    if kind == "sagemaker":
+        from edge.registry_sagemaker import SageMakerRegistry
+
+        return SageMakerRegistry(**options)
+    raise RegistryError(f"registry type '{kind}' is not among: mlflow, sagemaker")
