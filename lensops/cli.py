@@ -51,6 +51,24 @@ def _sagemaker_train(args: argparse.Namespace, rest: list[str]) -> int:
     return run_local_training(args.data, args.out, rest, validation=args.validation, keep=args.keep)
 
 
+def _pipeline(args: argparse.Namespace, rest: list[str]) -> int:
+    from pipelines.cli import main as pipeline_main
+
+    return pipeline_main([args.command, *rest])
+
+
+def _edge(args: argparse.Namespace, rest: list[str]) -> int:
+    from edge.cli import main as edge_main  # device side: imports edge code only
+
+    return edge_main(rest)
+
+
+def _broker(args: argparse.Namespace, rest: list[str]) -> int:
+    from edge.broker import main as broker_main
+
+    return broker_main(rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lensops", description="LensOps: train, package and run camera models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     sm_train.add_argument("--out", type=Path, required=True, help="where model.tar.gz and output.tar.gz go")
     sm_train.add_argument("--keep", action="store_true", help="keep the emulated /opt/ml tree")
     sm_train.set_defaults(func=_sagemaker_train, passthrough=True)
+
+    for name, text in (("evaluate", "score a trained model on a held-out split"),
+                       ("optimize", "build runtime variants, gate them on parity, measure latency"),
+                       ("package", "build or verify a model package"),
+                       ("register", "register a package in the model registry (alias candidate)"),
+                       ("promote", "move the production alias when the candidate beats the champion")):
+        sub.add_parser(name, help=text, add_help=False).set_defaults(func=_pipeline, passthrough=True)
+    sub.add_parser("edge", help="the device runner (lensops edge run --config device.yaml)",
+                   add_help=False).set_defaults(func=_edge, passthrough=True)
+    sub.add_parser("broker", help="embedded MQTT broker for a laptop (amqtt)",
+                   add_help=False).set_defaults(func=_broker, passthrough=True)
     return parser
 
 
