@@ -59,7 +59,7 @@ class CaptureConfig(BaseModel):
     max_files: Optional[int] = Field(None, ge=1, description="keep at most this many captured frames")
     max_bytes: Optional[int] = Field(None, ge=1, description="keep at most this many bytes of captures")
     val_every: int = Field(5, ge=2, description="one capture in this many goes to the val split")
-    jpeg_quality: int = Field(95, ge=1, le=100)
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality of the saved frames")
 
     @model_validator(mode="after")
     def _bounded(self) -> "CaptureConfig":

@@ -10,8 +10,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Frame:
-    """One captured image: BGR uint8, its number in the source (counted from 0 at each pass over a
-    file or folder), wall-clock time.time() and time.monotonic() at capture."""
+    """One captured image: BGR uint8; its number in the source (from 0 at each pass over a file or
+    folder, since start for cameras and streams); wall-clock time.time() and time.monotonic() at capture."""
 
     source_id: str
     image: np.ndarray

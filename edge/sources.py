@@ -99,6 +99,7 @@ class Source:
         self._last_error: Optional[str] = None
         self._recent: deque[float] = deque(maxlen=1024)
         self._threads: list[threading.Thread] = []
+        self._replay = config.kind in ("file", "folder")
 
     @classmethod
     def from_config(cls, config: SourceConfig) -> "Source":
@@ -125,8 +126,9 @@ class Source:
         self._slot.finish(keep_last=False)
         with self._lock:
             threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in threads:  # a thread stuck in a backend's read is left behind (a daemon)
+            thread.join(max(deadline - time.monotonic(), 0))
 
     def get(self, timeout: Optional[float] = None) -> Optional[Frame]:
         """The next frame, or None after `timeout` seconds, at the end of a file, or once stopped."""
@@ -163,9 +165,9 @@ class Source:
                     break
                 if image is not None:
                     due = self._pace(reader, due)
-                    self._deliver(image, index)
+                    self._deliver(image, index if self._replay else None)
                     index += 1
-                elif self.config.kind in ("file", "folder") and (index > 0 or not self.config.loop):
+                elif self._replay and (index > 0 or not self.config.loop):
                     reader.release()
                     reader = None
                     if not self.config.loop:
@@ -218,7 +220,7 @@ class Source:
     def _pace(self, reader: Reader, due: float) -> float:
         """Sleep until this frame is due (files and folders); returns when the next one is."""
         fps = self.config.fps if self.config.fps is not None else reader.fps
-        if self.config.kind not in ("file", "folder") or not fps:
+        if not self._replay or not fps:
             return due
         now = time.monotonic()
         if due > now:
@@ -227,9 +229,11 @@ class Source:
             due = now  # far behind (a slow consumer): do not burst to catch up
         return due + 1.0 / fps
 
-    def _deliver(self, image: np.ndarray, index: int) -> None:
+    def _deliver(self, image: np.ndarray, index: Optional[int]) -> None:
+        """Hand over a frame; `index` None numbers it by the frames read since start (live sources)."""
         now = time.monotonic()
         with self._lock:
+            index = self._frames if index is None else index
             self._failures = 0
             self._frames += 1
             self._recent.append(now)

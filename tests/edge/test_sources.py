@@ -249,14 +249,18 @@ def test_stalled_stream_is_reconnected(mjpeg_server, started):
     # given an MJPEG stream that goes silent after 5 frames without closing the connection
     url = f"http://127.0.0.1:{mjpeg_server.server_address[1]}/cam.mjpg"
     source = started(SourceConfig(id="cam", uri=url, stall_timeout_s=0.5, reconnect_backoff_max_s=0.2))
-    assert source.get(timeout=3) is not None, "the stream delivered nothing"
+    first = source.get(timeout=3)
+    assert first is not None, "the stream delivered nothing"
     # then it is reconnected after the stall timeout + backoff, and frames flow again
     assert wait_for(lambda: source.stats()["reconnects"] >= 1, timeout=3), source.stats()
     stats = source.stats()
     assert "no frame" in stats["last_error"] or "stalled" in stats["last_error"], stats
     frames_before = stats["frames"]
-    assert wait_for(lambda: source.get(timeout=0.1) is not None and source.stats()["state"] == "ok", timeout=3)
+    after: list = []
+    assert wait_for(lambda: after.append(source.get(timeout=0.1)) or (after[-1] is not None
+                                                                      and source.stats()["state"] == "ok"), timeout=3)
     recovered = time.monotonic() - mjpeg_server.stalled_at
+    assert after[-1].index > first.index, "live frames are numbered on across reconnects"
     assert source.stats()["frames"] > frames_before and mjpeg_server.connections >= 2, source.stats()
     assert recovered < 2.0, f"took {recovered:.1f} s to recover from a stall (timeout 0.5 s, backoff 0.2 s)"
 
