@@ -1,0 +1,146 @@
+"""One loaded model package variant: frame in, predictions in the `lensops.inference/1` format out.
+
+`Predictor.load` picks the fastest variant this machine can run, warms it up and runs the
+package's golden samples through it; a variant that cannot load or disagrees with its own
+golden outputs is refused (the next runnable variant is tried). Nothing serves a frame
+before it passed. `predict` raises `ModelFailure` when the model errs or outputs NaN/inf,
+so the model manager can roll back.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edge.package.codec import counts, decode, preprocess
+from edge.package.golden import check_samples
+from edge.package.manifest import Manifest, PackageError
+from edge.package.runtimes import Session, choose_variant, open_session
+
+log = logging.getLogger(__name__)
+
+WARMUP_RUNS = 2
+
+
+class ModelFailure(Exception):
+    """The model raised while inferring or produced non-finite outputs: a reason to roll back."""
+
+
+@dataclass(frozen=True)
+class Result:
+    predictions: list[dict]
+    counts: dict[str, int]
+    latency_ms: dict[str, float]  # preprocess, inference, total
+    model: dict[str, str]  # name, version, variant
+
+    def payload(self) -> dict:
+        """The model part of an inference payload (the runner adds schema, device, source, seq, frame_ts)."""
+        return {"model": dict(self.model), "latency_ms": dict(self.latency_ms),
+                "predictions": [dict(p) for p in self.predictions], "counts": dict(self.counts)}
+
+
+@dataclass
+class Predictor:
+    """A session on one variant with the manifest that says how to feed it and read it."""
+
+    session: Session
+    manifest: Manifest
+    package_dir: Path
+    version: str  # the registry's version when known (else the manifest's)
+    score_threshold: Optional[float] = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, package_dir: Path, manifest: Manifest, prefer_variant: Optional[str] = None,
+             threads: Optional[int] = None, version: Optional[str] = None,
+             score_threshold: Optional[float] = None) -> "Predictor":
+        """A warmed-up predictor whose variant reproduced the golden samples; PackageError naming why not.
+
+        With `prefer_variant` only that variant is tried; otherwise runnable variants are tried
+        fastest first, and the error lists every variant's reason.
+        """
+        package_dir = Path(package_dir)
+        reasons: list[str] = []
+        remaining = manifest
+        while True:
+            try:
+                variant = choose_variant(remaining, prefer_variant)
+            except PackageError as exc:
+                if not reasons:
+                    raise
+                if remaining.variants:  # the rest cannot run on this machine
+                    reasons.append(str(exc))
+                raise PackageError(f"{manifest.name} {version or manifest.version}: no variant passed staging "
+                                   f"({'; '.join(reasons)})") from None
+            try:
+                session = open_session(package_dir, manifest, variant, threads)
+                predictor = cls(session, manifest, package_dir, version or manifest.version, score_threshold)
+                predictor.warm_up()
+                checked = check_samples(package_dir, manifest, session)
+            except (PackageError, ModelFailure) as exc:
+                reasons.append(f"{variant.id}: {exc}")
+                log.warning("%s %s: variant %s refused: %s", manifest.name, version or manifest.version,
+                            variant.id, exc)
+                if prefer_variant:
+                    raise PackageError(reasons[-1]) from None
+                remaining = remaining.model_copy(
+                    update={"variants": tuple(v for v in remaining.variants if v.id != variant.id)})
+                continue
+            if not checked:
+                log.warning("%s %s: package has no golden samples; loaded unchecked", manifest.name,
+                            predictor.version)
+            log.info("%s %s: serving variant %s (%d golden samples agree)", manifest.name, predictor.version,
+                     variant.id, checked)
+            return predictor
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def variant(self) -> str:
+        return self.session.variant.id
+
+    @property
+    def model(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "variant": self.variant}
+
+    def warm_up(self, runs: int = WARMUP_RUNS) -> None:
+        """Run a mid-grey frame a few times (first runs allocate); ModelFailure if outputs are not finite."""
+        height, width = self.manifest.input.size
+        frame = np.full((height, width, 3), 127, np.uint8)
+        for _ in range(runs):
+            self._infer(preprocess([frame], self.manifest.input))
+
+    def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        try:
+            with self._lock:  # one OpenVINO infer request per session: never used by two threads at once
+                outputs = self.session.run(batch)
+        except Exception as exc:  # runtimes raise their own types
+            raise ModelFailure(f"{self.name} {self.version} ({self.variant}) failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        for name, output in zip(self.manifest.output.names, outputs):
+            if not np.all(np.isfinite(output)):
+                raise ModelFailure(f"{self.name} {self.version} ({self.variant}): output '{name}' "
+                                   "has NaN or infinite values")
+        return outputs
+
+    def predict(self, frame_bgr: np.ndarray) -> Result:
+        """Predictions for one HxWx3 BGR frame; boxes normalized to that frame."""
+        start = time.perf_counter()
+        batch = preprocess([frame_bgr], self.manifest.input)
+        prepared = time.perf_counter()
+        outputs = self._infer(batch)
+        inferred = time.perf_counter()
+        predictions = decode(outputs, list(self.manifest.labels), self.manifest.output, self.score_threshold)[0]
+        found = counts(predictions, self.manifest.task)
+        done = time.perf_counter()
+        latency = {"preprocess": round((prepared - start) * 1000, 3),
+                   "inference": round((inferred - prepared) * 1000, 3),
+                   "total": round((done - start) * 1000, 3)}
+        return Result(predictions, found, latency, self.model)
