@@ -138,7 +138,8 @@ class Source:
         now = time.monotonic()
         with self._lock:
             recent = [t for t in self._recent if now - t <= FPS_WINDOW_S]
-            return {"state": self._state, "fps": round(len(recent) / FPS_WINDOW_S, 2), "frames": self._frames,
+            fps = (len(recent) - 1) / (now - recent[0]) if len(recent) > 1 else 0.0  # falls off during a stall
+            return {"state": self._state, "fps": round(fps, 2), "frames": self._frames,
                     "drops": self._slot.drops, "reconnects": self._reconnects, "last_error": self._last_error}
 
     # -- capture thread ----------------------------------------------------------------------------
