@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import Capture, CaptureConfig, CapturePolicy, confidence
+from edge.capture import Capture, CaptureConfig, confidence
 from training.datasets.check import check_dataset
 from training.datasets.formats import load_dataset
 
