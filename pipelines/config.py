@@ -27,6 +27,8 @@ class RegistryConfig(_Strict):
     s3_prefix: str = "lensops/packages"
     region: Optional[str] = None
     endpoint_url: Optional[str] = Field(None, description="SageMaker backend: AWS endpoint (moto in tests)")
+    approved_alias: str = Field("production", description="SageMaker backend: the alias backed by ModelApprovalStatus "
+                                "Approved (other aliases are metadata markers)")
 
 
 class PromoteConfig(_Strict):
