@@ -1,0 +1,313 @@
+"""The model manager: follow a registry alias and hot-swap the model a device serves, safely.
+
+For every new version the alias (or a retained fleet deployment notice) names:
+downloading -> verifying (archive sha256 = the registry's, signature when a public key is
+configured, safe extraction, every file's sha256) -> staging (load, warm-up, golden samples)
+-> activated: one attribute assignment, so a frame sees the old model or the new, never a mix.
+Any failure is `rejected` with the reason and the current model keeps serving; a rejected
+version is not tried again until the alias moves. After a swap the previous model stays in
+memory for a probation period: repeated failures or latency over budget roll back to it
+(`rolled_back`) and mark the new version bad. The last-known-good package stays on disk
+(package_cache.py) and is what the device boots from when the registry is unreachable.
+Events are dicts in the `lensops.deployment/1` shape (the publisher adds schema and device).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from edge.mqtt.payloads import utc_timestamp
+from edge.package import PackageError, sha256_file, verify_dir
+from edge.package_cache import CachedPackage, PackageCache
+from edge.predictor import Predictor
+from edge.registry import Registry, RegistryError, Resolved
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class RollbackPolicy:
+    failure_limit: int = 3  # consecutive failed frames (exceptions, NaN outputs)
+    slow_frames: int = 10  # consecutive frames over the latency budget
+    probation_frames: int = 1000  # good frames after a swap before the previous model is released
+
+
+@dataclass(frozen=True)
+class Active:
+    predictor: Predictor
+    entry: CachedPackage
+
+
+class ModelManager:
+    def __init__(self, registry: Registry, model: str, alias: str, cache_dir: Path,
+                 public_key: Optional[Path] = None, poll_s: float = 30.0,
+                 latency_budget_ms: Optional[float] = None, on_event: Optional[EventSink] = None,
+                 prefer_variant: Optional[str] = None, threads: Optional[int] = None, keep: int = 1,
+                 policy: RollbackPolicy = RollbackPolicy()):
+        self.registry, self.model, self.alias = registry, model, alias
+        self.public_key, self.poll_s, self.latency_budget_ms = public_key, poll_s, latency_budget_ms
+        self.on_event, self.prefer_variant, self.threads, self.policy = on_event, prefer_variant, threads, policy
+        self.cache = PackageCache(Path(cache_dir), model, keep)
+        self.last_error: Optional[str] = None
+        self.ready = threading.Event()  # set once a model serves
+        self._lock = threading.Lock()  # guards the swap, the rollback counters and `_bad`
+        self._active: Optional[Active] = None
+        self._previous: Optional[Active] = None
+        self._bad: dict[str, str] = dict(self.cache.bad)  # version -> why; kept until the alias moves
+        self._failures = self._slow = self._frames = 0
+        self._notice: Optional[Resolved] = None
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # -- what the runner calls ----------------------------------------------------------------
+
+    def current(self) -> Optional[Predictor]:
+        """The predictor to use for the next frame (None until one is active). Never blocks."""
+        active = self._active
+        return active.predictor if active else None
+
+    def report_failure(self, reason: object, predictor: Optional[Predictor] = None) -> None:
+        """A frame failed on the current model (pass the predictor used, so a late report after a swap is ignored)."""
+        with self._lock:
+            if not self._counts(predictor):
+                return
+            self._failures += 1
+            self.last_error = str(reason)
+            if self._previous is None or self._failures < self.policy.failure_limit:
+                return
+            rolled = self._roll_back(f"{self._failures} consecutive failures, last: {reason}")
+        self._emit(**rolled)
+
+    def report_latency(self, ms: float, predictor: Optional[Predictor] = None) -> None:
+        """A frame succeeded in `ms` milliseconds on the current model."""
+        with self._lock:
+            if not self._counts(predictor):
+                return
+            self._failures = 0
+            self._frames += 1
+            over = self.latency_budget_ms is not None and ms > self.latency_budget_ms
+            self._slow = self._slow + 1 if over else 0
+            if self._previous is not None and self._slow >= self.policy.slow_frames:
+                rolled = self._roll_back(f"latency {ms:.1f} ms over the {self.latency_budget_ms:g} ms budget "
+                                         f"for {self._slow} consecutive frames")
+            else:
+                if self._previous is not None and self._frames >= self.policy.probation_frames:
+                    self._previous = None  # passed probation: release the old model's memory
+                return
+        self._emit(**rolled)
+
+    def notify(self, notice: dict) -> bool:
+        """A fleet deployment notice ({model, alias, version, package_uri, sha256}): poll now. False if not ours."""
+        if notice.get("model") != self.model or notice.get("alias", self.alias) != self.alias:
+            return False
+        try:
+            self._notice = Resolved(self.model, self.alias, str(notice["version"]), str(notice["package_uri"]),
+                                    str(notice["sha256"]))
+        except KeyError as exc:
+            log.warning("fleet deployment notice without %s ignored: %s", exc, notice)
+            return False
+        self._wake.set()
+        return True
+
+    def status(self) -> dict:
+        """For the retained device status."""
+        active, previous = self._active, self._previous
+        with self._lock:
+            bad = sorted(self._bad)
+        return {"model": self.model, "alias": self.alias,
+                "version": active.entry.version if active else None,
+                "variant": active.predictor.variant if active else None,
+                "previous": previous.entry.version if previous else None,
+                "bad": bad, "last_error": self.last_error}
+
+    def start(self) -> "ModelManager":
+        """Boot (cache or registry) and poll in a background thread."""
+        self._thread = threading.Thread(target=self._run, name=f"model-manager-{self.model}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self.ready.wait(timeout_s)
+
+    # -- the manager thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self._guarded(self.boot)
+        while not self._stop.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self._guarded(self.poll_once)
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception as exc:  # a bug here must not stop the polling (the current model keeps serving)
+            log.exception("model manager %s: %s failed", self.model, step.__name__)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def boot(self) -> Optional[dict]:
+        """Serve the cached last-known-good at once where the alias names something else (or the
+        registry is unreachable), then deploy what the alias names. Returns the last event."""
+        try:
+            resolved = self.registry.resolve(self.model, self.alias)
+        except RegistryError as exc:
+            self.last_error = str(exc)
+            event = self._boot_from_cache(f"booted from the cached last-known-good: {exc}")
+            self._persist()
+            return event
+        cached = self.cache.current
+        if cached and cached != CachedPackage(resolved.version, resolved.sha256):
+            self._boot_from_cache(f"booted from the cached last-known-good; {self.alias} names version "
+                                  f"{resolved.version}")
+        event = self._consider(resolved)
+        self._persist()
+        return event
+
+    def poll_once(self) -> Optional[dict]:
+        """Resolve the alias (or follow a pending fleet notice when the registry is unreachable) and deploy
+        a new version; returns the last event, None when nothing changed."""
+        notice, self._notice = self._notice, None
+        try:
+            resolved = self.registry.resolve(self.model, self.alias)
+            self.last_error = None
+        except RegistryError as exc:
+            self.last_error = str(exc)
+            log.warning("%s", exc)
+            resolved = notice
+        event = self._consider(resolved) if resolved else None
+        self._persist()
+        return event
+
+    def _consider(self, resolved: Resolved) -> Optional[dict]:
+        entry = CachedPackage(resolved.version, resolved.sha256)
+        with self._lock:
+            if resolved.version in self._bad:
+                return None  # rejected or rolled back; tried again once the alias has moved on
+            self._bad.clear()  # the alias moved on from every bad version
+        active, previous = self._active, self._previous
+        if active and active.entry == entry:
+            return None
+        if previous and previous.entry == entry:  # the alias went back: the old model is still loaded
+            self._swap(previous)
+            return self._emit("activated", entry.version, "the previous model, still loaded",
+                              variant=previous.predictor.variant, sha256=entry.sha256)
+        return self._deploy(resolved, entry)
+
+    def _deploy(self, resolved: Resolved, entry: CachedPackage) -> dict:
+        version, sha = entry.version, entry.sha256
+        try:
+            if self.cache.find(version, sha):
+                self._emit("verifying", version, "already in the cache", sha256=sha)
+                folder = self.cache.package_dir(version)
+                manifest = verify_dir(folder, self.public_key)
+            else:
+                self._emit("downloading", version, None, sha256=sha)
+                archive = self.cache.incoming(version)
+                try:
+                    self.registry.download(resolved, archive)
+                except RegistryError as exc:
+                    archive.unlink(missing_ok=True)
+                    return self._emit("rejected", version, f"download failed, will retry: {exc}", sha256=sha)
+                self._emit("verifying", version, None, sha256=sha)
+                actual = sha256_file(archive)
+                if actual != sha:
+                    archive.unlink(missing_ok=True)
+                    raise PackageError(f"archive sha256 {actual[:16]}... differs from the registry's {sha[:16]}... "
+                                       "(tampered or corrupt)")
+                folder, manifest = self.cache.unpack(archive, entry, self.public_key)
+            if manifest.name != self.model:
+                raise PackageError(f"package is model '{manifest.name}', expected '{self.model}'")
+            log.info("%s %s: staging", self.model, version)
+            predictor = Predictor.load(folder, manifest, self.prefer_variant, self.threads, version=version)
+        except Exception as exc:  # PackageError, and anything else that makes this package unusable here
+            reason = str(exc) if isinstance(exc, PackageError) else f"{type(exc).__name__}: {exc}"
+            with self._lock:
+                self._bad[version] = reason
+            self.cache.discard(version)
+            return self._emit("rejected", version, reason, sha256=sha)
+        self._swap(Active(predictor, entry))
+        return self._emit("activated", version, None, variant=predictor.variant, sha256=sha)
+
+    def _boot_from_cache(self, reason: str) -> Optional[dict]:
+        for entry in (self.cache.current, self.cache.previous):
+            if entry is None or entry.version in self._bad:
+                continue
+            try:
+                folder = self.cache.package_dir(entry.version)
+                manifest = verify_dir(folder, self.public_key)
+                predictor = Predictor.load(folder, manifest, self.prefer_variant, self.threads, version=entry.version)
+            except Exception as exc:  # a damaged cache must not stop the device from trying the next entry
+                log.error("%s: cached version %s unusable: %s", self.model, entry.version, exc)
+                self.cache.current = None if self.cache.current == entry else self.cache.current
+                self.cache.previous = None if self.cache.previous == entry else self.cache.previous
+                self.cache.discard(entry.version)
+                continue
+            self._swap(Active(predictor, entry), keep_previous=False)
+            return self._emit("activated", entry.version, reason, variant=predictor.variant, sha256=entry.sha256)
+        self.last_error = f"no usable cached package for {self.model}; {reason}"
+        log.error("%s", self.last_error)
+        return None
+
+    # -- swap, rollback, persistence ----------------------------------------------------------
+
+    def _swap(self, new: Active, keep_previous: bool = True) -> None:
+        with self._lock:
+            old = self._active
+            self._previous = old if keep_previous and old is not None else None
+            self._active = new  # the runner's next current() sees it
+            self._failures = self._slow = self._frames = 0
+        self.ready.set()
+
+    def _counts(self, predictor: Optional[Predictor]) -> bool:
+        active = self._active
+        return active is not None and (predictor is None or predictor is active.predictor)
+
+    def _roll_back(self, why: str) -> dict:
+        """Called with the lock held: back to the previous model; returns the event to emit."""
+        failed, back = self._active, self._previous
+        reason = f"version {failed.entry.version} failed after the swap: {why}; back to version {back.entry.version}"
+        self._bad[failed.entry.version] = reason
+        self._active, self._previous = back, None
+        self._failures = self._slow = self._frames = 0
+        self._wake.set()  # the manager thread persists the rollback
+        return {"state": "rolled_back", "version": failed.entry.version, "reason": reason,
+                "variant": back.predictor.variant, "restored": back.entry.version}
+
+    def _persist(self) -> None:
+        """Write the pointer (current, previous, bad) and prune the cache when the state changed."""
+        cache = self.cache
+        with self._lock:
+            active, bad = self._active, dict(self._bad)
+        new = active.entry if active else cache.current
+        if new == cache.current and bad == cache.bad:
+            return
+        if new != cache.current:
+            good = cache.current is not None and cache.current.version not in bad
+            cache.previous = cache.current if good else None
+            cache.current = new
+        cache.bad = bad
+        cache.prune()
+
+    def _emit(self, state: str, version: str, reason: Optional[str], **extra) -> dict:
+        event = {"state": state, "model": self.model, "version": version, "reason": reason,
+                 "ts": utc_timestamp(), **extra}
+        (log.warning if state in ("rejected", "rolled_back") else log.info)(
+            "%s %s: %s%s", self.model, version, state, f" ({reason})" if reason else "")
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:  # a failing sink must not break a deployment
+                log.exception("deployment event sink failed")
+        return event
