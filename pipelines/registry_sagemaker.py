@@ -14,6 +14,11 @@ The mapping and the alias rules are in edge/registry_sagemaker.py. Here:
 - `set_alias(model, approved_alias, v)` approves v and rejects every other Approved package of the
   group (ApprovalDescription names the new holder): one Approved package, so "newest Approved" is v,
   including a rollback to an older version. Other aliases move the `alias.<name>` marker.
+
+Tested against moto 5 in server mode, which serves every call used here with these quirks (the code
+is correct under both it and AWS): UpdateModelPackage replaces CustomerMetadataProperties and clears
+ModelApprovalStatus/ApprovalDescription when left out, so each update re-sends them; packages are
+addressed by ARN (moto does not resolve "group/version" names); DeleteModelPackage is absent (unused).
 """
 from __future__ import annotations
 
