@@ -1,0 +1,184 @@
+"""Pipeline subcommands (`lensops evaluate|optimize|package|register|promote`), driven by params.yaml.
+
+Each reads `pipeline` and `models.<key>` from params.yaml, so `dvc.yaml` stages name exactly the
+keys they use. Errors print one line naming the file, field or value and exit non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from edge.package import PackageError
+from edge.registry import RegistryError
+from pipelines.config import Params, load_params
+
+USER_ERRORS = (PackageError, RegistryError, ValueError, FileNotFoundError, ConnectionError)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def cmd_evaluate(args, params: Params) -> int:
+    from pipelines.evaluate_stage import evaluate_model
+
+    entry = params.model(args.model)
+    metrics = evaluate_model(entry.model_dir, entry.data, Path(args.out or f"reports/evaluate/{args.model}"), args.split)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_optimize(args, params: Params) -> int:
+    from pipelines.optimize.stage import optimize
+
+    entry = params.model(args.model)
+    report = optimize(entry.model_dir, entry.data, Path(args.build or f"build/{args.model}"),
+                      Path(args.report or f"reports/optimize/{args.model}"), params.pipeline)
+    from pipelines.report import variant_table
+
+    print(variant_table(report))
+    return 0
+
+
+def cmd_package(args, params: Optional[Params]) -> int:
+    if args.action == "verify":
+        return _package_verify(args)
+    if args.action == "keygen":
+        from edge.package.signing import generate_keypair
+
+        generate_keypair(args.private, args.public)
+        print(f"wrote {args.private} (keep it secret) and {args.public} (give it to devices)")
+        return 0
+    from pipelines.package import build_and_pack
+
+    entry = params.model(args.model)
+    evaluation = Path(f"reports/evaluate/{args.model}/metrics.json")
+    if not evaluation.is_file():
+        raise FileNotFoundError(f"{evaluation}: missing metrics file (run `lensops evaluate --model {args.model}` first)")
+    archive = Path(args.out or f"packages/{args.model}.tar.gz")
+    manifest, sha = build_and_pack(Path(args.build or f"build/{args.model}"), archive.with_suffix("").with_suffix(""),
+                                   archive, json.loads(evaluation.read_text()), params.pipeline.sign_key)
+    _write_json(Path(f"reports/package/{args.model}.json"),
+                {"name": manifest.name, "version": manifest.version, "archive": str(archive), "sha256": sha,
+                 "variants": [v.id for v in manifest.variants], "signed": params.pipeline.sign_key is not None})
+    print(f"{archive}: {manifest.name} {manifest.version}, variants {', '.join(v.id for v in manifest.variants)}, sha256 {sha}")
+    return 0
+
+
+def _package_verify(args) -> int:
+    import tempfile
+
+    from edge.package import open_package
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, manifest = open_package(args.path, Path(tmp), args.pubkey)
+    signed = " and signature" if args.pubkey else ""
+    print(f"{args.path}: OK ({manifest.name} {manifest.version}, {len(manifest.all_files())} files match their sha256{signed})")
+    return 0
+
+
+def cmd_register(args, params: Params) -> int:
+    from edge.package import read_manifest, sha256_file
+    from pipelines.registry import open_writer
+
+    cfg = params.pipeline.registry
+    archive = Path(args.package or f"packages/{args.model}.tar.gz")
+    if not archive.is_file():
+        raise FileNotFoundError(f"{archive}: no such package archive")
+    folder = archive.with_suffix("").with_suffix("")
+    manifest = read_manifest(folder)
+    writer = open_writer(cfg.type, cfg.uri, **cfg.model_dump(exclude={"type", "uri"}))
+    registered = writer.register(archive, manifest, sha256_file(archive), {"dvc_stage": f"register@{args.model}"})
+    _write_json(Path(args.out or f"reports/register/{args.model}.json"),
+                {"model": registered.model, "version": registered.version, "sha256": registered.sha256,
+                 "uri": registered.uri, "alias": "candidate", "newly_registered": registered.created})
+    print(f"{registered.model} version {registered.version} -> alias candidate"
+          f"{'' if registered.created else ' (already registered)'}")
+    return 0
+
+
+def cmd_promote(args, params: Params) -> int:
+    from pipelines import fleet
+    from pipelines.promote import promote
+    from pipelines.registry import open_writer
+
+    entry = params.model(args.model)
+    cfg = params.pipeline
+    writer = open_writer(cfg.registry.type, cfg.registry.uri, **cfg.registry.model_dump(exclude={"type", "uri"}))
+    task = json.loads((Path(entry.model_dir) / "model.json").read_text())["task"] if args.task is None else args.task
+    report = promote(writer, entry.name, entry.data, task, cfg.promote, cfg.parity,
+                     Path(args.out or f"reports/promote/{args.model}"), dry_run=args.dry_run)
+    print("\n".join([f"{entry.name}: {'PROMOTE' if report['promote'] else 'KEEP'} ({report['action']})"]
+                    + [f"  - {r}" for r in report["reasons"]]))
+    if cfg.promote.mqtt_url and report["action"] == "moved" and not args.dry_run:
+        c = report["challenger"]
+        topic = fleet.publish_notice(cfg.promote.mqtt_url, cfg.promote.topic_prefix, cfg.promote.fleet,
+                                     fleet.notice(entry.name, cfg.promote.alias, c["version"], c["uri"], c["sha256"]))
+        print(f"  published the retained fleet notice on {topic}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lensops", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--params", type=Path, default=Path("params.yaml"))
+        p.add_argument("--model", required=True, help="key under `models` in params.yaml (e.g. classifier)")
+        p.set_defaults(func=func)
+        return p
+
+    p = stage("evaluate", cmd_evaluate, "score the trained model on the held-out split")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="report folder (default reports/evaluate/MODEL)")
+    p = stage("optimize", cmd_optimize, "build variants, parity gate, latency")
+    p.add_argument("--build", help="build folder (default build/MODEL)")
+    p.add_argument("--report", help="report folder (default reports/optimize/MODEL)")
+    pkg = sub.add_parser("package", help="build, verify or sign model packages")
+    pkg_sub = pkg.add_subparsers(dest="action", required=True)
+    b = pkg_sub.add_parser("build", help="package the variants that passed (needs optimize + evaluate)")
+    b.add_argument("--params", type=Path, default=Path("params.yaml"))
+    b.add_argument("--model", required=True)
+    b.add_argument("--build", help="optimize build folder (default build/MODEL)")
+    b.add_argument("--out", help="archive (default packages/MODEL.tar.gz)")
+    b.set_defaults(func=cmd_package)
+    v = pkg_sub.add_parser("verify", help="check every file against the manifest (and the signature)")
+    v.add_argument("path", type=Path, help="package folder or .tar.gz")
+    v.add_argument("--pubkey", type=Path, help="Ed25519 public key (PEM): the package must be signed by it")
+    v.set_defaults(func=cmd_package, no_params=True)
+    k = pkg_sub.add_parser("keygen", help="make an Ed25519 key pair for signing packages")
+    k.add_argument("--private", type=Path, required=True)
+    k.add_argument("--public", type=Path, required=True)
+    k.set_defaults(func=cmd_package, no_params=True)
+    p = stage("register", cmd_register, "register the package (alias candidate)")
+    p.add_argument("--package", help="archive (default packages/MODEL.tar.gz)")
+    p.add_argument("--out", help="record (default reports/register/MODEL.json)")
+    p = stage("promote", cmd_promote, "move the production alias if the candidate wins")
+    p.add_argument("--dry-run", action="store_true", help="decide and report, move nothing")
+    p.add_argument("--task", choices=["classification", "detection"], help="default: from the model folder")
+    p.add_argument("--out", help="report folder (default reports/promote/MODEL)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        params = None if getattr(args, "no_params", False) else load_params(args.params)
+        return args.func(args, params)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""`lensops evaluate`: the trained MXNet model on the held-out split, scored through the device codec.
+
+Writes <out>/metrics.json (test_accuracy or test_map + per-class AP) and a plot file:
+plots/confusion.csv (actual, predicted) for classifiers, plots/ap.csv (class, ap) for detectors.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipelines import evaluate
+from pipelines.optimize.export import inference_block
+from pipelines.optimize.stage import _reference_run, specs
+
+
+def evaluate_model(model_dir: Path, data: Path, out: Path, split_name: str = "test") -> dict:
+    model_json = Path(model_dir) / "model.json"
+    if not model_json.is_file():
+        raise FileNotFoundError(f"{model_json}: missing (is {model_dir} a trained model folder?)")
+    block, meta = inference_block(model_dir)
+    input_spec, output_spec = specs(meta, 0.5)
+    split = evaluate.load_split(data, meta["task"], split_name)
+    if split.classes != meta["classes"]:
+        raise ValueError(f"{data}: classes {split.classes} differ from the model's {meta['classes']}")
+    predictions = evaluate.predict(_reference_run(block), split, input_spec, output_spec)
+    scores = evaluate.score(split, predictions)
+    metrics = {f"{split_name}_{k}": round(v, 6) for k, v in scores.items()}
+    metrics[f"{split_name}_images"] = len(split.records)
+    out = Path(out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    if meta["task"] == "classification":
+        rows = ["actual,predicted"] + [f"{split.classes[r.label]},{p[0]['label']}" for r, p in zip(split.records, predictions)]
+        (out / "plots" / "confusion.csv").write_text("\n".join(rows) + "\n")
+    else:
+        rows = ["class,ap"] + [f"{c},{scores[f'ap_{c}']:.6f}" for c in split.classes]
+        (out / "plots" / "ap.csv").write_text("\n".join(rows) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics

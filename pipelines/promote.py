@@ -1,0 +1,160 @@
+"""`lensops promote`: champion vs challenger on the same held-out split; move the fleet alias or not.
+
+The decision is a pure function (`decide`) of measured metrics, parity figures, latency and the
+thresholds in params.yaml; the report (JSON + Markdown) says why. Promotion is idempotent (a
+challenger that already holds the alias changes nothing) and `--dry-run` decides without moving.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from edge.package import open_package
+from edge.package.runtimes import choose_variant, open_session
+from edge.registry import RegistryError, Resolved
+from pipelines import evaluate
+from pipelines.config import ParityGate, PromoteConfig
+from pipelines.registry import RegistryWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Contender:
+    version: str
+    metric: float  # the promotion metric on the held-out split, measured now
+    metrics: dict[str, float]
+    variant: str  # which variant was scored
+    parity: dict[str, dict[str, float]]  # per packaged variant
+    best_latency_ms: float
+    sha256: str = ""
+    uri: str = ""
+
+
+@dataclass
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+def _parity_failures(contender: Contender, task: str, gate: ParityGate) -> list[str]:
+    out = []
+    for vid, figures in contender.parity.items():
+        if task == "classification":
+            if figures.get("top1_agreement", 1.0) < gate.min_top1_agreement:
+                out.append(f"{vid}: top-1 agreement {figures['top1_agreement']:.4f} < {gate.min_top1_agreement}")
+            if figures.get("accuracy_drop_pt", 0.0) > gate.max_accuracy_drop_pt:
+                out.append(f"{vid}: accuracy drop {figures['accuracy_drop_pt']:.2f} pt > {gate.max_accuracy_drop_pt}")
+        elif figures.get("map_drop_pt", 0.0) > gate.max_map_drop_pt:
+            out.append(f"{vid}: mAP drop {figures['map_drop_pt']:.2f} pt > {gate.max_map_drop_pt}")
+    return out
+
+
+def decide(challenger: Contender, champion: Optional[Contender], task: str, metric: str,
+           cfg: PromoteConfig, gate: ParityGate) -> Decision:
+    """Promote iff every packaged variant passed parity, the best latency fits the budget, and the
+    challenger beats the champion (if any) by more than `min_improvement` on the same split."""
+    reasons, ok = [], True
+    failures = _parity_failures(challenger, task, gate)
+    if failures:
+        ok = False
+        reasons += [f"parity gate failed: {f}" for f in failures]
+    else:
+        reasons.append(f"all {len(challenger.parity)} packaged variants pass the parity gate")
+    if challenger.best_latency_ms > cfg.latency_budget_ms:
+        ok = False
+        reasons.append(f"best variant latency {challenger.best_latency_ms:.2f} ms exceeds the budget {cfg.latency_budget_ms} ms")
+    else:
+        reasons.append(f"best variant latency {challenger.best_latency_ms:.2f} ms fits the budget {cfg.latency_budget_ms} ms")
+    if champion is None:
+        reasons.append(f"no current {cfg.alias} version: challenger {metric} {challenger.metric:.4f} becomes the first")
+    elif champion.version == challenger.version:
+        reasons.append(f"version {challenger.version} already holds {cfg.alias}")
+    else:
+        gain = challenger.metric - champion.metric
+        text = (f"challenger v{challenger.version} {metric} {challenger.metric:.4f} vs champion v{champion.version} "
+                f"{champion.metric:.4f} (gain {gain:+.4f}, required > {cfg.min_improvement})")
+        if gain > cfg.min_improvement:
+            reasons.append(text)
+        else:
+            ok = False
+            reasons.append(text + ": not better")
+    return Decision(ok, reasons)
+
+
+def measure(registry: RegistryWriter, resolved: Resolved, split: evaluate.Split, metric: str,
+            workdir: Path, public_key: Optional[Path] = None) -> Contender:
+    """Download, verify and score one registered package on `split`."""
+    archive = registry.download(resolved, workdir / f"v{resolved.version}.tar.gz")
+    from edge.package import sha256_file
+
+    actual = sha256_file(archive)
+    if actual != resolved.sha256:
+        raise RegistryError(f"{resolved.model} v{resolved.version}: downloaded package sha256 {actual[:16]}... "
+                            f"does not match the registry's {resolved.sha256[:16]}...")
+    package_dir, manifest = open_package(archive, workdir, public_key)
+    if list(manifest.labels) != split.classes:
+        raise ValueError(f"{resolved.model} v{resolved.version}: labels {list(manifest.labels)} differ from the "
+                         f"evaluation data's {split.classes}")
+    ids = [v.id for v in manifest.variants]
+    variant = manifest.variant("onnx-fp32") if "onnx-fp32" in ids else choose_variant(manifest)
+    session = open_session(package_dir, manifest, variant)
+    predictions = evaluate.predict(session.run, split, manifest.input, manifest.output)
+    metrics = evaluate.score(split, predictions)
+    latencies = [v.latency.median_ms for v in manifest.variants if v.latency]
+    return Contender(version=resolved.version, metric=metrics[metric], metrics=metrics, variant=variant.id,
+                     parity={v.id: dict(v.parity) for v in manifest.variants},
+                     best_latency_ms=min(latencies) if latencies else float("inf"),
+                     sha256=resolved.sha256, uri=resolved.uri)
+
+
+def promote(registry: RegistryWriter, model: str, data: Path, task: str, cfg: PromoteConfig, gate: ParityGate,
+            report_dir: Path, dry_run: bool = False, candidate_alias: str = "candidate",
+            split_name: str = "test") -> dict:
+    metric = cfg.metric or ("accuracy" if task == "classification" else "map")
+    split = evaluate.load_split(data, task, split_name)
+    challenger_ref = registry.resolve(model, candidate_alias)
+    champion_version = registry.alias_version(model, cfg.alias)
+    with tempfile.TemporaryDirectory(prefix="promote-") as tmp:
+        challenger = measure(registry, challenger_ref, split, metric, Path(tmp))
+        champion = None
+        if champion_version is not None:
+            champion_ref = registry.resolve(model, cfg.alias)
+            champion = (challenger if champion_ref.version == challenger.version
+                        else measure(registry, champion_ref, split, metric, Path(tmp)))
+    decision = decide(challenger, champion, task, metric, cfg, gate)
+    already = champion is not None and champion.version == challenger.version
+    action = "none"
+    if decision.promote and not already:
+        action = "would move" if dry_run else "moved"
+        if not dry_run:
+            registry.set_alias(model, cfg.alias, challenger.version)
+    report = {"model": model, "alias": cfg.alias, "metric": metric, "split": f"{data}:{split_name}",
+              "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "dry_run": dry_run,
+              "promote": decision.promote, "action": action, "reasons": decision.reasons,
+              "challenger": asdict(challenger), "champion": asdict(champion) if champion else None,
+              "thresholds": {"promote": cfg.model_dump(mode="json"), "parity": gate.model_dump()},
+              "production_version": challenger.version if action == "moved" or already else champion_version}
+    write_report(report, Path(report_dir))
+    return report
+
+
+def write_report(report: dict, report_dir: Path) -> None:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "promotion.json").write_text(json.dumps(report, indent=2))
+    c, ch = report["challenger"], report["champion"]
+    lines = [f"# Promotion of {report['model']} to `{report['alias']}`", "",
+             f"**Decision: {'promote' if report['promote'] else 'keep the champion'}** (action: {report['action']}"
+             f"{', dry run' if report['dry_run'] else ''}), {report['decided_at']}", "",
+             f"Held-out data: `{report['split']}`, metric `{report['metric']}`.", "",
+             "| | version | " + report["metric"] + " | scored variant | best latency (ms) |", "|---|---|---|---|---|",
+             f"| challenger | {c['version']} | {c['metric']:.4f} | {c['variant']} | {c['best_latency_ms']:.3f} |"]
+    if ch:
+        lines.append(f"| champion | {ch['version']} | {ch['metric']:.4f} | {ch['variant']} | {ch['best_latency_ms']:.3f} |")
+    lines += ["", "## Why", ""] + [f"- {r}" for r in report["reasons"]] + [""]
+    (report_dir / "promotion.md").write_text("\n".join(lines))
