@@ -31,7 +31,13 @@ async def serve(host: str, port: int, stop: asyncio.Event) -> None:
     from amqtt.broker import Broker  # imported here: the runner never needs it
 
     broker = Broker(broker_config(host, port))
-    await broker.start()
+    amqtt_log = logging.getLogger("amqtt")
+    level = amqtt_log.level
+    amqtt_log.setLevel(logging.CRITICAL)  # a bind error is reported once, by run_broker, without a traceback
+    try:
+        await broker.start()
+    finally:
+        amqtt_log.setLevel(level)
     log.info("MQTT broker listening on %s:%d", host, port)
     print(f"lensops broker: listening on mqtt://{host}:{port} (Ctrl-C to stop)", flush=True)
     try:

@@ -51,7 +51,8 @@ class ClientOpener:
             client.username_pw_set(self.config.username, self._password)
         if self._ssl is not None:
             client.tls_set_context(self._ssl)  # paho takes `insecure` from context.check_hostname
-        client.max_inflight_messages_set(self.config.inflight + 2)  # + status messages
+        # The publisher keeps its own window; paho's (0 = none) would rescan all in-flight messages per PUBACK.
+        client.max_inflight_messages_set(0)
         client.connect(self.config.host, self.config.port, keepalive=self.config.keepalive)
         return client
 

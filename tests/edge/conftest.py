@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 import shutil
 import socket
@@ -94,7 +95,9 @@ class Mosquitto:
         self.port = free_port()
         self.tls = tls
         self.log = folder / "mosquitto.log"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", f"log_dest file {self.log}",
+        # `user`: started as root, Mosquitto would switch to user mosquitto, which cannot write into tmp_path
+        lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+                 f"log_dest file {self.log}",
                  "max_queued_messages 1000000", f"persistence {'true' if persistence else 'false'}"]
         if persistence:  # only so a test's subscriber keeps its session across a broker restart
             lines += [f"persistence_location {folder}/", "autosave_interval 1"]
