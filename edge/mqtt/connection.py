@@ -7,6 +7,7 @@ its own.
 from __future__ import annotations
 
 import random
+import select
 import ssl
 from typing import Optional
 
@@ -15,6 +16,7 @@ import paho.mqtt.client as mqtt
 from edge.mqtt.config import MqttConfig
 
 CONNECT_TIMEOUT_S = 10.0
+OK = mqtt.MQTT_ERR_SUCCESS
 
 
 def ssl_context(config: MqttConfig) -> Optional[ssl.SSLContext]:
@@ -73,3 +75,31 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def pump(client: mqtt.Client, timeout: float) -> bool:
+    """One turn of paho's network loop (read, write, keep-alive); False once the connection is gone."""
+    sock = client.socket()
+    if sock is None:
+        return False
+    pending = sock.pending() if hasattr(sock, "pending") else 0
+    try:
+        readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [],
+                                              0.0 if pending else timeout)
+    except (OSError, ValueError, TypeError):
+        return False
+    if (readable or pending) and client.loop_read() != OK:
+        return False
+    if writable and client.socket() is not None and client.loop_write() != OK:
+        return False
+    return client.loop_misc() == OK
+
+
+def drop(client: mqtt.Client) -> None:
+    """Drop a client's socket (a connection we give up on: no DISCONNECT, so the broker sends our will)."""
+    sock = client.socket()
+    if sock is not None:
+        try:
+            sock.close()
+        except OSError:
+            pass

@@ -10,7 +10,6 @@ sent again, with the same `seq`.
 from __future__ import annotations
 
 import logging
-import select
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -20,14 +19,13 @@ from typing import Any, Callable, Optional, Protocol, Union
 import paho.mqtt.client as mqtt
 
 from edge.mqtt.config import MqttConfig
-from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener
+from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener, drop, pump
 from edge.mqtt.outbox import Message, OutboxStore
 from edge.mqtt.payloads import DEPLOYMENT, STATUS, check_size, encode, utc_timestamp
 from edge.mqtt.policy import PublishGate, RateLimiter
 from edge.mqtt.topics import Topics, check_aws_topic
 
 log = logging.getLogger(__name__)
-OK = mqtt.MQTT_ERR_SUCCESS
 IDLE_WAIT_S = 0.01  # longest an enqueued message waits before the drain thread looks again
 
 
@@ -185,7 +183,7 @@ class Publisher:
                         self._serve(client)
                     finally:
                         self._connected = False
-                        _close(client)
+                        drop(client)
             except Exception as exc:  # a broken store or paho bug must not end publishing for good
                 log.exception("MQTT publisher error")
                 self._note_error(f"publisher error: {exc}")
@@ -208,11 +206,11 @@ class Publisher:
         result: list[mqtt.ReasonCode] = []
         client.on_connect = lambda _c, _u, _flags, code, _props: result.append(code)
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
-        while not result and time.monotonic() < deadline and _pump(client, 0.05):
+        while not result and time.monotonic() < deadline and pump(client, 0.05):
             pass
         if not result or result[0].is_failure:
             self._note_error(f"broker refused the connection: {result[0]}" if result else "no CONNACK from broker")
-            _close(client)
+            drop(client)
             return None
         self._connections += 1
         self._connected = True
@@ -244,7 +242,7 @@ class Publisher:
                 if not self._may_publish():
                     break
                 info = client.publish(row.topic, row.payload, row.qos, row.retain)
-                if info.rc not in (OK, mqtt.MQTT_ERR_QUEUE_SIZE):
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     return
                 cursor = row.id
                 if row.qos == 0:
@@ -252,7 +250,7 @@ class Publisher:
                 else:
                     inflight[info.mid] = row.id
                 busy = True
-            alive = _pump(client, 0.0 if busy else IDLE_WAIT_S)
+            alive = pump(client, 0.0 if busy else IDLE_WAIT_S)
             if acked:
                 self._sent += self.store.remove(acked)
                 acked.clear()
@@ -277,10 +275,10 @@ class Publisher:
     def _say_offline(self, client: mqtt.Client) -> None:
         info = client.publish(self.topics.status, encode(self._status_payload(offline=True)), 1, True)
         deadline = time.monotonic() + 1.0
-        while not info.is_published() and time.monotonic() < deadline and _pump(client, 0.05):
+        while not info.is_published() and time.monotonic() < deadline and pump(client, 0.05):
             pass
         client.disconnect()
-        while client.socket() is not None and time.monotonic() < deadline + 0.5 and _pump(client, 0.05):
+        while client.socket() is not None and time.monotonic() < deadline + 0.5 and pump(client, 0.05):
             pass
 
     def _maybe_sync(self) -> None:
@@ -293,30 +291,3 @@ class Publisher:
         (log.debug if self._last_error else log.warning)("MQTT: %s", message)
         self._last_error = message
 
-
-def _pump(client: mqtt.Client, timeout: float) -> bool:
-    """One turn of paho's network loop (read, write, keep-alive); False once the connection is gone."""
-    sock = client.socket()
-    if sock is None:
-        return False
-    pending = sock.pending() if hasattr(sock, "pending") else 0
-    try:
-        readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [],
-                                              0.0 if pending else timeout)
-    except (OSError, ValueError, TypeError):
-        return False
-    if (readable or pending) and client.loop_read() != OK:
-        return False
-    if writable and client.socket() is not None and client.loop_write() != OK:
-        return False
-    return client.loop_misc() == OK
-
-
-def _close(client: mqtt.Client) -> None:
-    """Drop a client's socket (a connection we give up on: no DISCONNECT, so the broker sends our will)."""
-    sock = client.socket()
-    if sock is not None:
-        try:
-            sock.close()
-        except OSError:
-            pass
