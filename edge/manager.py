@@ -164,13 +164,12 @@ class ModelManager:
             resolved = self.registry.resolve(self.model, self.alias)
         except RegistryError as exc:
             self.last_error = str(exc)
-            event = self._boot_from_cache(f"booted from the cached last-known-good: {exc}")
+            event = self._boot_from_cache(str(exc))
             self._persist()
             return event
         cached = self.cache.current
         if cached and cached != CachedPackage(resolved.version, resolved.sha256):
-            self._boot_from_cache(f"booted from the cached last-known-good; {self.alias} names version "
-                                  f"{resolved.version}")
+            self._boot_from_cache(f"{self.alias} names version {resolved.version}, which is fetched next")
         event = self._consider(resolved)
         self._persist()
         return event
@@ -240,7 +239,7 @@ class ModelManager:
         self._swap(Active(predictor, entry))
         return self._emit("activated", version, None, variant=predictor.variant, sha256=sha)
 
-    def _boot_from_cache(self, reason: str) -> Optional[dict]:
+    def _boot_from_cache(self, why: str) -> Optional[dict]:
         for entry in (self.cache.current, self.cache.previous):
             if entry is None or entry.version in self._bad:
                 continue
@@ -255,8 +254,9 @@ class ModelManager:
                 self.cache.discard(entry.version)
                 continue
             self._swap(Active(predictor, entry), keep_previous=False)
-            return self._emit("activated", entry.version, reason, variant=predictor.variant, sha256=entry.sha256)
-        self.last_error = f"no usable cached package for {self.model}; {reason}"
+            return self._emit("activated", entry.version, f"booted from the cached last-known-good: {why}",
+                              variant=predictor.variant, sha256=entry.sha256)
+        self.last_error = f"no model to serve: {why}; no usable cached package"
         log.error("%s", self.last_error)
         return None
 
