@@ -1,15 +1,13 @@
 """The model manager: follow a registry alias and hot-swap the model a device serves, safely.
 
-For every new version the alias (or a retained fleet deployment notice) names:
-downloading -> verifying (archive sha256 = the registry's, signature when a public key is
-configured, safe extraction, every file's sha256) -> staging (load, warm-up, golden samples)
--> activated: one attribute assignment, so a frame sees the old model or the new, never a mix.
-Any failure is `rejected` with the reason and the current model keeps serving; a rejected
-version is not tried again until the alias moves. After a swap the previous model stays in
-memory for a probation period: repeated failures or latency over budget roll back to it
-(`rolled_back`) and mark the new version bad. The last-known-good package stays on disk
-(package_cache.py) and is what the device boots from when the registry is unreachable.
-Events are dicts in the `lensops.deployment/1` shape (the publisher adds schema and device).
+A new version (named by the alias or a retained fleet notice) goes downloading -> verifying
+(archive sha256 = the registry's, signature, safe extraction, file hashes) -> staging (load,
+warm-up, golden samples) -> activated: one attribute assignment between two frames. Failures are
+`rejected` with the reason while the current model keeps serving. During a probation after a swap,
+repeated failures or latency over budget roll back (`rolled_back`) to the previous model, still
+in memory. A bad version is not tried again until the alias moves. The last-known-good package
+stays on disk (package_cache.py) for booting while the registry is unreachable. Events are dicts
+in the `lensops.deployment/1` shape (the publisher adds schema and device).
 """
 from __future__ import annotations
 
@@ -92,13 +90,14 @@ class ModelManager:
             self._frames += 1
             over = self.latency_budget_ms is not None and ms > self.latency_budget_ms
             self._slow = self._slow + 1 if over else 0
-            if self._previous is not None and self._slow >= self.policy.slow_frames:
-                rolled = self._roll_back(f"latency {ms:.1f} ms over the {self.latency_budget_ms:g} ms budget "
-                                         f"for {self._slow} consecutive frames")
-            else:
-                if self._previous is not None and self._frames >= self.policy.probation_frames:
+            if self._previous is None:
+                return
+            if self._slow < self.policy.slow_frames:
+                if self._frames >= self.policy.probation_frames:
                     self._previous = None  # passed probation: release the old model's memory
                 return
+            rolled = self._roll_back(f"latency {ms:.1f} ms over the {self.latency_budget_ms:g} ms budget "
+                                     f"for {self._slow} consecutive frames")
         self._emit(**rolled)
 
     def notify(self, notice: dict) -> bool:
@@ -136,9 +135,6 @@ class ModelManager:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        return self.ready.wait(timeout_s)
 
     # -- the manager thread -------------------------------------------------------------------
 
@@ -230,10 +226,11 @@ class ModelManager:
                 raise PackageError(f"package is model '{manifest.name}', expected '{self.model}'")
             log.info("%s %s: staging", self.model, version)
             predictor = Predictor.load(folder, manifest, self.prefer_variant, self.threads, version=version)
-        except Exception as exc:  # PackageError, and anything else that makes this package unusable here
-            reason = str(exc) if isinstance(exc, PackageError) else f"{type(exc).__name__}: {exc}"
-            with self._lock:
-                self._bad[version] = reason
+        except Exception as exc:
+            if isinstance(exc, PackageError):  # the package's fault: not tried again until the alias moves
+                with self._lock:
+                    self._bad[version] = str(exc)
+            reason = str(exc) if isinstance(exc, PackageError) else f"{type(exc).__name__}: {exc}; will retry"
             self.cache.discard(version)
             return self._emit("rejected", version, reason, sha256=sha)
         self._swap(Active(predictor, entry))
@@ -249,9 +246,7 @@ class ModelManager:
                 predictor = Predictor.load(folder, manifest, self.prefer_variant, self.threads, version=entry.version)
             except Exception as exc:  # a damaged cache must not stop the device from trying the next entry
                 log.error("%s: cached version %s unusable: %s", self.model, entry.version, exc)
-                self.cache.current = None if self.cache.current == entry else self.cache.current
-                self.cache.previous = None if self.cache.previous == entry else self.cache.previous
-                self.cache.discard(entry.version)
+                self.cache.forget(entry)
                 continue
             self._swap(Active(predictor, entry), keep_previous=False)
             return self._emit("activated", entry.version, f"booted from the cached last-known-good: {why}",
@@ -286,19 +281,9 @@ class ModelManager:
                 "variant": back.predictor.variant, "restored": back.entry.version}
 
     def _persist(self) -> None:
-        """Write the pointer (current, previous, bad) and prune the cache when the state changed."""
-        cache = self.cache
         with self._lock:
             active, bad = self._active, dict(self._bad)
-        new = active.entry if active else cache.current
-        if new == cache.current and bad == cache.bad:
-            return
-        if new != cache.current:
-            good = cache.current is not None and cache.current.version not in bad
-            cache.previous = cache.current if good else None
-            cache.current = new
-        cache.bad = bad
-        cache.prune()
+        self.cache.record(active.entry if active else None, bad)
 
     def _emit(self, state: str, version: str, reason: Optional[str], **extra) -> dict:
         event = {"state": state, "model": self.model, "version": version, "reason": reason,

@@ -119,6 +119,24 @@ class PackageCache:
         self.save()
         return dest, manifest
 
+    def record(self, current: Optional[CachedPackage], bad: dict[str, str]) -> None:
+        """Note what serves now (the package it replaced becomes previous unless bad) and prune."""
+        current = current or self.current
+        if current == self.current and bad == self.bad:
+            return
+        if current != self.current:
+            good = self.current is not None and self.current.version not in bad
+            self.previous = self.current if good else None
+            self.current = current
+        self.bad = dict(bad)
+        self.prune()
+
+    def forget(self, entry: CachedPackage) -> None:
+        """A cached package that no longer loads: neither current nor previous any more, and removed."""
+        self.current = None if self.current == entry else self.current
+        self.previous = None if self.previous == entry else self.previous
+        self.discard(entry.version)
+
     def discard(self, version: str) -> None:
         """Remove a package that failed (unless it is current or previous)."""
         if any(p.version == version for p in (self.current, self.previous) if p):

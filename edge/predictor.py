@@ -82,8 +82,9 @@ class Predictor:
                 predictor = cls(session, manifest, package_dir, version or manifest.version, score_threshold)
                 predictor.warm_up()
                 checked = check_samples(package_dir, manifest, session)
-            except (PackageError, ModelFailure) as exc:
-                reasons.append(f"{variant.id}: {exc}")
+            except Exception as exc:  # PackageError, ModelFailure, or the runtime's own error in a golden sample
+                reasons.append(f"{variant.id}: {exc}" if isinstance(exc, (PackageError, ModelFailure))
+                               else f"{variant.id}: {type(exc).__name__}: {exc}")
                 log.warning("%s %s: variant %s refused: %s", manifest.name, version or manifest.version,
                             variant.id, exc)
                 if prefer_variant:

@@ -174,6 +174,7 @@ def test_rolls_back_after_failures_and_ignores_the_bad_version(setup):
     setup.promote("good")
     manager = setup.manager(policy=RollbackPolicy(failure_limit=3))
     manager.boot()
+    old = manager.current()
     setup.promote("good_b")
     manager.poll_once()
     new = manager.current()
@@ -181,6 +182,7 @@ def test_rolls_back_after_failures_and_ignores_the_bad_version(setup):
     assert new.version == good_b
     # when the runner reports failures on the new model (a late report for the old one does not count)
     manager.report_failure(ModelFailure("NaN"), new)
+    manager.report_failure(ModelFailure("late"), old)
     manager.report_latency(5.0, new)  # a good frame resets the count
     for _ in range(3):
         manager.report_failure(ModelFailure("output 'probabilities' has NaN"), new)
@@ -237,7 +239,7 @@ def test_fleet_notice_triggers_a_deploy_without_blocking_frames(setup):
     registry.gate.set()
     manager = setup.manager(registry=registry).start()
     try:
-        assert manager.wait_ready(120), f"never activated: {setup.events}"
+        assert manager.ready.wait(120), f"never activated: {setup.events}"
         old = manager.current()
         registry.gate.clear()
         registry.waiting.clear()
@@ -262,3 +264,23 @@ def test_fleet_notice_triggers_a_deploy_without_blocking_frames(setup):
     finally:
         registry.gate.set()
         manager.stop()
+
+
+def test_cache_keeps_current_previous_and_n_more(tiny_packages, tmp_path):
+    from edge.package_cache import CachedPackage, PackageCache
+
+    # given a cache that keeps one package beyond current and previous
+    cache = PackageCache(tmp_path, MODEL, keep=1)
+    for version in "12345":
+        archive = tmp_path / f"{version}.tar.gz"
+        shutil.copyfile(tiny_packages.classifier.archive, archive)
+        entry = CachedPackage(version, tiny_packages.classifier.sha256)
+        cache.unpack(archive, entry, tiny_packages.public_key)
+        # when each one becomes current in turn
+        cache.record(entry, {"2": "rolled back"} if version == "4" else {})
+    # then current, previous and one more stay; the pointer survives a restart
+    kept = sorted(p.name for p in (tmp_path / MODEL).iterdir() if p.is_dir())
+    assert kept == ["3", "4", "5"], kept
+    again = PackageCache(tmp_path, MODEL, keep=1)
+    assert (again.current.version, again.previous.version) == ("5", "4")
+    assert not list((tmp_path / MODEL).glob(".current.json.*")), "no temp pointer left behind"
