@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import select
 import ssl
-from typing import Optional
+from typing import Optional, Protocol
 
 import paho.mqtt.client as mqtt
 
@@ -17,6 +17,12 @@ from edge.mqtt.config import MqttConfig
 
 CONNECT_TIMEOUT_S = 10.0
 OK = mqtt.MQTT_ERR_SUCCESS
+
+
+class Opener(Protocol):
+    """Anything that returns a connected (CONNECT sent) paho client, or raises OSError."""
+
+    def open(self) -> mqtt.Client: ...
 
 
 def ssl_context(config: MqttConfig) -> Optional[ssl.SSLContext]:

@@ -41,6 +41,15 @@ def check_size(topic: str, payload: bytes, limit: Optional[int]) -> None:
                               f"({limit // 1024} KB, AWS IoT Core); publish fewer predictions per message")
 
 
+def status_payload(device: str, status: dict[str, Any], outbox: dict[str, int], offline: bool = False) -> dict:
+    """The retained status: the runner's last status (state `online` unless it said otherwise), the outbox figures."""
+    body = {"schema": STATUS, "device": device, "state": "online", "outbox": outbox, **status,
+            "ts": utc_timestamp()}
+    if offline:
+        body["state"] = "offline"
+    return body
+
+
 def load_schema(name: str) -> dict[str, Any]:
     """A shipped JSON Schema by payload name (`lensops.inference/1`) or file stem (`inference`)."""
     stem = SCHEMA_FILES.get(name, name)

@@ -14,23 +14,19 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Union
+from typing import Any, Callable, Optional, Union
 
 import paho.mqtt.client as mqtt
 
 from edge.mqtt.config import MqttConfig
-from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener, drop, pump
+from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener, Opener, drop, pump
 from edge.mqtt.outbox import Message, OutboxStore
-from edge.mqtt.payloads import DEPLOYMENT, STATUS, check_size, encode, utc_timestamp
+from edge.mqtt.payloads import DEPLOYMENT, STATUS, check_size, encode, status_payload, utc_timestamp
 from edge.mqtt.policy import PublishGate, RateLimiter
 from edge.mqtt.topics import Topics, check_aws_topic
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.01  # longest an enqueued message waits before the drain thread looks again
-
-
-class Opener(Protocol):
-    def open(self) -> mqtt.Client: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +72,8 @@ class Publisher:
         self._limiter = RateLimiter(settings.max_publishes_per_s) if settings.max_publishes_per_s else None
         self._status: dict[str, Any] = {}
         self._status_due = threading.Event()
+        self._subscriptions: dict[str, tuple[Callable[[str, bytes], None], int]] = {}
+        self._subscribe_due = threading.Event()
         self._stopping = threading.Event()
         self._drain_deadline = 0.0
         self._thread: Optional[threading.Thread] = None
@@ -128,6 +126,15 @@ class Publisher:
         qos = self.settings.qos if qos is None else qos
         self.store.append(self._checked(Message(topic, encode(payload), qos, retain)))
 
+    def subscribe(self, topic: str, handler: Callable[[str, bytes], None], qos: int = 1) -> None:
+        """Call `handler(topic, payload)` for messages matching `topic` (e.g. the retained fleet deployment notice).
+
+        On this connection because AWS IoT Core allows one connection per thing name. Renewed on
+        every reconnect; runs on the publisher thread, so hand slow work to another thread.
+        """
+        self._subscriptions[topic] = (handler, qos)
+        self._subscribe_due.set()
+
     def stats(self) -> PublisherStats:
         return PublisherStats(connected=self._connected, outbox_depth=self.store.depth(),
                               dropped=self.store.dropped(), sent=self._sent,
@@ -157,12 +164,6 @@ class Publisher:
                 log.error("MQTT publisher thread did not stop; outbox left open")
                 return
         self.store.close()
-
-    def __enter__(self) -> "Publisher":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- the drain thread ---------------------------------------------------------------------
 
@@ -227,7 +228,9 @@ class Publisher:
             if row is not None:
                 acked.append(row)
         client.on_publish = on_publish
+        client.on_message = self._dispatch
         self._status_due.set()  # the broker may hold our will (`offline`) as the retained status
+        self._subscribe_due.set()  # clean session: subscriptions are made again on every connection
         cursor = 0
         while True:
             if self._stopping.is_set() and (self.store.depth() == 0 or time.monotonic() > self._drain_deadline):
@@ -236,6 +239,10 @@ class Publisher:
             if self._status_due.is_set() and self._may_publish():
                 self._status_due.clear()
                 client.publish(self.topics.status, encode(self._status_payload()), 1, True)
+            if self._subscribe_due.is_set():
+                self._subscribe_due.clear()
+                if self._subscriptions:
+                    client.subscribe([(topic, qos) for topic, (_, qos) in dict(self._subscriptions).items()])
             busy = False
             room = self.settings.inflight - len(inflight)
             for row in self.store.pending(cursor, room) if room > 0 else ():
@@ -259,18 +266,21 @@ class Publisher:
                 self._note_error("connection to broker lost")
                 return
 
+    def _dispatch(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        for topic, (handler, _) in dict(self._subscriptions).items():
+            if mqtt.topic_matches_sub(topic, message.topic):
+                try:
+                    handler(message.topic, bytes(message.payload))
+                except Exception:  # one failing handler must not stop publishing
+                    log.exception("MQTT handler for %s failed", topic)
+
     def _may_publish(self) -> bool:
         return self._limiter is None or self._limiter.try_acquire()
 
     def _status_payload(self, offline: bool = False) -> dict[str, Any]:
-        """The runner's last status (state `online` unless it said otherwise) plus the outbox figures."""
         stats = self.stats()
-        body = {"schema": STATUS, "device": self.topics.device, "state": "online",
-                "outbox": {"depth": stats.outbox_depth, "dropped": stats.dropped, "sent": stats.sent},
-                **self._status, "ts": utc_timestamp()}
-        if offline:
-            body["state"] = "offline"
-        return body
+        outbox = {"depth": stats.outbox_depth, "dropped": stats.dropped, "sent": stats.sent}
+        return status_payload(self.topics.device, self._status, outbox, offline)
 
     def _say_offline(self, client: mqtt.Client) -> None:
         info = client.publish(self.topics.status, encode(self._status_payload(offline=True)), 1, True)

@@ -3,6 +3,7 @@ import threading
 import time
 
 import jsonschema
+import paho.mqtt.client as paho
 import pytest
 
 from edge.mqtt import Publisher, load_schema
@@ -144,4 +145,38 @@ def test_deployment_events_are_published_in_the_shipped_shape(mosquitto, collect
     event = collector.messages[0].json()
     jsonschema.validate(event, load_schema("deployment"))
     assert (event["device"], event["state"]) == (DEVICE, "rejected")
+    publisher.stop()
+
+
+def promote(port: int, topic: str, payload: bytes) -> None:
+    """What `promote` does: publish the fleet notice, retained."""
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_subscription_gets_the_retained_fleet_notice_and_is_renewed_after_a_reconnect(mosquitto, tmp_path):
+    # given a retained fleet deployment notice on the broker
+    topic = "lensops/fleets/demo/deployment"
+    promote(mosquitto.port, topic, b'{"version": "7"}')
+    received, arrived = [], threading.Event()
+
+    def on_notice(got_topic, payload):
+        received.append((got_topic, payload))
+        arrived.set()
+    # when the device subscribes, then the broker restarts and a new notice is promoted
+    publisher = Publisher.from_config(config(mosquitto.url), DEVICE, tmp_path)
+    publisher.subscribe(publisher.topics.fleet_deployment("demo"), on_notice)
+    publisher.start()
+    assert arrived.wait(10), "the retained notice arrives after connecting"
+    arrived.clear()
+    mosquitto.stop()
+    mosquitto.start()
+    promote(mosquitto.port, topic, b'{"version": "8"}')
+    # then both notices reach the handler (the subscription was made again on the new connection)
+    assert arrived.wait(10), received
+    assert received == [(topic, b'{"version": "7"}'), (topic, b'{"version": "8"}')]
     publisher.stop()
