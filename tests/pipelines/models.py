@@ -1,0 +1,48 @@
+"""Tiny trained models for pipeline tests: flat-colour images a MobileNet separates in a few epochs.
+
+Training is seeded and bit-identical run to run, so "1 epoch" and "3 epochs" give fixed, different
+accuracies (chance vs clearly better) on the same held-out split.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import mxnet as mx
+import numpy as np
+
+COLOURS = {"red": (40, 40, 220), "green": (40, 200, 40), "blue": (220, 60, 40)}
+
+
+def colour_data(root: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", 40), ("val", 10), ("test", 10)):
+        for name, colour in COLOURS.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                noise = rng.normal(0, 40, (32, 32, 3))
+                cv2.imwrite(str(folder / f"{i}.png"), np.clip(np.array(colour)[None, None] + noise, 0, 255).astype(np.uint8))
+    return root
+
+
+def train_colour_model(data: Path, out: Path, epochs: int, name: str = "colours") -> Path:
+    from tests.training.helpers import quick_config
+    from training.runner import train
+    from training.sagemaker_env import RunEnvironment
+
+    cfg = quick_config(data, out, epochs=epochs, optimizer="sgd", lr=0.1, model_name=name)
+    return train(cfg, RunEnvironment(), out).model_dir
+
+
+def damaged_copy(model_dir: Path, out: Path, seed: int) -> Path:
+    """A deliberately worse model: the same network with its output layer replaced by noise."""
+    shutil.copytree(model_dir, out)
+    params = mx.nd.load(str(out / "model-0000.params"))
+    rng = np.random.default_rng(seed)
+    for key in params:
+        if "dense" in key and key.endswith("weight"):
+            params[key] = mx.nd.array(rng.normal(0, 1, params[key].shape).astype(np.float32))
+    mx.nd.save(str(out / "model-0000.params"), params)
+    return out
