@@ -74,9 +74,15 @@ def make_tiny_packages(root: Path, cls_data: Path, det_data: Path) -> TinyPackag
         private_key=private_key, public_key=public_key, classifier_build=built["classification"], root=root)
 
 
+_made: dict[str, TinyPackages] = {}
+
+
 @pytest.fixture(scope="session")
 def tiny_packages(tmp_path_factory, tiny_cls, tiny_det) -> TinyPackages:
-    return make_tiny_packages(tmp_path_factory.mktemp("packages"), tiny_cls, tiny_det)
+    """Built once per session, however many test modules import this fixture."""
+    if "packages" not in _made:  # each importing module defines its own fixture: share the result
+        _made["packages"] = make_tiny_packages(tmp_path_factory.mktemp("packages"), tiny_cls, tiny_det)
+    return _made["packages"]
 
 
 def rewrite(package: BuiltPackage, out: Path, variant_id: str, change, key: Optional[Path] = None,

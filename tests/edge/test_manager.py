@@ -25,6 +25,8 @@ from edge.predictor import ModelFailure
 from edge.registry import MlflowRegistry, Resolved
 from tests.edge.packages import BuiltPackage, perturb_onnx_weights, rewrite, tiny_packages  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow  # the packages come from a real (tiny) training run
+
 MODEL = "tiny-classifier"
 
 

@@ -12,6 +12,8 @@ from edge.package import PackageError, verify_dir
 from edge.predictor import ModelFailure, Predictor
 from tests.edge.packages import garble, perturb_onnx_weights, rewrite, tiny_packages  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow  # the packages come from a real (tiny) training run
+
 
 def frame(height: int = 120, width: int = 200, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
