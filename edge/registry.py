@@ -18,7 +18,15 @@ PACKAGE_FILE = "package.tar.gz"
 
 
 class RegistryError(Exception):
-    """The registry could not answer: unreachable, no such model/alias, or a version without a package."""
+    """The registry could not answer: unreachable, no such model/alias, or a version without a package.
+    `not_found` is True when the registry answered that the model, alias or version does not exist."""
+
+    def __init__(self, message: str, not_found: bool = False):
+        super().__init__(message)
+        self.not_found = not_found
+
+
+NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,11 @@ class MlflowRegistry:
         try:
             version = self.client.get_model_version_by_alias(model, alias)
         except MlflowException as exc:
-            raise RegistryError(f"registry {self.uri}: cannot resolve {model}@{alias}: {_short(exc)}") from None
+            # Over HTTP MLflow wraps connection failures in MlflowException too: tell them apart by code.
+            if exc.error_code in NOT_FOUND_CODES:
+                raise RegistryError(f"registry {self.uri}: cannot resolve {model}@{alias}: {_short(exc)}",
+                                    not_found=True) from None
+            raise RegistryError(f"registry {self.uri} unreachable while resolving {model}@{alias}: {_short(exc)}") from None
         except Exception as exc:  # connection errors surface as requests/sqlalchemy exceptions
             raise RegistryError(f"registry {self.uri} unreachable while resolving {model}@{alias}: {_short(exc)}") from None
         sha = version.tags.get("sha256")

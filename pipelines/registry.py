@@ -121,7 +121,7 @@ class MlflowRegistryWriter(MlflowRegistry):
         try:
             return self.resolve(model, alias).version
         except RegistryError as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower() or "INVALID_PARAMETER" in str(exc):
+            if exc.not_found:
                 return None
             raise
 

@@ -98,6 +98,8 @@ def safe_extract(archive: Path, dest: Path, max_member: int = MAX_MEMBER_BYTES,
             for member in tar:
                 name = member.name
                 parts = Path(name).parts
+                if member.isdir() and not parts:  # "." of `tar -C dir -czf x.tgz .`
+                    continue
                 if name.startswith("/") or ".." in parts or not parts:
                     raise PackageError(f"{archive}: member '{name}' has an unsafe path")
                 if not (member.isfile() or member.isdir()):

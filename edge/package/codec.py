@@ -12,6 +12,8 @@ import numpy as np
 
 from edge.package.manifest import InputSpec, OutputSpec
 
+PRE_NMS_TOP_K = 200  # per class, as SSD implementations bound NMS (GluonCV: nms_topk=400 over all classes)
+
 
 def preprocess(frames: list[np.ndarray], spec: InputSpec) -> np.ndarray:
     """A float32 NCHW batch: stretch-resize, colour order, (pixel - mean) / std."""
@@ -57,6 +59,9 @@ def decode_detection(scores: np.ndarray, boxes: np.ndarray, labels: list[str], s
         if not mask.any():
             continue
         cls_boxes, cls_scores = boxes[mask], scores[mask, c]
+        if cls_scores.size > PRE_NMS_TOP_K:  # bound the Python NMS loop on a noisy frame
+            top = np.argpartition(-cls_scores, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
+            cls_boxes, cls_scores = cls_boxes[top], cls_scores[top]
         for k in nms(cls_boxes, cls_scores, spec.nms_iou):
             box = np.clip(cls_boxes[k], 0.0, 1.0)
             found.append({"label": label, "score": float(cls_scores[k]), "box": [float(v) for v in box]})

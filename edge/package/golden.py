@@ -52,7 +52,11 @@ def run_sample(package_dir: Path, manifest: Manifest, session: Session, image: s
     frame = cv2.imread(str(Path(package_dir) / image), cv2.IMREAD_COLOR)
     if frame is None:
         raise PackageError(f"{Path(package_dir) / image}: golden sample is not a readable image")
-    outputs = session.run(preprocess([frame], manifest.input))
+    try:
+        outputs = session.run(preprocess([frame], manifest.input))
+    except Exception as exc:  # a runtime that cannot run the sample is a package fault
+        raise PackageError(f"{image}: variant {session.variant.id} failed on its golden sample "
+                           f"({type(exc).__name__}: {exc})") from None
     return decode(outputs, list(manifest.labels), manifest.output)[0]
 
 
