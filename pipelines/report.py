@@ -23,3 +23,28 @@ def variant_table(report: dict) -> str:
         lines.append(f"| {vid}{note} | {parity.get(key, float('nan')):.4f} | {figure} | "
                      f"{latency if latency is None else f'{latency:.3f}'} | {speed} | {status} |")
     return "\n".join(lines)
+
+
+def promotion_line(path) -> str:
+    import json
+
+    report = json.loads(path.read_text())
+    verdict = "promoted" if report["action"] == "moved" else "kept the champion" if not report["promote"] else report["action"]
+    return (f"{report['model']}: {verdict}; `{report['alias']}` -> version {report['production_version']} "
+            f"({report['metric']} {report['challenger']['metric']:.4f} on {report['split']})")
+
+
+def main(root: str = ".") -> int:
+    """Print the variant table of every optimized model and the promotion outcome (make demo ends with this)."""
+    import json
+    from pathlib import Path
+
+    for path in sorted(Path(root).glob("reports/optimize/*/variants.json")):
+        print(variant_table(json.loads(path.read_text())) + "\n")
+    for path in sorted(Path(root).glob("reports/promote/*/promotion.json")):
+        print(promotion_line(path))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
