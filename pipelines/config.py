@@ -44,7 +44,7 @@ class PromoteConfig(_Strict):
 class PipelineConfig(_Strict):
     registry: RegistryConfig = RegistryConfig()
     variants: tuple[str, ...] = VARIANTS
-    calibration_images: int = Field(64, ge=1)
+    calibration_images: int = Field(256, ge=1, description="training images, drawn at random, that calibrate int8")
     latency_runs: int = Field(50, ge=3)
     golden_samples: int = Field(4, ge=0)
     score_threshold: float = Field(0.5, gt=0, lt=1, description="device-side detection threshold in the manifest")

@@ -31,6 +31,12 @@ class Split:
     def images(self, limit: int | None = None) -> list[np.ndarray]:
         return [_read(r.path) for r in self.records[:limit]]
 
+    def sample(self, n: int, seed: int = 0) -> list[np.ndarray]:
+        """`n` images drawn evenly at random (readers list records class by class, so the first n
+        would often be one class: a skewed int8 calibration set and one-class golden samples)."""
+        order = np.random.default_rng(seed).permutation(len(self.records))[:n]
+        return [_read(self.records[i].path) for i in sorted(order)]
+
 
 def _read(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)

@@ -89,7 +89,7 @@ def optimize(model_dir: Path, data: Path, build_dir: Path, report_dir: Path, cfg
     val = evaluate.load_split(data, task, "val")
     if train.classes != labels:
         raise ValueError(f"{data}: classes {train.classes} differ from the model's {labels}")
-    calibration = preprocess(train.images(cfg.calibration_images), input_spec)
+    calibration = preprocess(train.sample(cfg.calibration_images), input_spec)
     built = build_variants(block, meta, build_dir, calibration, cfg.variants)
 
     one = preprocess(val.images(1), input_spec)
@@ -99,7 +99,7 @@ def optimize(model_dir: Path, data: Path, build_dir: Path, report_dir: Path, cfg
     ref_latency = evaluate.latency(reference, one, runs=cfg.latency_runs)
     log.info("reference (mxnet hybridized fp32): %s, %.3f ms", ref_metrics, ref_latency["median_ms"])
 
-    sample_frames = val.images(cfg.golden_samples)
+    sample_frames = val.sample(cfg.golden_samples, seed=1)
     samples = {"reference": [decode(reference(preprocess([f], input_spec)), labels, output_spec)[0] for f in sample_frames],
                "variants": {}}
     rows = {}
