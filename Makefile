@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: env demo test clean-demo
+.PHONY: env demo test bench clean-demo
 
 # gluoncv 0.10.5 hard-depends on opencv-python (GUI build, needs libGL) which collides with
 # opencv-python-headless over the cv2 folder; so gluoncv goes in with --no-deps and [train]
@@ -21,14 +21,20 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
-# Prepare demo data and train the demo classifier and detector, tracked in ./mlflow.db.
+# The whole loop on the embedded defaults: demo data -> train -> evaluate -> optimize -> package ->
+# register (./mlflow.db) -> promote; then the edge runner on the demo video against the promoted detector.
 demo: env
 	test -d .dvc || dvc init --quiet
 	dvc repro
 	dvc metrics show
+	$(BIN)/python -m pipelines.report
+
+# Measured speed of every stage, side by side (benchmarks/README.md); writes reports/bench/.
+bench: env
+	$(BIN)/python -m benchmarks
 
 test: env
 	$(BIN)/python -m pytest -q
 
 clean-demo:
-	rm -rf data/prepared data/demo models reports mlflow.db mlartifacts
+	rm -rf data/prepared data/demo models build packages reports mlflow.db mlartifacts .lensops
