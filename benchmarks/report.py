@@ -1,0 +1,149 @@
+"""The run's output: a plain-text table per section on stdout, bench.json and bench.png."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+
+def table(headers: list[str], rows: Iterable[list]) -> str:
+    rows = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def _variants(section: dict) -> str:
+    peaks = section["peaks"]
+    head = (f"measured peaks at {peaks['threads']} threads: fp32 {peaks['fp32']['gflops']} GFLOP/s, "
+            f"int8 {peaks['int8']['gflops']} GOP/s, bf16 {peaks['bf16']['gflops']} GFLOP/s"
+            f"{'' if peaks['bf16']['native'] else ' (emulated)'}")
+    rows = [[r["model"], r["batch"], r["variant"], f"{r['median_ms']:.3f}", r["images_per_s"], f"{r['vs_mxnet']:.2f}x",
+             r["gflops"], f"{r['peak_fraction']:.0%}", r["gate"][:40]] for r in section["rows"]]
+    return head + "\n" + table(["model", "batch", "variant", "median ms", "img/s", "vs MXNet", "GFLOP/s", "of peak",
+                                "parity gate"], rows)
+
+
+def _end_to_end(section: dict) -> str:
+    rows = []
+    for kind in ("file", "frames"):
+        f = section[kind]
+        rows.append([f["label"], f["fps"], f["slowest_stage"], f["slowest_fps"], f"{f['efficiency']:.2f}",
+                     f["age_p50_ms"], f["age_p99_ms"], f["frames"]])
+    stages = table(["stage alone", "median ms/frame", "frames/s"],
+                   [[name, s["median_ms"], s["fps"]] for name, s in section["stages"].items()])
+    return stages + "\n" + table(["runner on", "frames/s", "slowest stage", "its frames/s", "efficiency",
+                                  "age p50 ms", "age p99 ms", "frames"], rows)
+
+
+def _publisher(section: dict) -> str:
+    rows = [[mode, f["messages"], f["messages_per_s"], f["enqueue_per_s"], f["enqueue_p50_ms"], f["enqueue_p99_ms"]]
+            for mode, f in ((m, section[m]) for m in ("sustained", "drain_only"))]
+    return table(["mode", "messages", "messages/s", "enqueue/s", "enqueue p50 ms", "enqueue p99 ms"], rows)
+
+
+def _training(section: dict) -> str:
+    rates = section["images_per_s"]
+    rows = [[mode, rate] for mode, rate in rates.items()]
+    return (table(["mode", "images/s"], rows) + f"\ndata pipeline / in-memory {section['pipeline_vs_in_memory']:.2f}, "
+            f"hybridized / imperative {section['hybridized_vs_imperative']:.2f}x, one sample "
+            f"{section['one_sample_ms']} ms in one thread; data: {section['data']}")
+
+
+def _hot_swap(section: dict) -> str:
+    rows = [["steady state", section["baseline_gap_ms"]], ["during the swap", section["swap_gap_ms"]]]
+    return (table(["window", "longest gap ms"], rows) + f"\nframe interval {section['interval_ms']} ms; "
+            f"swap {section['from_version']} -> {section['to_version']} took {section['swap_s']} s (download to "
+            f"activated); frames dropped during it: {section['drops_during_swap']}")
+
+
+def _targets(rows: list[dict]) -> str:
+    body = [[r["target"], r["measured"], r["goal"], r["unit"], r["status"].upper() if r["status"] == "missed"
+             else r["status"]] for r in rows]
+    text = table(["target", "measured", "goal", "unit", "status"], body)
+    limits = [f"  - {r['target']}: {r['limit']}" for r in rows if r["status"] == "missed" and r["limit"]]
+    return text + ("\nwhat limits the misses:\n" + "\n".join(limits) if limits else "")
+
+
+FORMATTERS = {"variants": _variants, "end_to_end": _end_to_end, "publisher": _publisher, "training": _training,
+              "hot_swap": _hot_swap}
+
+
+def render(result: dict) -> str:
+    machine = result["machine"]
+    out = [f"CPU: {machine['cpu_model']}, {machine['cores']} cores; flags: {', '.join(machine['flags']) or 'none'} "
+           f"(absent: {', '.join(machine['absent_flags']) or 'none'}); threads used: {machine['threads']}",
+           f"mode: {'quick' if result['quick'] else 'full'}; elapsed {result['elapsed_s']} s"]
+    if result.get("shared"):
+        out.append(f"NOTE: {result['shared']}")
+    for name, section in result["sections"].items():
+        out.append(f"\n== {section.get('title', name)} ==")
+        if "error" in section:
+            out.append(f"FAILED: {section['error'].strip().splitlines()[-1]}")
+        elif "skipped" in section:
+            out.append(f"skipped: {section['skipped']}")
+        else:
+            out.append(FORMATTERS[name](section))
+            out.extend(f"note: {n}" for n in section.get("notes", []))
+    out.append("\n== Targets (issue 5) ==")
+    out.append(_targets(result["targets"]))
+    return "\n".join(out)
+
+
+def write_json(result: dict, out: Path) -> Path:
+    path = out / "bench.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    os.replace(tmp, path)
+    return path
+
+
+def _goal_ratio(target: dict) -> float:
+    """measured / goal for 'at least' targets, goal / measured for 'at most' ones: >= 1 means met."""
+    goal = float(str(target["goal"]).split()[-1])
+    if str(target["goal"]).startswith("<="):
+        return goal / target["measured"] if target["measured"] > 0 else 2.0
+    return target["measured"] / goal
+
+
+def write_plot(result: dict, out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    sections = result["sections"]
+    variants = sections.get("variants", {})
+    if "rows" in variants:
+        for ax, key, label in ((axes[0, 0], "vs_mxnet", "speed-up vs MXNet-native FP32 (per image)"),
+                               (axes[0, 1], "peak_fraction", "achieved / measured peak (same precision)")):
+            rows = [r for r in variants["rows"] if r["variant"] != "mxnet-native-fp32"]
+            names = [f"{r['model'].split('-')[-1]} b{r['batch']}\n{r['variant']}" for r in rows]
+            ax.bar(range(len(rows)), [r[key] for r in rows], color=["C0" if r["batch"] == 1 else "C1" for r in rows])
+            ax.set_xticks(range(len(rows)), names, rotation=90, fontsize=6)
+            ax.axhline(1.0, color="grey", lw=0.8)
+            ax.set_title(label)
+    e2e = sections.get("end_to_end", {})
+    if "stages" in e2e:
+        labels = [f"{n} alone" for n in e2e["stages"]] + [e2e[k]["label"] for k in ("file", "frames")]
+        values = [s["fps"] for s in e2e["stages"].values()] + [e2e[k]["fps"] for k in ("file", "frames")]
+        axes[1, 0].barh(labels, values, color=["C2"] * len(e2e["stages"]) + ["C3", "C3"])
+        axes[1, 0].set_title("runner: frames/s end to end vs each stage alone")
+    measured = [t for t in result["targets"] if t["measured"] is not None]
+    if measured:
+        ratios = [_goal_ratio(t) for t in measured]
+        axes[1, 1].barh([t["target"][:48] for t in measured], ratios,
+                        color=["C2" if t["status"] == "met" else "C3" for t in measured])
+        axes[1, 1].axvline(1.0, color="black", lw=0.8)
+        axes[1, 1].set_title("targets: measured / goal (>= 1 met)")
+        axes[1, 1].tick_params(axis="y", labelsize=7)
+    machine = result["machine"]
+    fig.suptitle(f"LensOps benchmarks: {machine['cpu_model']}, {machine['threads']} threads, "
+                 f"flags {', '.join(machine['flags'])}")
+    fig.tight_layout()
+    path = out / "bench.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
