@@ -132,3 +132,52 @@ def throughput(records: list[tuple[float, float, int, str]]) -> dict:
     fps = (len(published) - 1) / (published[-1] - published[0]) if len(published) > 1 else 0.0
     return {"frames": len(records), "fps": round(float(fps), 1),
             "age_p50_ms": round(float(np.percentile(ages, 50)), 2), "age_p99_ms": round(float(np.percentile(ages, 99)), 2)}
+
+
+@dataclass
+class Device:
+    """A runner on one source and one model, with a clock after its MQTT sink."""
+
+    runner: object  # edge.runner.Runner
+    manager: object  # edge.manager.ModelManager
+    registry: FolderRegistry
+    clock: PublishClock
+    events: list[tuple[float, dict]]
+
+
+def assemble(package: DetectorPackage, source, broker_url: str, state: Path, threads: int,
+             versions: tuple[str, ...] = ("1",)) -> Device:
+    """`edge.runner.Runner` from built parts (as `Runner.from_config` builds them), the alias on versions[0]."""
+    from edge.manager import ModelManager
+    from edge.mqtt import MqttConfig, Publisher
+    from edge.runner import Runner
+
+    registry = FolderRegistry()
+    for version in versions:
+        registry.add(version, package.archive)
+    registry.point("production", versions[0])
+    name = package.manifest.name
+    manager = ModelManager(registry, name, "production", state / "models", poll_s=3600, threads=threads)
+    publisher = Publisher.from_config(MqttConfig(url=broker_url, reconnect_max_s=1.0), "bench", state)
+    runner = Runner("bench", [source], {name: manager}, {source.id: name}, publisher, status_interval_s=1.0)
+    clock = PublishClock()
+    for worker in runner.workers:
+        worker.sinks.append(("clock", clock))
+    events: list[tuple[float, dict]] = []
+    forward = manager.on_event  # the runner's: publishes the deployment event
+
+    def record(event: dict) -> None:
+        events.append((time.monotonic(), event))
+        if forward is not None:
+            forward(event)
+    manager.on_event = record
+    return Device(runner, manager, registry, clock, events)
+
+
+def wait_for(condition, timeout_s: float, every_s: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every_s)
+    return False

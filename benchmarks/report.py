@@ -80,7 +80,7 @@ def render(result: dict) -> str:
     for name, section in result["sections"].items():
         out.append(f"\n== {section.get('title', name)} ==")
         if "error" in section:
-            out.append(f"FAILED: {section['error'].strip().splitlines()[-1]}")
+            out.append("FAILED: " + " | ".join(section["error"].strip().splitlines()[-4:]))
         elif "skipped" in section:
             out.append(f"skipped: {section['skipped']}")
         else:

@@ -55,3 +55,20 @@ def make_video(out: Path, frames: int, demo_video: Optional[Path]) -> tuple[Path
     writer.release()
     return out, (f"MPEG-4 Part 2 ('mp4v') {WIDTH}x{HEIGHT}: no ffmpeg with libx264 here (pip install imageio-ffmpeg "
                  "or apt-get install ffmpeg for H.264)")
+
+
+def frames_1080p(demo_video: Optional[Path], n: int) -> list[np.ndarray]:
+    """`n` 1080p BGR frames in memory: the demo video's first frames scaled up, else a moving pattern."""
+    frames = []
+    if demo_video and demo_video.is_file():
+        capture = cv2.VideoCapture(str(demo_video))
+        while len(frames) < n:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(cv2.resize(frame, (WIDTH, HEIGHT)))
+        capture.release()
+    base = cv2.resize(np.random.default_rng(0).integers(0, 256, (54, 96, 3), dtype=np.uint8), (WIDTH, HEIGHT))
+    while len(frames) < n:
+        frames.append(np.roll(base, 16 * len(frames), axis=1))
+    return frames
