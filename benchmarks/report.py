@@ -99,6 +99,22 @@ def write_json(result: dict, out: Path) -> Path:
     return path
 
 
+def _grouped_bars(ax, rows: list[dict], key: str, title: str) -> None:
+    """One group per (model, batch), one bar per variant (the reference shown where it means something)."""
+    groups = list(dict.fromkeys((r["model"], r["batch"]) for r in rows))
+    names = list(dict.fromkeys(r["variant"] for r in rows if key != "vs_mxnet" or r["variant"] != "mxnet-native-fp32"))
+    width = 0.8 / len(names)
+    colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(r["variant"] for r in rows))}
+    for i, name in enumerate(names):
+        values = [next((r[key] for r in rows if (r["model"], r["batch"]) == g and r["variant"] == name), 0) for g in groups]
+        ax.bar([g + i * width for g in range(len(groups))], values, width, label=name, color=colours[name])
+    labels = [f"{m.replace('shapes-', '')}\nbatch {b}" for m, b in groups]
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], labels, fontsize=7)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
 def _goal_ratio(target: dict) -> float:
     """measured / goal for 'at least' targets, goal / measured for 'at most' ones: >= 1 means met."""
     goal = float(str(target["goal"]).split()[-1])
@@ -117,14 +133,8 @@ def write_plot(result: dict, out: Path) -> Path:
     sections = result["sections"]
     variants = sections.get("variants", {})
     if "rows" in variants:
-        for ax, key, label in ((axes[0, 0], "vs_mxnet", "speed-up vs MXNet-native FP32 (per image)"),
-                               (axes[0, 1], "peak_fraction", "achieved / measured peak (same precision)")):
-            rows = [r for r in variants["rows"] if r["variant"] != "mxnet-native-fp32"]
-            names = [f"{r['model'].split('-')[-1]} b{r['batch']}\n{r['variant']}" for r in rows]
-            ax.bar(range(len(rows)), [r[key] for r in rows], color=["C0" if r["batch"] == 1 else "C1" for r in rows])
-            ax.set_xticks(range(len(rows)), names, rotation=90, fontsize=6)
-            ax.axhline(1.0, color="grey", lw=0.8)
-            ax.set_title(label)
+        _grouped_bars(axes[0, 0], variants["rows"], "vs_mxnet", "speed-up vs MXNet-native FP32 (per image, x)")
+        _grouped_bars(axes[0, 1], variants["rows"], "peak_fraction", "achieved / measured peak of its precision")
     e2e = sections.get("end_to_end", {})
     if "stages" in e2e:
         labels = [f"{n} alone" for n in e2e["stages"]] + [e2e[k]["label"] for k in ("file", "frames")]
