@@ -1,0 +1,124 @@
+"""`lensops edge ...`: the device side of the CLI (imports edge code only).
+
+    lensops edge run --config device.yaml [--max-seconds N] [--print-messages N] [--exit-when-done]
+    lensops edge check --config device.yaml
+
+Exit codes: 0 done, 1 could not start (port taken, registry backend unavailable), 2 bad config
+or usage. SIGTERM and SIGINT stop the runner cleanly (the outbox is kept for the next start).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional, Sequence
+
+from edge.config import ConfigError, DeviceConfig, load_config
+
+log = logging.getLogger("edge.cli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lensops edge", description="The LensOps device runner.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="serve: pull the promoted model, infer on every frame, publish")
+    run.add_argument("--config", type=Path, required=True, help="device YAML file")
+    run.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--exit-when-done", action="store_true",
+                     help="exit once every source ended (video files, folders) and the outbox drained")
+    run.add_argument("--print-messages", type=int, default=0, metavar="N",
+                     help="print the first N inference messages as the broker delivers them back")
+    run.add_argument("--state-dir", type=Path, default=None, help="outbox and package cache (overrides state_dir)")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    check = sub.add_parser("check", help="validate a device config and print what it resolves to")
+    check.add_argument("--config", type=Path, required=True, help="device YAML file")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse: usage errors exit 2, --help exits 0
+        return int(exc.code or 0)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in str(exc).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        print(summary(config))
+        return 0
+    return run(config, args)
+
+
+def summary(config: DeviceConfig) -> str:
+    sources = ", ".join(f"{s.id} ({s.kind} {s.uri}) -> {config.model_for(s)}" for s in config.sources)
+    return (f"ok: device {config.device_id}, registry {config.registry.type} "
+            f"{getattr(config.registry, 'uri', '') or ''} @{config.registry.alias}, sources: {sources}, "
+            f"mqtt {config.mqtt.url}, state {config.state_path}")
+
+
+def run(config: DeviceConfig, args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("alembic", "mlflow", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    from edge.registry import RegistryError
+    from edge.runner import Runner  # imported here so `check` and config errors stay fast
+
+    try:
+        runner = Runner.from_config(config, args.state_dir)
+    except (RegistryError, OSError, ValueError) as exc:
+        print(f"error: cannot set up the runner: {exc}", file=sys.stderr)
+        return 1
+    if args.print_messages > 0:
+        print_first(runner, args.print_messages)
+    stop_on_signals(runner.stopping)
+    try:
+        runner.start()
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        runner.stop()
+        return 1
+    if runner.stream is not None:
+        print(f"lensops edge: {config.device_id} serving; page at {runner.stream.url}", flush=True)
+    runner.run(args.max_seconds, exit_when_done=args.exit_when_done or config.exit_when_done)
+    return 0
+
+
+def print_first(runner, count: int) -> None:
+    """Print the first `count` inference messages the broker delivers back (proof of the round trip)."""
+    topics = runner.publisher.topics
+    printed = [0]
+    lock = threading.Lock()
+
+    def show(topic: str, payload: bytes) -> None:
+        with lock:
+            if printed[0] >= count:
+                return
+            printed[0] += 1
+        print(f"{topic} {payload.decode('utf-8', 'replace')}", flush=True)
+    runner.publisher.subscribe(f"{topics.prefix}/{topics.device}/+/inference", show)
+
+
+def stop_on_signals(stopping: threading.Event) -> None:
+    """SIGTERM/SIGINT stop the runner; a second one ends the process at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum, _frame) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stopping.set()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

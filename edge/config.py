@@ -1,0 +1,243 @@
+"""The device config: one YAML file parsed once into a typed model (`load_config`).
+
+```yaml
+device_id: cam-01
+fleet: demo
+registry: {type: mlflow, uri: "sqlite:///mlflow.db", model: shapes-detector, alias: production}
+sources:
+  - {id: door, uri: data/demo/video.mp4}
+mqtt: {url: "mqtt://127.0.0.1:1883", topic_prefix: lensops, qos: 1}
+stream: {port: 8080}
+```
+
+Relative paths (sources, `sqlite:///` registry files, keys, certificates, the state folder) are
+taken from the config file's folder, so the runner behaves the same from any working folder.
+`${NAME}` in a value is replaced by that environment variable (an unset one is an error), so one
+file serves many devices: `device_id: ${AWS_IOT_THING_NAME}`, `ca_file: ${GG_ROOT_CA_PATH}`.
+Unknown keys are errors naming the key and where it is. Secrets are never in the YAML: the
+MQTT password comes from `password_env` or `password_file`, AWS credentials from the usual
+AWS environment or instance role.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from edge.capture import CaptureConfig
+from edge.config_errors import describe
+from edge.mqtt.config import MqttConfig
+from edge.sources import SourceConfig
+from edge.stream import StreamConfig
+
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+NAME = r"^[A-Za-z0-9_.-]+$"  # usable as an MQTT topic level, a folder name and an AWS IoT thing name
+MLFLOW_SCHEMES = ("sqlite", "http", "https", "file", "databricks")
+# config keys that hold paths, resolved against the config file's folder before validation
+PATH_KEYS = (("state_dir",), ("registry", "public_key"), ("registry", "cache_dir"), ("capture", "dir"),
+             ("mqtt", "password_file"), ("mqtt", "outbox", "path"), ("mqtt", "tls", "ca_file"),
+             ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"))
+
+
+class ConfigError(Exception):
+    """A config the runner cannot use; the message is one line per problem, naming file, key and value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _RegistryCommon(_Strict):
+    model: str = Field(description="registered model the sources use unless a source names its own")
+    alias: str = Field("production", description="alias (or fleet alias such as fleet-lobby) the device follows")
+    public_key: Optional[Path] = Field(None, description="Ed25519 public key (PEM): refuse unsigned or mis-signed packages")
+    poll_s: float = Field(30.0, gt=0, description="seconds between alias checks (the fleet notice triggers one at once)")
+    cache_dir: Optional[Path] = Field(None, description="package cache (last-known-good); default <state_dir>/models")
+    prefer_variant: Optional[str] = Field(None, description="serve only this package variant (default: fastest runnable)")
+    keep: int = Field(1, ge=0, description="older package versions kept on disk besides current and previous")
+
+    @field_validator("public_key")
+    @classmethod
+    def _key_exists(cls, value: Optional[Path]) -> Optional[Path]:
+        if value is not None and not value.is_file():
+            raise ValueError(f"public_key: file {str(value)!r} does not exist")
+        return value
+
+
+class MlflowRegistryConfig(_RegistryCommon):
+    """MLflow Model Registry: an `mlflow server` over http(s), or the one-machine sqlite:/// store."""
+
+    type: Literal["mlflow"]
+    uri: str = Field(description="tracking/registry URI: http(s)://host:port or sqlite:///path/to/mlflow.db")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_uri(cls, uri: str, info: ValidationInfo) -> str:
+        parts = urlsplit(uri)
+        if parts.scheme not in MLFLOW_SCHEMES:
+            raise ValueError(f"uri: scheme {parts.scheme + '://' if parts.scheme else 'missing'} in {uri!r} is not one "
+                             f"of {', '.join(s + '://' for s in MLFLOW_SCHEMES)}")
+        if parts.scheme in ("http", "https"):
+            try:
+                port_ok = parts.port is None or parts.port > 0
+            except ValueError:
+                port_ok = False
+            if not parts.hostname or not port_ok:
+                raise ValueError(f"uri: {uri!r} needs a host and a valid port, e.g. http://mlflow.local:5000")
+        if parts.scheme == "sqlite":
+            if not uri.startswith("sqlite:///"):
+                raise ValueError(f"uri: {uri!r} must be sqlite:///relative/path or sqlite:////absolute/path")
+            path = Path(uri[len("sqlite:///"):])
+            base = (info.context or {}).get("base_dir")
+            path = path if path.is_absolute() or base is None else Path(base) / path
+            if not path.is_file():
+                raise ValueError(f"uri: sqlite database {str(path)!r} does not exist (run `lensops register` first, "
+                                 "or point at an mlflow server)")
+            uri = f"sqlite:///{path.resolve()}"
+        return uri
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+
+class SageMakerRegistryConfig(_RegistryCommon):
+    """SageMaker Model Registry: a model package group; `Approved` is the production alias."""
+
+    type: Literal["sagemaker"]
+    region: Optional[str] = Field(None, description="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION)")
+    endpoint_url: Optional[str] = Field(None, description="SageMaker API endpoint (tests, VPC endpoints)")
+    s3_bucket: Optional[str] = Field(None, description="bucket of the package archives")
+    s3_prefix: str = Field("lensops/packages", description="key prefix of the package archives")
+    approved_alias: str = Field("production", description="the alias that SageMaker's approval stands for")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_endpoint(cls, url: Optional[str]) -> Optional[str]:
+        if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
+            raise ValueError(f"endpoint_url: {url!r} is not an http(s)://host[:port] URL")
+        return url
+
+    def options(self) -> dict[str, Any]:
+        return {"region": self.region, "endpoint_url": self.endpoint_url, "s3_bucket": self.s3_bucket,
+                "s3_prefix": self.s3_prefix, "approved_alias": self.approved_alias}
+
+
+RegistryConfig = Annotated[Union[MlflowRegistryConfig, SageMakerRegistryConfig], Field(discriminator="type")]
+
+
+class DeviceConfig(_Strict):
+    """Everything the runner needs: who the device is, where models come from, frames, MQTT, HTTP."""
+
+    device_id: str = Field(pattern=NAME, description="device name in topics; the thing name on AWS IoT Core")
+    fleet: Optional[str] = Field(None, pattern=NAME, description="fleet whose retained deployment notice the device follows")
+    registry: RegistryConfig = Field(description="where models are resolved and downloaded (type: mlflow | sagemaker)")
+    sources: list[SourceConfig] = Field(min_length=1, description="cameras, streams, video files, image folders")
+    mqtt: MqttConfig = Field(description="the broker and what is published")
+    stream: Optional[StreamConfig] = Field(None, description="the device's HTTP page and MJPEG streams (off if unset)")
+    capture: Optional[CaptureConfig] = Field(None, description="save frames for retraining (off if unset)")
+    state_dir: Optional[Path] = Field(None, description="outbox, package cache; default .lensops/<device_id> "
+                                                        "next to the config file")
+    threads: Optional[int] = Field(None, ge=1, description="inference threads per model (default: the runtime's)")
+    latency_budget_ms: Optional[float] = Field(None, gt=0, description="roll back a new model slower than this")
+    status_interval_s: float = Field(5.0, gt=0, description="seconds between retained status updates")
+    exit_when_done: bool = Field(False, description="exit once every source has ended and the outbox is drained "
+                                                    "(replays); default: keep serving until stopped")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paths_from_config_folder(cls, data: Any, info: ValidationInfo) -> Any:
+        base = (info.context or {}).get("base_dir")
+        if not isinstance(data, dict) or base is None:
+            return data
+        data = _copy_dicts(data)
+        for keys in PATH_KEYS:
+            parent = data
+            for key in keys[:-1]:
+                parent = parent.get(key) if isinstance(parent, dict) else None
+            value = parent.get(keys[-1]) if isinstance(parent, dict) else None
+            if isinstance(value, str) and value:
+                path = Path(os.path.expanduser(value))
+                parent[keys[-1]] = str(path if path.is_absolute() else Path(base) / path)
+        return data
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "DeviceConfig":
+        ids = [s.id for s in self.sources]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"sources: id {', '.join(repr(i) for i in twice)} is used more than once")
+        self.mqtt.effective_client_id(self.device_id)  # aws_iot: the client id must be the thing name
+        return self
+
+    def model_for(self, source: SourceConfig) -> str:
+        return source.model or self.registry.model
+
+    @property
+    def models(self) -> list[str]:
+        """Distinct model names the sources use, in order of first use (one model manager each)."""
+        return list(dict.fromkeys(self.model_for(s) for s in self.sources))
+
+    @property
+    def state_path(self) -> Path:
+        return self.state_dir or Path(".lensops") / self.device_id
+
+    @property
+    def cache_path(self) -> Path:
+        return self.registry.cache_dir or self.state_path / "models"
+
+
+def _copy_dicts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy_dicts(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_dicts(v) for v in value]
+    return value
+
+
+def load_config(path: Path) -> DeviceConfig:
+    """The config file parsed and validated; ConfigError naming the file, the key path and the problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(f"{path}: not valid YAML: {where}{getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys (device_id, registry, sources, mqtt, ...), "
+                          f"got {type(raw).__name__}")
+    base = path.resolve().parent
+    raw = _with_environment(raw, path, "")
+    try:
+        config = DeviceConfig.model_validate(raw, context={"base_dir": base})
+    except ValidationError as exc:
+        raise ConfigError("\n".join(f"{path}: {line}" for line in describe(exc))) from None
+    if config.state_dir is None:  # the default lives next to the config file too
+        config = config.model_copy(update={"state_dir": base / ".lensops" / config.device_id})
+    return config
+
+
+def _with_environment(value: Any, path: Path, where: str) -> Any:
+    """`value` with every `${NAME}` in its strings replaced from the environment; ConfigError if one is unset."""
+    if isinstance(value, dict):
+        return {k: _with_environment(v, path, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_with_environment(v, path, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def lookup(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{path}: {where}: environment variable {name} is not set (used as ${{{name}}})")
+        return os.environ[name]
+    return ENV_REFERENCE.sub(lookup, value)

@@ -1,0 +1,68 @@
+"""Validation errors of the device config as one readable line each, naming the key path and the value."""
+from __future__ import annotations
+
+import difflib
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+TAGS = ("mlflow", "sagemaker")  # the registry union's tags: pydantic puts them in error locations
+
+
+def describe(error: ValidationError) -> list[str]:
+    """One readable line per problem: `sources[0].colour: unknown key (expected one of: ...)`."""
+    lines = []
+    for item in error.errors():
+        loc = [part for part in item["loc"] if part not in TAGS]  # the union's tag level
+        where = _path(loc)
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1], item["loc"])
+            hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            lines.append(f"{where}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                         + (f"; expected one of: {', '.join(allowed)}" if allowed else ""))
+            continue
+        message = str(item["msg"]).removeprefix("Value error, ")
+        last = str(loc[-1]) if loc else ""
+        message = message.removeprefix(f"{last}: ") if last else message
+        if item["type"] not in ("missing", "union_tag_invalid", "union_tag_not_found") and "input" in item \
+                and not isinstance(item["input"], (dict, list)) and "value_error" not in item["type"]:
+            message += f" (got {item['input']!r})"
+        lines.append(f"{where}: {message}" if where else message)
+    return lines
+
+
+def _path(loc: list) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _allowed_keys(loc: list, raw_loc: tuple) -> list[str]:
+    """The keys the model at `loc` accepts (walking DeviceConfig's fields), or [] when unknown."""
+    from edge.config import DeviceConfig
+
+    model: Any = DeviceConfig
+    tags = [part for part in raw_loc if part in TAGS]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = _model_in(field.annotation, tags)
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _model_in(annotation: Any, tags: list) -> Any:
+    """The BaseModel inside Optional[...], list[...] or a tagged union (picked by the union tag in the error)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    candidates = [_model_in(arg, tags) for arg in typing.get_args(annotation)]
+    candidates = [c for c in candidates if c is not None]
+    for candidate in candidates:
+        tag = candidate.model_fields.get("type")
+        if tag is not None and typing.get_args(tag.annotation) and typing.get_args(tag.annotation)[0] in tags:
+            return candidate
+    return candidates[0] if candidates else None

@@ -1,0 +1,220 @@
+"""The device runner: sources -> one inference worker each -> MQTT, the project stream, capture.
+
+One model manager per distinct model name follows the registry alias (and the retained fleet
+notice) and hot-swaps between two frames; its deployment events go to `<prefix>/<device>/deployment`.
+A status thread sets the retained `<prefix>/<device>/status` every `status_interval_s` (and at
+once after a deployment event): per source its state, model, fps, drops and last error; the
+outbox depth; `degraded` while any source is. `Runner.from_config` builds everything from a
+`DeviceConfig`; `__init__` takes built parts, so tests can hand in their own.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+from edge.capture import Capture
+from edge.config import DeviceConfig
+from edge.manager import ModelManager
+from edge.mqtt import Publisher
+from edge.registry import open_registry
+from edge.sinks import CaptureSink, PublishSink, StreamSink
+from edge.sources import Source
+from edge.stream import StreamServer
+from edge.worker import InferenceWorker
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 10.0  # on a clean stop, how long the outbox may take to empty
+
+
+class Runner:
+    def __init__(self, device_id: str, sources: list[Source], managers: dict[str, ModelManager],
+                 source_models: dict[str, str], publisher: Publisher, fleet: Optional[str] = None,
+                 stream: Optional[StreamServer] = None, capture: Optional[Capture] = None,
+                 status_interval_s: float = 5.0):
+        self.device_id, self.fleet = device_id, fleet
+        self.sources, self.managers, self.publisher, self.stream = sources, managers, publisher, stream
+        self.status_interval_s = status_interval_s
+        self.publish_sink = PublishSink(publisher, device_id)
+        self.capture_sink = CaptureSink(capture) if capture is not None else None
+        sinks = [("mqtt", self.publish_sink)]
+        if stream is not None:
+            sinks.append(("stream", StreamSink(stream.state)))
+        if self.capture_sink is not None:
+            sinks.append(("capture", self.capture_sink))
+        self.workers = [InferenceWorker(s, managers[source_models[s.id]], sinks) for s in sources]
+        for manager in managers.values():
+            manager.on_event = self._on_deployment
+        self.stopping = threading.Event()
+        self._status_due = threading.Event()
+        self._status_thread: Optional[threading.Thread] = None
+        self._started = False
+
+    @classmethod
+    def from_config(cls, config: DeviceConfig, state_dir: Optional[Path] = None) -> "Runner":
+        state = Path(state_dir or config.state_path)
+        state.mkdir(parents=True, exist_ok=True)
+        reg = config.registry
+        registry = open_registry(reg.type, getattr(reg, "uri", None), **reg.options())
+        cache = reg.cache_dir or state / "models"
+        managers = {name: ModelManager(registry, name, reg.alias, cache, public_key=reg.public_key, poll_s=reg.poll_s,
+                                       latency_budget_ms=config.latency_budget_ms, prefer_variant=reg.prefer_variant,
+                                       threads=config.threads, keep=reg.keep)
+                    for name in config.models}
+        sources = [Source.from_config(s) for s in config.sources]
+        publisher = Publisher.from_config(config.mqtt, config.device_id, state)
+        stream = StreamServer.from_config(config.stream) if config.stream else None
+        capture = Capture.from_config(config.capture) if config.capture else None
+        return cls(config.device_id, sources, managers, {s.id: config.model_for(s) for s in config.sources},
+                   publisher, config.fleet, stream, capture, config.status_interval_s)
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def start(self) -> "Runner":
+        """Start serving; raises OSError when the stream port cannot be bound (before anything else started)."""
+        if self.stream is not None:
+            self.stream.start()
+        self._started = True
+        status = self.status()
+        self.publisher.publish_status(status)
+        if self.stream is not None:
+            self.stream.state.set_stats(self.stream_stats(status))
+        self.publisher.start()
+        if self.fleet:
+            self.publisher.subscribe(self.publisher.topics.fleet_deployment(self.fleet), self._on_fleet_notice)
+        for manager in self.managers.values():
+            manager.start()
+        if self.capture_sink is not None:
+            self.capture_sink.start()
+        for source in self.sources:
+            source.start()
+        for worker in self.workers:
+            worker.start()
+        self._status_due.set()  # the first full status at once
+        self._status_thread = threading.Thread(target=self._status_loop, name="device-status", daemon=True)
+        self._status_thread.start()
+        log.info("runner %s: %d source(s), model(s) %s%s", self.device_id, len(self.sources),
+                 ", ".join(self.managers), f", page at {self.stream.url}" if self.stream else "")
+        return self
+
+    @property
+    def done(self) -> bool:
+        """Every source ended (replays) and each of its frames went through."""
+        return all(worker.done for worker in self.workers)
+
+    def run(self, max_seconds: Optional[float] = None, exit_when_done: bool = False) -> None:
+        """Serve until `stopping` is set, `max_seconds` passed, or (with `exit_when_done`) every source ended
+        and the outbox drained; then stop."""
+        deadline = time.monotonic() + max_seconds if max_seconds is not None else None
+        try:
+            while not self.stopping.wait(0.2):
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.info("runner: --max-seconds %g reached", max_seconds)
+                    break
+                if exit_when_done and self.done:
+                    log.info("runner: every source ended; draining the outbox")
+                    self.publisher.wait_until_drained(DRAIN_TIMEOUT_S)
+                    break
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop sources and workers, send what the outbox holds (briefly), say offline, close the page."""
+        if not self._started:
+            return
+        self._started = False
+        self.stopping.set()
+        for source in self.sources:
+            source.stop()
+        for worker in self.workers:
+            worker.stop()
+        if self.capture_sink is not None:
+            self.capture_sink.stop()
+        for manager in self.managers.values():
+            manager.stop(timeout_s=5.0)
+        if self._status_thread is not None:
+            self._status_due.set()
+            self._status_thread.join(5)
+        self.publisher.publish_status(self.status())
+        self.publisher.stop(drain_timeout_s=DRAIN_TIMEOUT_S)
+        if self.stream is not None:
+            self.stream.stop()
+        log.info("runner %s stopped", self.device_id)
+
+    # -- events and status ---------------------------------------------------------------------
+
+    def _on_deployment(self, event: dict) -> None:
+        self.publisher.publish_deployment(event)
+        self._status_due.set()
+
+    def _on_fleet_notice(self, _topic: str, payload: bytes) -> None:
+        """The retained fleet deployment notice: the manager of that model polls at once (runs on the MQTT thread)."""
+        try:
+            notice = json.loads(payload)
+        except ValueError:
+            log.warning("fleet deployment notice is not JSON: %r", payload[:200])
+            return
+        if not isinstance(notice, dict):
+            return
+        for manager in self.managers.values():
+            if manager.notify(notice):
+                log.info("fleet notice: %s %s version %s", notice.get("model"), notice.get("alias"),
+                         notice.get("version"))
+
+    def _status_loop(self) -> None:
+        while not self.stopping.is_set():
+            self._status_due.wait(self.status_interval_s)
+            self._status_due.clear()
+            try:
+                status = self.status()
+                self.publisher.publish_status(status)
+                if self.stream is not None:
+                    self.stream.state.set_stats(self.stream_stats(status))
+            except Exception:  # the status must never take the runner down
+                log.exception("status update failed")
+
+    def status(self) -> dict:
+        """The runner's part of the retained status (the publisher adds schema, device, outbox, ts)."""
+        sources = {}
+        for worker in self.workers:
+            manager, stats, work = worker.manager, worker.source.stats(), worker.stats()
+            predictor = manager.current()
+            state = stats["state"]
+            problem = None
+            if predictor is None:
+                problem = f"no model to serve ({manager.last_error or 'waiting for ' + manager.model})"
+            elif work["failing"]:
+                problem = work["last_error"]
+            if problem and state in ("starting", "ok"):
+                state = "degraded"
+            sources[worker.id] = {
+                "state": state, "model": predictor.model if predictor else None, "fps": stats["fps"],
+                "frames": stats["frames"], "drops": stats["drops"], "reconnects": stats["reconnects"],
+                "inferred": work["inferred"], "failed": work["failed"],
+                "published": self.publish_sink.published.get(worker.id, 0),
+                "last_seq": self.publish_sink.last_seq.get(worker.id),
+                "last_error": problem or stats["last_error"] or work["last_error"]}
+        models = {name: manager.status() for name, manager in self.managers.items()}
+        errors = [s["last_error"] for s in sources.values() if s["state"] == "degraded" and s["last_error"]]
+        errors += [m["last_error"] for m in models.values() if m["last_error"]]
+        mqtt = self.publisher.stats()
+        if mqtt.last_error:
+            errors.append(f"mqtt: {mqtt.last_error}")
+        degraded = any(s["state"] == "degraded" for s in sources.values())
+        status = {"state": "degraded" if degraded else "online", "sources": sources, "models": models,
+                  "last_error": errors[0] if errors else None}
+        if self.fleet:
+            status["fleet"] = self.fleet
+        if self.capture_sink is not None:
+            status["capture"] = self.capture_sink.stats()
+        return status
+
+    def stream_stats(self, status: dict) -> dict:
+        """What the page and /metrics show, from a status."""
+        mqtt = self.publisher.stats()
+        return {"sources": status["sources"], "outbox_depth": mqtt.outbox_depth, "state": status["state"],
+                "mqtt_connected": mqtt.connected, "mqtt_dropped": mqtt.dropped, "last_error": status["last_error"]}

@@ -1,0 +1,142 @@
+"""One inference thread per source: frame -> the model serving now -> the sinks (publish, stream, capture).
+
+The worker reads `manager.current()` once per frame, so a hot swap lands between two frames and
+no frame is lost to it. Until a model serves it leaves frames in the source (a file waits, a
+camera keeps its newest frame). A frame whose model fails is reported to the manager; when that
+rolled the model back, the frame is run again on the restored model. Sinks are plain callables;
+one that raises is logged and counted, and the others still get the frame.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from edge.frames import Frame
+from edge.manager import ModelManager
+from edge.predictor import ModelFailure, Predictor, Result
+from edge.sources import Source
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2  # how often a waiting worker looks at its stop flag
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """One frame with what the model said about it."""
+
+    frame: Frame
+    result: Result
+    labels: tuple[str, ...]
+    task: str
+
+
+Sink = Callable[[Inferred], None]
+
+
+class InferenceWorker:
+    """`start()`, `stop()`, `stats()`; `done` once its source ended and every frame went through."""
+
+    def __init__(self, source: Source, manager: ModelManager, sinks: Sequence[tuple[str, Sink]]):
+        self.source = source
+        self.manager = manager
+        self.sinks = list(sinks)
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._inferred = self._failed = self._sink_errors = 0
+        self._last_error: Optional[str] = None
+        self._failing = False  # the last frame failed on the model
+        self._model: Optional[dict] = None
+
+    @property
+    def id(self) -> str:
+        return self.source.id
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def start(self) -> "InferenceWorker":
+        self._thread = threading.Thread(target=self._run, name=f"infer-{self.id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"inferred": self._inferred, "failed": self._failed, "sink_errors": self._sink_errors,
+                    "failing": self._failing, "model": self._model, "last_error": self._last_error}
+
+    # -- the thread ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self.manager.ready.wait(POLL_S):
+                    continue
+                frame = self.source.get(timeout=POLL_S)
+                if frame is None and self.source.ended:
+                    frame = self.source.get(timeout=0)  # a frame handed over just before the end
+                    if frame is None:
+                        log.info("source %s ended; %d frames inferred", self.id, self._inferred)
+                        self._done.set()
+                        return
+                if frame is not None:
+                    self._handle(frame)
+        except Exception:  # a bug here must not pass silently; the other sources keep going
+            log.exception("inference worker %s stopped", self.id)
+            self._note(failed=False, error="inference worker stopped on an internal error")
+
+    def _handle(self, frame: Frame) -> None:
+        outcome = self._infer(frame)
+        if outcome is None:
+            return
+        result, predictor = outcome
+        inferred = Inferred(frame, result, tuple(predictor.manifest.labels), predictor.manifest.task)
+        for name, sink in self.sinks:
+            try:
+                sink(inferred)
+            except Exception as exc:  # one failing sink does not stop the others or the loop
+                log.exception("source %s: sink %s failed", self.id, name)
+                with self._lock:
+                    self._sink_errors += 1
+                    self._last_error = f"{name}: {type(exc).__name__}: {exc}"
+
+    def _infer(self, frame: Frame) -> Optional[tuple[Result, Predictor]]:
+        tried: list[Predictor] = []
+        while True:
+            predictor = self.manager.current()
+            if predictor is None or any(p is predictor for p in tried):
+                self._note(failed=True, error=f"frame {frame.index} not inferred: "
+                                              f"{'no model' if predictor is None else 'the model failed'}")
+                return None
+            tried.append(predictor)
+            try:
+                result = predictor.predict(frame.image)
+            except Exception as exc:  # ModelFailure; anything else is a model failure too
+                failure = exc if isinstance(exc, ModelFailure) else ModelFailure(f"{type(exc).__name__}: {exc}")
+                log.warning("source %s: frame %d: %s", self.id, frame.index, failure)
+                self.manager.report_failure(failure, predictor)  # may roll back: then the loop retries the frame
+                self._note(failed=False, error=str(failure))
+                continue
+            self.manager.report_latency(result.latency_ms["total"], predictor)
+            with self._lock:
+                self._inferred += 1
+                self._failing = False
+                self._model = dict(result.model)
+            return result, predictor
+
+    def _note(self, failed: bool, error: str) -> None:
+        with self._lock:
+            if failed:
+                self._failed += 1
+                self._failing = True
+            self._last_error = error
