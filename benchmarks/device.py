@@ -49,11 +49,13 @@ def _build_random_package(settings: Settings) -> Path:
 
     task, network, size, name = DEMO["detector"]
     work = settings.work / "random-detector"
+    archive = work / "detector.tar.gz"
+    if archive.is_file():  # built by an earlier section of this run
+        return archive
     model_dir = random_model_dir(work / "model", task, network, size, name, DEMO_CLASSES)
     synth_detection(work / "data", n=40, seed=1, size=size)
     cfg = PipelineConfig(variants=("onnx-fp32",), latency_runs=3, golden_samples=2, calibration_images=4)
     optimize(model_dir, work / "data", work / "build", work / "report", cfg)
-    archive = work / "detector.tar.gz"
     build_and_pack(work / "build", work / "package", archive)
     return archive
 
