@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from edge.config import ConfigError, DeviceConfig, load_config
 
@@ -66,6 +67,7 @@ def summary(config: DeviceConfig) -> str:
 def run(config: DeviceConfig, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per model download
     for noisy in ("alembic", "mlflow", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     from edge.registry import RegistryError
@@ -78,17 +80,20 @@ def run(config: DeviceConfig, args: argparse.Namespace) -> int:
         return 1
     if args.print_messages > 0:
         print_first(runner, args.print_messages)
-    stop_on_signals(runner.stopping)
+    restore = stop_on_signals(runner.stopping)
     try:
-        runner.start()
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        runner.stop()
-        return 1
-    if runner.stream is not None:
-        print(f"lensops edge: {config.device_id} serving; page at {runner.stream.url}", flush=True)
-    runner.run(args.max_seconds, exit_when_done=args.exit_when_done or config.exit_when_done)
-    return 0
+        try:
+            runner.start()
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            runner.stop()
+            return 1
+        if runner.stream is not None:
+            print(f"lensops edge: {config.device_id} serving; page at {runner.stream.url}", flush=True)
+        runner.run(args.max_seconds, exit_when_done=args.exit_when_done or config.exit_when_done)
+        return 0
+    finally:
+        restore()
 
 
 def print_first(runner, count: int) -> None:
@@ -106,18 +111,25 @@ def print_first(runner, count: int) -> None:
     runner.publisher.subscribe(f"{topics.prefix}/{topics.device}/+/inference", show)
 
 
-def stop_on_signals(stopping: threading.Event) -> None:
-    """SIGTERM/SIGINT stop the runner; a second one ends the process at once."""
+def stop_on_signals(stopping: threading.Event) -> Callable[[], None]:
+    """SIGTERM/SIGINT stop the runner; a second one ends the process at once. Returns what restores
+    the previous handlers (so `main()` called in-process leaves the caller's handlers as they were)."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def handle(signum, _frame) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
         stopping.set()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+        for sig in previous:
+            signal.signal(sig, signal.SIG_DFL)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for sig in previous:
+        signal.signal(sig, handle)
+    return restore
 
 
 if __name__ == "__main__":

@@ -86,7 +86,8 @@ class InferenceWorker:
                 if frame is None and self.source.ended:
                     frame = self.source.get(timeout=0)  # a frame handed over just before the end
                     if frame is None:
-                        log.info("source %s ended; %d frames inferred", self.id, self._inferred)
+                        log.info("source %s %s; %d frames inferred", self.id, self.source.stats()["state"],
+                                 self._inferred)
                         self._done.set()
                         return
                 if frame is not None:
