@@ -110,30 +110,44 @@ class MemoryReader:
         pass
 
 
+@dataclass(frozen=True)
+class Published:
+    at: float  # time.monotonic() when the message was committed to the outbox
+    captured: float
+    index: int
+    version: str
+    latency_ms: dict  # the predictor's own preprocess / inference / total for this frame
+
+
 class PublishClock:
     """A sink placed after the MQTT sink: when each frame's message was committed to the outbox."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[float, float, int, str]] = []  # (published, captured, frame index, version)
+        self.records: list[Published] = []
         self._lock = threading.Lock()
 
     def __call__(self, inferred) -> None:
-        now = time.monotonic()
+        record = Published(time.monotonic(), inferred.frame.captured, inferred.frame.index,
+                           inferred.result.model["version"], dict(inferred.result.latency_ms))
         with self._lock:
-            self.records.append((now, inferred.frame.captured, inferred.frame.index, inferred.result.model["version"]))
+            self.records.append(record)
 
-    def snapshot(self) -> list[tuple[float, float, int, str]]:
+    def snapshot(self) -> list[Published]:
         with self._lock:
             return list(self.records)
 
 
-def throughput(records: list[tuple[float, float, int, str]]) -> dict:
-    """Frames/s from the first to the last publish, and frame age at publish (capture -> outbox)."""
-    published = np.array([r[0] for r in records])
-    ages = np.array([(r[0] - r[1]) * 1000 for r in records])
+def throughput(records: list[Published]) -> dict:
+    """Frames/s from the first to the last publish, frame age at publish (capture -> outbox), and the
+    predictor's own step times inside the runner (medians)."""
+    published = np.array([r.at for r in records])
+    ages = np.array([(r.at - r.captured) * 1000 for r in records])
     fps = (len(published) - 1) / (published[-1] - published[0]) if len(published) > 1 else 0.0
+    inside = {f"{step}_ms": round(float(np.median([r.latency_ms[step] for r in records])), 3)
+              for step in ("preprocess", "inference", "total")}
     return {"frames": len(records), "fps": round(float(fps), 1),
-            "age_p50_ms": round(float(np.percentile(ages, 50)), 2), "age_p99_ms": round(float(np.percentile(ages, 99)), 2)}
+            "age_p50_ms": round(float(np.percentile(ages, 50)), 2), "age_p99_ms": round(float(np.percentile(ages, 99)), 2),
+            "in_runner": inside}
 
 
 @dataclass

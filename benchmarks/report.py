@@ -30,11 +30,11 @@ def _end_to_end(section: dict) -> str:
     for kind in ("file", "frames"):
         f = section[kind]
         rows.append([f["label"], f["fps"], f["slowest_stage"], f["slowest_fps"], f"{f['efficiency']:.2f}",
-                     f["age_p50_ms"], f["age_p99_ms"], f["frames"]])
+                     f["in_runner"]["total_ms"], f["age_p50_ms"], f["age_p99_ms"], f["frames"]])
     stages = table(["stage alone", "median ms/frame", "frames/s"],
                    [[name, s["median_ms"], s["fps"]] for name, s in section["stages"].items()])
     return stages + "\n" + table(["runner on", "frames/s", "slowest stage", "its frames/s", "efficiency",
-                                  "age p50 ms", "age p99 ms", "frames"], rows)
+                                  "predict ms in runner", "age p50 ms", "age p99 ms", "frames"], rows)
 
 
 def _publisher(section: dict) -> str:
@@ -45,17 +45,18 @@ def _publisher(section: dict) -> str:
 
 def _training(section: dict) -> str:
     rates = section["images_per_s"]
-    rows = [[mode, rate] for mode, rate in rates.items()]
-    return (table(["mode", "images/s"], rows) + f"\ndata pipeline / in-memory {section['pipeline_vs_in_memory']:.2f}, "
+    rows = [[mode, rate, section["cpu_ms_per_image"][mode]] for mode, rate in rates.items()]
+    return (table(["mode", "images/s", "CPU-ms/image"], rows) + f"\ndata pipeline / in-memory {section['pipeline_vs_in_memory']:.2f}, "
             f"hybridized / imperative {section['hybridized_vs_imperative']:.2f}x, one sample "
             f"{section['one_sample_ms']} ms in one thread; data: {section['data']}")
 
 
 def _hot_swap(section: dict) -> str:
-    rows = [["steady state", section["baseline_gap_ms"]], ["during the swap", section["swap_gap_ms"]]]
-    return (table(["window", "longest gap ms"], rows) + f"\nframe interval {section['interval_ms']} ms; "
-            f"swap {section['from_version']} -> {section['to_version']} took {section['swap_s']} s (download to "
-            f"activated); frames dropped during it: {section['drops_during_swap']}")
+    rows = [["steady state", section["baseline_gap_ms"], "-", "-"]]
+    rows += [[f"swap to {s['to']}", s["gap_ms"], s["swap_s"], s["drops"]] for s in section["swaps"]]
+    return (table(["window", "longest gap ms", "notice -> activated s", "frames dropped"], rows)
+            + f"\nframe interval {section['interval_ms']} ms; stall of the worst swap "
+              f"{section['stall_intervals']} frame intervals")
 
 
 def _targets(rows: list[dict]) -> str:
