@@ -20,6 +20,7 @@ from benchmarks.machine import Settings
 from benchmarks.video import make_video
 from edge.package.codec import preprocess
 from edge.predictor import Predictor
+from edge.package.runtimes import default_threads
 from edge.readers import open_reader
 from edge.sources import Source, SourceConfig
 
@@ -75,14 +76,14 @@ def serve(package, source, url: str, state, threads: int, timeout_s: float) -> d
     return throughput(records)
 
 
-def efficiency(label: str, measured: dict, found: dict, names: tuple[str, ...], threads: int) -> dict:
+def efficiency(label: str, measured: dict, found: dict, names: tuple[str, ...], cores: int) -> dict:
     """End-to-end frames/s against the slowest stage alone, and the bounds that explain the gap."""
     slowest = min(names, key=lambda n: found[n]["fps"])
     predict = found["predict"]
     cpu_ms = predict["cpu_ms"] + (found["decode"]["cpu_ms"] if "decode" in names else 0.0)
     out = {"label": label, **measured, "slowest_stage": slowest, "slowest_fps": found[slowest]["fps"],
            "efficiency": round(measured["fps"] / found[slowest]["fps"], 3),
-           "worker_bound_fps": round(1000 / predict["median_ms"], 1), "cpu_bound_fps": round(threads * 1000 / cpu_ms, 1)}
+           "worker_bound_fps": round(1000 / predict["median_ms"], 1), "cpu_bound_fps": round(cores * 1000 / cpu_ms, 1)}
     inside, per_frame = measured["in_runner"], 1000 / measured["fps"]
     decoding = inside["total_ms"] - inside["preprocess_ms"] - inside["inference_ms"]
     out["limit"] = (f"{measured['fps']} frames/s = {per_frame:.1f} ms per published frame, while {slowest} alone allows "
@@ -91,7 +92,7 @@ def efficiency(label: str, measured: dict, found: dict, names: tuple[str, ...], 
                     f"inference {inside['inference_ms']}, output decoding/NMS {decoding:.2f}; alone: predict "
                     f"{predict['median_ms']} ms), and the other {per_frame - inside['total_ms']:.1f} ms went to the payload "
                     "and outbox commit, the frame handoff, and waiting for the cores and the GIL held by the source and "
-                    f"publisher threads. All stages together need {cpu_ms:.1f} CPU-ms per frame alone: {threads} cores "
+                    f"publisher threads. All stages together need {cpu_ms:.1f} CPU-ms per frame alone: {cores} cores "
                     f"allow at most {out['cpu_bound_fps']} frames/s")
     return out
 
@@ -100,6 +101,7 @@ def run(settings: Settings) -> dict:
     if not available():
         return {"title": "Runner end to end", "skipped": "mosquitto is not installed (apt-get install mosquitto)"}
     package = detector_package(settings)
+    cores = default_threads()
     n = settings.runs(300, 60)
     video, codec = make_video(settings.work / "video-1080p.mp4", n, settings.root / "data" / "demo" / "video.mp4")
     found, frames = stages(video, package, settings.threads, n)
@@ -113,9 +115,7 @@ def run(settings: Settings) -> dict:
     return {"title": f"Runner end to end: {package.manifest.name} ({found['inference']['variant']}, "
                      f"{settings.threads} threads) publishing every frame at QoS 1",
             "stages": found,
-            "file": efficiency("1080p video file", on_file, found, ("decode", "preprocess", "inference"),
-                               settings.threads),
-            "frames": efficiency("pre-decoded 1080p frames", on_frames, found, ("preprocess", "inference"),
-                                 settings.threads),
+            "file": efficiency("1080p video file", on_file, found, ("decode", "preprocess", "inference"), cores),
+            "frames": efficiency("pre-decoded 1080p frames", on_frames, found, ("preprocess", "inference"), cores),
             "notes": [f"video: {codec}", f"package: {package.note}",
                       "frame age = capture (frame handed over by the source thread) -> message committed to the outbox"]}

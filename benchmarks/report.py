@@ -30,11 +30,13 @@ def _end_to_end(section: dict) -> str:
     for kind in ("file", "frames"):
         f = section[kind]
         rows.append([f["label"], f["fps"], f["slowest_stage"], f["slowest_fps"], f"{f['efficiency']:.2f}",
-                     f["in_runner"]["total_ms"], f["age_p50_ms"], f["age_p99_ms"], f["frames"]])
-    stages = table(["stage alone", "median ms/frame", "frames/s"],
-                   [[name, s["median_ms"], s["fps"]] for name, s in section["stages"].items()])
+                     f["worker_bound_fps"], f["cpu_bound_fps"], f["in_runner"]["total_ms"], f["age_p50_ms"],
+                     f["age_p99_ms"], f["frames"]])
+    stages = table(["stage alone", "median ms/frame", "frames/s", "CPU-ms/frame"],
+                   [[name, s["median_ms"], s["fps"], s["cpu_ms"]] for name, s in section["stages"].items()])
     return stages + "\n" + table(["runner on", "frames/s", "slowest stage", "its frames/s", "efficiency",
-                                  "predict ms in runner", "age p50 ms", "age p99 ms", "frames"], rows)
+                                  "worker bound", "CPU bound", "predict ms in runner", "age p50 ms", "age p99 ms",
+                                  "frames"], rows)
 
 
 def _publisher(section: dict) -> str:

@@ -60,7 +60,7 @@ def measure_model(model: ModelUnderTest, batch_size: int, settings: Settings) ->
     frames = [rng.integers(0, 256, (model.size, model.size, 3), dtype=np.uint8) for _ in range(batch_size)]
     batch = preprocess(frames, model.input_spec())
     timed = runners(model, settings.threads)
-    rounds, budget = settings.runs(5, 1), settings.runs(0.4, 0.25)
+    rounds, budget = settings.runs(7, 1), settings.runs(0.5, 0.25)
     runs = {vid: _runs_for(run, batch, budget, settings.runs(30, 8)) for vid, (_, run) in timed.items()}
     medians: dict[str, list[float]] = {vid: [] for vid in timed}
     for _ in range(rounds):
