@@ -24,6 +24,7 @@ from edge.registry import MlflowRegistry
 from tests.edge.packages import BuiltPackage, TinyPackages, rewrite
 
 MODEL = "tiny-detector"
+CLASSIFIER = "tiny-classifier"
 DEVICE = "cam-01"
 FLEET = "test"
 
@@ -45,6 +46,7 @@ def nan_weights(path: Path) -> None:
 class RegistryTemplate:
     db: Path
     versions: dict[str, str]  # role -> registry version
+    models: dict[str, str]  # role -> model name
 
 
 def make_registry_template(packages: TinyPackages, root: Path) -> RegistryTemplate:
@@ -56,6 +58,7 @@ def make_registry_template(packages: TinyPackages, root: Path) -> RegistryTempla
         "v2": rewrite(det, root / "v2", "onnx-fp32", lambda _: None, key=key, evaluation={"map": 0.6}),
         "tampered": rewrite(det, root / "tampered", "onnx-fp32", lambda _: None, key=key, evaluation={"map": 0.7}),
         "nan": rewrite(det, root / "nan", "onnx-fp32", nan_weights, key=key, evaluation={"map": 0.8}),
+        "cls": packages.classifier,
     }
     writer = MlflowRegistryWriter(f"sqlite:///{root / 'mlflow.db'}")
     versions = {}
@@ -64,18 +67,19 @@ def make_registry_template(packages: TinyPackages, root: Path) -> RegistryTempla
         versions[role] = registered.version
         if role == "tampered":  # the stored archive is replaced by another valid package after registration
             shutil.copyfile(roles["v2"].archive, Path(unquote(urlparse(registered.uri).path)))
-    return RegistryTemplate(root / "mlflow.db", versions)
+    return RegistryTemplate(root / "mlflow.db", versions, {r: p.manifest.name for r, p in roles.items()})
 
 
 @dataclass
 class DeviceRegistry:
     uri: str
     versions: dict[str, str]
+    models: dict[str, str]
 
     def promote(self, role: str) -> str:
         from pipelines.registry import MlflowRegistryWriter
 
-        MlflowRegistryWriter(self.uri).set_alias(MODEL, "production", self.versions[role])
+        MlflowRegistryWriter(self.uri).set_alias(self.models[role], "production", self.versions[role])
         return self.versions[role]
 
     def fleet_notice(self, port: int, fleet: str = FLEET, prefix: str = "lensops") -> dict:
@@ -96,7 +100,7 @@ class DeviceRegistry:
 def copy_registry(template: RegistryTemplate, folder: Path) -> DeviceRegistry:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(template.db, folder / "mlflow.db")
-    return DeviceRegistry(f"sqlite:///{folder / 'mlflow.db'}", dict(template.versions))
+    return DeviceRegistry(f"sqlite:///{folder / 'mlflow.db'}", dict(template.versions), dict(template.models))
 
 
 def device_yaml(path: Path, registry: DeviceRegistry, mqtt_url: str, sources: list[dict], public_key: Path,

@@ -33,8 +33,10 @@ def test_every_frame_is_published_with_contiguous_seq_and_valid_payloads(
     registry = copy_registry(registry_template, tmp_path / "registry")
     v1 = registry.promote("v1")
     collector = collectors(mosquitto.port, ["lensops/#"])
+    capture = {"dir": str(tmp_path / "capture"), "task": "detection", "policy": {"random_rate": 1.0, "seed": 0},
+               "max_files": 5}
     config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
-                         [{"id": "door", "uri": str(video), "fps": 60}], tiny_packages.public_key)
+                         [{"id": "door", "uri": str(video), "fps": 60}], tiny_packages.public_key, capture=capture)
     # when the runner plays it to the end
     started = time.monotonic()
     running = run_device(config, exit_when_done=True)
@@ -58,6 +60,9 @@ def test_every_frame_is_published_with_contiguous_seq_and_valid_payloads(
     online = [s for s in statuses if s["state"] == "online" and (s["sources"]["door"]["model"] or {}).get("version")]
     assert online and online[-1]["sources"]["door"]["model"]["version"] == v1, statuses[-3:]
     assert statuses[-1]["state"] == "offline", "a clean stop leaves the retained status offline"
+    # and frames were captured for retraining on the capture thread, within the bound
+    captured = sorted((tmp_path / "capture/JPEGImages").glob("*.jpg"))
+    assert 1 <= len(captured) <= 5 and (tmp_path / "capture/labels.txt").is_file(), captured
     print(f"120 frames published in {elapsed:.1f} s (incl. model download and staging)")
 
 

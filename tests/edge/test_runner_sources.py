@@ -15,7 +15,7 @@ import pytest
 
 from tests.edge.packages import tiny_packages  # noqa: F401 (fixture)
 from tests.edge.runner_fixtures import registry_template, run_device, video  # noqa: F401 (fixtures)
-from tests.edge.runner_setup import MODEL, copy_registry, device_yaml, inference, of_topic, wait_until
+from tests.edge.runner_setup import CLASSIFIER, MODEL, copy_registry, device_yaml, inference, of_topic, wait_until
 from tests.edge.test_stream import CHROMIUM, colour_mask, regions
 
 pytestmark = pytest.mark.slow  # the packages come from a real (tiny) training run
@@ -41,17 +41,22 @@ def healthz(url: str) -> tuple[int, str]:
 
 def test_vanished_source_is_retried_and_degraded_while_the_other_keeps_publishing(
         registry_template, tiny_packages, video, mosquitto, collectors, run_device, tmp_path):
-    # given a device with a looping video and a looping image folder
+    # given a device with a looping video (the detector) and a looping image folder (its own model, a classifier)
     registry = copy_registry(registry_template, tmp_path / "registry")
     registry.promote("v1")
+    classifier = registry.promote("cls")
     shelf = image_folder(tmp_path / "shelf")
     collector = collectors(mosquitto.port, ["lensops/#"])
     config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
                          [{"id": "door", "uri": str(video), "loop": True, "fps": 20},
-                          {"id": "shelf", "uri": str(shelf), "loop": True, "fps": 10, "reconnect_backoff_max_s": 1}],
+                          {"id": "shelf", "uri": str(shelf), "loop": True, "fps": 10, "reconnect_backoff_max_s": 1,
+                           "model": CLASSIFIER}],
                          tiny_packages.public_key, stream={"port": 0, "host": "127.0.0.1"})
     running = run_device(config)
     assert collector.wait_for(lambda ms: inference(ms, "door") and inference(ms, "shelf"), 60), "not both publishing"
+    models = {source: {(r["model"]["name"], r["model"]["version"]) for r in inference(collector.messages, source)}
+              for source in ("door", "shelf")}
+    assert models["shelf"] == {(CLASSIFIER, classifier)} and {m for m, _ in models["door"]} == {MODEL}, models
     # when the image folder disappears
     shutil.move(shelf, tmp_path / "elsewhere")
 
