@@ -114,3 +114,30 @@ def _iso(seconds: float) -> str:
     from edge.mqtt.payloads import utc_timestamp
 
     return utc_timestamp(seconds)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_stop_the_runner_cleanly(registry_template, tiny_packages, video, mosquitto, collectors,
+                                                     tmp_path, signum):
+    # given a runner process serving a looping replay
+    registry = copy_registry(registry_template, tmp_path / "registry")
+    registry.promote("v1")
+    collector = collectors(mosquitto.port, [f"lensops/{DEVICE}/#"])
+    config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
+                         [{"id": "door", "uri": str(video), "loop": True, "fps": 20}], tiny_packages.public_key)
+    log = tmp_path / "runner.log"
+    runner = start_runner(config, log)
+    try:
+        assert collector.wait_for(lambda ms: len(inference(ms)) >= 10, 90), log.read_text()[-3000:]
+        # when it gets the signal
+        os.kill(runner.pid, signum)
+        code = runner.wait(30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    # then it exits 0, having sent everything and said offline itself (the full status, not the last will)
+    assert code == 0, log.read_text()[-3000:]
+    assert "runner cam-01 stopped" in log.read_text()
+    status = [m.json() for m in collector.messages if m.topic == f"lensops/{DEVICE}/status"][-1]
+    assert status["state"] == "offline" and "sources" in status, status
+    assert status["outbox"]["depth"] == 0 and status["sources"]["door"]["last_seq"] == max(seqs(collector)), status
