@@ -53,6 +53,7 @@ class Runner:
         self._status_due = threading.Event()
         self._status_thread: Optional[threading.Thread] = None
         self._started = False
+        self._stop_lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: DeviceConfig, state_dir: Optional[Path] = None) -> "Runner":
@@ -124,9 +125,10 @@ class Runner:
 
     def stop(self) -> None:
         """Stop sources and workers, send what the outbox holds (briefly), say offline, close the page."""
-        if not self._started:
-            return
-        self._started = False
+        with self._stop_lock:  # run()'s finally and a caller may both stop
+            if not self._started:
+                return
+            self._started = False
         self.stopping.set()
         for source in self.sources:
             source.stop()
