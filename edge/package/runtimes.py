@@ -79,6 +79,9 @@ class OnnxRuntimeSession:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # No busy-waiting between calls: a camera loop leaves gaps between frames, and spinning threads
+        # steal those cores from decoding and publishing (measured in benchmarks/: runner frames/s up).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.variant = variant
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
