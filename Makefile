@@ -28,6 +28,10 @@ demo: env
 	dvc repro
 	dvc metrics show
 	$(BIN)/python -m pipelines.report
+	@echo "== edge runner: device.yaml, the demo video, shapes-detector@production; broker 127.0.0.1:1883 =="
+	$(BIN)/lensops broker --host 127.0.0.1 --port 1883 & pid=$$!; sleep 3; \
+	$(BIN)/lensops edge run --config device.yaml --exit-when-done --print-messages 3; status=$$?; \
+	kill $$pid 2>/dev/null; exit $$status
 
 # Measured speed of every stage, side by side (benchmarks/README.md); writes reports/bench/.
 bench: env

@@ -361,9 +361,13 @@ def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generat
             continue
         mask, x0, y0 = cropped
         paint(frame, mask, x0, y0, mover.fill.pixels(*mask.shape, rng))
-        if mask.sum() / 255.0 >= 0.3 * _polygon_area(pts):
+        visible = mask.sum() / 255.0 / max(_polygon_area(pts), 1e-6)
+        if visible >= 0.3:
+            # Like VOC's "difficult": an object cut by the frame edge beyond what the training data
+            # shows (at most 25% cut) may or may not be detected; counts treat it as optional.
             objects.append({"label": CLASSES[mover.label],
-                            "box": [round(box[0] / w, 5), round(box[1] / h, 5), round(box[2] / w, 5), round(box[3] / h, 5)]})
+                            "box": [round(box[0] / w, 5), round(box[1] / h, 5), round(box[2] / w, 5), round(box[3] / h, 5)],
+                            "visible": round(float(min(visible, 1.0)), 3), "difficult": bool(visible < 0.75)})
     return objects
 
 
