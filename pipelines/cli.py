@@ -16,7 +16,21 @@ from edge.package import PackageError
 from edge.registry import RegistryError
 from pipelines.config import Params, load_params
 
-USER_ERRORS = (PackageError, RegistryError, ValueError, FileNotFoundError, ConnectionError)
+from training.errors import LensOpsError
+
+USER_ERRORS = (PackageError, RegistryError, LensOpsError, ValueError, FileNotFoundError, ConnectionError)
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -64,7 +78,7 @@ def cmd_package(args, params: Optional[Params]) -> int:
         raise FileNotFoundError(f"{evaluation}: missing metrics file (run `lensops evaluate --model {args.model}` first)")
     archive = Path(args.out or f"packages/{args.model}.tar.gz")
     manifest, sha = build_and_pack(Path(args.build or f"build/{args.model}"), archive.with_suffix("").with_suffix(""),
-                                   archive, json.loads(evaluation.read_text()), params.pipeline.sign_key)
+                                   archive, _load_json(evaluation), params.pipeline.sign_key)
     _write_json(Path(f"reports/package/{args.model}.json"),
                 {"name": manifest.name, "version": manifest.version, "archive": str(archive), "sha256": sha,
                  "variants": [v.id for v in manifest.variants], "signed": params.pipeline.sign_key is not None})
@@ -85,15 +99,23 @@ def _package_verify(args) -> int:
 
 
 def cmd_register(args, params: Params) -> int:
-    from edge.package import read_manifest, sha256_file
+    from edge.package import sha256_file
     from pipelines.registry import open_writer
 
+    import tempfile
+
+    from edge.package import open_package
+
     cfg = params.pipeline.registry
+    entry = params.model(args.model)
     archive = Path(args.package or f"packages/{args.model}.tar.gz")
     if not archive.is_file():
         raise FileNotFoundError(f"{archive}: no such package archive")
-    folder = archive.with_suffix("").with_suffix("")
-    manifest = read_manifest(folder)
+    with tempfile.TemporaryDirectory() as tmp:  # register what the archive holds, verified
+        _, manifest = open_package(archive, Path(tmp))
+    if manifest.name != entry.name:
+        raise ValueError(f"{archive}: package name '{manifest.name}' differs from params.yaml models.{args.model}.name "
+                         f"'{entry.name}'")
     writer = open_writer(cfg.type, cfg.uri, **cfg.model_dump(exclude={"type", "uri"}))
     registered = writer.register(archive, manifest, sha256_file(archive), {"dvc_stage": f"register@{args.model}"})
     _write_json(Path(args.out or f"reports/register/{args.model}.json"),
@@ -112,12 +134,16 @@ def cmd_promote(args, params: Params) -> int:
     entry = params.model(args.model)
     cfg = params.pipeline
     writer = open_writer(cfg.registry.type, cfg.registry.uri, **cfg.registry.model_dump(exclude={"type", "uri"}))
-    task = json.loads((Path(entry.model_dir) / "model.json").read_text())["task"] if args.task is None else args.task
+    task = args.task or _load_json(Path(entry.model_dir) / "model.json").get("task")
+    if task not in ("classification", "detection"):
+        raise ValueError(f"{Path(entry.model_dir) / 'model.json'}: task {task!r} is not classification or detection")
     report = promote(writer, entry.name, entry.data, task, cfg.promote, cfg.parity,
                      Path(args.out or f"reports/promote/{args.model}"), dry_run=args.dry_run)
     print("\n".join([f"{entry.name}: {'PROMOTE' if report['promote'] else 'KEEP'} ({report['action']})"]
                     + [f"  - {r}" for r in report["reasons"]]))
-    if cfg.promote.mqtt_url and report["action"] == "moved" and not args.dry_run:
+    # Re-published while the challenger holds the alias, so a notice lost to a broker outage is sent next time.
+    holds = report["production_version"] == report["challenger"]["version"]
+    if cfg.promote.mqtt_url and holds and not args.dry_run:
         c = report["challenger"]
         topic = fleet.publish_notice(cfg.promote.mqtt_url, cfg.promote.topic_prefix, cfg.promote.fleet,
                                      fleet.notice(entry.name, cfg.promote.alias, c["version"], c["uri"], c["sha256"]))

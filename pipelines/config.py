@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from pipelines.optimize.variants import VARIANTS
 
@@ -22,7 +22,7 @@ class ParityGate(_Strict):
 
 class RegistryConfig(_Strict):
     type: Literal["mlflow", "sagemaker"] = "mlflow"
-    uri: Optional[str] = Field(None, description="MLflow tracking URI (default: sqlite:///mlflow.db; MLFLOW_TRACKING_URI wins)")
+    uri: Optional[str] = Field(None, description="MLflow URI; when null, MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     s3_bucket: Optional[str] = Field(None, description="SageMaker backend: bucket for packages")
     s3_prefix: str = "lensops/packages"
     region: Optional[str] = None
@@ -43,7 +43,7 @@ class PromoteConfig(_Strict):
 
 class PipelineConfig(_Strict):
     registry: RegistryConfig = RegistryConfig()
-    variants: tuple[str, ...] = VARIANTS
+    variants: Annotated[tuple[str, ...], AfterValidator(_check_variants)] = VARIANTS
     calibration_images: int = Field(256, ge=1, description="training images, drawn at random, that calibrate int8")
     latency_runs: int = Field(50, ge=3)
     golden_samples: int = Field(4, ge=0)
@@ -51,6 +51,15 @@ class PipelineConfig(_Strict):
     sign_key: Optional[Path] = Field(None, description="Ed25519 private key (PEM) to sign packages with")
     parity: ParityGate = ParityGate()
     promote: PromoteConfig = PromoteConfig()
+
+
+def _check_variants(variants: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    if not variants:
+        raise ValueError("at least one variant")
+    return variants
 
 
 class ModelEntry(_Strict):
@@ -78,6 +87,8 @@ def load_params(path: Path) -> Params:
         raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
     try:
         return Params.model_validate({"pipeline": raw.get("pipeline") or {}, "models": raw.get("models") or {}})
     except ValidationError as exc:

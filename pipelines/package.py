@@ -39,13 +39,17 @@ def _lineage(report: dict) -> dict:
 
 
 def build_package(build_dir: Path, out_dir: Path, evaluation: Optional[dict] = None,
-                  sign_key: Optional[Path] = None) -> Manifest:
+                  sign_key: Optional[Path] = None, before_swap=None) -> Manifest:
     """Write the package folder `out_dir` (replaced if present) from an optimize build folder."""
     build_dir, out_dir = Path(build_dir), Path(out_dir)
     report_path = build_dir / "optimize.json"
     if not report_path.is_file():
         raise PackageError(f"{report_path}: missing (run `lensops optimize` first)")
-    report = json.loads(report_path.read_text())
+    try:
+        report = json.loads(report_path.read_text())
+        report["variants"], report["reference"], report["input"]  # noqa: B018 (the keys this code reads)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PackageError(f"{report_path}: not an optimize report ({type(exc).__name__}: {exc})") from None
     passed = {vid: row for vid, row in report["variants"].items() if row["passed"]}
     if not passed:
         reasons = "; ".join(f"{vid}: {row['reason']}" for vid, row in report["variants"].items())
@@ -80,7 +84,7 @@ def build_package(build_dir: Path, out_dir: Path, evaluation: Optional[dict] = N
             [sorted(v.files.items()) for v in variants] + [sorted(sample_files.items())]).encode()).hexdigest()
         manifest = Manifest(
             name=report["model"], version=content[:12], task=report["task"], labels=tuple(report["labels"]),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created=report.get("built_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
             input=InputSpec(**report["input"]), output=OutputSpec(**report["output"]),
             variants=tuple(variants), samples=tuple(samples), sample_files=sample_files,
             metrics=_metrics(report, evaluation), lineage=_lineage(report))
@@ -88,6 +92,8 @@ def build_package(build_dir: Path, out_dir: Path, evaluation: Optional[dict] = N
         if sign_key:
             sign_manifest(tmp, sign_key)
         verify_dir(tmp)
+        if before_swap:
+            before_swap(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -99,7 +105,7 @@ def build_package(build_dir: Path, out_dir: Path, evaluation: Optional[dict] = N
 
 def build_and_pack(build_dir: Path, out_dir: Path, archive: Path, evaluation: Optional[dict] = None,
                    sign_key: Optional[Path] = None) -> tuple[Manifest, str]:
-    """Package folder + .tar.gz; returns the manifest and the archive's sha256."""
-    manifest = build_package(build_dir, out_dir, evaluation, sign_key)
-    pack(out_dir, archive)
+    """Package folder + .tar.gz; returns the manifest and the archive's sha256. The archive is written
+    (atomically) before the folder is swapped in, so folder and archive never disagree."""
+    manifest = build_package(build_dir, out_dir, evaluation, sign_key, before_swap=lambda tmp: pack(tmp, archive))
     return manifest, sha256_file(archive)

@@ -45,6 +45,10 @@ class Decision:
 def _parity_failures(contender: Contender, task: str, gate: ParityGate) -> list[str]:
     out = []
     for vid, figures in contender.parity.items():
+        needed = ("top1_agreement", "accuracy_drop_pt") if task == "classification" else ("map_drop_pt",)
+        if any(k not in figures for k in needed):
+            out.append(f"{vid}: no parity figures ({', '.join(needed)}) in the manifest")
+            continue
         if task == "classification":
             if figures.get("top1_agreement", 1.0) < gate.min_top1_agreement:
                 out.append(f"{vid}: top-1 agreement {figures['top1_agreement']:.4f} < {gate.min_top1_agreement}")
@@ -87,6 +91,9 @@ def decide(challenger: Contender, champion: Optional[Contender], task: str, metr
     return Decision(ok, reasons)
 
 
+SCORED_VARIANTS = ("onnx-fp32", "openvino-fp32", "mxnet-fp32")  # the same fp32 graph for every contender
+
+
 def measure(registry: RegistryWriter, resolved: Resolved, split: evaluate.Split, metric: str,
             workdir: Path, public_key: Optional[Path] = None) -> Contender:
     """Download, verify and score one registered package on `split`."""
@@ -102,10 +109,15 @@ def measure(registry: RegistryWriter, resolved: Resolved, split: evaluate.Split,
         raise ValueError(f"{resolved.model} v{resolved.version}: labels {list(manifest.labels)} differ from the "
                          f"evaluation data's {split.classes}")
     ids = [v.id for v in manifest.variants]
-    variant = manifest.variant("onnx-fp32") if "onnx-fp32" in ids else choose_variant(manifest)
+    # Score with an fp32 variant, the same kind for champion and challenger (not whatever is fastest here).
+    scored = next((vid for vid in SCORED_VARIANTS if vid in ids), None)
+    variant = manifest.variant(scored) if scored else choose_variant(manifest)
     session = open_session(package_dir, manifest, variant)
     predictions = evaluate.predict(session.run, split, manifest.input, manifest.output)
     metrics = evaluate.score(split, predictions)
+    if metric not in metrics:
+        raise ValueError(f"pipeline.promote.metric: '{metric}' is not measured for {manifest.task} "
+                         f"(measured: {', '.join(metrics)})")
     latencies = [v.latency.median_ms for v in manifest.variants if v.latency]
     return Contender(version=resolved.version, metric=metrics[metric], metrics=metrics, variant=variant.id,
                      parity={v.id: dict(v.parity) for v in manifest.variants},

@@ -69,9 +69,17 @@ class MlflowRegistryWriter(MlflowRegistry):
         return None
 
     def register(self, archive: Path, manifest: Manifest, sha256: str, tags: dict[str, str]) -> Registered:
+        self._check_reachable()
+        try:
+            return self._register(archive, manifest, sha256, tags)
+        except RegistryError:
+            raise
+        except Exception as exc:  # MlflowException, connection errors: one clear line
+            raise RegistryError(f"registry {self.uri}: registering {manifest.name} failed: {_short(exc)}") from None
+
+    def _register(self, archive: Path, manifest: Manifest, sha256: str, tags: dict[str, str]) -> Registered:
         from mlflow.exceptions import MlflowException
 
-        self._check_reachable()
         model = manifest.name
         existing = self._existing(model, sha256)
         if existing is not None:
@@ -104,18 +112,24 @@ class MlflowRegistryWriter(MlflowRegistry):
             self.client.set_terminated(run_id, "FINISHED")
             return Registered(model, str(version.version), f"{source}/{PACKAGE_FILE}", sha256, True)
         except BaseException as exc:
-            if version is not None:
-                self.client.delete_model_version(model, version.version)
-            try:
-                self.client.delete_run(run_id)
-            except Exception:
-                pass
+            kept = []
+            for what, undo in (("version", lambda: version is not None and self.client.delete_model_version(model, version.version)),
+                               ("run", lambda: self.client.delete_run(run_id))):
+                try:
+                    undo()
+                except Exception:
+                    kept.append(what)
             if isinstance(exc, Exception) and not isinstance(exc, RegistryError):
-                raise RegistryError(f"registry {self.uri}: registering {model} failed, nothing kept: {_short(exc)}") from None
+                left = f"could not remove the {' and '.join(kept)} it made" if kept else "nothing kept"
+                raise RegistryError(f"registry {self.uri}: registering {model} failed, {left}: {_short(exc)}") from None
             raise
 
     def set_alias(self, model: str, alias: str, version: str) -> None:
-        self.client.set_registered_model_alias(model, alias, str(version))
+        try:
+            self.client.set_registered_model_alias(model, alias, str(version))
+        except Exception as exc:
+            raise RegistryError(f"registry {self.uri}: cannot point {model}@{alias} at version {version}: "
+                                f"{_short(exc)}") from None
 
     def alias_version(self, model: str, alias: str) -> Optional[str]:
         try:

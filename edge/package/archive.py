@@ -11,6 +11,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -91,37 +92,47 @@ def safe_extract(archive: Path, dest: Path, max_member: int = MAX_MEMBER_BYTES,
     try:
         try:
             tar = tarfile.open(archive, "r:*")
-        except (tarfile.TarError, OSError) as exc:
-            raise PackageError(f"{archive}: not a readable tar archive ({exc})") from None
-        total = 0
-        with tar:
-            for member in tar:
-                name = member.name
-                parts = Path(name).parts
-                if member.isdir() and not parts:  # "." of `tar -C dir -czf x.tgz .`
-                    continue
-                if name.startswith("/") or ".." in parts or not parts:
-                    raise PackageError(f"{archive}: member '{name}' has an unsafe path")
-                if not (member.isfile() or member.isdir()):
-                    raise PackageError(f"{archive}: member '{name}' is a link or device")
-                if member.size > max_member:
-                    raise PackageError(f"{archive}: member '{name}' is {member.size} bytes (limit {max_member})")
-                total += member.size
-                if total > max_total:
-                    raise PackageError(f"{archive}: more than {max_total} bytes unpacked")
-                target = tmp / name
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(member)
-                with open(target, "wb") as fh:
-                    shutil.copyfileobj(src, fh)
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PackageError(f"{archive}: not a readable tar archive ({first})") from None
+        try:
+            _extract_members(tar, archive, tmp, max_member, max_total)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PackageError(f"{archive}: corrupt archive ({first})") from None
         os.replace(tmp, dest)
         return dest
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _extract_members(tar: tarfile.TarFile, archive: Path, tmp: Path, max_member: int, max_total: int) -> None:
+    """Copy regular files and folders of `tar` into `tmp`; PackageError for anything unsafe."""
+    total = 0
+    with tar:
+        for member in tar:
+            name = member.name
+            parts = Path(name).parts
+            if member.isdir() and not parts:  # "." of `tar -C dir -czf x.tgz .`
+                continue
+            if name.startswith("/") or ".." in parts or not parts:
+                raise PackageError(f"{archive}: member '{name}' has an unsafe path")
+            if not (member.isfile() or member.isdir()):
+                raise PackageError(f"{archive}: member '{name}' is a link or device")
+            if member.size > max_member:
+                raise PackageError(f"{archive}: member '{name}' is {member.size} bytes (limit {max_member})")
+            total += member.size
+            if total > max_total:
+                raise PackageError(f"{archive}: more than {max_total} bytes unpacked")
+            target = tmp / name
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(member)
+            with open(target, "wb") as fh:
+                shutil.copyfileobj(src, fh)
 
 
 def open_package(path: Path, workdir: Path, public_key: Optional[Path] = None) -> tuple[Path, Manifest]:

@@ -130,9 +130,23 @@ def parse_manifest(data: bytes, where: str = MANIFEST) -> Manifest:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         raise PackageError(f"{where}: field '{field}': {err['msg']}") from None
-    for path in manifest.all_files():
+    if not manifest.variants:
+        raise PackageError(f"{where}: field 'variants': a package holds at least one variant")
+    seen: dict[str, str] = {}
+    listed = [(p, h) for p, h in manifest.sample_files.items()] + [(p, h) for v in manifest.variants for p, h in v.files.items()]
+    for path, digest in listed:
         if path.startswith("/") or ".." in Path(path).parts or path in (MANIFEST, SIGNATURE):
             raise PackageError(f"{where}: file path '{path}' is not allowed")
+        if seen.setdefault(path, digest) != digest:
+            raise PackageError(f"{where}: file '{path}' is listed twice with different sha256")
+    # Everything a device opens must be a file the manifest pins by sha256.
+    for v in manifest.variants:
+        if v.entry not in v.files:
+            raise PackageError(f"{where}: variant '{v.id}' entry '{v.entry}' is not among its files")
+    for sample in manifest.samples:
+        for path in (sample.image, sample.expected):
+            if path not in manifest.sample_files:
+                raise PackageError(f"{where}: sample file '{path}' is not listed in sample_files")
     return manifest
 
 

@@ -128,3 +128,29 @@ def test_links_and_oversize_members_are_refused(tmp_path):
     with pytest.raises(PackageError, match="limit"):
         safe_extract(_tar_with(tmp_path, "big.tar.gz", tarfile.TarInfo("big.bin"), b"x" * 100), tmp_path / "b",
                      max_member=10)
+
+
+def test_manifest_paths_a_device_opens_must_be_pinned(signed, tmp_path):
+    import shutil
+
+    root, folder, archive, manifest = signed
+    for field, value in (("entry", "/etc/hostname"), ("image", "/etc/hostname")):
+        copy = tmp_path / field
+        shutil.copytree(folder, copy)
+        raw = json.loads((copy / MANIFEST).read_text())
+        if field == "entry":
+            raw["variants"][0]["entry"] = value
+        else:
+            raw["samples"][0]["image"] = value
+        (copy / MANIFEST).write_text(json.dumps(raw))
+        with pytest.raises(PackageError, match="not among its files|not listed in sample_files"):
+            verify_dir(copy)
+
+
+def test_a_truncated_archive_is_one_clear_error(signed, tmp_path, capsys):
+    root, folder, archive, manifest = signed
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    assert lensops(["package", "verify", str(cut)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "cut.tar.gz" in err and len(err.splitlines()) == 1
