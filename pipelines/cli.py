@@ -99,12 +99,10 @@ def _package_verify(args) -> int:
 
 
 def cmd_register(args, params: Params) -> int:
-    from edge.package import sha256_file
-    from pipelines.registry import open_writer
-
     import tempfile
 
-    from edge.package import open_package
+    from edge.package import open_package, sha256_file
+    from pipelines.registry import open_writer
 
     cfg = params.pipeline.registry
     entry = params.model(args.model)
