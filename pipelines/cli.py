@@ -16,6 +16,7 @@ from edge.package import PackageError
 from edge.registry import RegistryError
 from pipelines.config import Params, load_params
 
+from training.checkpoints import write_atomically
 from training.errors import LensOpsError
 
 USER_ERRORS = (PackageError, RegistryError, LensOpsError, ValueError, FileNotFoundError, ConnectionError)
@@ -34,10 +35,7 @@ def _load_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
 
 
 def cmd_evaluate(args, params: Params) -> int:

@@ -25,6 +25,7 @@ from pipelines import evaluate
 from pipelines.config import PipelineConfig
 from pipelines.optimize.export import OUTPUT_NAMES, inference_block
 from pipelines.optimize.variants import build_variants
+from training.checkpoints import write_atomically
 
 log = logging.getLogger(__name__)
 INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
@@ -107,9 +108,7 @@ def optimize(model_dir: Path, data: Path, build_dir: Path, report_dir: Path, cfg
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig) -> dict:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.edge.runner_setup import inference
+from tests.edge.test_config import MINIMAL  # the issue's minimal device.yaml, as written
 
 pytestmark = pytest.mark.slow
 
@@ -24,15 +25,6 @@ VIDEO, TRUTH = ROOT / "data/demo/video.mp4", ROOT / "data/demo/video_gt.json"
 MODEL = "shapes-detector"
 MIN_MATCHING = 0.90
 
-MINIMAL = """\
-device_id: cam-01
-fleet: demo
-registry: {type: mlflow, uri: "sqlite:///mlflow.db", model: shapes-detector, alias: production}
-sources:
-  - {id: door, uri: data/demo/video.mp4}
-mqtt: {url: "mqtt://127.0.0.1:1883", topic_prefix: lensops, qos: 1}
-stream: {port: 8080}
-"""
 
 
 def demo_registry(folder: Path) -> Path:
