@@ -1,14 +1,19 @@
-"""One inference thread per source: frame -> the model serving now -> the sinks (publish, stream, capture).
+"""Per source, two threads: frame -> the model serving now (inference), then -> the sinks (delivery).
 
-The worker reads `manager.current()` once per frame, so a hot swap lands between two frames and
-no frame is lost to it. Until a model serves it leaves frames in the source (a file waits, a
-camera keeps its newest frame). A frame whose model fails is reported to the manager; when that
-rolled the model back, the frame is run again on the restored model. Sinks are plain callables;
-one that raises is logged and counted, and the others still get the frame.
+The inference thread reads `manager.current()` once per frame, so a hot swap lands between two
+frames and no frame is lost to it. Until a model serves it leaves frames in the source (a file
+waits, a camera keeps its newest frame). A frame whose model fails is reported to the manager;
+when that rolled the model back, the frame is run again on the restored model.
+
+The delivery thread hands each inferred frame, in order, to the sinks (publish, stream, capture),
+so the outbox commit of frame N overlaps the inference of frame N+1. They are joined by a short
+queue (DELIVERY_DEPTH): when the sinks fall behind, inference waits rather than piling frames up.
+Sinks are plain callables; one that raises is logged and counted, and the others still get the frame.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -21,6 +26,8 @@ from edge.sources import Source
 log = logging.getLogger(__name__)
 
 POLL_S = 0.2  # how often a waiting worker looks at its stop flag
+DELIVERY_DEPTH = 2  # inferred frames waiting for the sinks, at most
+_END = None  # on the delivery queue: nothing follows
 
 
 @dataclass(frozen=True)
@@ -37,7 +44,7 @@ Sink = Callable[[Inferred], None]
 
 
 class InferenceWorker:
-    """`start()`, `stop()`, `stats()`; `done` once its source ended and every frame went through."""
+    """`start()`, `stop()`, `stats()`; `done` once its source ended and every frame went through the sinks."""
 
     def __init__(self, source: Source, manager: ModelManager, sinks: Sequence[tuple[str, Sink]]):
         self.source = source
@@ -46,10 +53,13 @@ class InferenceWorker:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._delivery: Optional[threading.Thread] = None
+        self._outgoing: "queue.Queue[Optional[Inferred]]" = queue.Queue(DELIVERY_DEPTH)
         self._lock = threading.Lock()
         self._inferred = self._failed = self._sink_errors = 0
         self._last_error: Optional[str] = None
         self._failing = False  # the last frame failed on the model
+        self._ended = False  # the source ended and every frame of it was inferred
         self._model: Optional[dict] = None
 
     @property
@@ -60,24 +70,39 @@ class InferenceWorker:
     def done(self) -> bool:
         return self._done.is_set()
 
+    def wait_done(self, timeout_s: Optional[float] = None) -> bool:
+        """Block until `done` (or the timeout); whether it is."""
+        return self._done.wait(timeout_s)
+
     def start(self) -> "InferenceWorker":
+        self._delivery = threading.Thread(target=self._deliver, name=f"deliver-{self.id}", daemon=True)
+        self._delivery.start()
         self._thread = threading.Thread(target=self._run, name=f"infer-{self.id}", daemon=True)
         self._thread.start()
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop inferring; the frames already inferred still go to the sinks."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if self._delivery is not None:
+            self._delivery.join(timeout_s)
 
     def stats(self) -> dict:
         with self._lock:
             return {"inferred": self._inferred, "failed": self._failed, "sink_errors": self._sink_errors,
                     "failing": self._failing, "model": self._model, "last_error": self._last_error}
 
-    # -- the thread ----------------------------------------------------------------------------
+    # -- the threads ----------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._infer_frames()
+        finally:
+            self._outgoing.put(_END)  # the delivery thread drains what is queued, then ends
+
+    def _infer_frames(self) -> None:
         try:
             while not self._stop.is_set():
                 if not self.manager.ready.wait(POLL_S):
@@ -88,7 +113,7 @@ class InferenceWorker:
                     if frame is None:
                         log.info("source %s %s; %d frames inferred", self.id, self.source.stats()["state"],
                                  self._inferred)
-                        self._done.set()
+                        self._ended = True
                         return
                 if frame is not None:
                     self._handle(frame)
@@ -101,7 +126,19 @@ class InferenceWorker:
         if outcome is None:
             return
         result, predictor = outcome
-        inferred = Inferred(frame, result, tuple(predictor.manifest.labels), predictor.manifest.task)
+        self._outgoing.put(Inferred(frame, result, tuple(predictor.manifest.labels), predictor.manifest.task))
+
+    def _deliver(self) -> None:
+        """The delivery thread: every inferred frame, in order, to every sink; `done` after the last."""
+        while True:
+            inferred = self._outgoing.get()
+            if inferred is _END:
+                if self._ended:
+                    self._done.set()
+                return
+            self._to_sinks(inferred)
+
+    def _to_sinks(self, inferred: Inferred) -> None:
         for name, sink in self.sinks:
             try:
                 sink(inferred)

@@ -1,0 +1,146 @@
+"""The inference worker's two threads: inference of the next frame overlaps delivery of the last one,
+delivery keeps the order, and `done` waits for the last frame to leave the sinks."""
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+
+from edge.predictor import Result
+from edge.sources import Source, SourceConfig
+from edge.worker import InferenceWorker
+
+WAIT_S = 10.0
+
+
+class Frames:
+    """A reader (edge.readers.Reader) of n small frames; frame i is filled with the value i."""
+
+    def __init__(self, n: int):
+        self.n, self.next = n, 0
+
+    def read(self):
+        if self.next >= self.n:
+            return None
+        self.next += 1
+        return np.full((4, 4, 3), self.next - 1, np.uint8)
+
+    def release(self) -> None:
+        pass
+
+
+class Model:
+    """A predictor stand-in that records which frames it saw; `gate(i)` holds frame i until released."""
+
+    manifest = SimpleNamespace(labels=("thing",), task="detection")
+
+    def __init__(self):
+        self.seen: list[int] = []
+        self.called = {i: threading.Event() for i in range(64)}
+
+    def predict(self, image: np.ndarray) -> Result:
+        index = int(image[0, 0, 0])
+        self.seen.append(index)
+        self.called[index].set()
+        return Result([], {}, {"preprocess": 0.0, "inference": 0.0, "total": 0.0},
+                      {"name": "m", "version": "1", "variant": "v"})
+
+
+class Manager:
+    def __init__(self, predictor):
+        self.predictor, self.ready = predictor, threading.Event()
+        self.ready.set()
+
+    def current(self):
+        return self.predictor
+
+    def report_latency(self, _ms, _predictor=None):
+        pass
+
+    def report_failure(self, _reason, _predictor=None):
+        pass
+
+
+def file_source(n: int, folder) -> Source:
+    """A replayed file source (waits for the consumer, never drops) whose reader hands out n frames."""
+    reader = Frames(n)
+    video = folder / "frames.mp4"
+    video.touch()
+    return Source(SourceConfig(id="cam", uri=str(video), fps=0, drop=False),
+                  open_reader=lambda _kind, _target, _timeout: reader)
+
+
+def test_next_frame_is_inferred_while_the_last_one_is_delivered(tmp_path):
+    # given a sink that holds frame 0 until the model has been called for frame 1
+    model = Model()
+    delivered: list[int] = []
+    overlapped = []
+
+    def slow_sink(inferred):
+        if inferred.frame.index == 0:
+            overlapped.append(model.called[1].wait(WAIT_S))
+        delivered.append(inferred.frame.index)
+
+    source = file_source(5, tmp_path)
+    worker = InferenceWorker(source, Manager(model), [("slow", slow_sink)])
+    # when the source plays to its end
+    source.start()
+    worker.start()
+    try:
+        assert worker.wait_done(WAIT_S), f"worker not done: {worker.stats()}"
+    finally:
+        worker.stop()
+        source.stop()
+    # then frame 1 was inferred before frame 0 left the sink, and every frame was delivered in order
+    assert overlapped == [True], "inference waited for delivery: the two stages did not overlap"
+    assert delivered == [0, 1, 2, 3, 4] and model.seen == [0, 1, 2, 3, 4]
+
+
+def test_done_only_after_the_last_frame_left_the_sinks(tmp_path):
+    # given a sink held on the last frame
+    model = Model()
+    release = threading.Event()
+    delivered: list[int] = []
+
+    def held_sink(inferred):
+        if inferred.frame.index == 2:
+            release.wait(WAIT_S)
+        delivered.append(inferred.frame.index)
+
+    source = file_source(3, tmp_path)
+    worker = InferenceWorker(source, Manager(model), [("held", held_sink)])
+    source.start()
+    worker.start()
+    try:
+        # when every frame was inferred but the last one is still in the sink
+        assert model.called[2].wait(WAIT_S)
+        # then the worker is not done; once the sink lets go it is
+        assert not worker.wait_done(0.3) and delivered == [0, 1]
+        release.set()
+        assert worker.wait_done(WAIT_S) and delivered == [0, 1, 2]
+    finally:
+        release.set()
+        worker.stop()
+        source.stop()
+
+
+def test_a_failing_sink_is_counted_and_the_others_still_get_every_frame(tmp_path):
+    # given one sink that always raises and one that records
+    model = Model()
+    seen: list[int] = []
+
+    def broken(_inferred):
+        raise RuntimeError("disk full")
+
+    source = file_source(4, tmp_path)
+    worker = InferenceWorker(source, Manager(model), [("broken", broken), ("ok", lambda i: seen.append(i.frame.index))])
+    source.start()
+    worker.start()
+    try:
+        assert worker.wait_done(WAIT_S)
+    finally:
+        worker.stop()
+        source.stop()
+    stats = worker.stats()
+    assert seen == [0, 1, 2, 3] and stats["sink_errors"] == 4 and "broken: RuntimeError: disk full" in stats["last_error"]
