@@ -9,7 +9,8 @@ mildly stretched (width to height 0.85..1.17; distractor ellipses are flatter th
 Object size: an object's box covers about 8% to 50% of the frame area (uniform in
 classification; log-uniform in detection, where the upper bound shrinks to 90%/k when k
 objects share a frame) and may be cut by the frame edge (up to 10% of the box in
-classification, 25% in detection).
+classification; in detection each object draws its own limit up to 60%, and one with less than
+LABEL_MIN_VISIBLE of its area in view is drawn but not labelled).
 
 Difficulty: varied, textured backgrounds (gradients, low-frequency noise, soft blobs,
 stripes, checkerboards, flat colours, mixes of two); distractors that are not classes
@@ -50,6 +51,9 @@ AREA_RANGE = (0.08, 0.50)  # object box area / frame area
 VIDEO_GT_SCHEMA = "lensops.video-gt/1"
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
 _VIDEO_AREA_MAX = 0.3  # so that bouncing objects fit in the frame
+LABEL_MIN_VISIBLE = 0.4  # detection stills label an object with at least this share of its area in view
+VIDEO_LISTED_VISIBLE = 0.3  # the video's ground truth lists objects with at least this share in view ...
+VIDEO_REQUIRED_VISIBLE = 0.5  # ... and marks those below this share `difficult` (optional, as in VOC)
 _STREAM_CLS, _STREAM_DET, _STREAM_VIDEO = 1, 2, 3  # keep the three generators independent
 
 
@@ -64,8 +68,13 @@ def _io_min(a: tuple, b: tuple) -> float:
 
 
 def _place(rng: np.random.Generator, w: int, h: int, labels: list[int], max_cut: float,
-           log_area: bool = True) -> list[tuple[int, np.ndarray]]:
-    """Sizes, poses and positions for objects that overlap each other by at most 25% of the smaller box."""
+           log_area: bool = True, spread_cut: bool = False) -> list[tuple[int, np.ndarray]]:
+    """Sizes, poses and positions for objects that overlap each other by at most 25% of the smaller box.
+
+    An object's box may lie outside the frame by up to `max_cut` of its width (height); with
+    `spread_cut` each object draws its own limit in 0..max_cut, so lightly cut objects are common
+    and heavily cut ones rarer, as in a camera's view of things coming and going.
+    """
     area_max = min(AREA_RANGE[1], 0.9 / max(len(labels), 1))
     placed: list[tuple[int, np.ndarray]] = []
     boxes: list[tuple] = []
@@ -79,7 +88,8 @@ def _place(rng: np.random.Generator, w: int, h: int, labels: list[int], max_cut:
             pts = pose(unit_shape(label, rng), frac * w * h, np.exp(rng.uniform(-0.08, 0.08)),
                         rng.uniform(0, 2 * np.pi))
             half = pts.max(0)
-            lo, hi = half * (1 - 2 * max_cut), (w, h) - half * (1 - 2 * max_cut)
+            cut = rng.uniform(0, max_cut) if spread_cut else max_cut
+            lo, hi = half * (1 - 2 * cut), (w, h) - half * (1 - 2 * cut)
             centre = np.where(lo < hi, rng.uniform(lo, np.maximum(lo, hi)), (w / 2, h / 2))
             box = (*np.maximum(centre - half, 0), *np.minimum(centre + half, (w, h)))
             if all(_io_min(box, other) <= 0.25 for other in boxes):
@@ -87,6 +97,16 @@ def _place(rng: np.random.Generator, w: int, h: int, labels: list[int], max_cut:
                 boxes.append(box)
                 break
     return placed
+
+
+def _polygon_area(pts: np.ndarray) -> float:
+    x, y = pts[:, 0], pts[:, 1]
+    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
+
+
+def _visible(mask: np.ndarray, pts: np.ndarray) -> float:
+    """Share of a polygon's area inside the frame, from its in-frame mask."""
+    return float(min(mask.sum() / 255.0 / max(_polygon_area(pts), 1e-6), 1.0))
 
 
 @dataclass(frozen=True)
@@ -99,12 +119,18 @@ class _SceneStyle:
     log_area: bool  # object area log-uniform (many small objects) or uniform
     background_contrast: float = 1.0  # background texture scaled about its mean colour (1 = as drawn)
     shaded_fills: bool = True  # objects may be shaded/textured; False paints them flat
+    spread_cut: bool = False  # each object draws its own cut limit in 0..max_cut
+    min_visible: float = 0.0  # an object with less of its area in the frame is drawn but not labelled
 
 
 _CLASSIFICATION_STYLE = _SceneStyle(max_cut=0.1, clutter=(0, 2), occlude_p=0.15, log_area=False,
                                     background_contrast=0.5, shaded_fills=False)
-_DETECTION_STYLE = _SceneStyle(max_cut=0.25, clutter=(1, 4), occlude_p=0.25, log_area=True,
-                               background_contrast=0.5, shaded_fills=False)
+# Detection objects may be up to 60% out of the frame; one less than LABEL_MIN_VISIBLE in view is
+# drawn but not labelled, so a detector learns where "in view" ends (the video's ground truth
+# requires objects at least VIDEO_REQUIRED_VISIBLE in view and leaves the band between optional).
+_DETECTION_STYLE = _SceneStyle(max_cut=0.6, clutter=(1, 4), occlude_p=0.25, log_area=True,
+                               background_contrast=0.5, shaded_fills=False, spread_cut=True,
+                               min_visible=LABEL_MIN_VISIBLE)
 
 
 def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
@@ -117,19 +143,21 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
     img = np.clip(bg + 0.5, 0, 255).astype(np.uint8)
     draw_clutter(img, rng, int(rng.integers(*style.clutter)))
     drawn_labels, boxes = [], []
-    for label, pts in _place(rng, w, h, labels, style.max_cut, style.log_area):
+    for label, pts in _place(rng, w, h, labels, style.max_cut, style.log_area, style.spread_cut):
         cropped = shape_mask(pts, w, h)
         box = tight_box(*cropped) if cropped else None
         if box is None:
             continue
+        labelled = _visible(cropped[0], pts) >= style.min_visible
         mask, x0, y0 = cropped
         under = img[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128]
         fill = Fill.sample(rng, contrasting_colour(rng, under))
         if not style.shaded_fills:
             fill = Fill(fill.colour, "flat", fill.amount, fill.angle)
         paint(img, mask, x0, y0, fill.pixels(*mask.shape, rng))
-        drawn_labels.append(label)
-        boxes.append(box)
+        if labelled:
+            drawn_labels.append(label)
+            boxes.append(box)
     for box in boxes:
         if rng.random() < style.occlude_p:
             occlude(img, rng, box)
@@ -341,11 +369,6 @@ def _collide(movers: list[_Mover]) -> None:
                 a.velocity, b.velocity = a.velocity - exchange, b.velocity + exchange
 
 
-def _polygon_area(pts: np.ndarray) -> float:
-    x, y = pts[:, 0], pts[:, 1]
-    return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
-
-
 def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generator) -> list[dict]:
     """Paint the movers that are in play; return the ground truth of those at least 30% in view."""
     h, w = frame.shape[:2]
@@ -361,21 +384,23 @@ def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generat
             continue
         mask, x0, y0 = cropped
         paint(frame, mask, x0, y0, mover.fill.pixels(*mask.shape, rng))
-        visible = mask.sum() / 255.0 / max(_polygon_area(pts), 1e-6)
-        if visible >= 0.3:
-            # Like VOC's "difficult": an object cut by the frame edge beyond what the training data
-            # shows (at most 25% cut) may or may not be detected; counts treat it as optional.
+        visible = _visible(mask, pts)
+        if visible >= VIDEO_LISTED_VISIBLE:
+            # Like VOC's "difficult": an object mostly out of the frame may or may not be detected
+            # (training labels objects from LABEL_MIN_VISIBLE in view); counts treat it as optional.
             objects.append({"label": CLASSES[mover.label],
                             "box": [round(box[0] / w, 5), round(box[1] / h, 5), round(box[2] / w, 5), round(box[3] / h, 5)],
-                            "visible": round(float(min(visible, 1.0)), 3), "difficult": bool(visible < 0.75)})
+                            "visible": round(visible, 3), "difficult": bool(visible < VIDEO_REQUIRED_VISIBLE)})
     return objects
 
 
 def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (320, 240), fps: float = 15) -> Path:
     """Write `out/video.mp4` (mp4v) with 1-4 moving shapes and `out/video_gt.json`; return the video path.
 
-    Objects cover 8% to 30% of the frame. An object is listed in a frame's ground truth while at
-    least 30% of its area is in the frame; its box is normalised [x_min, y_min, x_max, y_max].
+    Objects cover 8% to 30% of the frame. An object is listed in a frame's `objects` while at
+    least 30% of its area is in the frame, with its normalised box [x_min, y_min, x_max, y_max] and
+    the share in view; below 50% in view it is `difficult` (optional, as in VOC). A frame's
+    `counts` are its objects that are not difficult.
     """
     if n_frames < 1:
         raise ConfigError(f"n_frames={n_frames} must be at least 1")
@@ -413,7 +438,8 @@ def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (32
                 writer.write(camera.apply(frame, rng, flicker=float(rng.normal(0, 2))))
                 counts: dict[str, int] = {}
                 for obj in objects:
-                    counts[obj["label"]] = counts.get(obj["label"], 0) + 1
+                    if not obj["difficult"]:
+                        counts[obj["label"]] = counts.get(obj["label"], 0) + 1
                 frames_gt.append({"index": index, "objects": objects, "counts": counts})
         finally:
             writer.release()
