@@ -72,7 +72,9 @@ def ort_matmul(dtype: str, threads: int, runs: int) -> float:
 
 
 def openvino_conv(hint: str, threads: int, runs: int) -> float:
-    import openvino as ov
+    from edge.package.runtimes import import_openvino
+
+    ov = import_openvino()
 
     core = ov.Core()
     model = core.read_model(conv_model(), ov.Tensor(np.zeros(0, np.uint8)))

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from edge.package.codec import counts, decode, preprocess
+from edge.package.codec import counts, decode, hold_over, preprocess
 from edge.package.golden import check_samples
 from edge.package.manifest import Manifest, PackageError
 from edge.package.runtimes import Session, choose_variant, open_session
@@ -131,14 +131,25 @@ class Predictor:
                                    "has NaN or infinite values")
         return outputs
 
-    def predict(self, frame_bgr: np.ndarray) -> Result:
-        """Predictions for one HxWx3 BGR frame; boxes normalized to that frame."""
+    def predict(self, frame_bgr: np.ndarray, previous: Optional[list[dict]] = None) -> Result:
+        """Predictions for one HxWx3 BGR frame; boxes normalized to that frame.
+
+        `previous`: the predictions of the frame before on the same stream; with the manifest's
+        `hold_threshold` a detection scoring between the two thresholds is kept where it continues one.
+        """
         start = time.perf_counter()
         batch = preprocess([frame_bgr], self.manifest.input)
         prepared = time.perf_counter()
         outputs = self._infer(batch)
         inferred = time.perf_counter()
-        predictions = decode(outputs, list(self.manifest.labels), self.manifest.output, self.score_threshold)[0]
+        spec = self.manifest.output
+        threshold = spec.score_threshold if self.score_threshold is None else self.score_threshold
+        hold = spec.hold_threshold if previous and spec.hold_threshold is not None else None
+        if hold is not None and hold < threshold:
+            candidates = decode(outputs, list(self.manifest.labels), spec, hold)[0]
+            predictions = hold_over(candidates, previous, threshold)
+        else:
+            predictions = decode(outputs, list(self.manifest.labels), spec, threshold)[0]
         found = counts(predictions, self.manifest.task)
         done = time.perf_counter()
         latency = {"preprocess": round((prepared - start) * 1000, 3),

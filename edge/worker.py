@@ -61,6 +61,8 @@ class InferenceWorker:
         self._failing = False  # the last frame failed on the model
         self._ended = False  # the source ended and every frame of it was inferred
         self._model: Optional[dict] = None
+        self._previous: list[dict] = []  # this source's last predictions (a detector's hold-over reads them)
+        self._previous_model: Optional[str] = None
 
     @property
     def id(self) -> str:
@@ -157,8 +159,9 @@ class InferenceWorker:
                                               f"{'no model' if predictor is None else 'the model failed'}")
                 return None
             tried.append(predictor)
+            previous = self._previous if self._previous_model == predictor.name else None
             try:
-                result = predictor.predict(frame.image)
+                result = predictor.predict(frame.image, previous)
             except Exception as exc:  # ModelFailure; anything else is a model failure too
                 failure = exc if isinstance(exc, ModelFailure) else ModelFailure(f"{type(exc).__name__}: {exc}")
                 log.warning("source %s: frame %d: %s", self.id, frame.index, failure)
@@ -166,6 +169,7 @@ class InferenceWorker:
                 self._note(failed=False, error=str(failure))
                 continue
             self.manager.report_latency(result.latency_ms["total"], predictor)
+            self._previous, self._previous_model = result.predictions, predictor.name
             with self._lock:
                 self._inferred += 1
                 self._failing = False

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.optimize.variants import VARIANTS
 
@@ -48,9 +48,17 @@ class PipelineConfig(_Strict):
     latency_runs: int = Field(50, ge=3)
     golden_samples: int = Field(4, ge=0)
     score_threshold: float = Field(0.5, gt=0, lt=1, description="device-side detection threshold in the manifest")
+    hold_threshold: Optional[float] = Field(None, gt=0, lt=1, description="detection on a stream: a lower threshold "
+                                            "for boxes that continue one of the previous frame (the manifest's)")
     sign_key: Optional[Path] = Field(None, description="Ed25519 private key (PEM) to sign packages with")
     parity: ParityGate = ParityGate()
     promote: PromoteConfig = PromoteConfig()
+
+    @model_validator(mode="after")
+    def _hold_below_score(self) -> "PipelineConfig":
+        if self.hold_threshold is not None and self.hold_threshold >= self.score_threshold:
+            raise ValueError(f"hold_threshold {self.hold_threshold} must be below score_threshold {self.score_threshold}")
+        return self
 
 
 def _check_variants(variants: tuple[str, ...]) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ import numpy as np
 from edge.package.manifest import InputSpec, OutputSpec
 
 PRE_NMS_TOP_K = 200  # per class, as SSD implementations bound NMS (GluonCV: nms_topk=400 over all classes)
+HOLD_IOU = 0.5  # a low-score box continues a box of the previous frame when they overlap this much
 
 
 def preprocess(frames: list[np.ndarray], spec: InputSpec) -> np.ndarray:
@@ -67,6 +68,22 @@ def decode_detection(scores: np.ndarray, boxes: np.ndarray, labels: list[str], s
             found.append({"label": label, "score": float(cls_scores[k]), "box": [float(v) for v in box]})
     found.sort(key=lambda p: -p["score"])
     return found[: spec.max_detections]
+
+
+def box_iou(a: list[float], b: list[float]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / max((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter, 1e-12)
+
+
+def hold_over(candidates: list[dict], previous: list[dict], score_threshold: float) -> list[dict]:
+    """The candidates scoring at least `score_threshold`, and those below it that continue a box of the
+    same label in `previous` (the last frame's predictions; IoU >= HOLD_IOU). Order is kept."""
+    return [p for p in candidates if p["score"] >= score_threshold
+            or any(q["label"] == p["label"] and box_iou(q["box"], p["box"]) >= HOLD_IOU for q in previous)]
 
 
 def decode_classification(probs: np.ndarray, labels: list[str], top_k: int = 3) -> list[dict]:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SCHEMA = "lensops.package/1"
 MANIFEST = "manifest.json"
@@ -40,13 +40,25 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     """Classification: one output, class probabilities [N, C]. Detection: `scores` [N, A, C]
     (per-class probabilities, background excluded) and `boxes` [N, A, 4] (normalized
-    x_min, y_min, x_max, y_max); the device thresholds and runs per-class NMS."""
+    x_min, y_min, x_max, y_max); the device thresholds and runs per-class NMS.
+
+    `hold_threshold` (detection, optional): on a stream, a box scoring below `score_threshold` but
+    at least this is still reported when it continues a box of the same label reported in the
+    previous frame (IoU >= HOLD_IOU), as ByteTrack keeps tracks alive on low-score detections.
+    A single image is read with `score_threshold` alone."""
 
     type: Literal["probabilities", "scores_boxes"]
     names: tuple[str, ...]
     score_threshold: float = 0.5
+    hold_threshold: Optional[float] = Field(None, gt=0, lt=1)
     nms_iou: float = 0.45
     max_detections: int = 100
+
+    @model_validator(mode="after")
+    def _hold_below_score(self) -> "OutputSpec":
+        if self.hold_threshold is not None and self.hold_threshold >= self.score_threshold:
+            raise ValueError(f"hold_threshold {self.hold_threshold} must be below score_threshold {self.score_threshold}")
+        return self
 
 
 class Latency(_Strict):

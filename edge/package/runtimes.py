@@ -66,6 +66,31 @@ def choose_variant(manifest: Manifest, prefer: Optional[str] = None,
     return min(runnable, key=lambda v: (v.latency.median_ms if v.latency else float("inf"), v.id))
 
 
+def _opt_out_of_openvino_telemetry() -> None:
+    """OpenVINO sends usage events (on import, on each conversion) unless told not to (opt-out: no
+    consent file needed), each from a fork()ed process. That fork, taken while MXNet's engine
+    worked in the same process, deadlocked `lensops optimize`; and neither the pipeline nor a
+    device should call out. Opt this process out without touching ~/intel: the telemetry object is
+    a process-wide singleton that each OpenVINO tool re-initialises (turning it back on), so it is
+    made inert here, before openvino is first imported."""
+    try:
+        import openvino_telemetry
+    except ImportError:  # an OpenVINO without telemetry
+        return
+    telemetry = openvino_telemetry.Telemetry(app_name="lensops", app_version="0", tid="none",
+                                             enable_opt_in_dialog=True)  # no consent file: declined, no dialog
+    telemetry.consent = False
+    telemetry.init = lambda *args, **kwargs: None  # OpenVINO's own init would consent again
+
+
+def import_openvino():
+    """`import openvino`, with its telemetry off for this process."""
+    _opt_out_of_openvino_telemetry()
+    import openvino
+
+    return openvino
+
+
 def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
@@ -93,7 +118,7 @@ class OnnxRuntimeSession:
 
 class OpenVinoSession:
     def __init__(self, path: Path, variant: Variant, names: tuple[str, ...], threads: int):
-        import openvino as ov
+        ov = import_openvino()
 
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[variant.precision],

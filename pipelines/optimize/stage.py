@@ -13,6 +13,7 @@ import platform
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import mxnet as mx
@@ -44,13 +45,14 @@ def cpu_info() -> dict:
     return {"model": model, "flags": [f for f in INTERESTING_FLAGS if f in flags], "threads": default_threads()}
 
 
-def specs(meta: dict, score_threshold: float) -> tuple[InputSpec, OutputSpec]:
+def specs(meta: dict, score_threshold: float, hold_threshold: Optional[float] = None) -> tuple[InputSpec, OutputSpec]:
     spec = meta["input"]
     input_spec = InputSpec(size=tuple(spec["size"]), colour_order=spec["colour_order"], mean=tuple(spec["mean"]),
                            std=tuple(spec["std"]))
     task = meta["task"]
     output_spec = OutputSpec(type="probabilities" if task == "classification" else "scores_boxes",
-                             names=OUTPUT_NAMES[task], score_threshold=score_threshold)
+                             names=OUTPUT_NAMES[task], score_threshold=score_threshold,
+                             hold_threshold=hold_threshold if task == "detection" else None)
     return input_spec, output_spec
 
 
@@ -114,7 +116,7 @@ def _write(path: Path, text: str) -> None:
 def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig) -> dict:
     block, meta = inference_block(model_dir)
     task, labels = meta["task"], meta["classes"]
-    input_spec, output_spec = specs(meta, cfg.score_threshold)
+    input_spec, output_spec = specs(meta, cfg.score_threshold, cfg.hold_threshold)
     train = evaluate.load_split(data, task, "train")
     val = evaluate.load_split(data, task, "val")
     if train.classes != labels:

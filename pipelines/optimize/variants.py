@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.package.runtimes import import_openvino
+
 VARIANTS = ("mxnet-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16", "openvino-int8")
 RUNTIME = {"mxnet": "mxnet", "onnx": "onnxruntime", "openvino": "openvino"}
 CPU_FEATURES = {"openvino-bf16": ("avx512_bf16",)}
@@ -65,8 +67,7 @@ def quantize_int8(onnx_fp32: Path, out: Path, calibration: np.ndarray) -> Path:
 
 
 def to_openvino(onnx_path: Path, out_xml: Path) -> Path:
-    import openvino as ov
-
+    ov = import_openvino()
     model = ov.convert_model(str(onnx_path))
     ov.save_model(model, str(out_xml), compress_to_fp16=False)
     return out_xml

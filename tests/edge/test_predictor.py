@@ -56,6 +56,24 @@ def test_detector_boxes_are_normalized_to_the_frame(tiny_packages):
     assert result.model["version"] == package.manifest.version, "without a registry version: the manifest's"
 
 
+def test_detector_holds_weak_boxes_that_continue_the_previous_frame(tiny_packages):
+    # given the tiny detector whose manifest reads boxes at 0.5, and holds boxes from 0.02 on a stream
+    package = tiny_packages.detector
+    manifest = verify_dir(package.folder)
+    held = manifest.model_copy(update={"output": manifest.output.model_copy(update={"hold_threshold": 0.02})})
+    predictor = Predictor.load(package.folder, held)
+    image = frame()
+    weak = Predictor.load(package.folder, manifest, score_threshold=0.02).predict(image).predictions
+    assert weak and max(p["score"] for p in weak) < 0.5, "the barely trained SSD scores below 0.5 everywhere"
+    # when the same frame comes first without, then with the previous frame's boxes
+    alone = predictor.predict(image)
+    continued = predictor.predict(image, previous=weak[:1])
+    # then alone nothing passes, and continued exactly the box that continues the previous one is kept
+    assert alone.predictions == [] and alone.counts == {}
+    assert [p["box"] for p in continued.predictions] == [weak[0]["box"]], continued.predictions
+    assert continued.counts == {weak[0]["label"]: 1}
+
+
 def test_fastest_runnable_variant_is_chosen_unless_one_is_preferred(tiny_packages):
     package = tiny_packages.classifier
     manifest = verify_dir(package.folder)

@@ -34,16 +34,20 @@ class Model:
     """A predictor stand-in that records which frames it saw; `gate(i)` holds frame i until released."""
 
     manifest = SimpleNamespace(labels=("thing",), task="detection")
+    name = "m"
 
     def __init__(self):
         self.seen: list[int] = []
+        self.previous: list = []
         self.called = {i: threading.Event() for i in range(64)}
 
-    def predict(self, image: np.ndarray) -> Result:
+    def predict(self, image: np.ndarray, previous=None) -> Result:
         index = int(image[0, 0, 0])
         self.seen.append(index)
+        self.previous.append(previous)
         self.called[index].set()
-        return Result([], {}, {"preprocess": 0.0, "inference": 0.0, "total": 0.0},
+        found = [{"label": "thing", "score": 0.9, "box": [0.1, 0.1, 0.2, 0.2], "frame": index}]
+        return Result(found, {"thing": 1}, {"preprocess": 0.0, "inference": 0.0, "total": 0.0},
                       {"name": "m", "version": "1", "variant": "v"})
 
 
@@ -95,6 +99,8 @@ def test_next_frame_is_inferred_while_the_last_one_is_delivered(tmp_path):
     # then frame 1 was inferred before frame 0 left the sink, and every frame was delivered in order
     assert overlapped == [True], "inference waited for delivery: the two stages did not overlap"
     assert delivered == [0, 1, 2, 3, 4] and model.seen == [0, 1, 2, 3, 4]
+    # and each frame was predicted knowing the source's previous frame (a detector's hold-over reads it)
+    assert model.previous[0] is None and [p[0]["frame"] for p in model.previous[1:]] == [0, 1, 2, 3]
 
 
 def test_done_only_after_the_last_frame_left_the_sinks(tmp_path):

@@ -324,6 +324,8 @@ class _Mover:
                     float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(-3, 3) * np.pi / 180),
                     rng.uniform(0.2, 0.8, 2) * (w, h), speed * np.array([np.cos(heading), np.sin(heading)]),
                     bool(rng.random() < 0.4), Fill.sample(rng, colour, textured=False))
+        if not _DETECTION_STYLE.shaded_fills:  # painted as the detection stills paint objects
+            mover.fill = Fill(mover.fill.colour, "flat", mover.fill.amount, mover.fill.angle)
         if not inside:  # start just outside an edge, heading in
             r = mover.radius()
             edge = rng.integers(4)
@@ -407,8 +409,11 @@ def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (32
     out = Path(out)
     w, h = size
     rng = np.random.default_rng([seed, _STREAM_VIDEO])
-    background = np.clip(draw_background(rng, h, w) + 0.5, 0, 255).astype(np.uint8)
-    draw_clutter(background, rng, int(rng.integers(2, 7)))
+    background = draw_background(rng, h, w)
+    contrast = _DETECTION_STYLE.background_contrast  # the scene as the detection stills draw it
+    mean = background.mean((0, 1), keepdims=True)
+    background = np.clip(mean + (background - mean) * contrast + 0.5, 0, 255).astype(np.uint8)
+    draw_clutter(background, rng, int(rng.integers(*_DETECTION_STYLE.clutter)))
     camera = Camera.sample(rng, blur_p=0.0)
     k = int(rng.integers(2, 5))  # movers; 1-4 of them are in view at a time as they enter and leave
     movers: list[_Mover] = []
