@@ -19,8 +19,10 @@ HOLD_IOU = 0.5  # a low-score box continues a box of the previous frame when the
 def preprocess(frames: list[np.ndarray], spec: InputSpec) -> np.ndarray:
     """A float32 NCHW batch: stretch-resize, colour order, (pixel - mean) / std."""
     height, width = spec.size
-    mean = np.asarray(spec.mean, np.float32)
-    inv_std = 1.0 / np.asarray(spec.std, np.float32)
+    # per channel, on a C-ordered CHW copy: broadcasting a (3,) mean over HWC runs numpy's inner
+    # loop three elements at a time (20x slower at 160x160)
+    mean = np.asarray(spec.mean, np.float32)[:, None, None]
+    inv_std = (1.0 / np.asarray(spec.std, np.float32))[:, None, None]
     batch = np.empty((len(frames), 3, height, width), np.float32)
     for i, frame in enumerate(frames):
         if frame.ndim != 3 or frame.shape[2] != 3:
@@ -28,7 +30,10 @@ def preprocess(frames: list[np.ndarray], spec: InputSpec) -> np.ndarray:
         img = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
         if spec.colour_order == "RGB":
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        batch[i] = ((img.astype(np.float32) - mean) * inv_std).transpose(2, 0, 1)
+        chw = batch[i]
+        chw[...] = img.transpose(2, 0, 1)
+        chw -= mean
+        chw *= inv_std
     return batch
 
 
@@ -36,14 +41,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Indices kept by greedy non-maximum suppression, highest score first."""
     order = np.argsort(-scores, kind="stable")
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-    areas = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     keep = []
     while order.size:
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        w = np.clip(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0, None)
-        h = np.clip(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0, None)
+        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
         inter = w * h
         overlap = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
         order = rest[overlap <= iou]
@@ -64,7 +69,7 @@ def decode_detection(scores: np.ndarray, boxes: np.ndarray, labels: list[str], s
             top = np.argpartition(-cls_scores, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
             cls_boxes, cls_scores = cls_boxes[top], cls_scores[top]
         for k in nms(cls_boxes, cls_scores, spec.nms_iou):
-            box = np.clip(cls_boxes[k], 0.0, 1.0)
+            box = np.minimum(np.maximum(cls_boxes[k], 0.0), 1.0)
             found.append({"label": label, "score": float(cls_scores[k]), "box": [float(v) for v in box]})
     found.sort(key=lambda p: -p["score"])
     return found[: spec.max_detections]
