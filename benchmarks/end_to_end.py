@@ -1,6 +1,6 @@
 """Section 2: the device runner end to end, against each of its stages measured alone.
 
-The real `edge.runner.Runner` (source thread -> inference worker -> MQTT outbox -> local Mosquitto)
+The real `edge.runner.Runner` (capture thread -> inference thread -> delivery thread -> MQTT outbox -> Mosquitto)
 serves the demo detector package on (a) a 1080p H.264 file decoded by its own reader, as fast as
 it goes, and (b) pre-decoded 1080p frames from memory. A sink placed after the MQTT sink stamps
 each frame when its message is committed to the outbox. Frames/s = frames / (first -> last
@@ -87,13 +87,12 @@ def efficiency(label: str, measured: dict, found: dict, names: tuple[str, ...], 
     inside, per_frame = measured["in_runner"], 1000 / measured["fps"]
     decoding = inside["total_ms"] - inside["preprocess_ms"] - inside["inference_ms"]
     out["limit"] = (f"{measured['fps']} frames/s = {per_frame:.1f} ms per published frame, while {slowest} alone allows "
-                    f"{found[slowest]['fps']} frames/s. The worker thread runs every step of a frame one after another: "
-                    f"inside the runner predict took {inside['total_ms']} ms (preprocess {inside['preprocess_ms']}, "
+                    f"{found[slowest]['fps']} frames/s. Per source three threads overlap: capture (decode), inference "
+                    f"(inside the runner predict took {inside['total_ms']} ms: preprocess {inside['preprocess_ms']}, "
                     f"inference {inside['inference_ms']}, output decoding/NMS {decoding:.2f}; alone: predict "
-                    f"{predict['median_ms']} ms), and the other {per_frame - inside['total_ms']:.1f} ms went to the payload "
-                    "and outbox commit, the frame handoff, and waiting for the cores and the GIL held by the source and "
-                    f"publisher threads. All stages together need {cpu_ms:.1f} CPU-ms per frame alone: {cores} cores "
-                    f"allow at most {out['cpu_bound_fps']} frames/s")
+                    f"{predict['median_ms']} ms) and delivery (payload, outbox commit); they share the cores and the GIL. "
+                    f"All stages together need {cpu_ms:.1f} CPU-ms per frame alone: {cores} cores allow at most "
+                    f"{out['cpu_bound_fps']} frames/s")
     return out
 
 
