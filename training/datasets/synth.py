@@ -372,9 +372,11 @@ def _collide(movers: list[_Mover]) -> None:
 
 
 def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generator) -> list[dict]:
-    """Paint the movers that are in play; return the ground truth of those at least 30% in view."""
+    """Paint the movers that are in play, later ones on top; return the ground truth of those at
+    least 30% in view. In view = inside the frame and not hidden by a mover painted over it."""
     h, w = frame.shape[:2]
-    objects = []
+    owner = np.full((h, w), -1, np.int16)  # which mover each pixel shows
+    drawn = []
     for mover in movers:
         if mover.wait > 0:
             mover.wait -= 1
@@ -386,10 +388,15 @@ def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generat
             continue
         mask, x0, y0 = cropped
         paint(frame, mask, x0, y0, mover.fill.pixels(*mask.shape, rng))
-        visible = _visible(mask, pts)
+        owner[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128] = len(drawn)
+        drawn.append((mover, pts, box))
+    shown = np.bincount(owner[owner >= 0].ravel(), minlength=len(drawn))
+    objects = []
+    for i, (mover, pts, box) in enumerate(drawn):
+        visible = float(min(shown[i] / max(_polygon_area(pts), 1e-6), 1.0))
         if visible >= VIDEO_LISTED_VISIBLE:
-            # Like VOC's "difficult": an object mostly out of the frame may or may not be detected
-            # (training labels objects from LABEL_MIN_VISIBLE in view); counts treat it as optional.
+            # Like VOC's "difficult": an object mostly out of the frame or hidden may or may not be
+            # detected (training labels objects from LABEL_MIN_VISIBLE in view); counts treat it as optional.
             objects.append({"label": CLASSES[mover.label],
                             "box": [round(box[0] / w, 5), round(box[1] / h, 5), round(box[2] / w, 5), round(box[3] / h, 5)],
                             "visible": round(visible, 3), "difficult": bool(visible < VIDEO_REQUIRED_VISIBLE)})
@@ -400,9 +407,10 @@ def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (32
     """Write `out/video.mp4` (mp4v) with 1-4 moving shapes and `out/video_gt.json`; return the video path.
 
     Objects cover 8% to 30% of the frame. An object is listed in a frame's `objects` while at
-    least 30% of its area is in the frame, with its normalised box [x_min, y_min, x_max, y_max] and
-    the share in view; below 50% in view it is `difficult` (optional, as in VOC). A frame's
-    `counts` are its objects that are not difficult.
+    least 30% of its area is in view (inside the frame, not hidden behind another object), with its
+    normalised box [x_min, y_min, x_max, y_max] (occlusion does not shrink it, as in VOC) and the
+    share in view; below 50% in view it is `difficult` (optional, as in VOC). A frame's `counts`
+    are its objects that are not difficult.
     """
     if n_frames < 1:
         raise ConfigError(f"n_frames={n_frames} must be at least 1")
