@@ -144,7 +144,7 @@ class Predictor:
         inferred = time.perf_counter()
         spec = self.manifest.output
         threshold = spec.score_threshold if self.score_threshold is None else self.score_threshold
-        hold = spec.hold_threshold if previous and spec.hold_threshold is not None else None
+        hold = spec.hold_threshold if previous and self.manifest.task == "detection" else None
         if hold is not None and hold < threshold:
             candidates = decode(outputs, list(self.manifest.labels), spec, hold)[0]
             predictions = hold_over(candidates, previous, threshold)

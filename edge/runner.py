@@ -29,6 +29,7 @@ from edge.worker import InferenceWorker
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 10.0  # on a clean stop, how long the outbox may take to empty
+WORKER_STOP_S = 5.0  # on a stop, how long the workers may take to finish their frames
 
 
 class Runner:
@@ -133,7 +134,10 @@ class Runner:
         for source in self.sources:
             source.stop()
         for worker in self.workers:
-            worker.stop()
+            worker.request_stop()
+        deadline = time.monotonic() + WORKER_STOP_S
+        for worker in self.workers:  # one deadline for all: a stuck worker does not add up
+            worker.join(deadline)
         if self.capture_sink is not None:
             self.capture_sink.stop()
         for manager in self.managers.values():

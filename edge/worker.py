@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
@@ -51,6 +52,7 @@ class InferenceWorker:
         self.manager = manager
         self.sinks = list(sinks)
         self._stop = threading.Event()
+        self._abandon = threading.Event()  # stop() gave up waiting: drop what is left
         self._done = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._delivery: Optional[threading.Thread] = None
@@ -61,8 +63,11 @@ class InferenceWorker:
         self._failing = False  # the last frame failed on the model
         self._ended = False  # the source ended and every frame of it was inferred
         self._model: Optional[dict] = None
-        self._previous: list[dict] = []  # this source's last predictions (a detector's hold-over reads them)
-        self._previous_model: Optional[str] = None
+        # the last frame's predictions, for a detector's hold-over: only from the same loaded model, only
+        # for consecutive frames of a video (an image folder's frames are unrelated stills)
+        self._previous: list[dict] = []
+        self._previous_from: Optional[Predictor] = None
+        self._stream = source.config.kind != "folder"
 
     @property
     def id(self) -> str:
@@ -83,13 +88,21 @@ class InferenceWorker:
         self._thread.start()
         return self
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop inferring; the frames already inferred still go to the sinks."""
+    def request_stop(self) -> None:
+        """Stop taking frames (the one being inferred finishes); what was inferred still goes to the sinks."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        if self._delivery is not None:
-            self._delivery.join(timeout_s)
+
+    def join(self, deadline: float) -> None:
+        """Wait for both threads until `deadline` (time.monotonic()); past it, frames not yet delivered are
+        given up (a hung sink must not hold the inference thread, or the runner's stop, forever)."""
+        for thread in (self._thread, self._delivery):
+            if thread is not None:
+                thread.join(max(deadline - time.monotonic(), 0))
+        self._abandon.set()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.request_stop()
+        self.join(time.monotonic() + timeout_s)
 
     def stats(self) -> dict:
         with self._lock:
@@ -102,7 +115,7 @@ class InferenceWorker:
         try:
             self._infer_frames()
         finally:
-            self._outgoing.put(_END)  # the delivery thread drains what is queued, then ends
+            self._put(_END)  # the delivery thread drains what is queued, then ends
 
     def _infer_frames(self) -> None:
         try:
@@ -128,7 +141,16 @@ class InferenceWorker:
         if outcome is None:
             return
         result, predictor = outcome
-        self._outgoing.put(Inferred(frame, result, tuple(predictor.manifest.labels), predictor.manifest.task))
+        self._put(Inferred(frame, result, tuple(predictor.manifest.labels), predictor.manifest.task))
+
+    def _put(self, item: Optional[Inferred]) -> None:
+        """Hand over to the delivery thread; waits while it is behind, unless stop() gave up on it."""
+        while not self._abandon.is_set():
+            try:
+                self._outgoing.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                continue
 
     def _deliver(self) -> None:
         """The delivery thread: every inferred frame, in order, to every sink; `done` after the last."""
@@ -155,21 +177,23 @@ class InferenceWorker:
         while True:
             predictor = self.manager.current()
             if predictor is None or any(p is predictor for p in tried):
+                self._previous_from = None
                 self._note(failed=True, error=f"frame {frame.index} not inferred: "
                                               f"{'no model' if predictor is None else 'the model failed'}")
                 return None
             tried.append(predictor)
-            previous = self._previous if self._previous_model == predictor.name else None
+            previous = self._previous if self._previous_from is predictor and self._stream else None
             try:
                 result = predictor.predict(frame.image, previous)
             except Exception as exc:  # ModelFailure; anything else is a model failure too
+                self._previous_from = None  # the next frame starts afresh
                 failure = exc if isinstance(exc, ModelFailure) else ModelFailure(f"{type(exc).__name__}: {exc}")
                 log.warning("source %s: frame %d: %s", self.id, frame.index, failure)
                 self.manager.report_failure(failure, predictor)  # may roll back: then the loop retries the frame
                 self._note(failed=False, error=str(failure))
                 continue
             self.manager.report_latency(result.latency_ms["total"], predictor)
-            self._previous, self._previous_model = result.predictions, predictor.name
+            self._previous, self._previous_from = result.predictions, predictor
             with self._lock:
                 self._inferred += 1
                 self._failing = False

@@ -56,7 +56,11 @@ class OutputSpec(_Strict):
 
     @model_validator(mode="after")
     def _hold_below_score(self) -> "OutputSpec":
-        if self.hold_threshold is not None and self.hold_threshold >= self.score_threshold:
+        if self.hold_threshold is None:
+            return self
+        if self.type != "scores_boxes":
+            raise ValueError("hold_threshold applies to detection outputs (scores_boxes) only")
+        if self.hold_threshold >= self.score_threshold:
             raise ValueError(f"hold_threshold {self.hold_threshold} must be below score_threshold {self.score_threshold}")
         return self
 
@@ -125,7 +129,10 @@ class Manifest(_Strict):
         return files
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True) + "\n"
+        data = self.model_dump(mode="json", by_alias=True)
+        if data["output"].get("hold_threshold") is None:  # unset: the manifest older devices read
+            data["output"].pop("hold_threshold", None)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
 def parse_manifest(data: bytes, where: str = MANIFEST) -> Manifest:

@@ -5,6 +5,7 @@ Every session returns the outputs named by the manifest, in that order, as float
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Optional, Protocol
 import numpy as np
 
 from edge.package.manifest import Manifest, PackageError, Variant
+
+log = logging.getLogger(__name__)
 
 _PRECISION_HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
 
@@ -70,17 +73,21 @@ def _opt_out_of_openvino_telemetry() -> None:
     """OpenVINO sends usage events (on import, on each conversion) unless told not to (opt-out: no
     consent file needed), each from a fork()ed process. That fork, taken while MXNet's engine
     worked in the same process, deadlocked `lensops optimize`; and neither the pipeline nor a
-    device should call out. Opt this process out without touching ~/intel: the telemetry object is
+    device should call out. This process is opted out without writing a consent file (the
+    telemetry library may still create ~/intel as OpenVINO itself would): the telemetry object is
     a process-wide singleton that each OpenVINO tool re-initialises (turning it back on), so it is
     made inert here, before openvino is first imported."""
     try:
         import openvino_telemetry
     except ImportError:  # an OpenVINO without telemetry
         return
-    telemetry = openvino_telemetry.Telemetry(app_name="lensops", app_version="0", tid="none",
-                                             enable_opt_in_dialog=True)  # no consent file: declined, no dialog
-    telemetry.consent = False
-    telemetry.init = lambda *args, **kwargs: None  # OpenVINO's own init would consent again
+    try:
+        telemetry = openvino_telemetry.Telemetry(app_name="lensops", app_version="0", tid="none",
+                                                 enable_opt_in_dialog=True)  # no consent file: declined, no dialog
+        telemetry.consent = False
+        telemetry.init = lambda *args, **kwargs: None  # OpenVINO's own init would consent again
+    except Exception as exc:  # a telemetry library that changed shape must not stop OpenVINO loading
+        log.warning("could not turn OpenVINO telemetry off: %s: %s", type(exc).__name__, exc)
 
 
 def import_openvino():

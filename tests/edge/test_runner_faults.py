@@ -32,8 +32,10 @@ def seqs(collector) -> list[int]:
 
 def test_broker_outage_loses_nothing_keeps_order_and_drains_the_backlog(
         registry_template, tiny_packages, video, make_mosquitto, collectors, run_device, tmp_path):
-    """The issue's 30 s outage, the broker killed (SIGKILL). The reconnect backoff is capped at 1 s here
-    (production: 30 s, `reconnect_max_s`) so that the test does not wait out a long backoff."""
+    """The issue's 30 s outage. The broker is stopped with SIGTERM: with SIGKILL a message it had
+    acknowledged but not yet forwarded could be lost by the broker itself, which is not what this
+    tests. The reconnect backoff is capped at 1 s here (production: 30 s, `reconnect_max_s`) so that
+    the test does not wait out a long backoff."""
     # given a device replaying 120 frames at 3 fps (40 s) to a broker
     broker = make_mosquitto(persistence=True)
     collector = collectors(broker.port, [TOPIC], client_id="watcher", persistent=True)
@@ -43,8 +45,8 @@ def test_broker_outage_loses_nothing_keeps_order_and_drains_the_backlog(
                          [{"id": "door", "uri": str(video), "fps": 3}], tiny_packages.public_key)
     running = run_device(config, exit_when_done=True)
     assert collector.wait_for(lambda ms: len(ms) >= 6, 60), "nothing published"
-    # when the broker is killed and stays away for 30 s mid-run
-    broker.stop(kill=True)
+    # when the broker goes away for 30 s mid-run
+    broker.stop()
     time.sleep(OUTAGE_S)
     publisher = running.runner.publisher
     during = publisher.stats()

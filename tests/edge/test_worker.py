@@ -106,11 +106,12 @@ def test_next_frame_is_inferred_while_the_last_one_is_delivered(tmp_path):
 def test_done_only_after_the_last_frame_left_the_sinks(tmp_path):
     # given a sink held on the last frame
     model = Model()
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
     delivered: list[int] = []
 
     def held_sink(inferred):
         if inferred.frame.index == 2:
+            entered.set()
             release.wait(WAIT_S)
         delivered.append(inferred.frame.index)
 
@@ -120,9 +121,9 @@ def test_done_only_after_the_last_frame_left_the_sinks(tmp_path):
     worker.start()
     try:
         # when every frame was inferred but the last one is still in the sink
-        assert model.called[2].wait(WAIT_S)
+        assert entered.wait(WAIT_S)
         # then the worker is not done; once the sink lets go it is
-        assert not worker.wait_done(0.3) and delivered == [0, 1]
+        assert not worker.done and delivered == [0, 1]
         release.set()
         assert worker.wait_done(WAIT_S) and delivered == [0, 1, 2]
     finally:
@@ -150,3 +151,24 @@ def test_a_failing_sink_is_counted_and_the_others_still_get_every_frame(tmp_path
         source.stop()
     stats = worker.stats()
     assert seen == [0, 1, 2, 3] and stats["sink_errors"] == 4 and "broken: RuntimeError: disk full" in stats["last_error"]
+
+
+def test_frames_of_an_image_folder_are_predicted_without_the_previous_one(tmp_path):
+    # given an image folder source: its frames are unrelated stills
+    model = Model()
+    reader = Frames(3)
+    folder = tmp_path / "stills"
+    folder.mkdir()
+    (folder / "0.jpg").touch()  # the folder must hold images; the reader here hands out its own frames
+    source = Source(SourceConfig(id="stills", uri=str(folder), fps=0, drop=False),
+                    open_reader=lambda _kind, _target, _timeout: reader)
+    worker = InferenceWorker(source, Manager(model), [])
+    source.start()
+    worker.start()
+    try:
+        assert worker.wait_done(WAIT_S)
+    finally:
+        worker.stop()
+        source.stop()
+    # then no frame was held against the one before it
+    assert model.seen == [0, 1, 2] and model.previous == [None, None, None]

@@ -263,7 +263,7 @@ def _voc_xml(name: str, w: int, h: int, labels: list[int], boxes: list[tuple[int
 def synth_detection(out: Path, n: int, seed: int, size: int = 160) -> DatasetIndex:
     """Write a Pascal VOC folder: JPEGImages/, Annotations/, ImageSets/Main/{train,val,test}.txt, labels.txt.
 
-    Images hold 1-4 objects (about 2% hold none).
+    Images hold 1-4 objects (about 2% hold none, a few more only objects too far out of view to be labelled).
     """
     if n < 3:
         raise ConfigError(f"n={n} is too small: synth_detection needs n >= 3 so that every split has an image")
@@ -393,13 +393,13 @@ def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generat
     shown = np.bincount(owner[owner >= 0].ravel(), minlength=len(drawn))
     objects = []
     for i, (mover, pts, box) in enumerate(drawn):
-        visible = float(min(shown[i] / max(_polygon_area(pts), 1e-6), 1.0))
+        visible = round(float(min(shown[i] / max(_polygon_area(pts), 1e-6), 1.0)), 3)
         if visible >= VIDEO_LISTED_VISIBLE:
             # Like VOC's "difficult": an object mostly out of the frame or hidden may or may not be
             # detected (training labels objects from LABEL_MIN_VISIBLE in view); counts treat it as optional.
             objects.append({"label": CLASSES[mover.label],
                             "box": [round(box[0] / w, 5), round(box[1] / h, 5), round(box[2] / w, 5), round(box[3] / h, 5)],
-                            "visible": round(visible, 3), "difficult": bool(visible < VIDEO_REQUIRED_VISIBLE)})
+                            "visible": visible, "difficult": bool(visible < VIDEO_REQUIRED_VISIBLE)})
     return objects
 
 

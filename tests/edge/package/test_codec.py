@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from edge.package.codec import decode_detection, hold_over
 from edge.package.manifest import OutputSpec
+from tests.edge.packages import tiny_packages  # noqa: F401 (fixture)
 
 LABELS = ["circle", "square"]
 
@@ -47,3 +48,13 @@ def test_hold_threshold_must_be_below_the_score_threshold():
     assert spec(hold_threshold=0.15).hold_threshold == 0.15
     with pytest.raises(ValidationError, match="hold_threshold 0.5 must be below score_threshold 0.5"):
         spec(hold_threshold=0.5)
+
+
+def test_hold_threshold_is_for_detection_outputs_and_left_out_of_manifests_without_it(tiny_packages):
+    with pytest.raises(ValidationError, match="detection outputs"):
+        OutputSpec(type="probabilities", names=("probs",), hold_threshold=0.1)
+    classifier = tiny_packages.classifier.manifest
+    assert "hold_threshold" not in classifier.to_json(), "older devices refuse manifests with keys they do not know"
+    held = tiny_packages.detector.manifest
+    held = held.model_copy(update={"output": held.output.model_copy(update={"hold_threshold": 0.1})})
+    assert '"hold_threshold": 0.1' in held.to_json()
