@@ -3,6 +3,7 @@ delivery keeps the order, and `done` waits for the last frame to leave the sinks
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -75,6 +76,18 @@ def file_source(n: int, folder) -> Source:
                   open_reader=lambda _kind, _target, _timeout: reader)
 
 
+@contextmanager
+def running(source: Source, worker: InferenceWorker, on_exit=lambda: None):
+    source.start()
+    worker.start()
+    try:
+        yield
+    finally:
+        on_exit()
+        worker.stop()
+        source.stop()
+
+
 def test_next_frame_is_inferred_while_the_last_one_is_delivered(tmp_path):
     # given a sink that holds frame 0 until the model has been called for frame 1
     model = Model()
@@ -89,13 +102,8 @@ def test_next_frame_is_inferred_while_the_last_one_is_delivered(tmp_path):
     source = file_source(5, tmp_path)
     worker = InferenceWorker(source, Manager(model), [("slow", slow_sink)])
     # when the source plays to its end
-    source.start()
-    worker.start()
-    try:
+    with running(source, worker):
         assert worker.wait_done(WAIT_S), f"worker not done: {worker.stats()}"
-    finally:
-        worker.stop()
-        source.stop()
     # then frame 1 was inferred before frame 0 left the sink, and every frame was delivered in order
     assert overlapped == [True], "inference waited for delivery: the two stages did not overlap"
     assert delivered == [0, 1, 2, 3, 4] and model.seen == [0, 1, 2, 3, 4]
@@ -117,19 +125,13 @@ def test_done_only_after_the_last_frame_left_the_sinks(tmp_path):
 
     source = file_source(3, tmp_path)
     worker = InferenceWorker(source, Manager(model), [("held", held_sink)])
-    source.start()
-    worker.start()
-    try:
+    with running(source, worker, on_exit=release.set):
         # when every frame was inferred but the last one is still in the sink
         assert entered.wait(WAIT_S)
         # then the worker is not done; once the sink lets go it is
         assert not worker.done and delivered == [0, 1]
         release.set()
         assert worker.wait_done(WAIT_S) and delivered == [0, 1, 2]
-    finally:
-        release.set()
-        worker.stop()
-        source.stop()
 
 
 def test_a_failing_sink_is_counted_and_the_others_still_get_every_frame(tmp_path):
@@ -142,13 +144,8 @@ def test_a_failing_sink_is_counted_and_the_others_still_get_every_frame(tmp_path
 
     source = file_source(4, tmp_path)
     worker = InferenceWorker(source, Manager(model), [("broken", broken), ("ok", lambda i: seen.append(i.frame.index))])
-    source.start()
-    worker.start()
-    try:
+    with running(source, worker):
         assert worker.wait_done(WAIT_S)
-    finally:
-        worker.stop()
-        source.stop()
     stats = worker.stats()
     assert seen == [0, 1, 2, 3] and stats["sink_errors"] == 4 and "broken: RuntimeError: disk full" in stats["last_error"]
 
@@ -163,12 +160,7 @@ def test_frames_of_an_image_folder_are_predicted_without_the_previous_one(tmp_pa
     source = Source(SourceConfig(id="stills", uri=str(folder), fps=0, drop=False),
                     open_reader=lambda _kind, _target, _timeout: reader)
     worker = InferenceWorker(source, Manager(model), [])
-    source.start()
-    worker.start()
-    try:
+    with running(source, worker):
         assert worker.wait_done(WAIT_S)
-    finally:
-        worker.stop()
-        source.stop()
     # then no frame was held against the one before it
     assert model.seen == [0, 1, 2] and model.previous == [None, None, None]
