@@ -9,14 +9,14 @@ from typing import Optional, Sequence
 
 
 def _data_synth(args: argparse.Namespace) -> int:
-    from training.datasets import synth
+    from training.datasets import synth, video
 
     if args.task == "classification":
         synth.synth_classification(args.out, args.n, args.seed, size=args.size or 64)
     elif args.task == "detection":
         synth.synth_detection(args.out, args.n, args.seed, size=args.size or 160)
     else:
-        synth.synth_video(args.out, args.n, args.seed)
+        video.synth_video(args.out, args.n, args.seed)
     print(f"wrote {args.task} data to {args.out}")
     return 0
 

@@ -18,14 +18,6 @@ SCORE_TOL = 0.05
 BOX_TOL = 0.03
 
 
-def _iou(a: list[float], b: list[float]) -> float:
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def compare(expected: list[dict], actual: list[dict], threshold: float) -> str | None:
     """None when two prediction lists agree within tolerance, else what differs."""
     unmatched = list(actual)

@@ -20,7 +20,7 @@ def registry_template(tiny_packages, tmp_path_factory):
 @pytest.fixture(scope="module")
 def video(tmp_path_factory) -> Path:
     """A 120-frame synthetic video (320x240, 15 fps) with moving shapes."""
-    from training.datasets.synth import synth_video
+    from training.datasets.video import synth_video
 
     return synth_video(tmp_path_factory.mktemp("video") / "clip", 120, seed=11)
 

@@ -1,4 +1,4 @@
-"""Deterministic synthetic shapes data for the demo: classification, detection and a video.
+"""Deterministic synthetic shapes data for the demo: classification and detection (the video: datasets.video).
 
 Five classes (CLASSES) of filled shapes, each in a random colour so that shape, not colour,
 is what a model must learn (a linear model on colour statistics or raw pixels stays near
@@ -28,7 +28,6 @@ Same seed, same bytes: every image draws from its own generator seeded by (seed,
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -48,13 +47,9 @@ from training.errors import ConfigError
 
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 AREA_RANGE = (0.08, 0.50)  # object box area / frame area
-VIDEO_GT_SCHEMA = "lensops.video-gt/1"
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
-_VIDEO_AREA_MAX = 0.3  # so that bouncing objects fit in the frame
 LABEL_MIN_VISIBLE = 0.4  # detection stills label an object with at least this share of its area in view
-VIDEO_LISTED_VISIBLE = 0.3  # the video's ground truth lists objects with at least this share in view ...
-VIDEO_REQUIRED_VISIBLE = 0.5  # ... and marks those below this share `difficult` (optional, as in VOC)
-_STREAM_CLS, _STREAM_DET, _STREAM_VIDEO = 1, 2, 3  # keep the three generators independent
+_STREAM_CLS, _STREAM_DET = 1, 2  # keep the generators independent (the video's is 3: datasets.video)
 
 
 def _io_min(a: tuple, b: tuple) -> float:
@@ -99,14 +94,14 @@ def _place(rng: np.random.Generator, w: int, h: int, labels: list[int], max_cut:
     return placed
 
 
-def _polygon_area(pts: np.ndarray) -> float:
+def polygon_area(pts: np.ndarray) -> float:
     x, y = pts[:, 0], pts[:, 1]
     return float(abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))) / 2)
 
 
 def _visible(mask: np.ndarray, pts: np.ndarray) -> float:
     """Share of a polygon's area inside the frame, from its in-frame mask."""
-    return float(min(mask.sum() / 255.0 / max(_polygon_area(pts), 1e-6), 1.0))
+    return float(min(mask.sum() / 255.0 / max(polygon_area(pts), 1e-6), 1.0))
 
 
 @dataclass(frozen=True)
@@ -127,8 +122,8 @@ _CLASSIFICATION_STYLE = _SceneStyle(max_cut=0.1, clutter=(0, 2), occlude_p=0.15,
                                     background_contrast=0.5, shaded_fills=False)
 # Detection objects may be up to 60% out of the frame; one less than LABEL_MIN_VISIBLE in view is
 # drawn but not labelled, so a detector learns where "in view" ends (the video's ground truth
-# requires objects at least VIDEO_REQUIRED_VISIBLE in view and leaves the band between optional).
-_DETECTION_STYLE = _SceneStyle(max_cut=0.6, clutter=(1, 4), occlude_p=0.25, log_area=True,
+# requires objects at least video.VIDEO_REQUIRED_VISIBLE in view and leaves the band between optional).
+DETECTION_STYLE = _SceneStyle(max_cut=0.6, clutter=(1, 4), occlude_p=0.25, log_area=True,
                                background_contrast=0.5, shaded_fills=False, spread_cut=True,
                                min_visible=LABEL_MIN_VISIBLE)
 
@@ -167,7 +162,7 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
 # ---------------------------------------------------------------- writing
 
 @contextmanager
-def _atomic_dir(out: Path) -> Iterator[Path]:
+def atomic_dir(out: Path) -> Iterator[Path]:
     """Yield a temporary sibling folder; on success it replaces `out`, on failure it is removed."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -231,7 +226,7 @@ def synth_classification(out: Path, n: int, seed: int, size: int = 64) -> Datase
         _assign_splits(split_of, layout.permutation(np.flatnonzero(labels == label)))
     digits = _digits(n)
     relpaths = []
-    with _atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         for split in SPLITS:
             for name in CLASSES:
                 (tmp / split / name).mkdir(parents=True)
@@ -273,14 +268,14 @@ def synth_detection(out: Path, n: int, seed: int, size: int = 160) -> DatasetInd
     _assign_splits(split_of, layout.permutation(n))
     digits = _digits(n)
     records = []
-    with _atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
             (tmp / sub).mkdir(parents=True)
         for i in range(n):
             rng = np.random.default_rng([seed, _STREAM_DET, i + 1])
             k = int(rng.choice(5, p=[0.02, 0.33, 0.29, 0.2, 0.16]))
             labels = [int(x) for x in rng.integers(0, len(CLASSES), k)]
-            img, labels, boxes = _render_still(rng, size, size, labels, _DETECTION_STYLE)
+            img, labels, boxes = _render_still(rng, size, size, labels, DETECTION_STYLE)
             stem = f"{i:0{digits}d}"
             _write_jpeg(tmp / "JPEGImages" / f"{stem}.jpg", img)
             (tmp / "Annotations" / f"{stem}.xml").write_text(_voc_xml(f"{stem}.jpg", size, size, labels, boxes))
@@ -292,176 +287,3 @@ def synth_detection(out: Path, n: int, seed: int, size: int = 160) -> DatasetInd
         _write_labels(tmp)
     splits = {s: [r for i, r in enumerate(records) if split_of[i] == s] for s in SPLITS}
     return DatasetIndex("detection", out, list(CLASSES), splits)
-
-
-# ---------------------------------------------------------------- video
-
-@dataclass
-class _Mover:
-    """One object moving through the video in a straight line, bouncing off the walls or passing out."""
-
-    label: int
-    unit: np.ndarray
-    area: float
-    aspect: float
-    angle: float
-    spin: float
-    centre: np.ndarray
-    velocity: np.ndarray
-    bounce: bool
-    fill: Fill
-    wait: int = 0  # frames before it appears
-
-    @classmethod
-    def spawn(cls, rng: np.random.Generator, background: np.ndarray, k: int, fps: float, inside: bool) -> "_Mover":
-        h, w = background.shape[:2]
-        label = int(rng.integers(len(CLASSES)))
-        area = np.exp(rng.uniform(np.log(AREA_RANGE[0]), np.log(min(_VIDEO_AREA_MAX, 0.9 / k)))) * w * h
-        speed = rng.uniform(0.15, 0.5) * min(w, h) / fps  # 0.15-0.5 of the short side per second
-        heading = rng.uniform(0, 2 * np.pi)
-        colour = contrasting_colour(rng, background)
-        mover = cls(label, unit_shape(label, rng), area, float(np.exp(rng.uniform(-0.08, 0.08))),
-                    float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(-3, 3) * np.pi / 180),
-                    rng.uniform(0.2, 0.8, 2) * (w, h), speed * np.array([np.cos(heading), np.sin(heading)]),
-                    bool(rng.random() < 0.4), Fill.sample(rng, colour, textured=False))
-        if not _DETECTION_STYLE.shaded_fills:  # painted as the detection stills paint objects
-            mover.fill = Fill(mover.fill.colour, "flat", mover.fill.amount, mover.fill.angle)
-        if not inside:  # start just outside an edge, heading in
-            r = mover.radius()
-            edge = rng.integers(4)
-            axis, outside = edge % 2, (-r if edge < 2 else (w, h)[edge % 2] + r)
-            mover.centre[axis] = outside
-            mover.velocity[axis] = abs(mover.velocity[axis]) * (1 if edge < 2 else -1)
-            mover.wait = int(rng.integers(0, int(2 * fps) + 1))
-        return mover
-
-    def radius(self) -> float:
-        """Distance from the centre to the farthest vertex, whatever the rotation."""
-        return float(np.linalg.norm(pose(self.unit, self.area, self.aspect, 0.0, still=False), axis=1).max())
-
-    def points(self) -> np.ndarray:
-        return pose(self.unit, self.area, self.aspect, self.angle, still=False) + self.centre
-
-    def gone(self, w: int, h: int) -> bool:
-        r = self.radius()
-        return bool(np.any(self.centre < -r) or self.centre[0] > w + r or self.centre[1] > h + r)
-
-    def step(self, w: int, h: int) -> None:
-        self.centre = self.centre + self.velocity
-        self.angle += self.spin
-        if self.bounce:
-            half = np.abs(self.points() - self.centre).max(0)
-            for axis, limit in enumerate((w, h)):
-                if self.centre[axis] - half[axis] < 0:
-                    self.velocity[axis] = abs(self.velocity[axis])
-                elif self.centre[axis] + half[axis] > limit:
-                    self.velocity[axis] = -abs(self.velocity[axis])
-
-
-def _collide(movers: list[_Mover]) -> None:
-    """Let movers that run into each other bounce apart (an elastic collision), so they rarely hide each other."""
-    for i, a in enumerate(movers):
-        for b in movers[i + 1:]:
-            gap = b.centre - a.centre
-            distance = float(np.linalg.norm(gap))
-            approaching = float(np.dot(b.velocity - a.velocity, gap)) < 0
-            if approaching and 0 < distance < 0.75 * (a.radius() + b.radius()):
-                normal = gap / distance
-                exchange = np.dot(a.velocity - b.velocity, normal) * normal
-                a.velocity, b.velocity = a.velocity - exchange, b.velocity + exchange
-
-
-def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generator) -> list[dict]:
-    """Paint the movers that are in play, later ones on top; return the ground truth of those at
-    least 30% in view. In view = inside the frame and not hidden by a mover painted over it."""
-    h, w = frame.shape[:2]
-    owner = np.full((h, w), -1, np.int16)  # which mover each pixel shows
-    drawn = []
-    for mover in movers:
-        if mover.wait > 0:
-            mover.wait -= 1
-            continue
-        pts = mover.points()
-        cropped = shape_mask(pts, w, h)
-        box = tight_box(*cropped) if cropped else None
-        if box is None:
-            continue
-        mask, x0, y0 = cropped
-        paint(frame, mask, x0, y0, mover.fill.pixels(*mask.shape, rng))
-        owner[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128] = len(drawn)
-        drawn.append((mover, pts, box))
-    shown = np.bincount(owner[owner >= 0].ravel(), minlength=len(drawn))
-    objects = []
-    for i, (mover, pts, box) in enumerate(drawn):
-        visible = round(float(min(shown[i] / max(_polygon_area(pts), 1e-6), 1.0)), 3)
-        if visible >= VIDEO_LISTED_VISIBLE:
-            # Like VOC's "difficult": an object mostly out of the frame or hidden may or may not be
-            # detected (training labels objects from LABEL_MIN_VISIBLE in view); counts treat it as optional.
-            objects.append({"label": CLASSES[mover.label],
-                            "box": [round(box[0] / w, 5), round(box[1] / h, 5), round(box[2] / w, 5), round(box[3] / h, 5)],
-                            "visible": visible, "difficult": bool(visible < VIDEO_REQUIRED_VISIBLE)})
-    return objects
-
-
-def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (320, 240), fps: float = 15) -> Path:
-    """Write `out/video.mp4` (mp4v) with 1-4 moving shapes and `out/video_gt.json`; return the video path.
-
-    Objects cover 8% to 30% of the frame. An object is listed in a frame's `objects` while at
-    least 30% of its area is in view (inside the frame, not hidden behind another object), with its
-    normalised box [x_min, y_min, x_max, y_max] (occlusion does not shrink it, as in VOC) and the
-    share in view; below 50% in view it is `difficult` (optional, as in VOC). A frame's `counts`
-    are its objects that are not difficult.
-    """
-    if n_frames < 1:
-        raise ConfigError(f"n_frames={n_frames} must be at least 1")
-    out = Path(out)
-    w, h = size
-    rng = np.random.default_rng([seed, _STREAM_VIDEO])
-    background = draw_background(rng, h, w)
-    contrast = _DETECTION_STYLE.background_contrast  # the scene as the detection stills draw it
-    mean = background.mean((0, 1), keepdims=True)
-    background = np.clip(mean + (background - mean) * contrast + 0.5, 0, 255).astype(np.uint8)
-    draw_clutter(background, rng, int(rng.integers(*_DETECTION_STYLE.clutter)))
-    camera = Camera.sample(rng, blur_p=0.0)
-    k = int(rng.integers(2, 5))  # movers; 1-4 of them are in view at a time as they enter and leave
-    movers: list[_Mover] = []
-    for i in range(k):
-        mover = _Mover.spawn(rng, background, k, fps, inside=(i == 0 or rng.random() < 0.6))
-        for _ in range(20):  # start apart from the others already in view
-            if mover.wait or all(np.linalg.norm(mover.centre - m.centre) >= 0.75 * (mover.radius() + m.radius())
-                                 for m in movers if not m.wait):
-                break
-            mover.centre = rng.uniform(0.2, 0.8, 2) * (w, h)
-        movers.append(mover)
-    frames_gt = []
-    with _atomic_dir(out) as tmp:
-        writer = cv2.VideoWriter(str(tmp / "video.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-        if not writer.isOpened():
-            raise OSError("OpenCV cannot write mp4v video here (no FFmpeg backend?)")
-        try:
-            for index in range(n_frames):
-                frame = background.copy()
-                objects = _draw_movers(frame, movers, rng)
-                _collide([m for m in movers if m.wait == 0])
-                for i, mover in enumerate(movers):
-                    if mover.wait == 0:
-                        mover.step(w, h)
-                        if mover.gone(w, h):
-                            movers[i] = _Mover.spawn(rng, background, k, fps, inside=False)
-                writer.write(camera.apply(frame, rng, flicker=float(rng.normal(0, 2))))
-                counts: dict[str, int] = {}
-                for obj in objects:
-                    if not obj["difficult"]:
-                        counts[obj["label"]] = counts.get(obj["label"], 0) + 1
-                frames_gt.append({"index": index, "objects": objects, "counts": counts})
-        finally:
-            writer.release()
-        written = cv2.VideoCapture(str(tmp / "video.mp4"))
-        frame_count = int(written.get(cv2.CAP_PROP_FRAME_COUNT))
-        written.release()
-        if frame_count != n_frames:
-            raise OSError(f"wrote {n_frames} frames but the video holds {frame_count}")
-        gt = {"schema": VIDEO_GT_SCHEMA, "fps": fps, "width": w, "height": h, "classes": list(CLASSES),
-              "frames": frames_gt}
-        (tmp / "video_gt.json").write_text(json.dumps(gt, indent=1) + "\n")
-    return out / "video.mp4"
