@@ -35,6 +35,44 @@ def _data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_options(args: argparse.Namespace):
+    from training.datasets.capture_import import ImportOptions
+
+    given = {name: getattr(args, name) for name in ("near_duplicate_bits", "segment_gap_s", "segment_max_s",
+                                                    "val_fraction", "test_fraction")}
+    return ImportOptions(**{k: v for k, v in given.items() if v is not None})
+
+
+def _data_import_capture(args: argparse.Namespace) -> int:
+    from training.datasets.capture_import import import_capture
+
+    record = import_capture(args.capture, args.out, _import_options(args), merge=args.merge,
+                            reviewed=args.reviewed, task=args.task)
+    reasons: dict[str, int] = {}
+    for why in record["dropped"].values():
+        kind = why.split(" of ")[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+    sizes = "/".join(str(record["imported"][s]) for s in ("train", "val", "test"))
+    print(f"{args.out}: {sum(record['imported'].values())} of {record['captures_read']} captures imported "
+          f"({record['task']}, {record['segments']} time segments, train/val/test = {sizes}"
+          f"{', merged into ' + str(args.merge) if args.merge else ''}"
+          f"{', reviewed labels from ' + str(args.reviewed) if args.reviewed else ', device pre-labels'})")
+    for kind, count in sorted(reasons.items()):
+        print(f"  dropped {count}: {kind}")
+    return 0
+
+
+def _data_export_review(args: argparse.Namespace) -> int:
+    from training.datasets.capture_import import export_for_review
+
+    summary = export_for_review(args.capture, args.out, _import_options(args), merge=args.merge)
+    layout = "Pascal VOC" if summary["task"] == "detection" else "ImageFolder"
+    print(f"{args.out}: {summary['frames']} frames for review ({layout}, pre-labels from the device; "
+          f"{summary['dropped']} duplicates left out). Mark a frame to drop with the label "
+          f"'{summary['drop_label']}' or delete it.")
+    return 0
+
+
 def _train(args: argparse.Namespace, rest: list[str]) -> int:
     from training.train import main as train_main
 
@@ -88,6 +126,32 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--policy", default="fail", choices=["fail", "skip"])
     check.add_argument("--report", type=Path, help="also write the report as JSON")
     check.set_defaults(func=_data_check)
+    importer = data.add_parser("import-capture", help="turn a device's capture folder into a data set "
+                               "(deduplicated, split by source and time; Pascal VOC or ImageFolder)")
+    importer.add_argument("capture", type=Path, help="capture folder (the edge runner's capture.dir)")
+    importer.add_argument("--out", type=Path, required=True, help="data set folder to write (replaced atomically)")
+    importer.add_argument("--merge", type=Path, help="existing data set to merge into (copied into --out)")
+    importer.add_argument("--reviewed", type=Path, help="reviewed export (lensops data export-review, then a "
+                          "labelling tool): its labels replace the pre-labels; frames it lacks are dropped")
+    importer.add_argument("--task", choices=["classification", "detection"], help="default: the captures' task")
+    review = data.add_parser("export-review", help="write deduplicated captures with their pre-labels for "
+                             "review in a labelling tool (Pascal VOC; ImageFolder for classification)")
+    review.add_argument("capture", type=Path, help="capture folder (the edge runner's capture.dir)")
+    review.add_argument("--out", type=Path, required=True, help="review folder to write (replaced atomically)")
+    review.add_argument("--merge", type=Path, help="the data set the import will merge into "
+                        "(frames duplicating its images are left out)")
+    for p in (importer, review):
+        # defaults: training.datasets.capture_import.ImportOptions
+        p.add_argument("--near-duplicate-bits", type=int, help="frames whose 256-bit difference hashes differ in "
+                       "at most this many bits are near-identical; the oldest is kept (default 8)")
+        p.add_argument("--segment-gap-s", type=float, help="a pause longer than this starts a new time segment "
+                       "(default 60)")
+        p.add_argument("--segment-max-s", type=float, help="a time segment is cut once it spans this long "
+                       "(default 600)")
+        p.add_argument("--val-fraction", type=float, help="share of each source's frames for val (default 0.15)")
+        p.add_argument("--test-fraction", type=float, help="share of each source's frames for test (default 0.15)")
+    importer.set_defaults(func=_data_import_capture)
+    review.set_defaults(func=_data_export_review)
 
     train = sub.add_parser("train", help="train or fine-tune (same options as python -m training.train)",
                            add_help=False)

@@ -1,0 +1,252 @@
+"""A device's capture folder -> a training data set (Pascal VOC for detection, ImageFolder for classification).
+
+Steps, all deterministic (same folder and options, same data set):
+1. Read the finished captures (training.datasets.captures), oldest first.
+2. Drop duplicates: a frame whose pixels equal, or whose difference hash is within
+   `near_duplicate_bits` of, a frame already kept (or an image of the data set merged into) is left
+   out, so no near-identical pair survives anywhere, in one split or across splits.
+3. Split by source and time: each source's frames form time segments (a new segment after a gap of
+   more than `segment_gap_s`, or once a segment spans `segment_max_s`); whole segments go to one split.
+   Per source, the newest segments go to test, the next newest to val, the rest to train, until test
+   and val hold about their fractions of the source's frames (test on the future, as a model
+   meets it). A source with one segment goes to train; with two, the newer goes to val.
+4. Labels: the device's predictions (pre-labels), or a reviewed folder's labels (training.datasets.review)
+   that replace them; frames the reviewer deleted or marked are dropped.
+5. Optionally merge into an existing data set of the same task (its files and splits are kept;
+   captures already in it are left as they are), then write to a temp folder, check it with the
+   data set check (policy fail) and rename it into place: nothing half-written is left behind.
+
+`captures.json` in the result records, per imported frame, its source, time, segment, split,
+model and whether its labels are reviewed, plus what was dropped and why.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+from training.datasets.captures import CapturedFrame, read_capture_folder
+from training.datasets.check import check_dataset
+from training.datasets.dedup import NEAR_DUPLICATE_BITS, DuplicateFinder, image_hash, read_image
+from training.datasets.formats import FORMAT_TASKS, detect_format, load_dataset, read_labels
+from training.datasets.review import Review, export_review, read_review, read_voc, voc_text
+from training.datasets.synth import atomic_dir
+from training.errors import DatasetError
+
+IMPORT_SCHEMA = "lensops.capture-import/1"
+PROVENANCE = "captures.json"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    near_duplicate_bits: int = NEAR_DUPLICATE_BITS
+    segment_gap_s: float = 60.0  # a pause this long starts a new segment
+    segment_max_s: float = 600.0  # a segment is cut once it spans this long
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.segment_gap_s <= 0 or self.segment_max_s <= 0:
+            raise DatasetError("segment_gap_s and segment_max_s must be > 0")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
+                and self.val_fraction + self.test_fraction < 1):
+            raise DatasetError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction} "
+                               "must be in [0, 1) and leave room for train")
+
+
+# ---------------------------------------------------------------- dedup and split (pure)
+
+def deduplicate(frames: list[CapturedFrame], max_bits: int, known: Optional[DuplicateFinder] = None
+                ) -> tuple[list[CapturedFrame], dict[str, str]]:
+    """(kept frames, {dropped id: 'exact|near duplicate of X'}), keeping the oldest of each group."""
+    finder = known or DuplicateFinder(max_bits)
+    kept, dropped = [], {}
+    for frame in frames:
+        h = image_hash(read_image(frame.image))
+        found = finder.match(h)
+        if found:
+            dropped[frame.id] = f"{found[0]} duplicate of {found[1]}"
+        else:
+            finder.keep(frame.id, h)
+            kept.append(frame)
+    return kept, dropped
+
+
+def time_segments(frames: list[CapturedFrame], gap_s: float, max_s: float) -> list[list[CapturedFrame]]:
+    """Per source, runs of frames without a pause longer than `gap_s` and spanning less than `max_s`."""
+    segments: list[list[CapturedFrame]] = []
+    for source in sorted({f.source for f in frames}):
+        current: list[CapturedFrame] = []
+        for frame in sorted((f for f in frames if f.source == source), key=lambda f: (f.time, f.id)):
+            if current and ((frame.time - current[-1].time).total_seconds() > gap_s
+                            or (frame.time - current[0].time).total_seconds() >= max_s):
+                segments.append(current)
+                current = []
+            current.append(frame)
+        if current:
+            segments.append(current)
+    return segments
+
+
+def assign_splits(segments: list[list[CapturedFrame]], val_fraction: float, test_fraction: float
+                  ) -> list[str]:
+    """The split of each segment: per source, newest to test, then val, the rest (at least the oldest) train."""
+    splits = ["train"] * len(segments)
+    by_source: dict[str, list[int]] = {}
+    for i, segment in enumerate(segments):
+        by_source.setdefault(segment[0].source, []).append(i)
+    for order in by_source.values():  # oldest first
+        total = sum(len(segments[i]) for i in order)
+        left = list(order)
+        for split, fraction, reserve in (("test", test_fraction, 2), ("val", val_fraction, 1)):
+            if fraction <= 0:
+                continue
+            taken = 0
+            while len(left) > reserve and (taken == 0 or taken < fraction * total):
+                i = left.pop()
+                splits[i] = split
+                taken += len(segments[i])
+    return splits
+
+
+# ---------------------------------------------------------------- the data set
+
+def _segment_name(segment: list[CapturedFrame]) -> str:
+    return f"{segment[0].source}@{segment[0].time.isoformat(timespec='milliseconds')}"
+
+
+def _base_images(base: Path, task: str) -> tuple[list[str], list[tuple[str, Path]], set[str]]:
+    """(classes, named image paths, record ids) of the data set being merged into."""
+    fmt = detect_format(base)
+    if FORMAT_TASKS[fmt] != task:
+        raise DatasetError(f"{base}: a {FORMAT_TASKS[fmt]} data set ({fmt}); the captures are {task}")
+    index = load_dataset(base, task, fmt)
+    if fmt == "coco":
+        raise DatasetError(f"{base}: COCO data sets cannot be merged into; convert it to Pascal VOC")
+    declared = read_labels(base / "labels.txt")
+    images = [(str(r.path.relative_to(base)), r.path) for split in index.splits.values() for r in split]
+    return declared or list(index.classes), images, {p.stem for _, p in images}
+
+
+def _labels_of(frame: CapturedFrame, review: Optional[Review], classes: list[str]):
+    """Objects (detection) or the label (classification) of a kept frame, checked against `classes`."""
+    if frame.task == "detection":
+        if review is None:
+            return read_voc(frame.annotation, classes)[2]  # an unknown label is an error naming file and label
+        unknown = sorted({o.name for o in review.boxes[frame.id] if o.name not in classes})
+        if unknown:
+            raise DatasetError(f"reviewed annotation of {frame.id}: label '{unknown[0]}' is not a class of "
+                               f"the merged data set (classes: {', '.join(classes)})")
+        return review.boxes[frame.id]
+    label = review.labels[frame.id] if review is not None else frame.label
+    if label not in classes:
+        raise DatasetError(f"{frame.image}: label '{label}' is not a class of the data set "
+                           f"(classes: {', '.join(classes)})")
+    return label
+
+
+def _write_frame(tmp: Path, frame: CapturedFrame, split: str, labels) -> None:
+    if frame.task == "detection":
+        shutil.copyfile(frame.image, tmp / "JPEGImages" / f"{frame.id}.jpg")
+        (tmp / "Annotations" / f"{frame.id}.xml").write_text(
+            voc_text(f"{frame.id}.jpg", frame.width, frame.height, labels, "LensOps capture"), encoding="utf-8")
+        with open(tmp / "ImageSets" / "Main" / f"{split}.txt", "a", encoding="utf-8") as f:
+            f.write(f"{frame.id}\n")
+    else:
+        (tmp / split / labels).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(frame.image, tmp / split / labels / f"{frame.id}.jpg")
+
+
+def _previous_provenance(base: Optional[Path]) -> dict:
+    if base is None or not (base / PROVENANCE).is_file():
+        return {}
+    try:
+        return dict(json.loads((base / PROVENANCE).read_text())["frames"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{base / PROVENANCE}: not a readable import record ({exc})") from None
+
+
+def plan_import(capture: Path, options: ImportOptions, merge: Optional[Path] = None, task: Optional[str] = None):
+    """(capture folder, frames kept after dedup (oldest first), {dropped id: why}, classes)."""
+    folder = read_capture_folder(capture, task)
+    classes = list(folder.labels)
+    finder = DuplicateFinder(options.near_duplicate_bits)
+    dropped: dict[str, str] = {i: "incomplete capture (files missing)" for i in folder.incomplete}
+    frames = folder.frames
+    if merge is not None:
+        classes, images, base_ids = _base_images(Path(merge), folder.task)
+        dropped.update({f.id: "already in the merged data set" for f in frames if f.id in base_ids})
+        frames = [f for f in frames if f.id not in base_ids]
+        finder.add_all(images)
+    kept, duplicates = deduplicate(frames, options.near_duplicate_bits, finder)
+    dropped.update(duplicates)
+    return folder, kept, dropped, classes
+
+
+def split_frames(frames: list[CapturedFrame], options: ImportOptions) -> tuple[dict[str, str], dict[str, str]]:
+    """({frame id: split}, {frame id: segment name}) by source and time."""
+    segments = time_segments(frames, options.segment_gap_s, options.segment_max_s)
+    split_of, segment_of = {}, {}
+    for segment, split in zip(segments, assign_splits(segments, options.val_fraction, options.test_fraction)):
+        for frame in segment:
+            split_of[frame.id], segment_of[frame.id] = split, _segment_name(segment)
+    return split_of, segment_of
+
+
+def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOptions(), merge: Optional[Path] = None,
+                   reviewed: Optional[Path] = None, task: Optional[str] = None) -> dict:
+    """Turn the capture folder `capture` into the data set `out` (replaced atomically); returns the record."""
+    out = Path(out)
+    folder, kept, dropped, classes = plan_import(capture, options, merge, task)
+    review = read_review(reviewed, folder, [f.id for f in kept]) if reviewed is not None else None
+    if review is not None:
+        dropped.update({i: f"{why} in review" for i, why in review.dropped.items()})
+        kept = [f for f in kept if f.id in review.kept()]
+    split_of, segment_of = split_frames(kept, options)
+    labelled = [(f, _labels_of(f, review, classes)) for f in kept]  # every label checked before writing
+    counts = {split: sum(1 for f in kept if split_of[f.id] == split) for split in ("train", "val", "test")}
+    empty = [split for split in ("train", "val") if not counts[split]]
+    if merge is None and empty:
+        raise DatasetError(f"{capture}: the {len(kept)} frames kept form {len(set(segment_of.values()))} time "
+                           f"segment(s) of {len({f.source for f in kept})} source(s), too few for a "
+                           f"{' and '.join(empty)} split of their own "
+                           "(whole segments go to one split); merge them into an existing data set (--merge) "
+                           "or capture over a longer time")
+    provenance = _previous_provenance(Path(merge) if merge is not None else None)
+    with atomic_dir(out) as tmp:
+        if merge is not None:
+            shutil.copytree(merge, tmp, dirs_exist_ok=True)
+        if folder.task == "detection":
+            for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+                (tmp / sub).mkdir(parents=True, exist_ok=True)
+            for split in ("train", "val", "test"):  # appended to below
+                listing = tmp / "ImageSets" / "Main" / f"{split}.txt"
+                text = listing.read_text(encoding="utf-8") if listing.is_file() else ""
+                listing.write_text(text + "\n" if text and not text.endswith("\n") else text, encoding="utf-8")
+        for frame, labels in labelled:
+            _write_frame(tmp, frame, split_of[frame.id], labels)
+            provenance[frame.id] = {"source": frame.source, "time": frame.time.isoformat(timespec="milliseconds"),
+                                    "segment": segment_of[frame.id], "split": split_of[frame.id],
+                                    "model": frame.model, "reason": frame.reason,
+                                    "labels": "reviewed" if review is not None else "device"}
+        (tmp / "labels.txt").write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
+        record = {"schema": IMPORT_SCHEMA, "capture": str(capture), "task": folder.task,
+                  "merged_into": str(merge) if merge is not None else None,
+                  "reviewed": str(reviewed) if reviewed is not None else None, "options": asdict(options),
+                  "captures_read": len(folder.frames) + len(folder.incomplete), "imported": counts,
+                  "segments": len(set(segment_of.values())), "dropped": dropped, "frames": provenance}
+        (tmp / PROVENANCE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        check_dataset(load_dataset(tmp, folder.task), "fail")
+    return record
+
+
+def export_for_review(capture: Path, out: Path, options: ImportOptions = ImportOptions(),
+                      merge: Optional[Path] = None) -> dict:
+    """Write the frames an import would keep (deduplicated) for review into `out` (replaced atomically)."""
+    folder, kept, dropped, _ = plan_import(capture, options, merge)
+    with atomic_dir(Path(out)) as tmp:
+        summary = export_review(folder, [f.id for f in kept], tmp)
+    return {**summary, "dropped": len(dropped)}
+

@@ -1,0 +1,195 @@
+"""Captures out for human review and the reviewed labels back, in formats labelling tools read and write.
+
+Detection: Pascal VOC (CVAT, Label Studio and most other tools import and export it):
+`JPEGImages/<id>.jpg`, `Annotations/<id>.xml` with the serving model's boxes as pre-labels,
+`ImageSets/Main/default.txt`, and `labels.txt` = the model's classes plus DROP_LABEL.
+Classification: an ImageFolder `<label>/<id>.jpg` (move a file to the right folder to relabel it).
+
+Reading back, the review replaces the pre-labels. A frame is dropped when the reviewer deleted it
+(its annotation or image is gone) or marked it: a box labelled DROP_LABEL anywhere on it
+(detection), or the file moved into the DROP_LABEL folder (classification). A file that cannot be
+read, a label that is not a class, a box outside the image or a frame that is not among the
+captures is an error naming the file (and the label or field).
+"""
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+from xml.sax.saxutils import escape
+
+from training.datasets.captures import CaptureFolder
+from training.errors import DatasetError
+
+DROP_LABEL = "drop-frame"
+BOX_TOLERANCE_PX = 1.0  # as the data check: tools round boxes at the image border
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass(frozen=True)
+class VocObject:
+    name: str
+    box: tuple[float, float, float, float]  # continuous pixels [x_min, y_min, x_max, y_max]
+    difficult: bool = False
+
+
+# ---------------------------------------------------------------- VOC files
+
+def _child_text(path: Path, node: ET.Element, tag: str, where: str) -> str:
+    child = node.find(tag)
+    if child is None or child.text is None or not child.text.strip():
+        raise DatasetError(f"{path}: {where}<{tag}> is missing")
+    return child.text.strip()
+
+
+def _child_number(path: Path, node: ET.Element, tag: str, where: str) -> float:
+    text = _child_text(path, node, tag, where)
+    try:
+        return float(text)
+    except ValueError:
+        raise DatasetError(f"{path}: {where}<{tag}> is not a number: {text!r}") from None
+
+
+def read_voc(path: Path, classes: list[str], extra_names: tuple[str, ...] = ()) -> tuple[int, int, list[VocObject]]:
+    """(width, height, objects) of one VOC annotation; an unknown label or a bad field is an error naming both."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise DatasetError(f"{path}: not a readable Pascal VOC annotation ({exc})") from None
+    if root.tag != "annotation":
+        raise DatasetError(f"{path}: root element is <{root.tag}>, expected <annotation>")
+    size = root.find("size")
+    if size is None:
+        raise DatasetError(f"{path}: <size> is missing")
+    width, height = int(_child_number(path, size, "width", "<size>")), int(_child_number(path, size, "height", "<size>"))
+    objects = []
+    for i, obj in enumerate(root.iter("object")):
+        where = f"object {i + 1} "
+        name = _child_text(path, obj, "name", where)
+        if name not in classes and name not in extra_names:
+            raise DatasetError(f"{path}: label '{name}' ({where.strip()}) is not a class "
+                               f"(classes: {', '.join(classes)})")
+        box = obj.find("bndbox")
+        if box is None:
+            raise DatasetError(f"{path}: {where}('{name}') has no <bndbox>")
+        xmin, ymin, xmax, ymax = (_child_number(path, box, t, f"{where}<bndbox>") for t in ("xmin", "ymin", "xmax", "ymax"))
+        x0, y0, x1, y1 = xmin - 1, ymin - 1, xmax, ymax  # VOC is 1-based inclusive
+        tol = BOX_TOLERANCE_PX
+        if not (x1 > x0 and y1 > y0 and x0 >= -tol and y0 >= -tol and x1 <= width + tol and y1 <= height + tol):
+            raise DatasetError(f"{path}: {where}('{name}') box [{xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}] is empty "
+                               f"or outside the {width}x{height} image")
+        difficult = (obj.findtext("difficult") or "0").strip() in ("1", "true")
+        box_px = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+        objects.append(VocObject(name, box_px, difficult))
+    return width, height, objects
+
+
+def voc_text(filename: str, width: int, height: int, objects: list[VocObject], database: str) -> str:
+    """A Pascal VOC annotation (1-based inclusive pixel boxes, as synth.py writes them)."""
+    body = "".join(
+        f"  <object>\n    <name>{escape(o.name)}</name>\n    <pose>Unspecified</pose>\n"
+        f"    <truncated>0</truncated>\n    <difficult>{int(o.difficult)}</difficult>\n"
+        f"    <bndbox>\n      <xmin>{o.box[0] + 1:g}</xmin>\n      <ymin>{o.box[1] + 1:g}</ymin>\n"
+        f"      <xmax>{o.box[2]:g}</xmax>\n      <ymax>{o.box[3]:g}</ymax>\n    </bndbox>\n  </object>\n"
+        for o in objects)
+    return (f"<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{escape(filename)}</filename>\n"
+            f"  <source><database>{escape(database)}</database></source>\n"
+            f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n    <depth>3</depth>\n  </size>\n"
+            f"  <segmented>0</segmented>\n{body}</annotation>\n")
+
+
+# ---------------------------------------------------------------- export
+
+def export_review(folder: CaptureFolder, frame_ids: list[str], out: Path) -> dict:
+    """Write the frames `frame_ids` of a capture folder for review into `out` (an empty temp folder)."""
+    if DROP_LABEL in folder.labels:
+        raise DatasetError(f"{folder.root / 'labels.txt'}: the class name '{DROP_LABEL}' is reserved for review")
+    by_id = {f.id: f for f in folder.frames}
+    frames = [by_id[i] for i in frame_ids]
+    if folder.task == "detection":
+        for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+        for f in frames:
+            _, _, objects = read_voc(f.annotation, folder.labels)
+            shutil.copyfile(f.image, out / "JPEGImages" / f"{f.id}.jpg")
+            (out / "Annotations" / f"{f.id}.xml").write_text(
+                voc_text(f"{f.id}.jpg", f.width, f.height, objects, "LensOps capture (pre-labels)"), encoding="utf-8")
+        (out / "ImageSets" / "Main" / "default.txt").write_text("".join(f"{f.id}\n" for f in frames))
+    else:
+        for name in [*folder.labels, DROP_LABEL]:
+            (out / name).mkdir(parents=True, exist_ok=True)
+        for f in frames:
+            shutil.copyfile(f.image, out / f.label / f"{f.id}.jpg")
+    (out / "labels.txt").write_text("".join(f"{n}\n" for n in [*folder.labels, DROP_LABEL]), encoding="utf-8")
+    return {"task": folder.task, "frames": len(frames), "labels": list(folder.labels), "drop_label": DROP_LABEL}
+
+
+# ---------------------------------------------------------------- read back
+
+@dataclass
+class Review:
+    """What the reviewer decided, per capture id."""
+
+    boxes: dict[str, list[VocObject]] = field(default_factory=dict)  # detection
+    labels: dict[str, str] = field(default_factory=dict)  # classification
+    dropped: dict[str, str] = field(default_factory=dict)  # id -> "deleted" | "marked"
+
+    def kept(self) -> set[str]:
+        return set(self.boxes) | set(self.labels)
+
+
+def _frame_id(path: Path, known: set[str], review_root: Path) -> str:
+    if path.stem not in known:
+        raise DatasetError(f"{path}: frame '{path.stem}' is not among the captures being imported "
+                           f"(was {review_root} exported from another capture folder?)")
+    return path.stem
+
+
+def read_review(review_root: Path, folder: CaptureFolder, frame_ids: list[str]) -> Review:
+    """The reviewed labels of `frame_ids` from `review_root`; frames it does not hold count as deleted."""
+    review_root = Path(review_root)
+    if not review_root.is_dir():
+        raise DatasetError(f"reviewed folder not found: {review_root}")
+    known = set(frame_ids)
+    by_id = {f.id: f for f in folder.frames}
+    review = Review()
+    if folder.task == "detection":
+        annotations = review_root / "Annotations"
+        if not annotations.is_dir():
+            raise DatasetError(f"{review_root}: no Annotations/ folder (expected a Pascal VOC export)")
+        images = review_root / "JPEGImages"
+        for xml in sorted(p for p in annotations.glob("*.xml") if not p.name.startswith(".")):
+            frame_id = _frame_id(xml, known, review_root)
+            width, height, objects = read_voc(xml, folder.labels, (DROP_LABEL,))
+            frame = by_id[frame_id]
+            if (width, height) != (frame.width, frame.height):
+                raise DatasetError(f"{xml}: <size> is {width}x{height}, the captured frame is "
+                                   f"{frame.width}x{frame.height}")
+            if images.is_dir() and not any((images / f"{frame_id}{s}").is_file() for s in IMAGE_SUFFIXES):
+                review.dropped[frame_id] = "deleted"
+            elif any(o.name == DROP_LABEL for o in objects):
+                review.dropped[frame_id] = "marked"
+            else:
+                review.boxes[frame_id] = objects
+    else:
+        for image in sorted(p for p in review_root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                            and p.is_file() and not p.name.startswith(".")):
+            frame_id = _frame_id(image, known, review_root)
+            label = image.parent.name
+            if image.parent.parent != review_root:
+                raise DatasetError(f"{image}: not directly inside a class folder of {review_root}")
+            if label != DROP_LABEL and label not in folder.labels:
+                raise DatasetError(f"{image}: label '{label}' (its folder) is not a class "
+                                   f"(classes: {', '.join(folder.labels)})")
+            if frame_id in review.labels or frame_id in review.dropped:
+                raise DatasetError(f"{image}: frame '{frame_id}' is in two class folders")
+            if label == DROP_LABEL:
+                review.dropped[frame_id] = "marked"
+            else:
+                review.labels[frame_id] = label
+    for frame_id in frame_ids:
+        if frame_id not in review.kept() and frame_id not in review.dropped:
+            review.dropped[frame_id] = "deleted"
+    return review
