@@ -6,6 +6,12 @@ filed under the top predicted label). Both: `labels.txt` and `predictions/<id>.j
 the model said, with scores, model and source). Every `val_every`-th capture goes to `val`, as the
 data check wants train and val. Each file is written to a hidden temp name and renamed, and the
 sidecar JSON comes last: a capture without one is unfinished and removed at the next start.
+
+The folder is a contract, format `lensops.capture/1`: training reads it without importing this
+module (training/datasets/captures.py; `lensops data import-capture`). A sidecar holds schema, id
+(`<UTC time>Z-<source>-<counter>`), split, reason, source, time (UTC, when saved), task, width,
+height, model ({name, version, variant}), predictions, files (relative paths) and bytes. Change it
+only together with that reader.
 """
 from __future__ import annotations
 
