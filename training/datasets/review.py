@@ -17,7 +17,6 @@ import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 from xml.sax.saxutils import escape
 
 from training.datasets.captures import CaptureFolder
