@@ -1,57 +1,26 @@
-"""Fine-tuning: find the starting weights, carry them into a network with a new class list,
-optionally freeze the backbone."""
+"""Fine-tuning: find the starting weights (training/init_source.py), carry them into a network with
+a new class list, optionally freeze the backbone."""
 from __future__ import annotations
 
 import json
-import tarfile
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import mxnet as mx
 
+from training import init_source
 from training.errors import ConfigError
+from training.init_source import SourceNetwork
 
 
-def resolve_init_from(ref: str, workdir: Path) -> Path:
-    """A model folder from a path, a model.tar.gz or a registry reference (models:/NAME@ALIAS)."""
-    if ref.startswith(("models:/", "runs:/")):
-        return _download(ref, workdir)
-    path = Path(ref)
-    if not path.exists():
-        raise ConfigError(f"init_from: {path} does not exist")
-    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-        target = Path(tempfile.mkdtemp(prefix="init-from-", dir=workdir))
-        _safe_extract(path, target)
-        path = target
-    return _find_model_dir(path, ref)
+def resolve_init_from(ref: str, workdir: Path) -> SourceNetwork:
+    """The trainable network an init_from reference names (see training/init_source.py for the forms)."""
+    return init_source.resolve_init_from(ref, workdir)
 
 
-def _download(ref: str, workdir: Path) -> Path:
-    import mlflow
-
-    target = Path(tempfile.mkdtemp(prefix="init-from-", dir=workdir))
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(target))
-    except Exception as exc:  # unknown model/alias, unreachable server
-        raise ConfigError(f"init_from: cannot fetch {ref} from the registry: {exc}") from None
-    return _find_model_dir(Path(local), ref)
-
-
-def _safe_extract(archive: Path, target: Path) -> None:
-    with tarfile.open(archive, "r:gz") as tar:
-        for member in tar.getmembers():
-            name = Path(member.name)
-            if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
-                raise ConfigError(f"init_from: {archive} holds an unsafe member '{member.name}'")
-        tar.extractall(target)
-
-
-def _find_model_dir(root: Path, ref: str) -> Path:
-    found = sorted(p.parent for p in Path(root).rglob("model.json"))
-    if not found:
-        raise ConfigError(f"init_from: no model.json under {ref}")
-    return found[0]
+def init_identity(ref: str):
+    """What pins the starting weights of `ref`, for the checkpoint fingerprint (None: nothing local)."""
+    return init_source.init_identity(ref)
 
 
 def load_model_weights(model_dir: Path) -> tuple[dict, dict]:
@@ -95,6 +64,8 @@ def transfer_weights(net, source: dict, class_params: tuple = (), row_map: Optio
             if len(kept) < len(row_map):
                 skipped.append(name)  # partly new: its new classes start from scratch
             continue
+        if value is None and isinstance(param, mx.gluon.Constant):
+            continue  # fixed by the architecture (SSD anchors), not learned: nothing to carry over
         if value is not None and tuple(value.shape) == tuple(param.shape):
             param.set_data(mx.nd.array(value, dtype=param.dtype))
             copied += 1

@@ -103,22 +103,23 @@ def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], 
     elif cfg.pretrained:
         info = {"init": f"gluoncv:{spec.base} (backbone)"}
     elif cfg.init_from:
-        model_dir = finetune.resolve_init_from(cfg.init_from, workdir)
-        source, meta = finetune.load_model_weights(model_dir)
-        if meta.get("task") != cfg.task:
-            if (meta.get("task"), cfg.task) != ("classification", "detection"):
-                raise ConfigError(f"init_from: {cfg.init_from} is a {meta.get('task')} model, not {cfg.task}")
+        # A model folder, SageMaker model.tar.gz, package (folder or .tar.gz), runs:/ or models:/ reference.
+        found = finetune.resolve_init_from(cfg.init_from, workdir)
+        weights = found.weights
+        if found.task != cfg.task:
+            if (found.task, cfg.task) != ("classification", "detection"):
+                raise ConfigError(f"init_from: {cfg.init_from} is a {found.task} model, not {cfg.task}")
             # A classifier we trained seeds the SSD backbone (as ImageNet weights would):
             # the SSD holds the same base network under its own prefix.
-            source = {net.prefix + name: value for name, value in source.items()}
-        source_classes = meta.get("classes") or []
+            weights = {net.prefix + name: value for name, value in weights.items()}
+        source_classes = found.classes
         # Classification outputs carry rows over by class name; SSD's predictors interleave
         # classes per anchor, so they start afresh whenever the class list changes.
         row_map = None
-        if cfg.task == "classification" or (source_classes == classes and meta.get("task") == cfg.task):
+        if cfg.task == "classification" or (source_classes == classes and found.task == cfg.task):
             row_map = [source_classes.index(c) if c in source_classes else -1 for c in classes]
-        copied, skipped = finetune.transfer_weights(net, source, tuple(finetune.class_layers(net, cfg.task)), row_map)
-        info = {"init": cfg.init_from, "copied": copied, "reinitialised": len(skipped),
+        copied, skipped = finetune.transfer_weights(net, weights, tuple(finetune.class_layers(net, cfg.task)), row_map)
+        info = {"init": cfg.init_from, "source": found.origin, "copied": copied, "reinitialised": len(skipped),
                 "source_classes": source_classes,
                 "new_classes": [c for c in classes if c not in source_classes]}
     if cfg.freeze_backbone:
@@ -245,8 +246,9 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
 
 def config_fingerprint(cfg: TrainConfig, data_digest: str) -> str:
     """Hash of everything that shapes the weights (config, data, starting model); a checkpoint
-    resumes only the same run, never one whose data or init_from model has changed since."""
-    init_digest = data_hash(Path(cfg.init_from)) if cfg.init_from and Path(cfg.init_from).exists() else None
+    resumes only the same run, never one whose data or init_from model has changed since
+    (a registry alias is resolved to the version it points at now)."""
+    init_digest = finetune.init_identity(cfg.init_from) if cfg.init_from else None
     ignore = {"progress", "resume", "tracking", "experiment", "metrics_file", "plots_dir", "model_dir",
               "checkpoint_dir", "num_workers"}
     config = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in ignore}

@@ -1,0 +1,312 @@
+"""Where a fine-tune starts: an `init_from` reference -> the trainable network it names.
+
+  models:/NAME@ALIAS, models:/NAME/VERSION   the registered version's package -> its mxnet-fp32 variant
+  runs:/RUN_ID/PATH                          a run's artifacts (a training run logs its model folder as `model`)
+  a model folder or a SageMaker model.tar.gz model.json + model-symbol.json + model-0000.params
+  a LensOps package folder or .tar.gz        manifest.json -> its mxnet-fp32 variant
+
+A package's mxnet-fp32 variant holds the network's Gluon parameters under their own names (the
+export wraps the network, it does not rename it), and the manifest says task and labels, so a
+registered version is trainable on its own, wherever the registry lives. A package without an
+mxnet variant falls back to its training run (lineage `mlflow_run_id`, `runs:/ID/model`).
+See docs/architecture.md, "Where a version's trainable network lives".
+
+`training` imports nothing from `edge`, so the few package rules needed here (manifest fields,
+sha256 of the variant files, safe unpacking) are read locally, following edge/package.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import mxnet as mx
+
+from training.errors import ConfigError
+from training.lineage import data_hash
+from training.tracking import tracking_uri
+
+log = logging.getLogger(__name__)
+
+PACKAGE_SCHEMA = "lensops.package/1"  # edge/package/manifest.py SCHEMA
+MAX_MEMBER_BYTES = 1 << 30  # as edge/package/archive.py
+MAX_TOTAL_BYTES = 4 << 30
+NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+_MODELS = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))/?$")
+
+
+@dataclass(frozen=True)
+class SourceNetwork:
+    """The weights a fine-tune starts from and what they were trained for."""
+
+    weights: dict  # Gluon parameter name -> numpy array
+    task: str
+    classes: list[str]
+    network: Optional[str]
+    origin: str  # what was loaded, e.g. "models:/x@production = version 3, package ab12 variant mxnet-fp32"
+
+
+def registry_store() -> str:
+    """MLflow's own precedence: MLFLOW_REGISTRY_URI, else the tracking store."""
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_store()
+
+
+def tracking_store() -> str:
+    """The store training runs go to (MLFLOW_TRACKING_URI or the project's sqlite:///mlflow.db)."""
+    return tracking_uri(Path("."))
+
+
+def resolve_init_from(ref: str, workdir: Path) -> SourceNetwork:
+    """The trainable network `ref` names; one ConfigError naming `ref` when it holds none."""
+    workdir = Path(workdir)
+    if ref.startswith("models:/"):
+        return _registered(ref, workdir)
+    if ref.startswith("runs:/"):
+        local = _download(ref, tracking_store(), workdir)
+        return _from_local(local, ref, workdir)
+    path = Path(ref)
+    if not path.exists():
+        raise ConfigError(f"init_from: {path} does not exist")
+    return _from_local(path, ref, workdir)
+
+
+def init_identity(ref: str) -> Optional[str]:
+    """What pins the starting weights of `ref` (for the checkpoint fingerprint): a local file's
+    content hash, a registered version's package sha256 (an alias is resolved now), a run path."""
+    if ref.startswith("models:/"):
+        name, alias, version = _parse_models(ref)
+        uri = registry_store()
+        found = _model_version(name, alias, version, uri, ref)
+        return found.tags.get("sha256") or f"models:/{name}/{found.version}"
+    if ref.startswith("runs:/"):
+        return ref
+    path = Path(ref)
+    return data_hash(path) if path.exists() else None
+
+
+# --- registry and runs -----------------------------------------------------------------------------
+
+def _parse_models(ref: str) -> tuple[str, Optional[str], Optional[str]]:
+    match = _MODELS.match(ref)
+    if not match:
+        raise ConfigError(f"init_from: {ref} is not models:/NAME@ALIAS or models:/NAME/VERSION")
+    return match.group("name"), match.group("alias"), match.group("version")
+
+
+@contextmanager
+def _prompt_http() -> Iterator[None]:
+    """MLflow retries an unreachable server for minutes by default; a training start wants a prompt
+    answer. Only for resolving init_from: the run's own tracking keeps MLflow's (or the user's) settings."""
+    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    added = [k for k in wanted if k not in os.environ]
+    os.environ.update({k: wanted[k] for k in added})
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _check_store(uri: str, ref: str, what: str) -> None:
+    # MLflow would create an empty database at a missing sqlite path and then report "not found".
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"init_from: {ref}: no {what} at {uri} (the database file does not exist; "
+                          f"set MLFLOW_TRACKING_URI{' or MLFLOW_REGISTRY_URI' if what == 'registry' else ''})")
+
+
+def _model_version(name: str, alias: Optional[str], version: Optional[str], uri: str, ref: str):
+    _check_store(uri, ref, "registry")
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    with _prompt_http():
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        try:
+            return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        except MlflowException as exc:
+            if exc.error_code in NOT_FOUND_CODES:
+                what = f"alias '{alias}' of" if alias else f"version {version} of"
+                raise ConfigError(f"init_from: {ref}: the registry {uri} has no {what} model '{name}' "
+                                  f"({_short(exc)})") from None
+            raise ConfigError(f"init_from: {ref}: registry {uri} unreachable: {_short(exc)}") from None
+        except Exception as exc:  # connection errors surface as requests/sqlalchemy exceptions
+            raise ConfigError(f"init_from: {ref}: registry {uri} unreachable: {_short(exc)}") from None
+
+
+def _registered(ref: str, workdir: Path) -> SourceNetwork:
+    """A registered version: what its artifacts hold (a LensOps version holds the package)."""
+    name, alias, version = _parse_models(ref)
+    uri = registry_store()
+    found = _model_version(name, alias, version, uri, ref)
+    # Artifacts are fetched through the registry's own server: with `--serve-artifacts` the version's
+    # source is an mlflow-artifacts:/ URI that only that server answers.
+    local = _download(f"models:/{name}/{found.version}", uri, workdir, registry=uri)
+    sha = found.tags.get("sha256")
+    archives = sorted(local.rglob("*.tar.gz")) if local.is_dir() else [local]
+    if sha and len(archives) == 1 and _sha256(archives[0]) != sha:
+        raise ConfigError(f"init_from: {ref}: {archives[0].name} of version {found.version} does not match "
+                          f"its sha256 tag ({sha[:16]}...)")
+    return _from_local(local, f"{ref} (version {found.version})" if alias else ref, workdir)
+
+
+def _download(uri_to_fetch: str, tracking: str, workdir: Path, registry: Optional[str] = None) -> Path:
+    _check_store(tracking, uri_to_fetch, "tracking store")
+    import mlflow
+
+    target = Path(tempfile.mkdtemp(prefix="init-from-", dir=workdir))
+    with _prompt_http():
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri_to_fetch, dst_path=str(target),
+                                                        tracking_uri=tracking, registry_uri=registry or tracking)
+        except Exception as exc:  # unknown run or path, unreachable server
+            raise ConfigError(f"init_from: cannot fetch {uri_to_fetch} from {tracking}: {_short(exc)}") from None
+    return Path(local)
+
+
+# --- local forms -----------------------------------------------------------------------------------
+
+def _from_local(path: Path, ref: str, workdir: Path, depth: int = 0) -> SourceNetwork:
+    """A model folder, a package folder, an archive of either, or a folder holding just one of those."""
+    if path.is_file():
+        if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
+            raise ConfigError(f"init_from: {ref}: {path.name} is not a model folder, package or .tar.gz")
+        return _from_local(_safe_extract(path, workdir, ref), ref, workdir, depth + 1)
+    if (path / "model.json").is_file():
+        return _from_model_dir(path, ref)
+    if (path / "manifest.json").is_file():
+        return _from_package(path, ref, workdir)
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith(".")) if path.is_dir() else []
+    if len(entries) == 1 and depth < 3 and (entries[0].is_dir() or entries[0].name.endswith((".tar.gz", ".tgz", ".tar"))):
+        # a registry version's folder holding package.tar.gz; an archive of a model folder
+        return _from_local(entries[0], ref, workdir, depth + 1)
+    held = ", ".join(p.name for p in entries[:5]) or "nothing"
+    raise ConfigError(f"init_from: {ref} holds no trainable network (no model.json or package manifest.json; "
+                      f"it holds {held})")
+
+
+def _from_model_dir(model_dir: Path, ref: str) -> SourceNetwork:
+    try:
+        meta = json.loads((model_dir / "model.json").read_text())
+        params = model_dir / meta["files"]["params"]
+        task, classes = meta["task"], list(meta["classes"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"init_from: {ref}: {model_dir / 'model.json'} is not a LensOps model.json "
+                          f"({type(exc).__name__}: {exc})") from None
+    return SourceNetwork(_load_params(params, ref), task, classes, meta.get("network"), f"{ref} (model folder)")
+
+
+def _from_package(package_dir: Path, ref: str, workdir: Path) -> SourceNetwork:
+    try:
+        manifest = json.loads((package_dir / "manifest.json").read_text())
+        if manifest.get("schema") != PACKAGE_SCHEMA:
+            raise ValueError(f"schema {manifest.get('schema')!r}, expected {PACKAGE_SCHEMA!r}")
+        task, labels, variants = manifest["task"], list(manifest["labels"]), manifest["variants"]
+        lineage = manifest.get("lineage") or {}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"init_from: {ref}: {package_dir / 'manifest.json'} is not a LensOps package manifest "
+                          f"({type(exc).__name__}: {exc})") from None
+    what = f"package {manifest.get('name')} {manifest.get('version')}"
+    network = (lineage.get("training_params") or {}).get("network")
+    mxnet = sorted((v for v in variants if v.get("runtime") == "mxnet"), key=lambda v: v.get("precision") != "fp32")
+    if mxnet:
+        variant = mxnet[0]
+        files = variant.get("files") or {}
+        for rel, digest in sorted(files.items()):
+            path = package_dir / rel
+            if ".." in Path(rel).parts or not path.is_file() or path.is_symlink():
+                raise ConfigError(f"init_from: {ref}: {what}: file {rel} of variant {variant['id']} is missing")
+            if _sha256(path) != digest:
+                raise ConfigError(f"init_from: {ref}: {what}: {rel} does not match its sha256 in manifest.json")
+        params = [rel for rel in files if rel.endswith(".params")]
+        if len(params) != 1:
+            raise ConfigError(f"init_from: {ref}: {what}: variant {variant['id']} has {len(params)} .params files")
+        return SourceNetwork(_load_params(package_dir / params[0], ref), task, labels, network,
+                             f"{ref} ({what}, variant {variant['id']})")
+    run_id = lineage.get("mlflow_run_id")
+    have = ", ".join(str(v.get("id")) for v in variants) or "none"
+    hint = ("add mxnet-fp32 to pipeline.variants when packaging, or fine-tune from the model folder "
+            "or runs:/RUN_ID/model")
+    if not run_id:
+        raise ConfigError(f"init_from: {ref}: {what} holds no trainable network: no mxnet variant (has {have}) "
+                          f"and its lineage names no training run; {hint}")
+    run_ref = f"runs:/{run_id}/model"
+    try:
+        source = _from_local(_download(run_ref, tracking_store(), workdir), run_ref, workdir)
+    except ConfigError as exc:
+        raise ConfigError(f"init_from: {ref}: {what} holds no trainable network: no mxnet variant (has {have}), "
+                          f"and its training run's model is not available ({str(exc).removeprefix('init_from: ')}); "
+                          f"{hint}") from None
+    log.warning("init_from: %s has no mxnet variant; starting from its training run's model %s", what, run_ref)
+    return SourceNetwork(source.weights, task, labels, network or source.network,
+                         f"{ref} ({what} has no mxnet variant: its training run {run_ref})")
+
+
+def _load_params(params: Path, ref: str) -> dict:
+    if not params.is_file():
+        raise ConfigError(f"init_from: {ref}: {params.name} is missing")
+    try:
+        raw = mx.nd.load(str(params))
+    except mx.base.MXNetError as exc:
+        raise ConfigError(f"init_from: {ref}: cannot read {params.name}: {_short(exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"init_from: {ref}: {params.name} holds unnamed arrays, not network parameters")
+    return {k.split(":", 1)[-1]: v.asnumpy() for k, v in raw.items()}
+
+
+def _safe_extract(archive: Path, workdir: Path, ref: str) -> Path:
+    """Unpack into a new folder under `workdir`, refusing what edge/package/archive.py refuses:
+    absolute paths, `..`, links, devices and oversize members."""
+    target = Path(tempfile.mkdtemp(prefix="init-from-", dir=workdir))
+    total = 0
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                parts = Path(member.name).parts
+                if member.isdir() and not parts:
+                    continue
+                if member.name.startswith("/") or ".." in parts or not parts:
+                    raise ConfigError(f"init_from: {ref}: {archive.name} holds an unsafe member '{member.name}'")
+                if not (member.isfile() or member.isdir()):
+                    raise ConfigError(f"init_from: {ref}: {archive.name} member '{member.name}' is a link or device")
+                total += member.size
+                if member.size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+                    raise ConfigError(f"init_from: {ref}: {archive.name} unpacks to more than the size limit "
+                                      f"(at '{member.name}')")
+                dest = target.joinpath(*parts)
+                if member.isdir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as src, open(dest, "wb") as fh:
+                    shutil.copyfileobj(src, fh)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        shutil.rmtree(target, ignore_errors=True)
+        raise ConfigError(f"init_from: {ref}: {archive.name} is not a readable tar archive ({_short(exc)})") from None
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
