@@ -24,9 +24,7 @@ pytestmark = pytest.mark.slow  # real (tiny) training runs
 
 MODEL = "retrain-detector"
 DEVICE = "cam-07"
-# Where the fine-tune starts. The README's command is init_from models:/NAME@production; until that form
-# loads a registered package's network, the production model's folder stands in for it.
-INIT_FROM = "models/detector"
+INIT_FROM = f"models:/{MODEL}@production"  # the fine-tune starts from what the fleet runs (its mxnet-fp32 variant)
 
 
 def _params(project: Path, broker_url: str) -> dict:
