@@ -41,7 +41,9 @@ class TrainConfig(BaseModel):
     max_train_samples: Optional[int] = Field(None, ge=1, description="Use at most this many training samples (tests, smoke runs).")
     pretrained: bool = Field(False, description="Start from GluonCV pretrained weights found in the local cache.")
     pretrained_cache: Optional[Path] = Field(None, description="GluonCV/MXNet model cache folder (default ~/.mxnet/models).")
-    init_from: Optional[str] = Field(None, description="Fine-tune from a model dir, a model.tar.gz or models:/NAME@ALIAS.")
+    init_from: Optional[str] = Field(None, description="Fine-tune from a model folder, a SageMaker model.tar.gz, a LensOps package "
+                                     "(folder or .tar.gz), runs:/RUN_ID/PATH, or models:/NAME@ALIAS or models:/NAME/VERSION "
+                                     "(registry: MLFLOW_REGISTRY_URI, else the tracking store).")
     freeze_backbone: bool = Field(False, description="Train only the head when fine-tuning.")
     model_dir: Path = Field(Path("models/model"), description="Where the exported model goes.")
     checkpoint_dir: Optional[Path] = Field(None, description="Where per-epoch checkpoints go (default MODEL_DIR.ckpt).")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def sources(tmp_path_factory) -> Sources:
     root = tmp_path_factory.mktemp("init-from")
     data = colour_data(root / "data")
     store = f"sqlite:///{root / 'mlflow.db'}"
-    server = MlflowServer(root / "server").start()
+    server = MlflowServer(root / "server")
+    pool = ThreadPoolExecutor(1)
+    starting = pool.submit(server.start)  # the server boots while the source model trains
     try:
         with pytest.MonkeyPatch.context() as env:
             env.setenv("MLFLOW_TRACKING_URI", store)
@@ -63,17 +66,26 @@ def sources(tmp_path_factory) -> Sources:
             result = runner.train(cfg, RunEnvironment(), root)
         folder, archive, manifest, sha = package_model(result.model_dir, data, root / "pkg", cfg=WITH_MXNET)
         _, onnx_archive, onnx_manifest, onnx_sha = package_model(result.model_dir, data, root / "onnx", cfg=ONNX_ONLY)
+        starting.result()
         for uri in (store, server.uri):
             writer = MlflowRegistryWriter(uri)
             assert writer.register(archive, manifest, sha, {}).version == "1"
             assert writer.register(onnx_archive, onnx_manifest, onnx_sha, {}).version == "2"
             writer.set_alias(MODEL, "production", "1")
             writer.set_alias(MODEL, "onnx-only", "2")
+        # a version registered with plain MLflow, its artifacts the training run's model folder
+        from mlflow import MlflowClient
+
+        client = MlflowClient(store, store)
+        client.create_registered_model(f"{MODEL}-folder")
+        client.create_model_version(f"{MODEL}-folder", f"{client.get_run(result.run_id).info.artifact_uri}/model",
+                                    result.run_id)
         (root / "sm").mkdir()
         sagemaker_model_tar(result.model_dir, root / "sm" / "model.tar.gz")
         yield Sources(data, result.model_dir, result.run_id, store, server.uri, folder, archive, onnx_archive,
                       root / "sm" / "model.tar.gz")
     finally:
+        pool.shutdown(wait=False)
         server.stop()
 
 
@@ -120,6 +132,7 @@ FORMS = {
     # the registry is a separate server; the tracking store (SQLite) has never seen the package
     "server alias, separate registry": lambda s: (f"models:/{MODEL}@production", s.store, s.server, "variant mxnet-fp32"),
     "server version": lambda s: (f"models:/{MODEL}/1", s.server, None, "variant mxnet-fp32"),
+    "sqlite version holding a model folder": lambda s: (f"models:/{MODEL}-folder/1", s.store, None, "model folder"),
     "run path": lambda s: (f"runs:/{s.run_id}/model", s.store, None, "model folder"),
     "sagemaker model.tar.gz": lambda s: (str(s.sagemaker_tar), s.store, None, "model folder"),
     "package .tar.gz": lambda s: (str(s.package_tar), s.store, None, "variant mxnet-fp32"),
