@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.ground_truth import all_listed, counts_within
 from tests.edge.runner_setup import inference
 from tests.edge.test_config import MINIMAL  # the issue's minimal device.yaml, as written
 
@@ -82,20 +83,3 @@ def test_demo_video_counts_match_the_ground_truth(mosquitto, collectors, tmp_pat
           f"object, however little of it is in view) (model {results[0]['model']['name']} version "
           f"{results[0]['model']['version']} {results[0]['model']['variant']})")
     assert share >= MIN_MATCHING, f"counts match on {share:.1%} of frames, below {MIN_MATCHING:.0%}"
-
-
-def all_listed(objects: list[dict]) -> dict:
-    found: dict[str, int] = {}
-    for obj in objects:
-        found[obj["label"]] = found.get(obj["label"], 0) + 1
-    return found
-
-
-def counts_within(counts: dict, objects: list[dict]) -> bool:
-    """Counts between the objects that must be found and those plus the `difficult` (mostly out of view) ones."""
-    must, may = {}, {}
-    for obj in objects:
-        bucket = may if obj.get("difficult") else must
-        bucket[obj["label"]] = bucket.get(obj["label"], 0) + 1
-    labels = set(counts) | set(must) | set(may)
-    return all(must.get(k, 0) <= counts.get(k, 0) <= must.get(k, 0) + may.get(k, 0) for k in labels)
