@@ -11,7 +11,11 @@ Steps, all deterministic (same folder and options, same data set):
    and val hold about their fractions of the source's frames (test on the future, as a model
    meets it). A source with one segment goes to train; with two, the newer goes to val.
 4. Labels: the device's predictions (pre-labels), or a reviewed folder's labels (training.datasets.review)
-   that replace them; frames the reviewer deleted or marked are dropped.
+   that replace them; frames the reviewer deleted or marked are dropped. Unreviewed captures never go
+   to test: their labels are the production model's own output, so a test on them would grade
+   production against itself (`promote` compares candidate and production on test). Without a
+   review they go to train and val only (the newest to val); the test split is then the merged data
+   set's, or empty.
 5. Optionally merge into an existing data set of the same task (its files and splits are kept;
    captures already in it are left as they are), then write to a temp folder, check it with the
    data set check (policy fail) and rename it into place: nothing half-written is left behind.
@@ -185,11 +189,13 @@ def plan_import(capture: Path, options: ImportOptions, merge: Optional[Path] = N
     return folder, kept, dropped, classes
 
 
-def split_frames(frames: list[CapturedFrame], options: ImportOptions) -> tuple[dict[str, str], dict[str, str]]:
-    """({frame id: split}, {frame id: segment name}) by source and time."""
+def split_frames(frames: list[CapturedFrame], options: ImportOptions, reviewed: bool
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+    """({frame id: split}, {frame id: segment name}) by source and time; test only when `reviewed`."""
     segments = time_segments(frames, options.segment_gap_s, options.segment_max_s)
+    test_fraction = options.test_fraction if reviewed else 0.0  # device labels would grade production by itself
     split_of, segment_of = {}, {}
-    for segment, split in zip(segments, assign_splits(segments, options.val_fraction, options.test_fraction)):
+    for segment, split in zip(segments, assign_splits(segments, options.val_fraction, test_fraction)):
         for frame in segment:
             split_of[frame.id], segment_of[frame.id] = split, _segment_name(segment)
     return split_of, segment_of
@@ -204,7 +210,7 @@ def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOpti
     if review is not None:
         dropped.update({i: f"{why} in review" for i, why in review.dropped.items()})
         kept = [f for f in kept if f.id in review.kept()]
-    split_of, segment_of = split_frames(kept, options)
+    split_of, segment_of = split_frames(kept, options, reviewed=review is not None)
     labelled = [(f, _labels_of(f, review, classes)) for f in kept]  # every label checked before writing
     counts = {split: sum(1 for f in kept if split_of[f.id] == split) for split in ("train", "val", "test")}
     empty = [split for split in ("train", "val") if not counts[split]]

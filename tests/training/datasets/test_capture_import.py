@@ -77,6 +77,12 @@ def split_ids(root: Path) -> dict[str, list[str]]:
     return {s: (root / "ImageSets" / "Main" / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
 
 
+def reviewed_as_is(device: Device, out: Path) -> Path:
+    """An export for review that the reviewer accepted unchanged: every frame's labels are reviewed."""
+    assert main(["data", "export-review", str(device.root), "--out", str(out)]) == 0
+    return out
+
+
 # -- dedup -----------------------------------------------------------------------------------------
 
 def test_threshold_separates_reencoded_copies_from_changed_scenes():
@@ -117,9 +123,10 @@ def test_split_by_source_and_time_leaks_nothing(tmp_path, monkeypatch):
             for k in range(4):
                 seed += 1
                 device.save(scene(seed), source, at_s=start + 5 * k)
-    # when it is imported
+    # when it is imported with reviewed labels (only reviewed frames may go to test)
     options = ImportOptions(segment_gap_s=60, segment_max_s=600)
-    record = import_capture(device.root, tmp_path / "data", options)
+    review = reviewed_as_is(device, tmp_path / "review")
+    record = import_capture(device.root, tmp_path / "data", options, reviewed=review)
     # then each visit is whole in one split, and per camera test is newest, train oldest
     frames = record["frames"]
     by_segment: dict[str, set] = {}
@@ -137,8 +144,30 @@ def test_split_by_source_and_time_leaks_nothing(tmp_path, monkeypatch):
     index = load_dataset(tmp_path / "data", "detection")
     assert not index.issues and index.classes == CLASSES
     # and a second import of the same folder gives the same data set (deterministic)
-    again = import_capture(device.root, tmp_path / "again", options)
+    again = import_capture(device.root, tmp_path / "again", options, reviewed=review)
     assert again["frames"] == frames and split_ids(tmp_path / "again") == lists
+
+
+def test_unreviewed_captures_never_go_to_test(tmp_path, monkeypatch):
+    # given a camera seen in six visits, and a base data set with a test split
+    device = Device(tmp_path / "capture", monkeypatch)
+    for visit in range(6):
+        for k in range(3):
+            device.save(scene(10 * visit + k), "door", at_s=300 * visit + 5 * k)
+    base = tmp_path / "base"
+    synth_detection(base, n=12, seed=1, size=W)
+    # when the captures are imported with the device's labels (the production model's own predictions)
+    alone = import_capture(device.root, tmp_path / "alone")
+    merged = import_capture(device.root, tmp_path / "merged", merge=base)
+    # then none of them is in test: promote would grade production against its own output
+    for record in (alone, merged):
+        splits = {f["split"] for f in record["frames"].values() if f["labels"] == "device"}
+        assert splits == {"train", "val"}, f"device-labelled captures went to {splits}"
+    assert alone["imported"]["test"] == 0 and not split_ids(tmp_path / "alone")["test"]
+    newest = max(alone["frames"].values(), key=lambda f: f["time"])
+    assert newest["split"] == "val", "the newest visit goes to val instead"
+    # and the merged set's test split is the base's, unchanged
+    assert split_ids(tmp_path / "merged")["test"] == split_ids(base)["test"]
 
 
 def test_one_long_visit_is_cut_into_segments_and_one_short_visit_goes_to_train(tmp_path, monkeypatch):
@@ -146,7 +175,8 @@ def test_one_long_visit_is_cut_into_segments_and_one_short_visit_goes_to_train(t
     for k in range(12):  # one frame every 50 s for 10 minutes: no pause, cut every 200 s
         device.save(scene(100 + k), "door", at_s=50 * k)
     device.save(scene(200), "lobby", at_s=10)
-    record = import_capture(device.root, tmp_path / "data", ImportOptions(segment_gap_s=60, segment_max_s=200))
+    record = import_capture(device.root, tmp_path / "data", ImportOptions(segment_gap_s=60, segment_max_s=200),
+                            reviewed=reviewed_as_is(device, tmp_path / "review"))
     door = [f for f in record["frames"].values() if f["source"] == "door"]
     assert len({f["segment"] for f in door}) == 3 and {f["split"] for f in door} == {"train", "val", "test"}
     assert [f["split"] for f in record["frames"].values() if f["source"] == "lobby"] == ["train"]
