@@ -1,4 +1,4 @@
-"""`python -m benchmarks [--quick] [--out DIR] [--only SECTION,...]`: measure, print, write JSON + PNG.
+"""`python -m benchmarks [--quick] [--out DIR] [--only SECTION,...] [--model REF]`: measure, print, write JSON + PNG.
 
 Exits non-zero only when a section could not run; missed targets are reported, not enforced.
 """
@@ -24,7 +24,10 @@ from pipelines.optimize.stage import INTERESTING_FLAGS
 # section -> module; the runner sections last (they need the most of the device side)
 SECTIONS = {"variants": "benchmarks.variants", "publisher": "benchmarks.publisher",
             "training": "benchmarks.training_loop", "end_to_end": "benchmarks.end_to_end",
-            "hot_swap": "benchmarks.hot_swap"}
+            "hot_swap": "benchmarks.hot_swap", "counts": "benchmarks.counts"}
+# run when --only is not given: the speed sections. `counts` measures the demo detector's quality and
+# needs `make demo` (or --model); it runs when named: --only counts
+DEFAULT_SECTIONS = ("variants", "publisher", "training", "end_to_end", "hot_swap")
 log = logging.getLogger("benchmarks")
 
 
@@ -32,8 +35,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a minute or two: fewer runs and frames (CI)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench", help="where bench.json/png go")
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections ({', '.join(SECTIONS)})")
+    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated sections ({', '.join(SECTIONS)}; default: all but counts)")
     parser.add_argument("--threads", type=int, default=default_threads(), help="inference threads (default: all cores)")
+    parser.add_argument("--model", default=None,
+                        help="counts: the detector, models:/NAME@ALIAS (registry: MLFLOW_REGISTRY_URI or "
+                             "MLFLOW_TRACKING_URI, else ./mlflow.db) or a package .tar.gz / folder; default "
+                             "$LENSOPS_BENCH_MODEL, else models:/shapes-detector@production in ./mlflow.db")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS)
@@ -80,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe(args.threads)
     machine["absent_flags"] = [f for f in INTERESTING_FLAGS if f not in machine["flags"]]
     try:
-        settings = Settings(quick=args.quick, out=args.out, work=work, threads=args.threads)
+        settings = Settings(quick=args.quick, out=args.out, work=work, threads=args.threads, model=args.model)
         sections = run_sections(settings, args.only)
     finally:
         shutil.rmtree(work, ignore_errors=True)

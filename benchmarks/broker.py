@@ -1,10 +1,12 @@
-"""A local Mosquitto for the sections that publish (as tests/edge/conftest.py starts one)."""
+"""A local MQTT broker for the sections that publish: Mosquitto (as tests/edge/conftest.py starts one),
+or `lensops broker` (the embedded amqtt broker) where Mosquitto is not installed."""
 from __future__ import annotations
 
 import getpass
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -20,6 +22,17 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _wait_listening(port: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.02)
+    return False
 
 
 class Mosquitto:
@@ -43,13 +56,8 @@ class Mosquitto:
     def __enter__(self) -> "Mosquitto":
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return self
-            except OSError:
-                time.sleep(0.02)
+        if _wait_listening(self.port):
+            return self
         self.__exit__()
         raise RuntimeError(f"mosquitto did not listen on port {self.port} within 10 s")
 
@@ -58,3 +66,38 @@ class Mosquitto:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+
+class EmbeddedBroker:
+    """`lensops broker` (amqtt) on a free port of 127.0.0.1, as a child process; a context manager."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "EmbeddedBroker":
+        with open(self.folder / "broker.log", "ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "lensops.cli", "broker", "--port", str(self.port)],
+                                            stdout=log, stderr=subprocess.STDOUT)
+        if _wait_listening(self.port, 30):
+            return self
+        self.__exit__()
+        raise RuntimeError(f"lensops broker did not listen on port {self.port} within 30 s: "
+                           f"{(self.folder / 'broker.log').read_text()[-500:]}")
+
+    def __exit__(self, *_exc) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+def local_broker(folder: Path):
+    """Mosquitto when installed, else the embedded `lensops broker`."""
+    return Mosquitto(folder) if available() else EmbeddedBroker(folder)

@@ -24,6 +24,7 @@ class Settings:
     work: Path  # scratch (models built here, the video, outboxes); removed after the run
     threads: int
     root: Path = ROOT
+    model: Optional[str] = None  # the counts section's detector (--model); None: its default
 
     def runs(self, full: int, quick: int) -> int:
         return quick if self.quick else full

@@ -61,6 +61,23 @@ def _hot_swap(section: dict) -> str:
               f"{section['stall_intervals']} frame intervals")
 
 
+def _counts(section: dict) -> str:
+    rows = [[s["scene"], s["seed"], s["frames"], s["published"], s["matching"], f"{s['share']:.1%}",
+             f"{s['strict_share']:.1%}", ", ".join(f"{n} {k}" for k, n in s["mismatch_kinds"].items() if n) or "-"]
+            for s in section["scenes"]]
+    summary, goals = section["summary"], section["goals"]
+    unseen = "" if summary["share_unseen"] is None else f"; unseen scenes only {summary['share_unseen']:.1%}"
+    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    return (table(["scene", "seed", "frames", "published", "matching (VOC)", "share", "strict share", "mismatches"],
+                  rows)
+            + f"\nall frames: {summary['matching']} of {summary['frames']} match, {summary['share_all']:.1%} "
+              f"(strict {summary['strict_all']:.1%}){unseen}; worst scene: seed {summary['worst']['seed']} "
+              f"({summary['worst']['scene']}) {summary['worst']['share']:.1%}"
+            + f"\ngoals: >= {goals['share_all']:.0%} of all frames {verdict(summary['share_all'] >= goals['share_all'])}, "
+              f">= {goals['share_worst']:.0%} in the worst scene "
+              f"{verdict(summary['worst']['share'] >= goals['share_worst'])}")
+
+
 def _targets(rows: list[dict]) -> str:
     body = [[r["target"], r["measured"], r["goal"], r["unit"], r["status"].upper() if r["status"] == "missed"
              else r["status"]] for r in rows]
@@ -70,7 +87,7 @@ def _targets(rows: list[dict]) -> str:
 
 
 FORMATTERS = {"variants": _variants, "end_to_end": _end_to_end, "publisher": _publisher, "training": _training,
-              "hot_swap": _hot_swap}
+              "hot_swap": _hot_swap, "counts": _counts}
 
 
 def render(result: dict) -> str:
@@ -89,7 +106,7 @@ def render(result: dict) -> str:
         else:
             out.append(FORMATTERS[name](section))
             out.extend(f"note: {n}" for n in section.get("notes", []))
-    out.append("\n== Targets (issue 5) ==")
+    out.append("\n== Targets (issue 5; counts: issue 10) ==")
     out.append(_targets(result["targets"]))
     return "\n".join(out)
 
