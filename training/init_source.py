@@ -213,6 +213,13 @@ def _from_package(package_dir: Path, ref: str, workdir: Path) -> SourceNetwork:
             raise ValueError(f"schema {manifest.get('schema')!r}, expected {PACKAGE_SCHEMA!r}")
         task, labels, variants = manifest["task"], list(manifest["labels"]), manifest["variants"]
         lineage = manifest.get("lineage") or {}
+        if not isinstance(variants, list):
+            raise ValueError(f"'variants' is a {type(variants).__name__}, not a list")
+        for i, variant in enumerate(variants):
+            if not isinstance(variant, dict) or "id" not in variant:
+                raise ValueError(f"variants[{i}] is not an object with an 'id'")
+            if not isinstance(variant.get("files") or {}, dict):
+                raise ValueError(f"variants[{i}] ({variant['id']}): 'files' is not an object")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError(f"init_from: {ref}: {package_dir / 'manifest.json'} is not a LensOps package manifest "
                           f"({type(exc).__name__}: {exc})") from None
@@ -223,8 +230,11 @@ def _from_package(package_dir: Path, ref: str, workdir: Path) -> SourceNetwork:
         variant = mxnet[0]
         files = variant.get("files") or {}
         for rel, digest in sorted(files.items()):
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:  # package_dir / "/x" would be /x
+                raise ConfigError(f"init_from: {ref}: {what}: file {rel} of variant {variant['id']} is not a path "
+                                  "inside the package")
             path = package_dir / rel
-            if ".." in Path(rel).parts or not path.is_file() or path.is_symlink():
+            if not path.is_file() or path.is_symlink():
                 raise ConfigError(f"init_from: {ref}: {what}: file {rel} of variant {variant['id']} is missing")
             if _sha256(path) != digest:
                 raise ConfigError(f"init_from: {ref}: {what}: {rel} does not match its sha256 in manifest.json")

@@ -262,3 +262,44 @@ def test_the_mxnet_variant_keeps_the_gluon_parameter_names(task, network, size, 
     # fixed by the architecture, are left out)
     learned = {n for n, p in net.collect_params().items() if not isinstance(p, mx.gluon.Constant)}
     assert learned <= saved, f"missing from the variant: {sorted(learned - saved)[:5]}"
+
+
+# --- a package manifest that points outside the package or is malformed ---------------------------
+
+def _package(folder: Path, variants) -> Path:
+    """A package folder with its manifest (only the fields init_from reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"schema": "lensops.package/1", "name": MODEL, "version": "1", "task": "classification",
+                "labels": ["a", "b"], "variants": variants}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_a_variant_file_outside_the_package_is_refused(tmp_path):
+    # given a package whose mxnet variant names an absolute path (with the right sha256) outside it
+    from training.errors import ConfigError
+    from training.init_source import _sha256, resolve_init_from
+
+    outside = tmp_path / "elsewhere" / "model-0000.params"
+    outside.parent.mkdir()
+    mx.nd.save(str(outside), {"arg:dense0_weight": mx.nd.zeros((2, 2))})
+    package = _package(tmp_path / "pkg", [{"id": "mxnet-fp32", "runtime": "mxnet", "precision": "fp32",
+                                           "files": {str(outside): _sha256(outside)}}])
+    # when it is resolved, then it is refused naming the file, and nothing outside is loaded
+    with pytest.raises(ConfigError, match=rf"file {outside} of variant mxnet-fp32 is not a path inside the package"):
+        resolve_init_from(str(package), tmp_path)
+
+
+@pytest.mark.parametrize("variants, named", [
+    (["mxnet-fp32"], r"variants\[0\] is not an object with an 'id'"),
+    ([{"runtime": "mxnet", "files": {}}], r"variants\[0\] is not an object with an 'id'"),
+    ({"mxnet-fp32": {}}, "'variants' is a dict, not a list"),
+    ([{"id": "mxnet-fp32", "runtime": "mxnet", "files": ["model-0000.params"]}], "'files' is not an object"),
+])
+def test_a_malformed_variant_is_one_config_error_naming_the_manifest(variants, named, tmp_path):
+    from training.errors import ConfigError
+    from training.init_source import resolve_init_from
+
+    package = _package(tmp_path / "pkg", variants)
+    with pytest.raises(ConfigError, match=rf"manifest.json is not a LensOps package manifest .*{named}"):
+        resolve_init_from(str(package), tmp_path)
