@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.edge.packages import tiny_packages  # noqa: F401  (session fixture, for the counts section)
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("variants", "publisher", "training", "end_to_end", "hot_swap")
 
@@ -32,3 +34,66 @@ def test_quick_benchmarks_write_every_section_and_the_plot(tmp_path):
     assert result["machine"]["cpu_model"] and "threads" in result["machine"], "CPU and threads not recorded"
     assert (out / "bench.png").stat().st_size > 10_000, "the plot is missing or empty"
     assert "Targets" in done.stdout and "CPU:" in done.stdout, "the table was not printed"
+
+
+def test_counts_without_a_detector_fails_the_run_naming_make_demo(tmp_path, monkeypatch):
+    # given: no registry where the demo's would be (MLFLOW_TRACKING_URI names a file that does not exist)
+    monkeypatch.delenv("LENSOPS_BENCH_MODEL", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'missing' / 'mlflow.db'}")
+    out = tmp_path / "bench"
+
+    # when: the counts section is asked for
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "counts", "--quick", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    # then: the run fails, says what to run, and creates no registry
+    assert done.returncode == 1, f"expected exit 1:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert "make demo" in done.stdout, done.stdout
+    assert "make demo" in json.loads((out / "bench.json").read_text())["sections"]["counts"]["error"]
+    assert not (tmp_path / "missing").exists(), "a registry was created where none was"
+
+
+def test_counts_scoring_lines_frames_up_only_when_every_frame_was_published(tmp_path):
+    from benchmarks.counts import Scene, score_scene, summarize
+
+    # given: a three-frame scene (the second frame has one object mostly out of view)
+    truth = [{"objects": [{"label": "circle", "difficult": False}]},
+             {"objects": [{"label": "circle", "difficult": False}, {"label": "star", "difficult": True}]},
+             {"objects": [{"label": "square", "difficult": False}]}]
+    scene = Scene("seed101", "unseen", 101, tmp_path / "video.mp4", truth)
+    published = {0: {"counts": {"circle": 1}}, 1: {"counts": {"circle": 1}}, 2: {"counts": {"circle": 1}}}
+
+    # when: every frame was published, and when the last one was not
+    full = score_scene(scene, published)
+    gap = score_scene(scene, {0: published[0], 1: published[1]})
+
+    # then: VOC-style the first two match (the difficult star is optional), strictly only the first;
+    # the third is a shape taken for another; with a frame missing nothing lines up, so nothing matches
+    assert (full["matching"], full["strict"]) == (2, 1), full
+    assert full["mismatch_kinds"]["both"] == 1, full["mismatch_kinds"]
+    assert gap["matching"] == 0 and gap["mismatch_kinds"]["not published"] == 1, gap
+    summary = summarize([full, gap])
+    assert summary["share_all"] == round(2 / 6, 4) and summary["worst"]["share"] == 0.0, summary
+
+
+@pytest.mark.slow
+def test_quick_counts_section_runs_on_a_tiny_detector_package(tiny_packages, tmp_path):  # noqa: F811
+    # given: the session's tiny detector package (its counts are meaningless: only the harness is judged)
+    out = tmp_path / "bench"
+
+    # when: the counts section runs in quick mode on it
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "counts", "--quick", "--out", str(out),
+                           "--model", str(tiny_packages.detector.archive)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+    # then: every scene was played by one runner, every frame published and scored, both goals checked
+    assert done.returncode == 0, f"benchmarks failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    section = json.loads((out / "bench.json").read_text())["sections"]["counts"]
+    assert [s["seed"] for s in section["scenes"]] == [7, 101, 102, 103, 104, 105], section["scenes"]
+    for scene in section["scenes"]:
+        assert scene["frames"] == scene["published"] == 30, scene
+        assert 0.0 <= scene["share"] <= 1.0 and scene["strict"] <= scene["frames"], scene
+    targets = [t for t in json.loads((out / "bench.json").read_text())["targets"] if t["target"].startswith("counts")]
+    assert len(targets) == 2 and all(t["status"] in ("met", "missed") for t in targets), targets
+    assert "worst scene" in done.stdout and "goals: >= 95% of all frames" in done.stdout, done.stdout[-3000:]
