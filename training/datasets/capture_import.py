@@ -206,7 +206,7 @@ def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOpti
     """Turn the capture folder `capture` into the data set `out` (replaced atomically); returns the record."""
     out = Path(out)
     folder, kept, dropped, classes = plan_import(capture, options, merge, task)
-    review = read_review(reviewed, folder, [f.id for f in kept]) if reviewed is not None else None
+    review = read_review(reviewed, folder, [f.id for f in kept], classes) if reviewed is not None else None
     if review is not None:
         dropped.update({i: f"{why} in review" for i, why in review.dropped.items()})
         kept = [f for f in kept if f.id in review.kept()]
@@ -251,8 +251,8 @@ def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOpti
 def export_for_review(capture: Path, out: Path, options: ImportOptions = ImportOptions(),
                       merge: Optional[Path] = None) -> dict:
     """Write the frames an import would keep (deduplicated) for review into `out` (replaced atomically)."""
-    folder, kept, dropped, _ = plan_import(capture, options, merge)
+    folder, kept, dropped, classes = plan_import(capture, options, merge)
     with atomic_dir(Path(out)) as tmp:
-        summary = export_review(folder, [f.id for f in kept], tmp)
+        summary = export_review(folder, [f.id for f in kept], tmp, classes)
     return {**summary, "dropped": len(dropped)}
 

@@ -1,8 +1,11 @@
 """Captures out for human review and the reviewed labels back, in formats labelling tools read and write.
 
+The classes a reviewer may use are the data set's the captures go into: the merged data set's
+(`--merge`), which may hold a class the serving model lacks, else the serving model's.
+
 Detection: Pascal VOC (CVAT, Label Studio and most other tools import and export it):
 `JPEGImages/<id>.jpg`, `Annotations/<id>.xml` with the serving model's boxes as pre-labels,
-`ImageSets/Main/default.txt`, and `labels.txt` = the model's classes plus DROP_LABEL.
+`ImageSets/Main/default.txt`, and `labels.txt` = the classes plus DROP_LABEL.
 Classification: an ImageFolder `<label>/<id>.jpg` (move a file to the right folder to relabel it).
 
 Reading back, the review replaces the pre-labels. A frame is dropped when the reviewer deleted it
@@ -101,10 +104,12 @@ def voc_text(filename: str, width: int, height: int, objects: list[VocObject], d
 
 # ---------------------------------------------------------------- export
 
-def export_review(folder: CaptureFolder, frame_ids: list[str], out: Path) -> dict:
-    """Write the frames `frame_ids` of a capture folder for review into `out` (an empty temp folder)."""
-    if DROP_LABEL in folder.labels:
-        raise DatasetError(f"{folder.root / 'labels.txt'}: the class name '{DROP_LABEL}' is reserved for review")
+def export_review(folder: CaptureFolder, frame_ids: list[str], out: Path, classes: list[str]) -> dict:
+    """Write the frames `frame_ids` of a capture folder for review into `out` (an empty temp folder);
+    `classes` are the labels the reviewer may use (the data set's the captures go into)."""
+    if DROP_LABEL in classes or DROP_LABEL in folder.labels:
+        raise DatasetError(f"the class name '{DROP_LABEL}' is reserved for review; the classes are "
+                           f"{', '.join(classes)}, the device's ({folder.root / 'labels.txt'}) {', '.join(folder.labels)}")
     by_id = {f.id: f for f in folder.frames}
     frames = [by_id[i] for i in frame_ids]
     if folder.task == "detection":
@@ -117,12 +122,13 @@ def export_review(folder: CaptureFolder, frame_ids: list[str], out: Path) -> dic
                 voc_text(f"{f.id}.jpg", f.width, f.height, objects, "LensOps capture (pre-labels)"), encoding="utf-8")
         (out / "ImageSets" / "Main" / "default.txt").write_text("".join(f"{f.id}\n" for f in frames))
     else:
-        for name in [*folder.labels, DROP_LABEL]:
+        for name in [*classes, DROP_LABEL]:
             (out / name).mkdir(parents=True, exist_ok=True)
         for f in frames:
+            (out / f.label).mkdir(exist_ok=True)  # a device label the data set lacks: the reviewer moves it
             shutil.copyfile(f.image, out / f.label / f"{f.id}.jpg")
-    (out / "labels.txt").write_text("".join(f"{n}\n" for n in [*folder.labels, DROP_LABEL]), encoding="utf-8")
-    return {"task": folder.task, "frames": len(frames), "labels": list(folder.labels), "drop_label": DROP_LABEL}
+    (out / "labels.txt").write_text("".join(f"{n}\n" for n in [*classes, DROP_LABEL]), encoding="utf-8")
+    return {"task": folder.task, "frames": len(frames), "labels": list(classes), "drop_label": DROP_LABEL}
 
 
 # ---------------------------------------------------------------- read back
@@ -146,8 +152,9 @@ def _frame_id(path: Path, known: set[str], review_root: Path) -> str:
     return path.stem
 
 
-def read_review(review_root: Path, folder: CaptureFolder, frame_ids: list[str]) -> Review:
-    """The reviewed labels of `frame_ids` from `review_root`; frames it does not hold count as deleted."""
+def read_review(review_root: Path, folder: CaptureFolder, frame_ids: list[str], classes: list[str]) -> Review:
+    """The reviewed labels of `frame_ids` from `review_root`, each one of `classes` (the data set's the
+    captures go into); frames it does not hold count as deleted."""
     review_root = Path(review_root)
     if not review_root.is_dir():
         raise DatasetError(f"reviewed folder not found: {review_root}")
@@ -161,7 +168,7 @@ def read_review(review_root: Path, folder: CaptureFolder, frame_ids: list[str]) 
         images = review_root / "JPEGImages"
         for xml in sorted(p for p in annotations.glob("*.xml") if not p.name.startswith(".")):
             frame_id = _frame_id(xml, known, review_root)
-            width, height, objects = read_voc(xml, folder.labels, (DROP_LABEL,))
+            width, height, objects = read_voc(xml, classes, (DROP_LABEL,))
             frame = by_id[frame_id]
             if (width, height) != (frame.width, frame.height):
                 raise DatasetError(f"{xml}: <size> is {width}x{height}, the captured frame is "
@@ -179,9 +186,9 @@ def read_review(review_root: Path, folder: CaptureFolder, frame_ids: list[str]) 
             label = image.parent.name
             if image.parent.parent != review_root:
                 raise DatasetError(f"{image}: not directly inside a class folder of {review_root}")
-            if label != DROP_LABEL and label not in folder.labels:
+            if label != DROP_LABEL and label not in classes:
                 raise DatasetError(f"{image}: label '{label}' (its folder) is not a class "
-                                   f"(classes: {', '.join(folder.labels)})")
+                                   f"(classes: {', '.join(classes)})")
             if frame_id in review.labels or frame_id in review.dropped:
                 raise DatasetError(f"{image}: frame '{frame_id}' is in two class folders")
             if label == DROP_LABEL:

@@ -57,6 +57,7 @@ class Device:
 
         monkeypatch.setattr(edge.capture, "datetime", Clock)
         self.task = task
+        self.labels = tuple(CLASSES)  # the serving model's classes
         self.capture = Capture(CaptureConfig(dir=root, task=task, policy={"random_rate": 1.0}, max_files=10_000))
         self.root = root
 
@@ -64,7 +65,7 @@ class Device:
         self.now = T0 + timedelta(seconds=at_s)
         if predictions is None:
             predictions = [box()] if self.task == "detection" else [{"label": "circle", "score": 0.4}]
-        path = self.capture.save(image, predictions, source, tuple(CLASSES), {"name": "m", "version": "3"})
+        path = self.capture.save(image, predictions, source, self.labels, {"name": "m", "version": "3"})
         assert path is not None, "the device refused to save the frame"
         return path.stem
 
@@ -243,6 +244,28 @@ def test_reviewed_labels_replace_pre_labels_and_dropped_frames_go(tmp_path, monk
     assert record["dropped"][ids[1]] == "deleted in review" and record["dropped"][ids[2]] == "marked in review"
     assert record["dropped"][ids[3]] == "deleted in review"
     assert {f["labels"] for f in record["frames"].values()} == {"reviewed"}
+
+
+def test_a_reviewer_may_use_a_class_of_the_merged_set_the_serving_model_lacks(tmp_path, monkeypatch):
+    # given a base data set with 'star', and a device whose model does not know 'star'
+    base = tmp_path / "base"
+    synth_detection(base, n=12, seed=1, size=W)
+    device = Device(tmp_path / "capture", monkeypatch)
+    device.labels = tuple(c for c in CLASSES if c != "star")
+    ids = [device.save(scene(s), at_s=100 * s) for s in range(1, 4)]
+    assert "star" not in (device.root / "labels.txt").read_text().split()
+    # when the captures are exported for review against the base, and a reviewer labels a box 'star'
+    review = tmp_path / "review"
+    assert main(["data", "export-review", str(device.root), "--out", str(review), "--merge", str(base)]) == 0
+    assert (review / "labels.txt").read_text().split() == CLASSES + [DROP_LABEL], "the tool offers the set's classes"
+    xml = review / "Annotations" / f"{ids[0]}.xml"
+    xml.write_text(xml.read_text().replace("<name>circle</name>", "<name>star</name>"))
+    # then the import into the base accepts it
+    assert main(["data", "import-capture", str(device.root), "--out", str(tmp_path / "data"), "--merge", str(base),
+                 "--reviewed", str(review)]) == 0
+    index = load_dataset(tmp_path / "data", "detection")
+    starred = next(r for s in index.splits.values() for r in s if r.path.stem == ids[0])
+    assert [index.classes[i] for i in starred.labels] == ["star"]
 
 
 @pytest.mark.parametrize("damage, named", [
