@@ -201,10 +201,27 @@ def split_frames(frames: list[CapturedFrame], options: ImportOptions, reviewed: 
     return split_of, segment_of
 
 
+def check_out_path(out: Path, capture: Path, reviewed: Optional[Path] = None, merge: Optional[Path] = None) -> None:
+    """Refuse an `out` that overlaps an input: `out` is replaced as a whole, so an input equal to it,
+    inside it or holding it would be overwritten or deleted (only out == merge is fine: merge is copied first)."""
+    target = Path(out).resolve()
+    for option, path in (("--capture", capture), ("--reviewed", reviewed), ("--merge", merge)):
+        if path is None:
+            continue
+        given = Path(path).resolve()
+        if given == target and option != "--merge":
+            raise DatasetError(f"--out {out} is the {option} folder {path}: write the data set elsewhere")
+        relation = "is inside" if given in target.parents else "holds" if target in given.parents else None
+        if relation:
+            raise DatasetError(f"--out {out} {relation} the {option} folder {path}: --out is replaced as a whole; "
+                               "write the data set elsewhere")
+
+
 def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOptions(), merge: Optional[Path] = None,
                    reviewed: Optional[Path] = None, task: Optional[str] = None) -> dict:
     """Turn the capture folder `capture` into the data set `out` (replaced atomically); returns the record."""
     out = Path(out)
+    check_out_path(out, capture, reviewed, merge)
     folder, kept, dropped, classes = plan_import(capture, options, merge, task)
     review = read_review(reviewed, folder, [f.id for f in kept], classes) if reviewed is not None else None
     if review is not None:
@@ -251,6 +268,7 @@ def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOpti
 def export_for_review(capture: Path, out: Path, options: ImportOptions = ImportOptions(),
                       merge: Optional[Path] = None) -> dict:
     """Write the frames an import would keep (deduplicated) for review into `out` (replaced atomically)."""
+    check_out_path(out, capture, merge=merge)
     folder, kept, dropped, classes = plan_import(capture, options, merge)
     with atomic_dir(Path(out)) as tmp:
         summary = export_review(folder, [f.id for f in kept], tmp, classes)

@@ -348,3 +348,32 @@ def test_a_device_label_missing_from_the_merged_set_is_an_error_naming_file_and_
     captured = device.save(scene(1), predictions=[box("dragon")])
     with pytest.raises(DatasetError, match=rf"{captured}\.xml: label 'dragon'"):
         import_capture(device.root, tmp_path / "data", merge=base)
+
+
+@pytest.mark.parametrize("out, option", [
+    ("capture", "--capture"), ("capture/data", "--capture"), ("review", "--reviewed"),
+    ("review/data", "--reviewed"), ("base/data", "--merge"), (".", "--capture"),
+])
+def test_an_out_folder_overlapping_an_input_is_refused_naming_both(tmp_path, monkeypatch, capsys, out, option):
+    # given captures, their review and a base data set
+    device, _, review = _review_folder(tmp_path, monkeypatch)
+    base = tmp_path / "base"
+    synth_detection(base, n=6, seed=1, size=W)
+    before = sorted(p for p in tmp_path.rglob("*"))
+    # when --out is one of them, inside one, or holds one
+    code = main(["data", "import-capture", str(device.root), "--out", str(tmp_path / out), "--merge", str(base),
+                 "--reviewed", str(review)])
+    # then one error names --out and the input, and nothing changed
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("error:") == 1, err
+    assert f"--out {tmp_path / out}" in err and option in err, err
+    assert sorted(p for p in tmp_path.rglob("*")) == before, "nothing written or removed"
+
+
+def test_out_may_be_the_merged_set_itself(tmp_path, monkeypatch):
+    base = tmp_path / "base"
+    synth_detection(base, n=12, seed=1, size=W)
+    device = Device(tmp_path / "capture", monkeypatch)
+    new = [device.save(scene(s), at_s=100 * s) for s in range(1, 4)]
+    import_capture(device.root, base, merge=base)
+    assert set(new) <= set(sum(split_ids(base).values(), []))
