@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=default_threads(), help="inference threads (default: all cores)")
     parser.add_argument("--model", default=None,
                         help="counts: the detector, models:/NAME@ALIAS (registry: MLFLOW_REGISTRY_URI or "
-                             "MLFLOW_TRACKING_URI, else the project's mlflow.db) or a package .tar.gz / folder; default "
+                             "MLFLOW_TRACKING_URI, else the project's mlflow.db) or a package .tar.gz / folder; "
+                             "default "
                              "$LENSOPS_BENCH_MODEL, else models:/shapes-detector@production in the project's mlflow.db")
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]

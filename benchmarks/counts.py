@@ -79,7 +79,8 @@ def make_scenes(folder: Path, demo_seed: int, seeds: tuple[int, ...], frames: in
 
 
 def _registry_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_REGISTRY_URI") or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    env = os.environ.get("MLFLOW_REGISTRY_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+    return env or f"sqlite:///{root / 'mlflow.db'}"
 
 
 def find_detector(spec: Optional[str], root: Path, work: Path) -> Detector:
@@ -288,8 +289,8 @@ def run(settings: Settings) -> dict:
     model = first["model"] if first else {}
     notes = [f"detector: {detector.note}",
              f"scenes: the demo video (seed {demo_seed} = params.yaml data.seed) and generator seeds "
-             f"{UNSEEN_SEEDS[0]}-{UNSEEN_SEEDS[-1]}, on which no setting was chosen (hold_threshold was chosen on seeds "
-             f"1-5); {frames} frames each, generated in {generated_s:.1f} s",
+             f"{UNSEEN_SEEDS[0]}-{UNSEEN_SEEDS[-1]}, on which no setting was chosen (hold_threshold was chosen on "
+             f"seeds 1-5); {frames} frames each, generated in {generated_s:.1f} s",
              f"one `lensops edge run` with {len(scenes)} file sources (fps 0, drop false) took {runner_s:.1f} s for "
              f"{sum(len(s.truth) for s in scenes)} frames; broker: {type(broker).__name__}",
              "match: counts_within (VOC-style: an object less than half in view may be counted or not); strict: "
@@ -299,7 +300,8 @@ def run(settings: Settings) -> dict:
         same = demo_copy.read_bytes() == scenes[0].video.read_bytes()
         notes.append(f"the generated demo scene is {'byte for byte' if same else 'NOT'} data/demo/video.mp4")
     if settings.quick:
-        notes.append(f"quick mode: {QUICK_FRAMES} frames per scene instead of {demo_frames}: not the issue's measurement")
+        notes.append(f"quick mode: {QUICK_FRAMES} frames per scene instead of {demo_frames}: "
+                     "not the issue's measurement")
     return {"title": f"{title}: {model.get('name', detector.name)} version {model.get('version', '?')} "
                      f"({model.get('variant', '?')}), {len(scenes)} scenes x {frames} frames",
             "model": model, "scenes": per_scene, "summary": summarize(per_scene),
