@@ -1,37 +1,12 @@
-"""Fine-tuning: find the starting weights (training/init_source.py), carry them into a network with
-a new class list, optionally freeze the backbone."""
+"""Fine-tuning: carry starting weights (found by training/init_source.py) into a network with a new
+class list, optionally freeze the backbone."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Optional
 
 import mxnet as mx
 
-from training import init_source
 from training.errors import ConfigError
-from training.init_source import SourceNetwork
-
-
-def resolve_init_from(ref: str, workdir: Path) -> SourceNetwork:
-    """The trainable network an init_from reference names (see training/init_source.py for the forms)."""
-    return init_source.resolve_init_from(ref, workdir)
-
-
-def init_identity(ref: str):
-    """What pins the starting weights of `ref`, for the checkpoint fingerprint (None: nothing local)."""
-    return init_source.init_identity(ref)
-
-
-def load_model_weights(model_dir: Path) -> tuple[dict, dict]:
-    """(name -> array, model.json) of an exported model folder."""
-    meta = json.loads((model_dir / "model.json").read_text())
-    params_file = model_dir / meta["files"]["params"]
-    try:
-        raw = mx.nd.load(str(params_file))
-    except mx.base.MXNetError as exc:
-        raise ConfigError(f"init_from: cannot read {params_file}: {exc}") from None
-    return {k.split(":", 1)[-1]: v.asnumpy() for k, v in raw.items()}, meta
 
 
 def class_layers(net, task: str) -> list[str]:

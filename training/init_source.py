@@ -26,7 +26,7 @@ import tarfile
 import tempfile
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -54,44 +54,43 @@ class SourceNetwork:
     classes: list[str]
     network: Optional[str]
     origin: str  # what was loaded, e.g. "models:/x@production = version 3, package ab12 variant mxnet-fp32"
+    # What pins these weights, for the checkpoint fingerprint: a registered version's package sha256 (or
+    # models:/NAME/VERSION), a runs:/ reference, a local file's or folder's content hash.
+    identity: Optional[str] = None
 
 
-def registry_store() -> str:
-    """MLflow's own precedence: MLFLOW_REGISTRY_URI, else the tracking store."""
-    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking_store()
+def resolve_init_from(ref: str, workdir: Path, project_root: Path) -> SourceNetwork:
+    """The trainable network `ref` names, with its identity; one ConfigError naming `ref` when it holds none.
 
-
-def tracking_store() -> str:
-    """The store training runs go to (MLFLOW_TRACKING_URI or the project's sqlite:///mlflow.db)."""
-    return tracking_uri(Path("."))
-
-
-def resolve_init_from(ref: str, workdir: Path) -> SourceNetwork:
-    """The trainable network `ref` names; one ConfigError naming `ref` when it holds none."""
-    workdir = Path(workdir)
+    Runs are looked up in MLFLOW_TRACKING_URI or the project's sqlite:///mlflow.db under `project_root`;
+    versions in MLFLOW_REGISTRY_URI, else that same store (MLflow's own precedence). An alias is
+    resolved once, here: the identity is the version it points at now.
+    """
+    workdir, tracking = Path(workdir), tracking_uri(Path(project_root))
     if ref.startswith("models:/"):
-        return _registered(ref, workdir)
+        return _registered(ref, workdir, tracking)
     if ref.startswith("runs:/"):
-        local = _download(ref, tracking_store(), workdir)
-        return _from_local(local, ref, workdir)
+        return replace(_from_local(_download(ref, tracking, workdir), ref, workdir, tracking), identity=ref)
     path = Path(ref)
     if not path.exists():
         raise ConfigError(f"init_from: {path} does not exist")
-    return _from_local(path, ref, workdir)
+    return replace(_from_local(path, ref, workdir, tracking), identity=data_hash(path))
 
 
-def init_identity(ref: str) -> Optional[str]:
-    """What pins the starting weights of `ref` (for the checkpoint fingerprint): a local file's
-    content hash, a registered version's package sha256 (an alias is resolved now), a run path."""
-    if ref.startswith("models:/"):
-        name, alias, version = _parse_models(ref)
-        uri = registry_store()
-        found = _model_version(name, alias, version, uri, ref)
-        return found.tags.get("sha256") or f"models:/{name}/{found.version}"
-    if ref.startswith("runs:/"):
-        return ref
-    path = Path(ref)
-    return data_hash(path) if path.exists() else None
+def load_model_folder(model_dir: Path, context: str = "") -> tuple[dict, dict]:
+    """(Gluon parameter name -> numpy array, model.json) of an exported model folder; one ConfigError
+    (prefixed with `context`, e.g. "init_from: REF: ") naming the file that is not readable."""
+    model_dir = Path(model_dir)
+    try:
+        meta = json.loads((model_dir / "model.json").read_text())
+        params = model_dir / meta["files"]["params"]
+        missing = [key for key in ("task", "classes") if key not in meta]  # what every reader needs
+        if missing:
+            raise KeyError(missing[0])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{context}{model_dir / 'model.json'} is not a LensOps model.json "
+                          f"({type(exc).__name__}: {exc})") from None
+    return _load_params(params, context), meta
 
 
 # --- registry and runs -----------------------------------------------------------------------------
@@ -144,10 +143,10 @@ def _model_version(name: str, alias: Optional[str], version: Optional[str], uri:
             raise ConfigError(f"init_from: {ref}: registry {uri} unreachable: {_short(exc)}") from None
 
 
-def _registered(ref: str, workdir: Path) -> SourceNetwork:
+def _registered(ref: str, workdir: Path, tracking: str) -> SourceNetwork:
     """A registered version: what its artifacts hold (a LensOps version holds the package)."""
     name, alias, version = _parse_models(ref)
-    uri = registry_store()
+    uri = os.environ.get("MLFLOW_REGISTRY_URI") or tracking
     found = _model_version(name, alias, version, uri, ref)
     # Artifacts are fetched through the registry's own server: with `--serve-artifacts` the version's
     # source is an mlflow-artifacts:/ URI that only that server answers.
@@ -157,7 +156,8 @@ def _registered(ref: str, workdir: Path) -> SourceNetwork:
     if sha and len(archives) == 1 and _sha256(archives[0]) != sha:
         raise ConfigError(f"init_from: {ref}: {archives[0].name} of version {found.version} does not match "
                           f"its sha256 tag ({sha[:16]}...)")
-    return _from_local(local, f"{ref} (version {found.version})" if alias else ref, workdir)
+    source = _from_local(local, f"{ref} (version {found.version})" if alias else ref, workdir, tracking)
+    return replace(source, identity=sha or f"models:/{name}/{found.version}")
 
 
 def _download(uri_to_fetch: str, tracking: str, workdir: Path, registry: Optional[str] = None) -> Path:
@@ -176,37 +176,31 @@ def _download(uri_to_fetch: str, tracking: str, workdir: Path, registry: Optiona
 
 # --- local forms -----------------------------------------------------------------------------------
 
-def _from_local(path: Path, ref: str, workdir: Path, depth: int = 0) -> SourceNetwork:
+def _from_local(path: Path, ref: str, workdir: Path, tracking: str, depth: int = 0) -> SourceNetwork:
     """A model folder, a package folder, an archive of either, or a folder holding just one of those."""
     if path.is_file():
         if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
             raise ConfigError(f"init_from: {ref}: {path.name} is not a model folder, package or .tar.gz")
-        return _from_local(_safe_extract(path, workdir, ref), ref, workdir, depth + 1)
+        return _from_local(_safe_extract(path, workdir, ref), ref, workdir, tracking, depth + 1)
     if (path / "model.json").is_file():
         return _from_model_dir(path, ref)
     if (path / "manifest.json").is_file():
-        return _from_package(path, ref, workdir)
+        return _from_package(path, ref, workdir, tracking)
     entries = sorted(p for p in path.iterdir() if not p.name.startswith(".")) if path.is_dir() else []
     if len(entries) == 1 and depth < 3 and (entries[0].is_dir() or entries[0].name.endswith((".tar.gz", ".tgz", ".tar"))):
         # a registry version's folder holding package.tar.gz; an archive of a model folder
-        return _from_local(entries[0], ref, workdir, depth + 1)
+        return _from_local(entries[0], ref, workdir, tracking, depth + 1)
     held = ", ".join(p.name for p in entries[:5]) or "nothing"
     raise ConfigError(f"init_from: {ref} holds no trainable network (no model.json or package manifest.json; "
                       f"it holds {held})")
 
 
 def _from_model_dir(model_dir: Path, ref: str) -> SourceNetwork:
-    try:
-        meta = json.loads((model_dir / "model.json").read_text())
-        params = model_dir / meta["files"]["params"]
-        task, classes = meta["task"], list(meta["classes"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"init_from: {ref}: {model_dir / 'model.json'} is not a LensOps model.json "
-                          f"({type(exc).__name__}: {exc})") from None
-    return SourceNetwork(_load_params(params, ref), task, classes, meta.get("network"), f"{ref} (model folder)")
+    weights, meta = load_model_folder(model_dir, f"init_from: {ref}: ")
+    return SourceNetwork(weights, meta["task"], list(meta["classes"]), meta.get("network"), f"{ref} (model folder)")
 
 
-def _from_package(package_dir: Path, ref: str, workdir: Path) -> SourceNetwork:
+def _from_package(package_dir: Path, ref: str, workdir: Path, tracking: str) -> SourceNetwork:
     try:
         manifest = json.loads((package_dir / "manifest.json").read_text())
         if manifest.get("schema") != PACKAGE_SCHEMA:
@@ -241,7 +235,7 @@ def _from_package(package_dir: Path, ref: str, workdir: Path) -> SourceNetwork:
         params = [rel for rel in files if rel.endswith(".params")]
         if len(params) != 1:
             raise ConfigError(f"init_from: {ref}: {what}: variant {variant['id']} has {len(params)} .params files")
-        return SourceNetwork(_load_params(package_dir / params[0], ref), task, labels, network,
+        return SourceNetwork(_load_params(package_dir / params[0], f"init_from: {ref}: "), task, labels, network,
                              f"{ref} ({what}, variant {variant['id']})")
     run_id = lineage.get("mlflow_run_id")
     have = ", ".join(str(v.get("id")) for v in variants) or "none"
@@ -252,7 +246,7 @@ def _from_package(package_dir: Path, ref: str, workdir: Path) -> SourceNetwork:
                           f"and its lineage names no training run; {hint}")
     run_ref = f"runs:/{run_id}/model"
     try:
-        source = _from_local(_download(run_ref, tracking_store(), workdir), run_ref, workdir)
+        source = _from_local(_download(run_ref, tracking, workdir), run_ref, workdir, tracking)
     except ConfigError as exc:
         raise ConfigError(f"init_from: {ref}: {what} holds no trainable network: no mxnet variant (has {have}), "
                           f"and its training run's model is not available ({str(exc).removeprefix('init_from: ')}); "
@@ -262,15 +256,15 @@ def _from_package(package_dir: Path, ref: str, workdir: Path) -> SourceNetwork:
                          f"{ref} ({what} has no mxnet variant: its training run {run_ref})")
 
 
-def _load_params(params: Path, ref: str) -> dict:
+def _load_params(params: Path, context: str) -> dict:
     if not params.is_file():
-        raise ConfigError(f"init_from: {ref}: {params.name} is missing")
+        raise ConfigError(f"{context}{params.name} is missing")
     try:
         raw = mx.nd.load(str(params))
     except mx.base.MXNetError as exc:
-        raise ConfigError(f"init_from: {ref}: cannot read {params.name}: {_short(exc)}") from None
+        raise ConfigError(f"{context}cannot read {params.name}: {_short(exc)}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"init_from: {ref}: {params.name} holds unnamed arrays, not network parameters")
+        raise ConfigError(f"{context}{params.name} holds unnamed arrays, not network parameters")
     return {k.split(":", 1)[-1]: v.asnumpy() for k, v in raw.items()}
 
 

@@ -24,6 +24,7 @@ from training.datasets.check import check_dataset
 from training.datasets.formats import load_dataset
 from training.datasets.records import DatasetIndex
 from training.errors import ConfigError, DatasetError
+from training.init_source import SourceNetwork, resolve_init_from
 from training.export import export_model
 from training.lineage import data_hash, git_commit
 from training.loaders import ClassificationSamples, DetectionSamples, make_loader
@@ -90,8 +91,10 @@ def _task(cfg: TrainConfig, classes: list[str], size: int):
     return DetectionTask(classes, size)
 
 
-def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], size: int, workdir: Path):
-    """Network with its starting weights: random, GluonCV pretrained (cache only) or a previous model."""
+def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], size: int,
+              found: Optional[SourceNetwork]):
+    """Network with its starting weights: random, GluonCV pretrained (cache only) or a previous model
+    (`found`, the resolved cfg.init_from)."""
     net = networks.build_network(spec, classes, pretrained=cfg.pretrained and cfg.task == "detection",
                                  cache=cfg.pretrained_cache)
     networks.initialize(net, size)
@@ -102,9 +105,7 @@ def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], 
         info = {"init": f"gluoncv:{spec.base}", "copied": copied, "reinitialised": len(skipped)}
     elif cfg.pretrained:
         info = {"init": f"gluoncv:{spec.base} (backbone)"}
-    elif cfg.init_from:
-        # A model folder, SageMaker model.tar.gz, package (folder or .tar.gz), runs:/ or models:/ reference.
-        found = finetune.resolve_init_from(cfg.init_from, workdir)
+    elif found is not None:
         weights = found.weights
         if found.task != cfg.task:
             if (found.task, cfg.task) != ("classification", "detection"):
@@ -138,7 +139,11 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
     seed_everything(cfg.seed)
     with tempfile.TemporaryDirectory(prefix="lensops-train-") as tmp:
         workdir = Path(tmp)  # init_from downloads/extractions and default plots; gone afterwards
-        net, init_info = build_net(cfg, spec, classes, size, workdir)
+        # A model folder, SageMaker model.tar.gz, package (folder or .tar.gz), runs:/ or models:/ reference,
+        # resolved once: its identity (an alias's version now) goes into the checkpoint fingerprint too.
+        found = (resolve_init_from(cfg.init_from, workdir, project_root)
+                 if cfg.init_from and not cfg.pretrained else None)
+        net, init_info = build_net(cfg, spec, classes, size, found)
         net.hybridize(static_alloc=True, static_shape=True)
         task = _task(cfg, classes, size)
 
@@ -159,7 +164,7 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
         history: list[dict] = []
         start_epoch = 0
         data_digest = data_hash(cfg.data)
-        fingerprint = config_fingerprint(cfg, data_digest)
+        fingerprint = config_fingerprint(cfg, data_digest, found.identity if found is not None else None)
         latest = store.latest() if cfg.resume else None
         if latest is not None and store.fingerprint(latest) != fingerprint:
             print(f"checkpoints in {store.folder} belong to a different configuration: starting afresh", flush=True)
@@ -244,15 +249,14 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
             tracker.end(ok)
 
 
-def config_fingerprint(cfg: TrainConfig, data_digest: str) -> str:
+def config_fingerprint(cfg: TrainConfig, data_digest: str, init_identity: Optional[str]) -> str:
     """Hash of everything that shapes the weights (config, data, starting model); a checkpoint
-    resumes only the same run, never one whose data or init_from model has changed since
-    (a registry alias is resolved to the version it points at now)."""
-    init_digest = finetune.init_identity(cfg.init_from) if cfg.init_from else None
+    resumes only the same run, never one whose data or init_from model has changed since.
+    `init_identity` is the resolved init_from's SourceNetwork.identity (an alias: the version it points at now)."""
     ignore = {"progress", "resume", "tracking", "experiment", "metrics_file", "plots_dir", "model_dir",
               "checkpoint_dir", "num_workers"}
     config = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in ignore}
-    blob = json.dumps({"config": config, "data": data_digest, "init": init_digest}, sort_keys=True)
+    blob = json.dumps({"config": config, "data": data_digest, "init": init_identity}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

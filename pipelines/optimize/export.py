@@ -14,7 +14,8 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 
-from training import finetune, networks
+from training import networks
+from training.init_source import load_model_folder
 
 log = logging.getLogger(__name__)
 INPUT_NAME = "data"
@@ -66,7 +67,7 @@ class ScoresBoxes(mx.gluon.HybridBlock):
 
 def load_gluon(model_dir: Path):
     """The trained network as a Gluon block with its weights, plus its model.json."""
-    source, meta = finetune.load_model_weights(Path(model_dir))
+    source, meta = load_model_folder(Path(model_dir))
     spec = networks.parse_network(meta["network"], meta["task"])
     net = networks.build_network(spec, meta["classes"])
     size = meta["input"]["size"][0]

@@ -26,6 +26,7 @@ from tests.pipelines.models import colour_data
 from tests.pipelines.packaged import package_model
 from tests.training.helpers import quick_config
 from training import runner
+from training.init_source import resolve_init_from
 from training.sagemaker_env import RunEnvironment
 from training.train import main as train_main
 
@@ -85,7 +86,8 @@ def sources(tmp_path_factory) -> Sources:
         yield Sources(data, result.model_dir, result.run_id, store, server.uri, folder, archive, onnx_archive,
                       root / "sm" / "model.tar.gz")
     finally:
-        pool.shutdown(wait=False)
+        # wait for the server to finish starting (or fail to) first: stopped mid-start, it would outlive the tests
+        pool.shutdown(wait=True)
         server.stop()
 
 
@@ -177,19 +179,24 @@ def test_a_package_without_mxnet_variant_falls_back_to_its_training_run(sources,
     _assert_started_from(sources.model_dir, tmp_path / "model", init, "onnx-only")
 
 
-def test_the_fingerprint_follows_the_alias(sources, monkeypatch):
-    # given an alias on version 1
-    _env(monkeypatch, sources.server)
+def test_the_fingerprint_follows_the_alias(sources, tmp_path, monkeypatch):
+    # given an alias on version 1 in a registry server (version 2, ONNX only, falls back to the run in the store)
+    _env(monkeypatch, sources.store, sources.server)
     writer = MlflowRegistryWriter(sources.server)
     writer.set_alias(MODEL, "moving", "1")
-    cfg = quick_config(sources.data, Path("/nonexistent"), init_from=f"models:/{MODEL}@moving")
-    before = runner.config_fingerprint(cfg, "data")
+    ref = f"models:/{MODEL}@moving"
+    cfg = quick_config(sources.data, Path("/nonexistent"), init_from=ref)
+
+    def fingerprint() -> str:  # as runner.train: resolve once, fingerprint with the resolved identity
+        return runner.config_fingerprint(cfg, "data", resolve_init_from(ref, tmp_path, tmp_path).identity)
+
+    before = fingerprint()
     # when the alias moves to another version
     writer.set_alias(MODEL, "moving", "2")
-    after = runner.config_fingerprint(cfg, "data")
+    after = fingerprint()
     # then a checkpoint of the old starting point is no longer resumed
     assert before != after, "checkpoints must not resume across a moved alias"
-    assert runner.config_fingerprint(cfg, "data") == after, "stable while the alias stays"
+    assert fingerprint() == after, "stable while the alias stays"
 
 
 # --- references that hold no trainable network: one clear error naming them ----------------------
@@ -257,11 +264,13 @@ def test_the_mxnet_variant_keeps_the_gluon_parameter_names(task, network, size, 
     block(mx.nd.zeros((1, 3, size, size)))
     # when exporting it as the variant is
     _, params = export_mxnet(block, tmp_path / "model")
-    saved = {k.split(":", 1)[1] for k in mx.nd.load(str(params))}
-    # then every learned parameter is saved under its Gluon name (only SSD's anchor constants,
-    # fixed by the architecture, are left out)
-    learned = {n for n, p in net.collect_params().items() if not isinstance(p, mx.gluon.Constant)}
-    assert learned <= saved, f"missing from the variant: {sorted(learned - saved)[:5]}"
+    saved = {k.split(":", 1)[1]: v.asnumpy() for k, v in mx.nd.load(str(params)).items()}
+    # then every learned parameter is saved under its Gluon name with its value (only SSD's anchor
+    # constants, fixed by the architecture, are left out)
+    learned = {n: p.data().asnumpy() for n, p in net.collect_params().items() if not isinstance(p, mx.gluon.Constant)}
+    assert set(learned) <= set(saved), f"missing from the variant: {sorted(set(learned) - set(saved))[:5]}"
+    for name, value in learned.items():
+        np.testing.assert_array_equal(saved[name], value, err_msg=f"{name}: the variant holds another value")
 
 
 # --- a package manifest that points outside the package or is malformed ---------------------------
@@ -278,7 +287,7 @@ def _package(folder: Path, variants) -> Path:
 def test_a_variant_file_outside_the_package_is_refused(tmp_path):
     # given a package whose mxnet variant names an absolute path (with the right sha256) outside it
     from training.errors import ConfigError
-    from training.init_source import _sha256, resolve_init_from
+    from training.init_source import _sha256
 
     outside = tmp_path / "elsewhere" / "model-0000.params"
     outside.parent.mkdir()
@@ -287,7 +296,7 @@ def test_a_variant_file_outside_the_package_is_refused(tmp_path):
                                            "files": {str(outside): _sha256(outside)}}])
     # when it is resolved, then it is refused naming the file, and nothing outside is loaded
     with pytest.raises(ConfigError, match=rf"file {outside} of variant mxnet-fp32 is not a path inside the package"):
-        resolve_init_from(str(package), tmp_path)
+        resolve_init_from(str(package), tmp_path, tmp_path)
 
 
 @pytest.mark.parametrize("variants, named", [
@@ -298,8 +307,7 @@ def test_a_variant_file_outside_the_package_is_refused(tmp_path):
 ])
 def test_a_malformed_variant_is_one_config_error_naming_the_manifest(variants, named, tmp_path):
     from training.errors import ConfigError
-    from training.init_source import resolve_init_from
 
     package = _package(tmp_path / "pkg", variants)
     with pytest.raises(ConfigError, match=rf"manifest.json is not a LensOps package manifest .*{named}"):
-        resolve_init_from(str(package), tmp_path)
+        resolve_init_from(str(package), tmp_path, tmp_path)
