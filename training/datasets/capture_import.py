@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from training.datasets.captures import CapturedFrame, read_capture_folder
+from training.datasets.captures import CapturedFrame, CaptureFolder, read_capture_folder
 from training.datasets.check import check_dataset
 from training.datasets.dedup import NEAR_DUPLICATE_BITS, DuplicateFinder, image_hash, read_image
 from training.datasets.formats import FORMAT_TASKS, detect_format, load_dataset, read_labels
@@ -45,6 +45,8 @@ PROVENANCE = "captures.json"
 
 @dataclass(frozen=True)
 class ImportOptions:
+    """How captures are deduplicated and split (the CLI's --near-duplicate-bits, --segment-*-s, --*-fraction)."""
+
     near_duplicate_bits: int = NEAR_DUPLICATE_BITS
     segment_gap_s: float = 60.0  # a pause this long starts a new segment
     segment_max_s: float = 600.0  # a segment is cut once it spans this long
@@ -172,7 +174,8 @@ def _previous_provenance(base: Optional[Path]) -> dict:
         raise DatasetError(f"{base / PROVENANCE}: not a readable import record ({exc})") from None
 
 
-def plan_import(capture: Path, options: ImportOptions, merge: Optional[Path] = None, task: Optional[str] = None):
+def plan_import(capture: Path, options: ImportOptions, merge: Optional[Path] = None, task: Optional[str] = None
+                ) -> tuple[CaptureFolder, list[CapturedFrame], dict[str, str], list[str]]:
     """(capture folder, frames kept after dedup (oldest first), {dropped id: why}, classes)."""
     folder = read_capture_folder(capture, task)
     classes = list(folder.labels)

@@ -51,6 +51,9 @@ class CapturedFrame:
 
 @dataclass
 class CaptureFolder:
+    """A read capture folder: its task, the serving model's classes, finished captures (oldest first)
+    and the ids of captures with files missing."""
+
     root: Path
     task: str
     labels: list[str]

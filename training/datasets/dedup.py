@@ -52,6 +52,7 @@ def dhash(image: np.ndarray, side: int = HASH_SIDE) -> np.ndarray:
 
 
 def image_hash(image: np.ndarray) -> ImageHash:
+    """Both hashes of a decoded image: sha256 of its pixels (exact copies) and its dHash (near copies)."""
     digest = hashlib.sha256(str(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
     return ImageHash(digest, dhash(image))
 

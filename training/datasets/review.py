@@ -142,6 +142,7 @@ class Review:
     dropped: dict[str, str] = field(default_factory=dict)  # id -> "deleted" | "marked"
 
     def kept(self) -> set[str]:
+        """Ids of the frames the reviewer kept (with their reviewed boxes or label)."""
         return set(self.boxes) | set(self.labels)
 
 
