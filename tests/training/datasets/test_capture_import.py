@@ -327,8 +327,9 @@ def test_a_malformed_sidecar_is_an_error_naming_file_and_field(tmp_path, monkeyp
     sidecar.write_text(json.dumps(data))
     with pytest.raises(DatasetError, match=rf"{ids[1]}\.json: field 'time'"):
         import_capture(device.root, tmp_path / "data")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no captures"):
-        import_capture(tmp_path, tmp_path / "data")
+        import_capture(tmp_path / "empty", tmp_path / "data")
     assert not (tmp_path / "data").exists()
 
 
