@@ -117,6 +117,24 @@ def _prompt_http() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+@contextmanager
+def _registry_env(registry: Optional[str]) -> Iterator[None]:
+    """MLflow resolves a models:/ download in mlflow.get_registry_uri(), not the registry_uri it is
+    given: after a run tracked elsewhere in this process (mlflow.set_tracking_uri) that would be the
+    wrong store. MLFLOW_REGISTRY_URI comes before the global tracking URI there."""
+    previous = os.environ.get("MLFLOW_REGISTRY_URI")
+    if registry:
+        os.environ["MLFLOW_REGISTRY_URI"] = registry
+    try:
+        yield
+    finally:
+        if registry:
+            if previous is None:
+                os.environ.pop("MLFLOW_REGISTRY_URI", None)
+            else:
+                os.environ["MLFLOW_REGISTRY_URI"] = previous
+
+
 def _check_store(uri: str, ref: str, what: str) -> None:
     # MLflow would create an empty database at a missing sqlite path and then report "not found".
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
@@ -165,7 +183,7 @@ def _download(uri_to_fetch: str, tracking: str, workdir: Path, registry: Optiona
     import mlflow
 
     target = Path(tempfile.mkdtemp(prefix="init-from-", dir=workdir))
-    with _prompt_http():
+    with _prompt_http(), _registry_env(registry):
         try:
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri_to_fetch, dst_path=str(target),
                                                         tracking_uri=tracking, registry_uri=registry or tracking)
