@@ -34,8 +34,8 @@ from typing import Optional
 from training.datasets.captures import CapturedFrame, CaptureFolder, read_capture_folder
 from training.datasets.check import check_dataset
 from training.datasets.dedup import NEAR_DUPLICATE_BITS, DuplicateFinder, image_hash, read_image
-from training.datasets.formats import FORMAT_TASKS, detect_format, load_dataset, read_labels
-from training.datasets.review import Review, export_review, read_review, read_voc, voc_text
+from training.datasets.formats import FORMAT_TASKS, detect_format, load_dataset, read_labels, voc_xml
+from training.datasets.review import Review, export_review, read_checked_voc, read_review
 from training.datasets.synth import atomic_dir
 from training.errors import DatasetError
 
@@ -140,7 +140,7 @@ def _labels_of(frame: CapturedFrame, review: Optional[Review], classes: list[str
     """Objects (detection) or the label (classification) of a kept frame, checked against `classes`."""
     if frame.task == "detection":
         if review is None:
-            return read_voc(frame.annotation, classes)[2]  # an unknown label is an error naming file and label
+            return read_checked_voc(frame.annotation, classes)[2]  # an unknown label is an error naming file and label
         unknown = sorted({o.name for o in review.boxes[frame.id] if o.name not in classes})
         if unknown:
             raise DatasetError(f"reviewed annotation of {frame.id}: label '{unknown[0]}' is not a class of "
@@ -157,7 +157,7 @@ def _write_frame(tmp: Path, frame: CapturedFrame, split: str, labels) -> None:
     if frame.task == "detection":
         shutil.copyfile(frame.image, tmp / "JPEGImages" / f"{frame.id}.jpg")
         (tmp / "Annotations" / f"{frame.id}.xml").write_text(
-            voc_text(f"{frame.id}.jpg", frame.width, frame.height, labels, "LensOps capture"), encoding="utf-8")
+            voc_xml(f"{frame.id}.jpg", frame.width, frame.height, labels, "LensOps capture"), encoding="utf-8")
         with open(tmp / "ImageSets" / "Main" / f"{split}.txt", "a", encoding="utf-8") as f:
             f.write(f"{frame.id}\n")
     else:

@@ -8,12 +8,15 @@ check.check_dataset reports it, then fails or skips by policy.
 Boxes are pixel [x_min, y_min, x_max, y_max] in continuous coordinates (the right edge of
 pixel column 9 is 10). VOC xml is 1-based inclusive, so x_min = xmin - 1 and x_max = xmax;
 COCO [x, y, w, h] gives [x, y, x + w, y + h]. VOC objects marked difficult are kept.
+read_voc and voc_xml are the one VOC reader and writer (synth, review and capture import use them).
 """
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 
@@ -89,47 +92,100 @@ def load_image_folder(root: Path) -> DatasetIndex:
 
 # ---------------------------------------------------------------- Pascal VOC
 
-class _Malformed(Exception):
-    pass
+class MalformedAnnotation(DatasetError):
+    """An annotation file that cannot be read; the message names the file and the field."""
+
+    def __init__(self, path: Path, detail: str):
+        super().__init__(f"{path}: {detail}")
+        self.path, self.detail = Path(path), detail
 
 
-def _text(node: ET.Element, tag: str) -> str:
+@dataclass(frozen=True)
+class VocObject:
+    """One object of a VOC annotation.
+
+    `box` is [x_min, y_min, x_max, y_max] in continuous pixel coordinates (the right edge of
+    pixel column 9 is 10); the xml holds it 1-based inclusive: xmin = x_min + 1, xmax = x_max.
+    """
+
+    name: str
+    box: tuple[float, float, float, float]
+    difficult: bool = False
+
+
+@dataclass(frozen=True)
+class VocAnnotation:
+    """One VOC annotation file: the image's file name (None when absent), its size in pixels, its objects."""
+
+    filename: str | None
+    width: int
+    height: int
+    objects: list[VocObject]
+
+
+def _text(path: Path, node: ET.Element, tag: str, where: str) -> str:
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
-        raise _Malformed(f"<{tag}> missing")
+        raise MalformedAnnotation(path, f"{where}<{tag}> is missing")
     return child.text.strip()
 
 
-def _number(node: ET.Element, tag: str) -> float:
-    value = _text(node, tag)
+def _number(path: Path, node: ET.Element, tag: str, where: str) -> float:
+    value = _text(path, node, tag, where)
     try:
         return float(value)
     except ValueError:
-        raise _Malformed(f"<{tag}> is not a number: {value!r}") from None
+        raise MalformedAnnotation(path, f"{where}<{tag}> is not a number: {value!r}") from None
 
 
-def _parse_voc_xml(path: Path) -> tuple[str | None, int, int, list[tuple[str, list[float]]]]:
-    """(filename, width, height, [(name, [x_min, y_min, x_max, y_max])]) in continuous pixel coordinates."""
+def read_voc(path: Path) -> VocAnnotation:
+    """Read one Pascal VOC annotation; boxes as VocObject.box (xml xmin..xmax 1-based inclusive -> continuous).
+
+    Boxes are not checked against the image or the classes (check.check_dataset and the callers do
+    that); a file that is not VOC xml raises MalformedAnnotation naming the file and the field.
+    """
     try:
-        tree = ET.parse(path).getroot()
-    except ET.ParseError as exc:
-        raise _Malformed(f"not valid xml ({exc})") from None
-    size = tree.find("size")
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise MalformedAnnotation(path, f"not a readable Pascal VOC annotation ({exc})") from None
+    if root.tag != "annotation":
+        raise MalformedAnnotation(path, f"root element is <{root.tag}>, expected <annotation>")
+    size = root.find("size")
     if size is None:
-        raise _Malformed("<size> missing")
-    width, height = int(_number(size, "width")), int(_number(size, "height"))
+        raise MalformedAnnotation(path, "<size> is missing")
+    width, height = (int(_number(path, size, tag, "<size>")) for tag in ("width", "height"))
     if width <= 0 or height <= 0:
-        raise _Malformed(f"image size is {width}x{height}")
+        raise MalformedAnnotation(path, f"<size> is {width}x{height}")
     objects = []
-    for obj in tree.iter("object"):
+    for i, obj in enumerate(root.iter("object")):
+        where = f"object {i + 1} "
+        name = _text(path, obj, "name", where)
         box = obj.find("bndbox")
         if box is None:
-            raise _Malformed(f"object '{_text(obj, 'name')}' has no <bndbox>")
-        xmin, ymin, xmax, ymax = (_number(box, tag) for tag in ("xmin", "ymin", "xmax", "ymax"))
-        objects.append((_text(obj, "name"), [xmin - 1, ymin - 1, xmax, ymax]))
-    filename = tree.find("filename")
-    name = filename.text.strip() if filename is not None and filename.text and filename.text.strip() else None
-    return name, width, height, objects
+            raise MalformedAnnotation(path, f"{where}('{name}') has no <bndbox>")
+        xmin, ymin, xmax, ymax = (_number(path, box, tag, f"{where}<bndbox>")
+                                  for tag in ("xmin", "ymin", "xmax", "ymax"))
+        difficult = (obj.findtext("difficult") or "0").strip() in ("1", "true")
+        objects.append(VocObject(name, (xmin - 1, ymin - 1, xmax, ymax), difficult))
+    filename = root.findtext("filename")
+    return VocAnnotation(filename.strip() if filename and filename.strip() else None, width, height, objects)
+
+
+def voc_xml(filename: str, width: int, height: int, objects: list[VocObject], database: str) -> str:
+    """The text of a Pascal VOC annotation of a `width` x `height` pixel image (3 channels).
+
+    Each VocObject.box (continuous pixels) is written 1-based inclusive: xmin = x_min + 1, xmax = x_max.
+    """
+    body = "".join(
+        f"  <object>\n    <name>{escape(o.name)}</name>\n    <pose>Unspecified</pose>\n"
+        f"    <truncated>0</truncated>\n    <difficult>{int(o.difficult)}</difficult>\n"
+        f"    <bndbox>\n      <xmin>{o.box[0] + 1:g}</xmin>\n      <ymin>{o.box[1] + 1:g}</ymin>\n"
+        f"      <xmax>{o.box[2]:g}</xmax>\n      <ymax>{o.box[3]:g}</ymax>\n    </bndbox>\n  </object>\n"
+        for o in objects)
+    return (f"<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{escape(filename)}</filename>\n"
+            f"  <source><database>{escape(database)}</database></source>\n"
+            f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n    <depth>3</depth>\n  </size>\n"
+            f"  <segmented>0</segmented>\n{body}</annotation>\n")
 
 
 def _voc_image(image_dir: Path, image_id: str, filename: str | None) -> Path:
@@ -156,25 +212,26 @@ def load_voc(root: Path) -> DatasetIndex:
                 issues.append(DatasetIssue("missing annotation", xml, f"listed in {list_file.name}", split))
                 continue
             try:
-                parsed[split].append((image_id, xml, _parse_voc_xml(xml)))
-            except _Malformed as exc:
-                issues.append(DatasetIssue("malformed annotation", xml, str(exc), split))
-    names = {name for entries in parsed.values() for _, _, (_, _, _, objs) in entries for name, _ in objs}
+                parsed[split].append((image_id, xml, read_voc(xml)))
+            except MalformedAnnotation as exc:
+                issues.append(DatasetIssue("malformed annotation", xml, exc.detail, split))
+    names = {o.name for entries in parsed.values() for _, _, annotation in entries for o in annotation.objects}
     classes = declared if declared is not None else sorted(names)
     label_of = {name: i for i, name in enumerate(classes)}
     splits: dict[str, list] = {}
     for split, entries in parsed.items():
         records = []
-        for image_id, xml, (filename, width, height, objects) in entries:
-            unknown = sorted({name for name, _ in objects if name not in label_of})
+        for image_id, xml, annotation in entries:
+            objects = annotation.objects
+            unknown = sorted({o.name for o in objects if o.name not in label_of})
             if unknown:
                 issues += [DatasetIssue("unknown label", xml, f"label '{name}' is not in labels.txt", split)
                            for name in unknown]
                 continue
             records.append(DetectionRecord(
-                _voc_image(root / "JPEGImages", image_id, filename), width, height,
-                np.array([box for _, box in objects], np.float32).reshape(-1, 4),
-                np.array([label_of[name] for name, _ in objects], np.int32)))
+                _voc_image(root / "JPEGImages", image_id, annotation.filename), annotation.width, annotation.height,
+                np.array([o.box for o in objects], np.float32).reshape(-1, 4),
+                np.array([label_of[o.name] for o in objects], np.int32)))
         splits[split] = records
     return DatasetIndex("detection", root, list(classes), splits, issues)
 
@@ -195,13 +252,13 @@ def _read_coco_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _Malformed(f"not valid json ({exc})") from None
+        raise MalformedAnnotation(path, f"not valid json ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise _Malformed("no 'images' list")
+        raise MalformedAnnotation(path, "no 'images' list")
     for key in ("images", "annotations", "categories"):
         entries = data.get(key, [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-            raise _Malformed(f"'{key}' is not a list of objects")
+            raise MalformedAnnotation(path, f"'{key}' is not a list of objects")
     return data
 
 
@@ -253,8 +310,8 @@ def load_coco(root: Path) -> DatasetIndex:
             continue
         try:
             loaded[split] = (path, _read_coco_json(path))
-        except _Malformed as exc:
-            issues.append(DatasetIssue("malformed annotation", path, str(exc), split))
+        except MalformedAnnotation as exc:
+            issues.append(DatasetIssue("malformed annotation", path, exc.detail, split))
     categories: dict[int, str] = {}
     for split, (path, data) in loaded.items():
         for cat in data.get("categories", []):

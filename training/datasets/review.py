@@ -17,89 +17,38 @@ captures is an error naming the file (and the label or field).
 from __future__ import annotations
 
 import shutil
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from training.datasets.captures import CaptureFolder
+from training.datasets.formats import IMAGE_SUFFIXES, VocObject, read_voc, voc_xml
 from training.errors import DatasetError
 
 DROP_LABEL = "drop-frame"
 BOX_TOLERANCE_PX = 1.0  # as the data check: tools round boxes at the image border
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-@dataclass(frozen=True)
-class VocObject:
-    name: str
-    box: tuple[float, float, float, float]  # continuous pixels [x_min, y_min, x_max, y_max]
-    difficult: bool = False
 
 
 # ---------------------------------------------------------------- VOC files
 
-def _child_text(path: Path, node: ET.Element, tag: str, where: str) -> str:
-    child = node.find(tag)
-    if child is None or child.text is None or not child.text.strip():
-        raise DatasetError(f"{path}: {where}<{tag}> is missing")
-    return child.text.strip()
-
-
-def _child_number(path: Path, node: ET.Element, tag: str, where: str) -> float:
-    text = _child_text(path, node, tag, where)
-    try:
-        return float(text)
-    except ValueError:
-        raise DatasetError(f"{path}: {where}<{tag}> is not a number: {text!r}") from None
-
-
-def read_voc(path: Path, classes: list[str], extra_names: tuple[str, ...] = ()) -> tuple[int, int, list[VocObject]]:
-    """(width, height, objects) of one VOC annotation; an unknown label or a bad field is an error naming both."""
-    try:
-        root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as exc:
-        raise DatasetError(f"{path}: not a readable Pascal VOC annotation ({exc})") from None
-    if root.tag != "annotation":
-        raise DatasetError(f"{path}: root element is <{root.tag}>, expected <annotation>")
-    size = root.find("size")
-    if size is None:
-        raise DatasetError(f"{path}: <size> is missing")
-    width, height = int(_child_number(path, size, "width", "<size>")), int(_child_number(path, size, "height", "<size>"))
+def read_checked_voc(path: Path, classes: list[str], extra_names: tuple[str, ...] = ()
+                     ) -> tuple[int, int, list[VocObject]]:
+    """(width, height, objects) of one VOC annotation, boxes clipped to the image (continuous pixels);
+    an unknown label, a box outside the image or a bad field is an error naming the file and the object."""
+    annotation = read_voc(path)
+    width, height = annotation.width, annotation.height
     objects = []
-    for i, obj in enumerate(root.iter("object")):
-        where = f"object {i + 1} "
-        name = _child_text(path, obj, "name", where)
-        if name not in classes and name not in extra_names:
-            raise DatasetError(f"{path}: label '{name}' ({where.strip()}) is not a class "
-                               f"(classes: {', '.join(classes)})")
-        box = obj.find("bndbox")
-        if box is None:
-            raise DatasetError(f"{path}: {where}('{name}') has no <bndbox>")
-        xmin, ymin, xmax, ymax = (_child_number(path, box, t, f"{where}<bndbox>") for t in ("xmin", "ymin", "xmax", "ymax"))
-        x0, y0, x1, y1 = xmin - 1, ymin - 1, xmax, ymax  # VOC is 1-based inclusive
+    for i, obj in enumerate(annotation.objects):
+        where = f"object {i + 1}"
+        if obj.name not in classes and obj.name not in extra_names:
+            raise DatasetError(f"{path}: label '{obj.name}' ({where}) is not a class (classes: {', '.join(classes)})")
+        x0, y0, x1, y1 = obj.box
         tol = BOX_TOLERANCE_PX
         if not (x1 > x0 and y1 > y0 and x0 >= -tol and y0 >= -tol and x1 <= width + tol and y1 <= height + tol):
-            raise DatasetError(f"{path}: {where}('{name}') box [{xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}] is empty "
-                               f"or outside the {width}x{height} image")
-        difficult = (obj.findtext("difficult") or "0").strip() in ("1", "true")
-        box_px = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
-        objects.append(VocObject(name, box_px, difficult))
+            raise DatasetError(f"{path}: {where} ('{obj.name}') box [{x0 + 1:g}, {y0 + 1:g}, {x1:g}, {y1:g}] "
+                               f"(VOC, 1-based) is empty or outside the {width}x{height} image")
+        clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
+        objects.append(VocObject(obj.name, clipped, obj.difficult))
     return width, height, objects
-
-
-def voc_text(filename: str, width: int, height: int, objects: list[VocObject], database: str) -> str:
-    """A Pascal VOC annotation (1-based inclusive pixel boxes, as synth.py writes them)."""
-    body = "".join(
-        f"  <object>\n    <name>{escape(o.name)}</name>\n    <pose>Unspecified</pose>\n"
-        f"    <truncated>0</truncated>\n    <difficult>{int(o.difficult)}</difficult>\n"
-        f"    <bndbox>\n      <xmin>{o.box[0] + 1:g}</xmin>\n      <ymin>{o.box[1] + 1:g}</ymin>\n"
-        f"      <xmax>{o.box[2]:g}</xmax>\n      <ymax>{o.box[3]:g}</ymax>\n    </bndbox>\n  </object>\n"
-        for o in objects)
-    return (f"<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{escape(filename)}</filename>\n"
-            f"  <source><database>{escape(database)}</database></source>\n"
-            f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n    <depth>3</depth>\n  </size>\n"
-            f"  <segmented>0</segmented>\n{body}</annotation>\n")
 
 
 # ---------------------------------------------------------------- export
@@ -116,10 +65,10 @@ def export_review(folder: CaptureFolder, frame_ids: list[str], out: Path, classe
         for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
             (out / sub).mkdir(parents=True, exist_ok=True)
         for f in frames:
-            _, _, objects = read_voc(f.annotation, folder.labels)
+            _, _, objects = read_checked_voc(f.annotation, folder.labels)
             shutil.copyfile(f.image, out / "JPEGImages" / f"{f.id}.jpg")
             (out / "Annotations" / f"{f.id}.xml").write_text(
-                voc_text(f"{f.id}.jpg", f.width, f.height, objects, "LensOps capture (pre-labels)"), encoding="utf-8")
+                voc_xml(f"{f.id}.jpg", f.width, f.height, objects, "LensOps capture (pre-labels)"), encoding="utf-8")
         (out / "ImageSets" / "Main" / "default.txt").write_text("".join(f"{f.id}\n" for f in frames))
     else:
         for name in [*classes, DROP_LABEL]:
@@ -169,7 +118,7 @@ def read_review(review_root: Path, folder: CaptureFolder, frame_ids: list[str], 
         images = review_root / "JPEGImages"
         for xml in sorted(p for p in annotations.glob("*.xml") if not p.name.startswith(".")):
             frame_id = _frame_id(xml, known, review_root)
-            width, height, objects = read_voc(xml, classes, (DROP_LABEL,))
+            width, height, objects = read_checked_voc(xml, classes, (DROP_LABEL,))
             frame = by_id[frame_id]
             if (width, height) != (frame.width, frame.height):
                 raise DatasetError(f"{xml}: <size> is {width}x{height}, the captured frame is "

@@ -21,7 +21,7 @@ objects by a distractor (up to ~30% of their box); then per image a lighting cha
 Boxes are the tight box of the drawn shape, clipped to the frame, in continuous pixel
 coordinates [x_min, y_min, x_max, y_max] (a box around pixel columns 3..9 is [3, .., 10, ..]);
 occlusion does not shrink a box (the VOC convention). In VOC xml they are written 1-based
-inclusive (xmin = x_min + 1, xmax = x_max), which formats.load_voc reads back exactly.
+inclusive (xmin = x_min + 1, xmax = x_max), as formats.voc_xml writes and formats.read_voc reads them.
 Detection objects overlap each other by at most 25% of the smaller box.
 
 Same seed, same bytes: every image draws from its own generator seeded by (seed, image).
@@ -35,13 +35,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
-from xml.sax.saxutils import escape
 
 import cv2
 import numpy as np
 
 from training.datasets.drawing import (CLASSES, Camera, Fill, contrasting_colour, draw_background, draw_clutter,
                                        occlude, paint, pose, shape_mask, tight_box, unit_shape)
+from training.datasets.formats import VocObject, voc_xml
 from training.datasets.records import SPLITS, DatasetIndex, DetectionRecord, ImageRecord
 from training.errors import ConfigError
 
@@ -242,19 +242,6 @@ def synth_classification(out: Path, n: int, seed: int, size: int = 64) -> Datase
     return DatasetIndex("classification", out, list(CLASSES), splits)
 
 
-def _voc_xml(name: str, w: int, h: int, labels: list[int], boxes: list[tuple[int, int, int, int]]) -> str:
-    objects = "".join(
-        f"  <object>\n    <name>{CLASSES[label]}</name>\n    <pose>Unspecified</pose>\n"
-        f"    <truncated>0</truncated>\n    <difficult>0</difficult>\n"
-        f"    <bndbox>\n      <xmin>{x0 + 1}</xmin>\n      <ymin>{y0 + 1}</ymin>\n"
-        f"      <xmax>{x1}</xmax>\n      <ymax>{y1}</ymax>\n    </bndbox>\n  </object>\n"
-        for label, (x0, y0, x1, y1) in zip(labels, boxes))
-    return (f"<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{escape(name)}</filename>\n"
-            f"  <source><database>LensOps synthetic shapes</database></source>\n"
-            f"  <size>\n    <width>{w}</width>\n    <height>{h}</height>\n    <depth>3</depth>\n  </size>\n"
-            f"  <segmented>0</segmented>\n{objects}</annotation>\n")
-
-
 def synth_detection(out: Path, n: int, seed: int, size: int = 160) -> DatasetIndex:
     """Write a Pascal VOC folder: JPEGImages/, Annotations/, ImageSets/Main/{train,val,test}.txt, labels.txt.
 
@@ -278,7 +265,9 @@ def synth_detection(out: Path, n: int, seed: int, size: int = 160) -> DatasetInd
             img, labels, boxes = _render_still(rng, size, size, labels, DETECTION_STYLE)
             stem = f"{i:0{digits}d}"
             _write_jpeg(tmp / "JPEGImages" / f"{stem}.jpg", img)
-            (tmp / "Annotations" / f"{stem}.xml").write_text(_voc_xml(f"{stem}.jpg", size, size, labels, boxes))
+            objects = [VocObject(CLASSES[label], box) for label, box in zip(labels, boxes)]
+            (tmp / "Annotations" / f"{stem}.xml").write_text(
+                voc_xml(f"{stem}.jpg", size, size, objects, "LensOps synthetic shapes"))
             records.append(DetectionRecord(out / "JPEGImages" / f"{stem}.jpg", size, size,
                                            np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32)))
         for split in SPLITS:

@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from training.datasets.formats import load_coco, load_dataset, load_image_folder, load_voc
+from training.datasets.formats import (MalformedAnnotation, VocObject, load_coco, load_dataset, load_image_folder,
+                                      load_voc, read_voc, voc_xml)
 from training.datasets.records import SPLITS
 from training.datasets.synth import CLASSES, synth_classification, synth_detection
 from training.errors import DatasetError
@@ -143,6 +144,31 @@ def test_voc_reader_records_unknown_names_and_malformed_xml_instead_of_raising(t
     assert found == {("unknown label", f"{renamed}.xml"), ("malformed annotation", f"{broken}.xml")}, f"{found}"
     assert len(index.split("train")) == len(train_ids) - 2, "both files are kept out of the index"
     assert index.classes == CLASSES, "classes still come from labels.txt"
+
+
+def test_voc_writer_and_reader_round_trip_continuous_boxes(tmp_path):
+    # given objects with integer and fractional boxes in continuous pixels
+    objects = [VocObject("a&b", (0, 0, 10, 5)), VocObject("circle", (2.5, 3.25, 7.5, 9.0), difficult=True)]
+    path = tmp_path / "x.xml"
+    # when they are written and read back
+    text = voc_xml("x.jpg", 12, 10, objects, "test")
+    path.write_text(text)
+    annotation = read_voc(path)
+    # then the xml is 1-based inclusive and the reader returns the same objects
+    assert "<xmin>1</xmin>" in text and "<xmax>10</xmax>" in text, text
+    assert (annotation.filename, annotation.width, annotation.height) == ("x.jpg", 12, 10), annotation
+    assert annotation.objects == objects, annotation.objects
+
+
+def test_voc_reader_error_names_the_file_and_the_field(tmp_path):
+    # given an annotation whose second object lacks <ymax>
+    path = tmp_path / "bad.xml"
+    text = voc_xml("bad.jpg", 8, 8, [VocObject("a", (0, 0, 4, 4)), VocObject("b", (1, 1, 5, 5))], "test")
+    path.write_text(text.replace("<ymax>5</ymax>", ""))
+    # when / then
+    with pytest.raises(MalformedAnnotation, match=r"bad\.xml: object 2 <bndbox><ymax> is missing"):
+        read_voc(path)
+    assert issubclass(MalformedAnnotation, DatasetError), "the CLI reports it as one data set error"
 
 
 def test_unknown_format_lists_the_valid_ones(tmp_path):
