@@ -14,13 +14,18 @@ _MEAN = np.array(IMAGENET_MEAN, dtype=np.float32) * 255.0
 _STD = np.array(IMAGENET_STD, dtype=np.float32) * 255.0
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to an RGB uint8 array; a clear error naming the file otherwise."""
+def read_bgr(path: Path) -> np.ndarray:
+    """Decode an image file to a BGR uint8 array (OpenCV's order); one clear error naming the file otherwise."""
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
     if image is None:
-        raise DatasetError(f"cannot decode image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        raise DatasetError(f"{path}: {'not found' if data is None else 'not a readable image'}")
+    return image
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file to an RGB uint8 array (the models' input order); an error naming the file otherwise."""
+    return cv2.cvtColor(read_bgr(path), cv2.COLOR_BGR2RGB)
 
 
 def to_tensor(image: np.ndarray) -> np.ndarray:

@@ -33,11 +33,12 @@ from typing import Optional
 
 from training.datasets.captures import CapturedFrame, CaptureFolder, read_capture_folder
 from training.datasets.check import check_dataset
-from training.datasets.dedup import NEAR_DUPLICATE_BITS, DuplicateFinder, image_hash, read_image
+from training.datasets.dedup import NEAR_DUPLICATE_BITS, DuplicateFinder, image_hash
 from training.datasets.formats import FORMAT_TASKS, detect_format, load_dataset, read_labels, voc_xml
 from training.datasets.review import Review, export_review, read_checked_voc, read_review
 from training.datasets.synth import atomic_dir
 from training.errors import DatasetError
+from training.transforms import read_bgr
 
 IMPORT_SCHEMA = "lensops.capture-import/1"
 PROVENANCE = "captures.json"
@@ -70,7 +71,7 @@ def deduplicate(frames: list[CapturedFrame], max_bits: int, known: Optional[Dupl
     finder = known or DuplicateFinder(max_bits)
     kept, dropped = [], {}
     for frame in frames:
-        h = image_hash(read_image(frame.image))
+        h = image_hash(read_bgr(frame.image))
         found = finder.match(h)
         if found:
             dropped[frame.id] = f"{found[0]} duplicate of {found[1]}"

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from training.errors import DatasetError
+from training.transforms import read_bgr
 
 HASH_SIDE = 16  # 256 bits: small objects on a fixed background still change several of them
 # Measured on the demo video (320x240, moving shapes, 15 fps; 20-60 frames): re-encoding a frame at JPEG
@@ -33,15 +34,6 @@ NEAR_DUPLICATE_BITS = 8
 class ImageHash:
     exact: str  # sha256 of the decoded pixels (and their shape)
     perceptual: np.ndarray  # packed bits, uint8 (HASH_SIDE**2 / 8,)
-
-
-def read_image(path: Path) -> np.ndarray:
-    """A BGR image; one clear error naming the file when it cannot be decoded."""
-    data = np.fromfile(str(path), np.uint8) if Path(path).is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
-    if image is None:
-        raise DatasetError(f"{path}: {'not found' if data is None else 'not a readable image'}")
-    return image
 
 
 def dhash(image: np.ndarray, side: int = HASH_SIDE) -> np.ndarray:
@@ -97,4 +89,4 @@ class DuplicateFinder:
     def add_all(self, named_paths: Sequence[tuple[str, Path]]) -> None:
         """Remember images that are kept whatever comes (an existing data set)."""
         for name, path in named_paths:
-            self.keep(name, image_hash(read_image(path)))
+            self.keep(name, image_hash(read_bgr(path)))

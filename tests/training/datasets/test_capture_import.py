@@ -112,6 +112,17 @@ def test_exact_and_near_duplicates_are_dropped_keeping_the_oldest(tmp_path, monk
     assert record["dropped"][near] == f"near duplicate of {first}", record["dropped"]
 
 
+def test_an_undecodable_captured_image_is_an_error_naming_it(tmp_path, monkeypatch):
+    # given captures of which one image is not a picture any more
+    device = Device(tmp_path / "capture", monkeypatch)
+    ids = [device.save(scene(s), at_s=100 * s) for s in range(3)]
+    image = next(p for p in device.root.rglob(f"{ids[1]}.jpg"))
+    image.write_bytes(b"not a jpeg")
+    # when / then
+    with pytest.raises(DatasetError, match=rf"{ids[1]}\.jpg: not a readable image"):
+        import_capture(device.root, tmp_path / "data")
+
+
 # -- split by source and time ----------------------------------------------------------------------
 
 def test_split_by_source_and_time_leaks_nothing(tmp_path, monkeypatch):
