@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -44,21 +45,18 @@ def _import_options(args: argparse.Namespace):
 
 
 def _data_import_capture(args: argparse.Namespace) -> int:
-    from training.datasets.capture_import import import_capture
+    from training.datasets.capture_import import DROP_REASONS, import_capture
 
     record = import_capture(args.capture, args.out, _import_options(args), merge=args.merge,
                             reviewed=args.reviewed, task=args.task)
-    reasons: dict[str, int] = {}
-    for why in record["dropped"].values():
-        kind = why.split(" of ")[0]
-        reasons[kind] = reasons.get(kind, 0) + 1
+    reasons = Counter(why["reason"] for why in record["dropped"].values())
     sizes = "/".join(str(record["imported"][s]) for s in ("train", "val", "test"))
     print(f"{args.out}: {sum(record['imported'].values())} of {record['captures_read']} captures imported "
           f"({record['task']}, {record['segments']} time segments, train/val/test = {sizes}"
           f"{', merged into ' + str(args.merge) if args.merge else ''}"
           f"{', reviewed labels from ' + str(args.reviewed) if args.reviewed else ', device pre-labels'})")
-    for kind, count in sorted(reasons.items()):
-        print(f"  dropped {count}: {kind}")
+    for reason, count in sorted(reasons.items()):
+        print(f"  dropped {count}: {DROP_REASONS[reason]}")
     return 0
 
 

@@ -110,7 +110,7 @@ def test_captured_frames_retrain_and_the_device_swaps_to_the_promoted_version(
         imported = record["frames"]
         # then the looped frames were captured more than once but imported once each
         assert 1 <= len(imported) <= CAMERA_FRAMES, f"{len(imported)} imported of {CAMERA_FRAMES} distinct frames"
-        assert any(why.startswith("exact duplicate") for why in record["dropped"].values()), record["dropped"]
+        assert any(why["reason"] == "exact-duplicate" for why in record["dropped"].values()), record["dropped"]
         assert {f["model"]["version"] for f in imported.values()} == {"1"}, "provenance: the serving version"
         # when the detector is fine-tuned from production on it, and the candidate goes through the pipeline
         assert lensops(["train", "--params", "params.yaml", "--section", "retrain_detector"]) == 0

@@ -21,7 +21,8 @@ Steps, all deterministic (same folder and options, same data set):
    data set check (policy fail) and rename it into place: nothing half-written is left behind.
 
 `captures.json` in the result records, per imported frame, its source, time, segment, split,
-model and whether its labels are reviewed, plus what was dropped and why.
+model and whether its labels are reviewed, plus what was dropped and why (a DROP_REASONS code and a
+sentence).
 """
 from __future__ import annotations
 
@@ -40,8 +41,29 @@ from training.datasets.synth import atomic_dir
 from training.errors import DatasetError
 from training.transforms import read_bgr
 
-IMPORT_SCHEMA = "lensops.capture-import/1"
+IMPORT_SCHEMA = "lensops.capture-import/2"  # /2: a dropped frame is {reason, detail}, was a sentence
 PROVENANCE = "captures.json"
+# Why a capture was left out: stable codes (what counts and scripts read) and what they mean.
+DROP_REASONS = {
+    "incomplete": "incomplete capture (files missing)",
+    "in-merged-set": "already in the merged data set",
+    "exact-duplicate": "exact duplicate of a kept frame",
+    "near-duplicate": "near duplicate of a kept frame",
+    "deleted-in-review": "deleted in review",
+    "marked-in-review": "marked in review",
+}
+
+
+@dataclass(frozen=True)
+class DroppedFrame:
+    """Why a capture was left out: `reason`, one of DROP_REASONS, and `detail`, a sentence for people."""
+
+    reason: str
+    detail: str
+
+    @classmethod
+    def of(cls, reason: str, detail: Optional[str] = None) -> "DroppedFrame":
+        return cls(reason, detail or DROP_REASONS[reason])
 
 
 @dataclass(frozen=True)
@@ -66,15 +88,15 @@ class ImportOptions:
 # ---------------------------------------------------------------- dedup and split (pure)
 
 def deduplicate(frames: list[CapturedFrame], max_bits: int, known: Optional[DuplicateFinder] = None
-                ) -> tuple[list[CapturedFrame], dict[str, str]]:
-    """(kept frames, {dropped id: 'exact|near duplicate of X'}), keeping the oldest of each group."""
+                ) -> tuple[list[CapturedFrame], dict[str, DroppedFrame]]:
+    """(kept frames, {dropped id: exact-/near-duplicate 'of X'}), keeping the oldest of each group."""
     finder = known or DuplicateFinder(max_bits)
     kept, dropped = [], {}
     for frame in frames:
         h = image_hash(read_bgr(frame.image))
         found = finder.match(h)
         if found:
-            dropped[frame.id] = f"{found[0]} duplicate of {found[1]}"
+            dropped[frame.id] = DroppedFrame.of(f"{found[0]}-duplicate", f"{found[0]} duplicate of {found[1]}")
         else:
             finder.keep(frame.id, h)
             kept.append(frame)
@@ -176,16 +198,16 @@ def _previous_provenance(base: Optional[Path]) -> dict:
 
 
 def plan_import(capture: Path, options: ImportOptions, merge: Optional[Path] = None, task: Optional[str] = None
-                ) -> tuple[CaptureFolder, list[CapturedFrame], dict[str, str], list[str]]:
+                ) -> tuple[CaptureFolder, list[CapturedFrame], dict[str, DroppedFrame], list[str]]:
     """(capture folder, frames kept after dedup (oldest first), {dropped id: why}, classes)."""
     folder = read_capture_folder(capture, task)
     classes = list(folder.labels)
     finder = DuplicateFinder(options.near_duplicate_bits)
-    dropped: dict[str, str] = {i: "incomplete capture (files missing)" for i in folder.incomplete}
+    dropped = {i: DroppedFrame.of("incomplete") for i in folder.incomplete}
     frames = folder.frames
     if merge is not None:
         classes, images, base_ids = _base_images(Path(merge), folder.task)
-        dropped.update({f.id: "already in the merged data set" for f in frames if f.id in base_ids})
+        dropped.update({f.id: DroppedFrame.of("in-merged-set") for f in frames if f.id in base_ids})
         frames = [f for f in frames if f.id not in base_ids]
         finder.add_all(images)
     kept, duplicates = deduplicate(frames, options.near_duplicate_bits, finder)
@@ -229,7 +251,7 @@ def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOpti
     folder, kept, dropped, classes = plan_import(capture, options, merge, task)
     review = read_review(reviewed, folder, [f.id for f in kept], classes) if reviewed is not None else None
     if review is not None:
-        dropped.update({i: f"{why} in review" for i, why in review.dropped.items()})
+        dropped.update({i: DroppedFrame.of(f"{why}-in-review") for i, why in review.dropped.items()})
         kept = [f for f in kept if f.id in review.kept()]
     split_of, segment_of = split_frames(kept, options, reviewed=review is not None)
     labelled = [(f, _labels_of(f, review, classes)) for f in kept]  # every label checked before writing
@@ -263,7 +285,8 @@ def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOpti
                   "merged_into": str(merge) if merge is not None else None,
                   "reviewed": str(reviewed) if reviewed is not None else None, "options": asdict(options),
                   "captures_read": len(folder.frames) + len(folder.incomplete), "imported": counts,
-                  "segments": len(set(segment_of.values())), "dropped": dropped, "frames": provenance}
+                  "segments": len(set(segment_of.values())),
+                  "dropped": {i: asdict(why) for i, why in dropped.items()}, "frames": provenance}
         (tmp / PROVENANCE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         check_dataset(load_dataset(tmp, folder.task), "fail")
     return record

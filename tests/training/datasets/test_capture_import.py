@@ -108,8 +108,10 @@ def test_exact_and_near_duplicates_are_dropped_keeping_the_oldest(tmp_path, monk
     # then only the oldest copy and the two other scenes are in the data set
     imported = [i for ids in split_ids(tmp_path / "data").values() for i in ids]
     assert sorted(imported) == sorted([first, *others]), imported
-    assert record["dropped"][exact] == f"exact duplicate of {first}", record["dropped"]
-    assert record["dropped"][near] == f"near duplicate of {first}", record["dropped"]
+    assert record["dropped"][exact] == {"reason": "exact-duplicate", "detail": f"exact duplicate of {first}"}, \
+        record["dropped"]
+    assert record["dropped"][near] == {"reason": "near-duplicate", "detail": f"near duplicate of {first}"}, \
+        record["dropped"]
 
 
 def test_an_undecodable_captured_image_is_an_error_naming_it(tmp_path, monkeypatch):
@@ -210,14 +212,13 @@ def test_merge_keeps_the_base_and_adds_the_captures(tmp_path, monkeypatch):
     assert all(set(before[s]) <= set(after[s]) for s in before), "base splits unchanged"
     added = set(sum(after.values(), [])) - set(sum(before.values(), []))
     assert added == set(new), (added, new)
-    assert record["dropped"][copied].startswith("near duplicate of") or \
-        record["dropped"][copied].startswith("exact duplicate of"), record["dropped"]
+    assert record["dropped"][copied]["reason"] in ("near-duplicate", "exact-duplicate"), record["dropped"]
     assert (tmp_path / "merged" / "labels.txt").read_text().split() == CLASSES
     assert load_dataset(tmp_path / "merged", "detection").issues == []
     # and importing again into the merged set adds nothing twice
     again = import_capture(device.root, tmp_path / "merged2", merge=tmp_path / "merged")
     assert split_ids(tmp_path / "merged2") == after
-    assert all(again["dropped"][i] == "already in the merged data set" for i in new)
+    assert all(again["dropped"][i]["reason"] == "in-merged-set" for i in new), again["dropped"]
     assert set(again["frames"]) >= set(new), "the first import's record is carried over"
 
 
@@ -230,7 +231,7 @@ def _review_folder(tmp_path, monkeypatch, frames: int = 4) -> tuple[Device, list
     return device, ids, tmp_path / "review"
 
 
-def test_reviewed_labels_replace_pre_labels_and_dropped_frames_go(tmp_path, monkeypatch):
+def test_reviewed_labels_replace_pre_labels_and_dropped_frames_go(tmp_path, monkeypatch, capsys):
     # given captures exported for review: VOC with the device's boxes as pre-labels
     device, ids, review = _review_folder(tmp_path, monkeypatch, frames=5)
     xml = review / "Annotations" / f"{ids[0]}.xml"
@@ -243,6 +244,7 @@ def test_reviewed_labels_replace_pre_labels_and_dropped_frames_go(tmp_path, monk
     marked.write_text(marked.read_text().replace("<name>circle</name>", f"<name>{DROP_LABEL}</name>"))
     (review / "JPEGImages" / f"{ids[3]}.jpg").unlink()
     # and the captures are imported with the review
+    capsys.readouterr()
     assert main(["data", "import-capture", str(device.root), "--out", str(tmp_path / "data"),
                  "--reviewed", str(review)]) == 0
     # then the data set holds the reviewed labels of the frames kept, and nothing else
@@ -252,8 +254,10 @@ def test_reviewed_labels_replace_pre_labels_and_dropped_frames_go(tmp_path, monk
     relabelled = next(r for r in records if r.path.stem == ids[0])
     assert [index.classes[i] for i in relabelled.labels] == ["star"]
     record = json.loads((tmp_path / "data" / "captures.json").read_text())
-    assert record["dropped"][ids[1]] == "deleted in review" and record["dropped"][ids[2]] == "marked in review"
-    assert record["dropped"][ids[3]] == "deleted in review"
+    reasons = {i: why["reason"] for i, why in record["dropped"].items()}
+    assert reasons == {ids[1]: "deleted-in-review", ids[2]: "marked-in-review", ids[3]: "deleted-in-review"}, reasons
+    out = capsys.readouterr().out
+    assert "dropped 2: deleted in review" in out and "dropped 1: marked in review" in out, out
     assert {f["labels"] for f in record["frames"].values()} == {"reviewed"}
 
 
