@@ -1,7 +1,9 @@
 """Pipeline subcommands (`lensops evaluate|optimize|package|register|promote`), driven by params.yaml.
 
 Each reads `pipeline` and `models.<key>` from params.yaml, so `dvc.yaml` stages name exactly the
-keys they use. Errors print one line naming the file, field or value and exit non-zero.
+keys they use; with --models-from FILE, `models` comes from FILE (the retrain models of
+params-retrain.yaml, which `dvc repro` does not run). Errors print one line naming the file, field
+or value and exit non-zero.
 """
 from __future__ import annotations
 
@@ -110,8 +112,8 @@ def cmd_register(args, params: Params) -> int:
     with tempfile.TemporaryDirectory() as tmp:  # register what the archive holds, verified
         _, manifest = open_package(archive, Path(tmp))
     if manifest.name != entry.name:
-        raise ValueError(f"{archive}: package name '{manifest.name}' differs from params.yaml models.{args.model}.name "
-                         f"'{entry.name}'")
+        raise ValueError(f"{archive}: package name '{manifest.name}' differs from {params.models_file} "
+                         f"models.{args.model}.name '{entry.name}'")
     writer = open_writer(cfg.type, cfg.uri, **cfg.model_dump(exclude={"type", "uri"}))
     registered = writer.register(archive, manifest, sha256_file(archive), {"dvc_stage": f"register@{args.model}"})
     _write_json(Path(args.out or f"reports/register/{args.model}.json"),
@@ -152,10 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def params_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--params", type=Path, default=Path("params.yaml"), help="`pipeline` (and `models`) from here")
+        p.add_argument("--models-from", type=Path, metavar="FILE",
+                       help="read `models` from this file instead of --params "
+                            "(params-retrain.yaml: the retrain models, kept out of dvc repro)")
+        p.add_argument("--model", required=True, help="key under `models` (e.g. classifier)")
+
     def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--params", type=Path, default=Path("params.yaml"))
-        p.add_argument("--model", required=True, help="key under `models` in params.yaml (e.g. classifier)")
+        params_options(p)
         p.set_defaults(func=func)
         return p
 
@@ -168,8 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     pkg = sub.add_parser("package", help="build, verify or sign model packages")
     pkg_sub = pkg.add_subparsers(dest="action", required=True)
     b = pkg_sub.add_parser("build", help="package the variants that passed (needs optimize + evaluate)")
-    b.add_argument("--params", type=Path, default=Path("params.yaml"))
-    b.add_argument("--model", required=True)
+    params_options(b)
     b.add_argument("--build", help="optimize build folder (default build/MODEL)")
     b.add_argument("--out", help="archive (default packages/MODEL.tar.gz)")
     b.set_defaults(func=cmd_package)
@@ -195,7 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        params = None if getattr(args, "no_params", False) else load_params(args.params)
+        params = None if getattr(args, "no_params", False) else load_params(args.params, args.models_from)
         return args.func(args, params)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)

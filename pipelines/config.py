@@ -1,13 +1,19 @@
-"""The pipeline's part of params.yaml, parsed once into typed settings (unknown keys are errors)."""
+"""The pipeline's part of params.yaml (`pipeline`, `models`), parsed once into typed settings (unknown keys
+are errors).
+
+`models` may come from another file (the CLI's --models-from): the retrain models are kept in
+params-retrain.yaml, out of `dvc repro`, and use params.yaml's `pipeline`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Callable, Literal, Optional, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from pipelines.optimize.variants import VARIANTS
+
+T = TypeVar("T")
 
 
 class _Strict(BaseModel):
@@ -79,16 +85,15 @@ class ModelEntry(_Strict):
 class Params(_Strict):
     pipeline: PipelineConfig
     models: dict[str, ModelEntry]
+    models_file: Path = Field(Path("params.yaml"), description="the file `models` was read from (named in errors)")
 
     def model(self, key: str) -> ModelEntry:
         if key not in self.models:
-            raise ValueError(f"params.yaml: models has no '{key}' (has {', '.join(self.models)})")
+            raise ValueError(f"{self.models_file}: models has no '{key}' (has {', '.join(self.models)})")
         return self.models[key]
 
 
-def load_params(path: Path) -> Params:
-    """`pipeline` and `models` of params.yaml; a clear error naming the file and the field."""
-    path = Path(path)
+def _read_mapping(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
@@ -97,9 +102,34 @@ def load_params(path: Path) -> Params:
         raise ValueError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def _validated(validate: Callable[[object], T], value: object, path: Path, key: str) -> T:
     try:
-        return Params.model_validate({"pipeline": raw.get("pipeline") or {}, "models": raw.get("models") or {}})
+        return validate(value)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"])
+        field = ".".join(str(p) for p in (key, *err["loc"]))
         raise ValueError(f"{path}: {field}: {err['msg']}") from None
+
+
+_MODELS = TypeAdapter(dict[str, ModelEntry])
+
+
+def load_params(path: Path, models_path: Optional[Path] = None) -> Params:
+    """`pipeline` of params.yaml `path` and `models` of `models_path` (default: the same file); a clear
+    error naming the file and the field. The retrain models live in a file of their own (params-retrain.yaml)
+    so that `dvc repro`, whose stages run once per entry of params.yaml `models`, does not run them."""
+    path = Path(path)
+    models_path = Path(models_path) if models_path is not None else path
+    raw = _read_mapping(path)
+    pipeline = _validated(PipelineConfig.model_validate, raw.get("pipeline") or {}, path, "pipeline")
+    models_raw = raw
+    if models_path != path:
+        models_raw = _read_mapping(models_path)
+        if "pipeline" in models_raw:  # two pipeline sections would drift apart; one is read
+            raise ValueError(f"{models_path}: holds a `pipeline` section, but `pipeline` is read from {path} only: "
+                             "remove it there")
+    models = _validated(_MODELS.validate_python, models_raw.get("models") or {}, models_path, "models")
+    return Params(pipeline=pipeline, models=models, models_file=models_path)

@@ -32,18 +32,21 @@ CAMERA_FRAMES = 20  # distinct frames the camera loops over
 CAPTURES_NEEDED = 2 * CAMERA_FRAMES + 1
 
 
-def _params(project: Path, broker_url: str) -> dict:
+def _params(project: Path, broker_url: str) -> tuple[dict, dict]:
+    """(params.yaml, params-retrain.yaml) as the README splits them: the retrain file holds no `pipeline`."""
     train = {"task": "detection", "network": "ssd_96_mobilenet0.25", "model_name": MODEL, "input_size": 96,
              "epochs": 1, "batch_size": 8, "optimizer": "adam", "lr": 0.002, "warmup_epochs": 0.5,
              "num_workers": 0, "seed": 1, "progress": False, "tracking": "none"}
+    retrain = {
+        "retrain_detector": {**train, "data": "data/retrain", "init_from": INIT_FROM,
+                             "model_dir": "models/detector_retrained", "checkpoint_dir": "models/.ckpt/retrained"},
+        "models": {"detector_retrained": {"name": MODEL, "model_dir": "models/detector_retrained",
+                                          "data": "data/retrain"}},
+    }
     return {
         "train_detector": {**train, "data": "data/base", "model_dir": "models/detector",
                            "checkpoint_dir": "models/.ckpt/detector"},
-        "retrain_detector": {**train, "data": "data/retrain", "init_from": INIT_FROM,
-                             "model_dir": "models/detector_retrained", "checkpoint_dir": "models/.ckpt/retrained"},
-        "models": {"detector": {"name": MODEL, "model_dir": "models/detector", "data": "data/base"},
-                   "detector_retrained": {"name": MODEL, "model_dir": "models/detector_retrained",
-                                          "data": "data/retrain"}},
+        "models": {"detector": {"name": MODEL, "model_dir": "models/detector", "data": "data/base"}},
         "pipeline": {"registry": {"type": "mlflow", "uri": f"sqlite:///{project / 'mlflow.db'}"},
                      # mxnet-fp32 makes a registered version trainable (init_from models:/...); onnx-fp32 serves
                      "variants": ["mxnet-fp32", "onnx-fp32"], "latency_runs": 3, "golden_samples": 2,
@@ -51,12 +54,12 @@ def _params(project: Path, broker_url: str) -> dict:
                      "parity": {"max_map_drop_pt": 100.0},
                      "promote": {"min_improvement": -1.0, "latency_budget_ms": 10000.0, "mqtt_url": broker_url,
                                  "fleet": "test"}},
-    }
+    }, retrain
 
 
-def _pipeline(model_key: str) -> None:
+def _pipeline(model_key: str, *models_from: str) -> None:
     for command in (["evaluate"], ["optimize"], ["package", "build"], ["register"], ["promote"]):
-        assert lensops([*command, "--params", "params.yaml", "--model", model_key]) == 0, f"lensops {command[0]}"
+        assert lensops([*command, *models_from, "--model", model_key]) == 0, f"lensops {command[0]}"
 
 
 def _device_yaml(project: Path, broker: Mosquitto, frames: Path) -> Path:
@@ -87,7 +90,9 @@ def test_captured_frames_retrain_and_the_device_swaps_to_the_promoted_version(
         (project / "data").mkdir(parents=True)
         monkeypatch.chdir(project)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'mlflow.db'}")
-        (project / "params.yaml").write_text(yaml.safe_dump(_params(project, broker.url), sort_keys=False))
+        params, retrain = _params(project, broker.url)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        (project / "params-retrain.yaml").write_text(yaml.safe_dump(retrain, sort_keys=False))
         (project / "data" / "base").symlink_to(tiny_det)
         assert lensops(["train", "--params", "params.yaml", "--section", "train_detector"]) == 0
         _pipeline("detector")
@@ -113,10 +118,11 @@ def test_captured_frames_retrain_and_the_device_swaps_to_the_promoted_version(
         assert any(why["reason"] == "exact-duplicate" for why in record["dropped"].values()), record["dropped"]
         assert {f["model"]["version"] for f in imported.values()} == {"1"}, "provenance: the serving version"
         # when the detector is fine-tuned from production on it, and the candidate goes through the pipeline
-        assert lensops(["train", "--params", "params.yaml", "--section", "retrain_detector"]) == 0
+        # (the README's commands: training from params-retrain.yaml, the pipeline with params.yaml's `pipeline`)
+        assert lensops(["train", "--params", "params-retrain.yaml", "--section", "retrain_detector"]) == 0
         meta = json.loads((project / "models" / "detector_retrained" / "model.json").read_text())
         assert INIT_FROM in json.dumps(meta), "the model records where it started"
-        _pipeline("detector_retrained")
+        _pipeline("detector_retrained", "--models-from", "params-retrain.yaml")
         # then promote decided by its rules, and says why
         report = json.loads((project / "reports" / "promote" / "detector_retrained" / "promotion.json").read_text())
         assert report["promote"] and report["action"] == "moved", report["reasons"]
