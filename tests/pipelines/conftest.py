@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipelines.models import colour_data, damaged_copy, train_colour_model
+import json
+
+from tests.pipelines.models import colour_data, damaged_copy, shifted_copy, train_colour_model
 
 
 @dataclass(frozen=True)
 class ColourModels:
     data: Path
-    weak: Path  # 1 epoch: chance
-    strong: Path  # 3 epochs: the changed param that trains a better model
+    weak: Path  # strong with its class rows rotated: worse by construction
+    strong: Path  # trained; separates the colours (checked)
     worse: Path  # strong with its output layer replaced by noise
 
 
@@ -21,6 +23,8 @@ class ColourModels:
 def colour_models(tmp_path_factory) -> ColourModels:
     root = tmp_path_factory.mktemp("colour")
     data = colour_data(root / "data")
-    strong = train_colour_model(data, root / "strong", epochs=3)
-    return ColourModels(data=data, weak=train_colour_model(data, root / "weak", epochs=1), strong=strong,
+    strong = train_colour_model(data, root / "strong", epochs=8)
+    accuracy = json.loads((strong / "model.json").read_text())["metrics"]["test_accuracy"]
+    assert accuracy >= 0.9, f"the strong colour model reached test accuracy {accuracy:.3f}: training is broken"
+    return ColourModels(data=data, weak=shifted_copy(strong, root / "weak"), strong=strong,
                         worse=damaged_copy(strong, root / "worse", seed=5))

@@ -1,7 +1,10 @@
-"""Tiny trained models for pipeline tests: flat-colour images a MobileNet separates in a few epochs.
+"""Tiny models for pipeline tests: flat-colour images a CIFAR ResNet-20 separates in a few epochs.
 
-Training is seeded and bit-identical run to run, so "1 epoch" and "3 epochs" give fixed, different
-accuracies (chance vs clearly better) on the same held-out split.
+Which model is better must not depend on how a training run turned out (a bit-identical run on one CPU
+is not on another: a 3-epoch MobileNet was at chance on one machine and not on another). So one model is
+trained (`strong`, checked to separate the colours) and the others are derived from it with a known
+effect: `shifted_copy` (its class rows rotated: right exactly where the strong one confused two colours
+in one direction) and `damaged_copy` (its output layer replaced by noise).
 """
 from __future__ import annotations
 
@@ -27,13 +30,26 @@ def colour_data(root: Path, seed: int = 0) -> Path:
     return root
 
 
-def train_colour_model(data: Path, out: Path, epochs: int, name: str = "colours") -> Path:
+def train_colour_model(data: Path, out: Path, epochs: int, name: str = "colours",
+                       network: str = "cifar_resnet20_v1") -> Path:
     from tests.training.helpers import quick_config
     from training.runner import train
     from training.sagemaker_env import RunEnvironment
 
-    cfg = quick_config(data, out, epochs=epochs, optimizer="sgd", lr=0.1, model_name=name)
+    cfg = quick_config(data, out, epochs=epochs, optimizer="sgd", lr=0.1, model_name=name, network=network)
     return train(cfg, RunEnvironment(), out).model_dir
+
+
+def shifted_copy(model_dir: Path, out: Path) -> Path:
+    """A worse model by construction: the output layer's class rows rotated by one, so it predicts
+    class (k + 1) mod n wherever `model_dir` predicts k; its accuracy is at most 1 - the source's."""
+    shutil.copytree(model_dir, out)
+    params = mx.nd.load(str(out / "model-0000.params"))
+    for key in params:
+        if "dense" in key and key.endswith(("weight", "bias")):
+            params[key] = mx.nd.array(np.roll(params[key].asnumpy(), 1, axis=0))
+    mx.nd.save(str(out / "model-0000.params"), params)
+    return out
 
 
 def damaged_copy(model_dir: Path, out: Path, seed: int) -> Path:
