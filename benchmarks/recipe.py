@@ -112,7 +112,8 @@ def print_table(name: str, table: list[dict], bar: float, figure: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.recipe", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="params file (default params.yaml)")
-    parser.add_argument("--section", default="train_classifier", help="params section to train (default train_classifier)")
+    parser.add_argument("--section", default="train_classifier",
+                        help="params section to train (default train_classifier)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the section (repeatable), e.g. --set lr=0.2")

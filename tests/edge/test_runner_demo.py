@@ -29,7 +29,8 @@ DEMO_SEED = 7  # params.yaml data.seed: the demo video's generator seed
 FRAMES = 60
 
 
-def test_demo_config_publishes_every_frame_of_a_demo_video(mosquitto, collectors, registry_template, tmp_path):
+def test_demo_config_publishes_every_frame_of_a_demo_video(mosquitto, collectors, registry_template,  # noqa: F811
+                                                           tmp_path):
     from training.datasets.video import synth_video
 
     # given the minimal config, next to a demo-generator video and a registry whose production
