@@ -159,9 +159,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     changed = ", ".join(f"{k}={v}" for k, v in parse_overrides(args.overrides).items()) or "as in the params file"
     print_table(f"{args.section} ({changed})", table, bar, figure)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"section": args.section, "overrides": args.overrides, "chance_bar": bar,
-                                        "rows": table, "curves": {r["seed"]: r["curves"] for r in rows}}, indent=2))
+        from training.checkpoints import write_atomically
+
+        report = json.dumps({"section": args.section, "overrides": args.overrides, "chance_bar": bar,
+                             "rows": table, "curves": {r["seed"]: r["curves"] for r in rows}}, indent=2)
+        write_atomically(args.out, lambda tmp: Path(tmp).write_text(report))
     return 0
 
 

@@ -97,3 +97,22 @@ def test_quick_counts_section_runs_on_a_tiny_detector_package(tiny_packages, tmp
     targets = [t for t in json.loads((out / "bench.json").read_text())["targets"] if t["target"].startswith("counts")]
     assert len(targets) == 2 and all(t["status"] in ("met", "missed") for t in targets), targets
     assert "worst scene" in done.stdout and "goals: >= 95% of all frames" in done.stdout, done.stdout[-3000:]
+
+
+def test_recipe_chance_bar_and_overrides_are_pure_functions():
+    from benchmarks.recipe import chance_bar, parse_overrides
+
+    # 5 classes, 900 validation images: 0.2 + 3 * sqrt(0.2 * 0.8 / 900) = 0.24
+    assert abs(chance_bar(5, 900) - 0.24) < 1e-9, chance_bar(5, 900)
+    assert parse_overrides(["lr=0.2", "optimizer=adam", "epochs=3"]) == {"lr": 0.2, "optimizer": "adam", "epochs": 3}
+    with pytest.raises(SystemExit, match="key=value"):
+        parse_overrides(["lr"])
+
+
+def test_recipe_names_a_missing_params_section_and_exits_2(tmp_path, capsys):
+    from benchmarks.recipe import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train_classifier: {task: classification}\n")
+    assert main(["--params", str(params), "--section", "train_detector", "--seeds", "0"]) == 2
+    assert "train_detector" in capsys.readouterr().err
