@@ -130,17 +130,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from training.errors import LensOpsError
 
     try:
-        section = {**load_section(args.params, args.section), **parse_overrides(args.overrides)}
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"error: --seeds takes whole numbers separated by commas, got '{args.seeds}'", file=sys.stderr)
+        return 2
+    try:
+        section = {**load_section(args.params, args.section), **parse_overrides(args.overrides)}
+        missing = [key for key in ("task", "data") if key not in section]
+        if missing:
+            raise LensOpsError(f"{args.params}: section '{args.section}' has no {', '.join(repr(k) for k in missing)}")
         data = Path(section["data"])
         if not data.is_absolute():
             section["data"] = data = ROOT / data
-        for key in ("init_from",):
-            if section.get(key) and not str(section[key]).startswith(("models:/", "runs:/")) \
-                    and not Path(section[key]).is_absolute():
-                section[key] = str(ROOT / section[key])
+        init_from = section.get("init_from")
+        if init_from and not str(init_from).startswith(("models:/", "runs:/")) and not Path(init_from).is_absolute():
+            section["init_from"] = str(ROOT / init_from)
         index = load_dataset(data, section["task"], section.get("data_format", "auto"))
-    except (LensOpsError, KeyError, ValueError) as exc:
+    except LensOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bar = chance_bar(len(index.classes), len(index.split("val"))) if section["task"] == "classification" else 0.05
@@ -150,7 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for seed in seeds:
             try:
                 row = run_seed(section, seed, Path(tmp))
-            except LensOpsError as exc:
+            except LensOpsError as exc:  # bad config (unknown network, bad value): one line naming it
                 print(f"error: seed {seed}: {exc}", file=sys.stderr)
                 return 2
             rows.append(row)

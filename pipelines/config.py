@@ -126,7 +126,7 @@ def load_params(path: Path, models_path: Optional[Path] = None) -> Params:
     raw = _read_mapping(path)
     pipeline = _validated(PipelineConfig.model_validate, raw.get("pipeline") or {}, path, "pipeline")
     models_raw = raw
-    if models_path != path:
+    if models_path.resolve() != path.resolve():
         models_raw = _read_mapping(models_path)
         if "pipeline" in models_raw:  # two pipeline sections would drift apart; one is read
             raise ValueError(f"{models_path}: holds a `pipeline` section, but `pipeline` is read from {path} only: "

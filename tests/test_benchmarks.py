@@ -116,3 +116,15 @@ def test_recipe_names_a_missing_params_section_and_exits_2(tmp_path, capsys):
     params.write_text("train_classifier: {task: classification}\n")
     assert main(["--params", str(params), "--section", "train_detector", "--seeds", "0"]) == 2
     assert "train_detector" in capsys.readouterr().err
+
+
+def test_recipe_names_bad_seeds_and_a_section_without_data(tmp_path, capsys):
+    from benchmarks.recipe import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text("train_classifier: {task: classification}\n")
+    assert main(["--params", str(params), "--seeds", "0,a"]) == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert main(["--params", str(params), "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "'data'" in err and "train_classifier" in err, err

@@ -16,7 +16,6 @@ sha256 of the variant files, safe unpacking) are read locally, following edge/pa
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,7 @@ from typing import Iterator, Optional
 import mxnet as mx
 
 from training.errors import ConfigError
-from training.lineage import data_hash
+from training.lineage import data_hash, file_hash
 from training.tracking import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -322,8 +321,7 @@ def _safe_extract(archive: Path, workdir: Path, ref: str) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    return file_hash(path, "sha256")
 
 
 def _short(exc: BaseException) -> str:

@@ -8,9 +8,17 @@ from pathlib import Path
 from typing import Optional
 
 
-def _md5(path: Path) -> str:
+def file_hash(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (Python 3.10 has no hashlib.file_digest)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "md5").hexdigest()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _md5(path: Path) -> str:
+    return file_hash(path, "md5")
 
 
 def data_hash(root: Path) -> str:

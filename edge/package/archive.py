@@ -22,9 +22,12 @@ MAX_TOTAL_BYTES = 4 << 30
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in blocks (hashlib.file_digest)."""
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (Python 3.10 has no hashlib.file_digest)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def verify_dir(package_dir: Path, public_key: Optional[Path] = None) -> Manifest:

@@ -8,15 +8,15 @@ import pytest
 
 import json
 
-from tests.pipelines.models import colour_data, damaged_copy, shifted_copy, train_colour_model
+from tests.pipelines.models import colour_data, shifted_copy, train_colour_model
 
 
 @dataclass(frozen=True)
 class ColourModels:
     data: Path
-    weak: Path  # strong with its class rows rotated: worse by construction
-    strong: Path  # trained; separates the colours (checked)
-    worse: Path  # strong with its output layer replaced by noise
+    weak: Path  # strong with its class rows rotated by one: worse by construction
+    strong: Path  # trained; right on more than half the test images (checked)
+    worse: Path  # strong with its class rows rotated by two: worse by construction
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +25,8 @@ def colour_models(tmp_path_factory) -> ColourModels:
     data = colour_data(root / "data")
     strong = train_colour_model(data, root / "strong", epochs=8)
     accuracy = json.loads((strong / "model.json").read_text())["metrics"]["test_accuracy"]
-    assert accuracy >= 0.9, f"the strong colour model reached test accuracy {accuracy:.3f}: training is broken"
+    # a setup check, not a quality bar: the rotated copies are worse than the trained model whenever the
+    # trained one is right more than half the time (three flat colours: a CIFAR ResNet-20 reaches 1.0)
+    assert accuracy > 0.5, f"setup: the trained colour model reached test accuracy {accuracy:.3f} (needs > 0.5)"
     return ColourModels(data=data, weak=shifted_copy(strong, root / "weak"), strong=strong,
-                        worse=damaged_copy(strong, root / "worse", seed=5))
+                        worse=shifted_copy(strong, root / "worse", shift=2))

@@ -43,7 +43,7 @@ def test_margin_is_respected():
 
 @pytest.mark.slow
 def test_better_model_is_promoted_and_worse_one_is_not(colour_models, tmp_path):
-    # given the three colour models packaged: weak and worse are the strong one with its head rotated / noise
+    # given the three colour models packaged: weak and worse are the strong one with its class rows rotated
     writer = MlflowRegistryWriter(f"sqlite:///{tmp_path / 'mlflow.db'}")
     packages = {name: package_model(getattr(colour_models, name), colour_models.data, tmp_path / name)
                 for name in ("weak", "strong", "worse")}
