@@ -35,23 +35,36 @@ def _wait_listening(port: int, timeout_s: float = 10.0) -> bool:
     return False
 
 
-class Mosquitto:
-    """Anonymous, in memory, on a free port of 127.0.0.1; a context manager."""
+class _BrokerProcess:
+    """A broker child process on a free port of 127.0.0.1, logging into `folder`; a context manager."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
         self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def __exit__(self, *_exc) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+class Mosquitto(_BrokerProcess):
+    """Anonymous, in memory; a context manager."""
+
+    def __init__(self, folder: Path):
+        super().__init__(folder)
         # `user`: started as root, Mosquitto would switch to user mosquitto
         lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "allow_anonymous true",
                  "persistence false", "max_queued_messages 1000000", f"log_dest file {self.folder / 'mosquitto.log'}"]
         self.config = self.folder / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "Mosquitto":
         self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
@@ -61,25 +74,9 @@ class Mosquitto:
         self.__exit__()
         raise RuntimeError(f"mosquitto did not listen on port {self.port} within 10 s")
 
-    def __exit__(self, *_exc) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
-
-class EmbeddedBroker:
-    """`lensops broker` (amqtt) on a free port of 127.0.0.1, as a child process; a context manager."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
-        self.process: Optional[subprocess.Popen] = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+class EmbeddedBroker(_BrokerProcess):
+    """`lensops broker` (amqtt) as a child process; a context manager."""
 
     def __enter__(self) -> "EmbeddedBroker":
         with open(self.folder / "broker.log", "ab") as log:
@@ -90,12 +87,6 @@ class EmbeddedBroker:
         self.__exit__()
         raise RuntimeError(f"lensops broker did not listen on port {self.port} within 30 s: "
                            f"{(self.folder / 'broker.log').read_text()[-500:]}")
-
-    def __exit__(self, *_exc) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
 
 
 def local_broker(folder: Path):

@@ -17,16 +17,12 @@ def file_hash(path: Path, algorithm: str = "md5") -> str:
     return digest.hexdigest()
 
 
-def _md5(path: Path) -> str:
-    return file_hash(path, "md5")
-
-
 def data_hash(root: Path) -> str:
     """md5 over the sorted (relpath, md5) list with a `.dir` suffix, in the style of DVC directory hashes."""
     root = Path(root)
     if root.is_file():
-        return _md5(root)
-    entries = [{"md5": _md5(p), "relpath": p.relative_to(root).as_posix()}
+        return file_hash(root)
+    entries = [{"md5": file_hash(p), "relpath": p.relative_to(root).as_posix()}
                for p in sorted(root.rglob("*")) if p.is_file()]
     blob = json.dumps(entries, sort_keys=True).encode()
     return hashlib.md5(blob).hexdigest() + ".dir"
