@@ -84,7 +84,8 @@ def _sagemaker_train(args: argparse.Namespace, rest: list[str]) -> int:
         print("error: only --local (container-like emulation without Docker) is available in this version; "
               "launching a real SageMaker job is tracked with the pipeline work", file=sys.stderr)
         return 2
-    return run_local_training(args.data, args.out, rest, validation=args.validation, keep=args.keep)
+    return run_local_training(args.data, args.out, rest, validation=args.validation, keep=args.keep,
+                              instance_count=args.instance_count)
 
 
 def _pipeline(args: argparse.Namespace, rest: list[str]) -> int:
@@ -163,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     sm_train.add_argument("--validation", type=Path, help="validation channel")
     sm_train.add_argument("--out", type=Path, required=True, help="where model.tar.gz and output.tar.gz go")
     sm_train.add_argument("--keep", action="store_true", help="keep the emulated /opt/ml tree")
+    sm_train.add_argument("--instance-count", type=int, default=1,
+                          help="hosts; 2 or more train with MXNet's parameter server (dist_sync)")
     sm_train.set_defaults(func=_sagemaker_train, passthrough=True)
 
     for name, text in (("evaluate", "score a trained model on a held-out split"),

@@ -2,7 +2,8 @@
 
 Layout of the checkpoint folder (SageMaker syncs /opt/ml/checkpoints to S3 for spot resume):
   epoch-0003.params   network weights (Gluon structural names)
-  epoch-0003.states   optimizer state (MXNet's own format)
+  epoch-0003.states   optimizer state (MXNet's own format; not in a multi-host run, where it lives
+                      on the parameter servers)
   epoch-0003.json     epoch, step, early-stopping state, metric history
   best.params         weights of the best epoch so far
 """
@@ -35,7 +36,8 @@ class CheckpointStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = self.folder / f"epoch-{epoch:04d}"
         write_atomically(stem.with_suffix(".params"), net.save_parameters)
-        write_atomically(stem.with_suffix(".states"), trainer.save_states)
+        if trainer is not None:  # None: the optimizer state is not the worker's to save (dist_sync)
+            write_atomically(stem.with_suffix(".states"), trainer.save_states)
         if is_best:
             write_atomically(self.folder / "best.params", net.save_parameters)
         # The JSON goes last: an epoch counts as saved only once its JSON exists.
@@ -50,7 +52,8 @@ class CheckpointStore:
         stem = self.folder / f"epoch-{epoch:04d}"
         try:
             net.load_parameters(str(stem.with_suffix(".params")))
-            trainer.load_states(str(stem.with_suffix(".states")))
+            if trainer is not None:
+                trainer.load_states(str(stem.with_suffix(".states")))
             return json.loads(stem.with_suffix(".json").read_text())
         except (OSError, ValueError, AssertionError) as exc:
             raise ConfigError(f"cannot resume from checkpoint {stem}: {exc}") from None

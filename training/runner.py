@@ -152,6 +152,9 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
         val_loader, _ = make_loader(val_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, False)
         kvstore = "dist_sync" if env.is_distributed else "device"
         opt_params = {"learning_rate": cfg.lr, "wd": cfg.wd}
+        if env.is_distributed:
+            # dist_sync sums the workers' gradients; each is already the mean over its own batch
+            opt_params["rescale_grad"] = 1.0 / len(env.hosts)
         if cfg.optimizer != "adam":
             opt_params["momentum"] = cfg.momentum
         trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, opt_params, kvstore=kvstore)
@@ -160,7 +163,19 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
         total_steps = steps_per_epoch * cfg.epochs
         warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
         store = CheckpointStore(cfg.checkpoints)
-        stopper = EarlyStopping(cfg.early_stopping_patience)
+        patience = cfg.early_stopping_patience
+        if env.is_distributed and patience:
+            # every host must run the same number of dist_sync steps; hosts' validation figures can differ
+            # (BatchNorm statistics are per host), so a per-host stopping decision could leave one waiting
+            print(f"early_stopping_patience={patience} is ignored in a multi-host run: every host runs all "
+                  f"{cfg.epochs} epochs", flush=True)
+            patience = 0
+        stopper = EarlyStopping(patience)
+        # With dist_sync the optimizer state lives on the parameter servers (MXNet cannot save it from a
+        # worker): a multi-host run checkpoints weights and loop state from the first host only, and a
+        # resumed run restarts the optimizer's momentum.
+        states_from = None if env.is_distributed else trainer
+        is_chief = env.rank == 0
         history: list[dict] = []
         start_epoch = 0
         data_digest = data_hash(cfg.data)
@@ -171,13 +186,12 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
             store.clear()
             latest = None
         if latest is not None:
-            state = store.load(latest, net, trainer)
+            state = store.load(latest, net, states_from)
             stopper = EarlyStopping.from_dict(state["early_stopping"])
             history = state["history"]
             start_epoch = latest + 1
             print(f"resuming from checkpoint epoch {latest} in {store.folder}", flush=True)
 
-        is_chief = env.rank == 0
         tracker = Tracker(enabled=_tracking_enabled(cfg, env) and is_chief, uri=tracking_uri(project_root),
                           experiment=cfg.experiment, artifact_root=project_root / "mlartifacts")
         lineage = {"data_hash": data_digest, "data_path": str(cfg.data), "git_commit": git_commit(project_root),
@@ -212,15 +226,23 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
                         emit_metric(name, row[name], epoch)
                 tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 improved = stopper.update(epoch, metrics[task.primary_metric])
-                store.save(epoch, net, trainer, {"early_stopping": stopper.to_dict(), "history": history,
-                                                 "fingerprint": fingerprint}, improved)
+                if is_chief or not env.is_distributed:
+                    store.save(epoch, net, states_from, {"early_stopping": stopper.to_dict(), "history": history,
+                                                         "fingerprint": fingerprint}, improved)
             epochs_run = len(history)
             if stopper.should_stop:
                 print(f"early stopping: no improvement of {task.primary_metric} for {stopper.patience} epochs "
                       f"(best {stopper.best:.4f} at epoch {stopper.best_epoch})", flush=True)
-            store.load_best(net)
+            if env.is_distributed:
+                # the same digest on every host shows the workers ended in sync. The model is the last
+                # epoch's: MXNet cannot load other weights into parameters a dist_sync kvstore holds.
+                print(f"trainable parameters digest: {parameters_digest(net)} host={env.current_host}", flush=True)
+            else:
+                store.load_best(net)
 
             final = {"best_epoch": stopper.best_epoch, f"best_{task.primary_metric}": stopper.best}
+            if env.is_distributed and history:  # the model kept is the last epoch's (above)
+                final = {"best_epoch": history[-1]["epoch"], f"best_{task.primary_metric}": history[-1][task.primary_metric]}
             test_loader, _ = make_loader(test_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, False)
             plots_dir = cfg.plots_dir or workdir / "plots"
             write_curves(history, plots_dir, task.primary_metric)
@@ -247,6 +269,17 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
             return RunResult(model_dir, final, epochs_run, tracker.run_id)
         finally:
             tracker.end(ok)
+
+
+def parameters_digest(net) -> str:
+    """SHA-256 (first 16 hex digits) over the trainable parameters, by name; BatchNorm statistics are
+    per host in a multi-host run and so left out."""
+    digest = hashlib.sha256()
+    for name, param in sorted(net.collect_params().items()):
+        if param.grad_req != "null":
+            digest.update(name.encode())
+            digest.update(param.data().asnumpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def config_fingerprint(cfg: TrainConfig, data_digest: str, init_identity: Optional[str]) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from training.config import TrainConfig, load_section, parse_config
+from training.distributed import start_parameter_server, stop_roles
 from training.errors import LensOpsError
 from training.sagemaker_env import RunEnvironment, read_environment
 
@@ -57,12 +58,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     env = read_environment()
     try:
         cfg = config_from_args(argv, env)
+        # multi-host: this host's parameter-server roles, before mxnet creates the dist_sync kvstore
+        roles = start_parameter_server(env)
         from training.runner import train  # heavy imports (mxnet) only once the config is valid
 
         result = train(cfg, env)
     except LensOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        stop_roles(locals().get("roles", []))
     print(f"model: {result.model_dir}  epochs: {result.epochs_run}  run: {result.run_id}", flush=True)
     return 0
 

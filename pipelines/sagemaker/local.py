@@ -1,6 +1,6 @@
 """Local emulation of a SageMaker script-mode training job, without Docker.
 
-Builds the container's /opt/ml tree under a temporary root, copies the entry point's source to
+Builds the container's /opt/ml tree (one per host) under a temporary root, copies the entry point's source to
 /opt/ml/code and the channels to /opt/ml/input/data/<channel>, sets the SM_* environment the
 SageMaker training toolkit sets, runs `python -m training.train --key value ...` as a subprocess,
 and on success leaves `model.tar.gz` (the contents of /opt/ml/model) and `output.tar.gz`
@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Optional, Sequence
@@ -36,8 +38,9 @@ def hyperparameters_from_args(args: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def build_tree(root: Path, channels: dict[str, Path], hyperparameters: dict[str, str]) -> dict[str, str]:
-    """Create /opt/ml under root; return the SM_* environment for the job."""
+def build_tree(root: Path, channels: dict[str, Path], hyperparameters: dict[str, str],
+               hosts: Sequence[str] = (HOST,), current_host: str = HOST) -> dict[str, str]:
+    """Create /opt/ml under root for `current_host` of `hosts`; return the SM_* environment for the job."""
     ml = root / "opt" / "ml"
     for sub in ("input/config", "input/data", "model", "checkpoints", "output/data", "code"):
         (ml / sub).mkdir(parents=True, exist_ok=True)
@@ -46,7 +49,8 @@ def build_tree(root: Path, channels: dict[str, Path], hyperparameters: dict[str,
     for name, source in channels.items():
         shutil.copytree(source, ml / "input" / "data" / name)
     (ml / "input/config/hyperparameters.json").write_text(json.dumps(hyperparameters))
-    (ml / "input/config/resourceconfig.json").write_text(json.dumps({"current_host": HOST, "hosts": [HOST]}))
+    (ml / "input/config/resourceconfig.json").write_text(json.dumps({"current_host": current_host,
+                                                                     "hosts": list(hosts)}))
     (ml / "input/config/inputdataconfig.json").write_text(
         json.dumps({name: {"TrainingInputMode": "File"} for name in channels}))
     env = {
@@ -55,8 +59,8 @@ def build_tree(root: Path, channels: dict[str, Path], hyperparameters: dict[str,
         "SM_OUTPUT_DIR": str(ml / "output"),
         "SM_INPUT_DIR": str(ml / "input"),
         "SM_CHECKPOINT_DIR": str(ml / "checkpoints"),
-        "SM_HOSTS": json.dumps([HOST]),
-        "SM_CURRENT_HOST": HOST,
+        "SM_HOSTS": json.dumps(list(hosts)),
+        "SM_CURRENT_HOST": current_host,
         "SM_NUM_GPUS": "0",
         "SM_NUM_CPUS": str(os.cpu_count() or 1),
         "SM_CHANNELS": json.dumps(sorted(channels)),
@@ -78,8 +82,15 @@ def _tar(folder: Path, archive: Path) -> None:
 
 
 def run_local_training(data: Path, out: Path, user_args: Sequence[str], validation: Optional[Path] = None,
-                       keep: bool = False) -> int:
-    """Run the job; return its exit code. Output goes to out/model.tar.gz and out/output.tar.gz."""
+                       keep: bool = False, instance_count: int = 1) -> int:
+    """Run the job on `instance_count` emulated hosts; return its exit code (the first failing host's).
+
+    Output goes to out/model.tar.gz and out/output.tar.gz (the first host's, as the entry point writes
+    the model there only). With two or more hosts, each is a process with its own /opt/ml tree and
+    `SM_CURRENT_HOST`, all on 127.0.0.1 (`DMLC_PS_ROOT_URI`, `DMLC_NODE_HOST`, a free
+    `DMLC_PS_ROOT_PORT`); the entry point brings MXNet's parameter server up itself
+    (training.distributed). Their checkpoint folder is shared, as one S3 checkpoint URI is.
+    """
     try:
         hyperparameters = hyperparameters_from_args(user_args)
     except ValueError as exc:
@@ -89,25 +100,44 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
         if path is not None and not Path(path).is_dir():
             print(f"error: channel '{name}': {path} is not a folder", file=sys.stderr)
             return 2
+    if instance_count < 1:
+        print(f"error: --instance-count must be at least 1, got {instance_count}", file=sys.stderr)
+        return 2
     root = Path(tempfile.mkdtemp(prefix="lensops-sm-"))
     channels = {"train": Path(data)} | ({"validation": Path(validation)} if validation else {})
-    env = {**os.environ, **build_tree(root, channels, hyperparameters)}
-    code = root / "opt/ml/code"
-    env["PYTHONPATH"] = str(code)
+    hosts = [f"algo-{i + 1}" for i in range(instance_count)]
+    loopback = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_NODE_HOST": "127.0.0.1",
+                "DMLC_PS_ROOT_PORT": str(_free_port())} if instance_count > 1 else {}
     args = [x for k, v in hyperparameters.items() for x in (f"--{k}", v)]
-    print(f"SageMaker local emulation: /opt/ml = {root / 'opt/ml'}", flush=True)
-    tail: deque[str] = deque(maxlen=20)
-    proc = subprocess.Popen([sys.executable, "-m", "training.train", *args], cwd=code, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        tail.append(line)
-    code_ = proc.wait()
-    ml = root / "opt/ml"
+    procs = []
+    for host in hosts:
+        host_root = root / host if instance_count > 1 else root
+        env = {**os.environ, **build_tree(host_root, channels, hyperparameters, hosts, host), **loopback}
+        env["PYTHONPATH"] = str(host_root / "opt/ml/code")
+        if instance_count > 1:
+            env["SM_CHECKPOINT_DIR"] = str(root / "checkpoints")
+        procs.append(subprocess.Popen([sys.executable, "-m", "training.train", *args],
+                                      cwd=host_root / "opt/ml/code", env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    ml = (root / hosts[0] if instance_count > 1 else root) / "opt/ml"
+    print(f"SageMaker local emulation: /opt/ml = {ml}" + (f" (hosts {', '.join(hosts)})" if instance_count > 1 else ""),
+          flush=True)
+    tails = [deque(maxlen=20) for _ in hosts]
+    readers = [threading.Thread(target=_relay, args=(proc, tail, f"[{host}] " if instance_count > 1 else ""))
+               for proc, tail, host in zip(procs, tails, hosts)]
+    for reader in readers:
+        reader.start()
+    codes = [proc.wait() for proc in procs]
+    for reader in readers:
+        reader.join()
+    failed = next(((host, code, tail) for host, code, tail in zip(hosts, codes, tails) if code != 0), None)
     try:
-        if code_ != 0:
-            (ml / "output/failure").write_text("".join(tail))
-            print(f"error: training job failed (exit {code_}); see {ml / 'output/failure'}", file=sys.stderr)
+        if failed:
+            host, code_, tail = failed
+            host_ml = (root / host if instance_count > 1 else root) / "opt/ml"
+            (host_ml / "output/failure").write_text("".join(tail))
+            print(f"error: training job failed on {host} (exit {code_}); see {host_ml / 'output/failure'}",
+                  file=sys.stderr)
             return code_
         out.mkdir(parents=True, exist_ok=True)
         _tar(ml / "model", out / "model.tar.gz")
@@ -115,5 +145,24 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
         print(f"model artifact: {out / 'model.tar.gz'}", flush=True)
         return 0
     finally:
-        if not keep and code_ == 0:
+        if not keep and not failed:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _relay(proc: subprocess.Popen, tail: deque, prefix: str) -> None:
+    """Copy a host's output to ours line by line (prefixed with the host when there are several)."""
+    lock = _PRINT_LOCK
+    for line in proc.stdout:
+        with lock:
+            sys.stdout.write(prefix + line)
+            sys.stdout.flush()
+        tail.append(line)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_PRINT_LOCK = threading.Lock()
