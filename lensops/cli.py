@@ -78,14 +78,56 @@ def _train(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _sagemaker_train(args: argparse.Namespace, rest: list[str]) -> int:
-    from pipelines.sagemaker.local import run_local_training
+    if args.local:
+        from pipelines.sagemaker.local import run_local_training
 
-    if not args.local:
-        print("error: only --local (container-like emulation without Docker) is available in this version; "
-              "launching a real SageMaker job is tracked with the pipeline work", file=sys.stderr)
+        if args.out is None:
+            print("error: --local needs --out (where model.tar.gz goes)", file=sys.stderr)
+            return 2
+        return run_local_training(Path(args.data), args.out, rest,
+                                  validation=Path(args.validation) if args.validation else None,
+                                  keep=args.keep, instance_count=args.instance_count)
+    from pipelines.sagemaker.job import JobRequest, SageMakerJobs, print_request
+    from pipelines.sagemaker.local import hyperparameters_from_args
+
+    missing = [flag for flag, value in (("--role", args.role), ("--bucket", args.bucket)) if not value]
+    if missing:
+        print(f"error: a SageMaker job needs {' and '.join(missing)} (or --local to emulate one)", file=sys.stderr)
         return 2
-    return run_local_training(args.data, args.out, rest, validation=args.validation, keep=args.keep,
-                              instance_count=args.instance_count)
+    try:
+        hyperparameters = hyperparameters_from_args(rest)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    request = JobRequest(data=args.data, validation=args.validation, role=args.role, bucket=args.bucket,
+                         hyperparameters=hyperparameters, prefix=args.prefix.strip("/"),
+                         instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
+                         max_run=args.max_run, max_wait=args.max_wait, checkpoint_s3_uri=args.checkpoint_s3_uri,
+                         output_path=args.output_path, base_job_name=args.job_name_prefix)
+    jobs = SageMakerJobs()
+    launched = jobs.launch(request, dry_run=args.dry_run)
+    if args.dry_run:
+        print_request(launched["request"])
+        return 0
+    name = launched["job_name"]
+    print(f"training job: {name}", flush=True)
+    if args.no_wait:
+        print(f"follow it with: lensops sagemaker attach {name}", flush=True)
+        return 0
+    return _wait_and_download(jobs, name, args.out)
+
+
+def _sagemaker_attach(args: argparse.Namespace) -> int:
+    from pipelines.sagemaker.job import SageMakerJobs
+
+    return _wait_and_download(SageMakerJobs(), args.job, args.out)
+
+
+def _wait_and_download(jobs, name: str, out: Optional[Path]) -> int:
+    description = jobs.wait(name)
+    path = jobs.download_model(description, out or Path("sagemaker-jobs") / name)
+    print(f"model artifact: {path}  (from {description['ModelArtifacts']['S3ModelArtifacts']})", flush=True)
+    return 0
 
 
 def _pipeline(args: argparse.Namespace, rest: list[str]) -> int:
@@ -157,16 +199,40 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train, passthrough=True)
 
     sagemaker = sub.add_parser("sagemaker", help="SageMaker jobs").add_subparsers(dest="sm_command", required=True)
-    sm_train = sagemaker.add_parser("train", help="run the training entry point as a SageMaker script-mode job; "
+    sm_train = sagemaker.add_parser("train", help="launch a SageMaker training job of the project's entry point "
+                                                  "(script mode, MXNet 1.9 container), or emulate one with --local; "
                                                   "extra options are passed as hyperparameters")
-    sm_train.add_argument("--local", action="store_true", help="emulate the container under a temporary /opt/ml root")
-    sm_train.add_argument("--data", type=Path, required=True, help="training channel (data set root)")
-    sm_train.add_argument("--validation", type=Path, help="validation channel")
-    sm_train.add_argument("--out", type=Path, required=True, help="where model.tar.gz and output.tar.gz go")
-    sm_train.add_argument("--keep", action="store_true", help="keep the emulated /opt/ml tree")
+    sm_train.add_argument("--data", required=True, help="training channel: an s3:// URI, or a local folder "
+                                                        "(uploaded first; with --local: the folder itself)")
+    sm_train.add_argument("--validation", help="validation channel (s3:// URI or folder)")
+    sm_train.add_argument("--out", type=Path, help="where model.tar.gz goes (default ./sagemaker-jobs/JOB; "
+                                                   "required with --local)")
     sm_train.add_argument("--instance-count", type=int, default=1,
                           help="hosts; 2 or more train with MXNet's parameter server (dist_sync)")
+    sm_train.add_argument("--local", action="store_true", help="emulate the container under a temporary /opt/ml root")
+    sm_train.add_argument("--keep", action="store_true", help="--local: keep the emulated /opt/ml tree")
+    sm_train.add_argument("--role", help="IAM role SageMaker runs the job as (name or ARN)")
+    sm_train.add_argument("--bucket", help="S3 bucket for uploaded data, code, checkpoints and output")
+    sm_train.add_argument("--prefix", default="lensops", help="key prefix in the bucket (default lensops)")
+    sm_train.add_argument("--instance-type", default="ml.c5.xlarge", help="default ml.c5.xlarge")
+    sm_train.add_argument("--spot", action="store_true", help="managed spot training (resumes from checkpoints)")
+    sm_train.add_argument("--max-run", type=int, default=24 * 3600, help="seconds (default 86400)")
+    sm_train.add_argument("--max-wait", type=int, help="--spot: seconds including waiting for capacity "
+                                                       "(default twice --max-run)")
+    sm_train.add_argument("--checkpoint-s3-uri", help="--spot: where checkpoints sync (default "
+                                                      "s3://BUCKET/PREFIX/checkpoints/JOB-NAME-PREFIX)")
+    sm_train.add_argument("--output-path", help="S3 URI for the job's output (default s3://BUCKET/PREFIX/jobs)")
+    sm_train.add_argument("--job-name-prefix", default="lensops-train", help="job names are PREFIX-<timestamp>")
+    sm_train.add_argument("--no-wait", action="store_true", help="return once the job is created "
+                                                                 "(lensops sagemaker attach JOB waits later)")
+    sm_train.add_argument("--dry-run", action="store_true", help="print the CreateTrainingJob request; send "
+                                                                 "and upload nothing")
     sm_train.set_defaults(func=_sagemaker_train, passthrough=True)
+    sm_attach = sagemaker.add_parser("attach", help="wait for a training job (status and logs), then download "
+                                                    "its model.tar.gz")
+    sm_attach.add_argument("job", help="training job name")
+    sm_attach.add_argument("--out", type=Path, help="default ./sagemaker-jobs/JOB")
+    sm_attach.set_defaults(func=_sagemaker_attach)
 
     for name, text in (("evaluate", "score a trained model on a held-out split"),
                        ("optimize", "build runtime variants, gate them on parity, measure latency"),

@@ -1,10 +1,12 @@
 """Shared fixtures: tiny generated data sets (seconds to make) and an isolated MLflow store."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from tests.pipelines.mlflow_server import free_port
 from training.datasets import synth
 
 
@@ -27,3 +29,16 @@ def mlflow_uri(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    """moto in server mode: a real HTTP endpoint on 127.0.0.1 (reset per test by the fixtures that use it)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

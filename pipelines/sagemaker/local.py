@@ -2,7 +2,8 @@
 
 Builds the container's /opt/ml tree (one per host) under a temporary root, copies the entry point's source to
 /opt/ml/code and the channels to /opt/ml/input/data/<channel>, sets the SM_* environment the
-SageMaker training toolkit sets, runs `python -m training.train --key value ...` as a subprocess,
+SageMaker training toolkit sets, runs the staged entry point (`python lensops_train.py --key value ...`,
+the source_dir a real job uploads: pipelines.sagemaker.job.stage_source) as a subprocess,
 and on success leaves `model.tar.gz` (the contents of /opt/ml/model) and `output.tar.gz`
 (/opt/ml/output/data) in the output folder, as SageMaker does in S3. On failure it writes
 /opt/ml/output/failure and leaves no model.tar.gz behind.
@@ -22,7 +23,7 @@ from collections import deque
 from pathlib import Path
 from typing import Optional, Sequence
 
-import training
+from pipelines.sagemaker.job import ENTRY_POINT, stage_source
 
 HOST = "algo-1"
 
@@ -44,8 +45,7 @@ def build_tree(root: Path, channels: dict[str, Path], hyperparameters: dict[str,
     ml = root / "opt" / "ml"
     for sub in ("input/config", "input/data", "model", "checkpoints", "output/data", "code"):
         (ml / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copytree(Path(training.__file__).parent, ml / "code" / "training",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    stage_source(ml / "code")  # what a real job uploads as its source_dir
     for name, source in channels.items():
         shutil.copytree(source, ml / "input" / "data" / name)
     (ml / "input/config/hyperparameters.json").write_text(json.dumps(hyperparameters))
@@ -116,7 +116,7 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
         env["PYTHONPATH"] = str(host_root / "opt/ml/code")
         if instance_count > 1:
             env["SM_CHECKPOINT_DIR"] = str(root / "checkpoints")
-        procs.append(subprocess.Popen([sys.executable, "-m", "training.train", *args],
+        procs.append(subprocess.Popen([sys.executable, ENTRY_POINT, *args],
                                       cwd=host_root / "opt/ml/code", env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     ml = (root / hosts[0] if instance_count > 1 else root) / "opt/ml"

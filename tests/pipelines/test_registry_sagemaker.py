@@ -1,9 +1,7 @@
 """SageMaker Model Registry backend against moto in server mode (a real HTTP endpoint, never AWS)."""
 from __future__ import annotations
 
-import logging
 import re
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -15,28 +13,11 @@ from edge.package import MANIFEST, InputSpec, Manifest, OutputSpec, Variant, pac
 from edge.registry import RegistryError, open_registry
 from pipelines.registry import open_writer
 from pipelines.registry_sagemaker import MAX_TAG_ENTRIES, SageMakerRegistryWriter, metadata
+from tests.pipelines.mlflow_server import free_port
 
 MODEL = "shapes-classifier"
 BUCKET = "lensops-test"
 ALLOWED = re.compile(r"^[\w\s.:/=+\-@]+$")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture
