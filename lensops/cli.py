@@ -124,9 +124,15 @@ def _sagemaker_attach(args: argparse.Namespace) -> int:
 
 
 def _wait_and_download(jobs, name: str, out: Optional[Path]) -> int:
+    from pipelines.sagemaker.job import unpack_model
+
     description = jobs.wait(name)
-    path = jobs.download_model(description, out or Path("sagemaker-jobs") / name)
-    print(f"model artifact: {path}  (from {description['ModelArtifacts']['S3ModelArtifacts']})", flush=True)
+    out = out or Path("sagemaker-jobs") / name
+    path = jobs.download_model(description, out)
+    uri = description["ModelArtifacts"]["S3ModelArtifacts"]
+    print(f"model artifact: {path}  (from {uri})", flush=True)
+    model = unpack_model(path, out, name, uri)
+    print(f"model folder: {model}  (a `models` entry's model_dir for evaluate/optimize/package/register)", flush=True)
     return 0
 
 

@@ -44,6 +44,8 @@ def version_tags(manifest: Manifest, sha256: str, extra: dict[str, str]) -> dict
             "git_commit": str(manifest.lineage.get("git_commit") or ""),
             "data_hash": str(manifest.lineage.get("data_hash") or ""),
             "training_run_id": str(manifest.lineage.get("mlflow_run_id") or "")}
+    if manifest.lineage.get("sagemaker_job"):  # trained as a SageMaker job (lensops sagemaker attach)
+        tags["sagemaker_job"] = str(manifest.lineage["sagemaker_job"])
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in manifest.metrics.items()})
     tags.update(extra)
     return tags

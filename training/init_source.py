@@ -198,7 +198,7 @@ def _from_local(path: Path, ref: str, workdir: Path, tracking: str, depth: int =
     if path.is_file():
         if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
             raise ConfigError(f"init_from: {ref}: {path.name} is not a model folder, package or .tar.gz")
-        return _from_local(_safe_extract(path, workdir, ref), ref, workdir, tracking, depth + 1)
+        return _from_local(extract_archive(path, workdir, f"init_from: {ref}: "), ref, workdir, tracking, depth + 1)
     if (path / "model.json").is_file():
         return _from_model_dir(path, ref)
     if (path / "manifest.json").is_file():
@@ -285,10 +285,11 @@ def _load_params(params: Path, context: str) -> dict:
     return {k.split(":", 1)[-1]: v.asnumpy() for k, v in raw.items()}
 
 
-def _safe_extract(archive: Path, workdir: Path, ref: str) -> Path:
+def extract_archive(archive: Path, workdir: Path, context: str) -> Path:
     """Unpack into a new folder under `workdir`, refusing what edge/package/archive.py refuses:
-    absolute paths, `..`, links, devices and oversize members."""
-    target = Path(tempfile.mkdtemp(prefix="init-from-", dir=workdir))
+    absolute paths, `..`, links, devices and oversize members. Errors are one ConfigError starting
+    with `context` (e.g. "init_from: REF: ") and leave nothing behind."""
+    target = Path(tempfile.mkdtemp(prefix="extract-", dir=workdir))
     total = 0
     try:
         with tarfile.open(archive, "r:*") as tar:
@@ -297,12 +298,12 @@ def _safe_extract(archive: Path, workdir: Path, ref: str) -> Path:
                 if member.isdir() and not parts:
                     continue
                 if member.name.startswith("/") or ".." in parts or not parts:
-                    raise ConfigError(f"init_from: {ref}: {archive.name} holds an unsafe member '{member.name}'")
+                    raise ConfigError(f"{context}{archive.name} holds an unsafe member '{member.name}'")
                 if not (member.isfile() or member.isdir()):
-                    raise ConfigError(f"init_from: {ref}: {archive.name} member '{member.name}' is a link or device")
+                    raise ConfigError(f"{context}{archive.name} member '{member.name}' is a link or device")
                 total += member.size
                 if member.size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
-                    raise ConfigError(f"init_from: {ref}: {archive.name} unpacks to more than the size limit "
+                    raise ConfigError(f"{context}{archive.name} unpacks to more than the size limit "
                                       f"(at '{member.name}')")
                 dest = target.joinpath(*parts)
                 if member.isdir():
@@ -313,7 +314,7 @@ def _safe_extract(archive: Path, workdir: Path, ref: str) -> Path:
                     shutil.copyfileobj(src, fh)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
         shutil.rmtree(target, ignore_errors=True)
-        raise ConfigError(f"init_from: {ref}: {archive.name} is not a readable tar archive ({_short(exc)})") from None
+        raise ConfigError(f"{context}{archive.name} is not a readable tar archive ({_short(exc)})") from None
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise

@@ -300,6 +300,36 @@ class SageMakerJobs:
         return target
 
 
+def unpack_model(archive: Path, out: Path, job_name: str, artifact_uri: str) -> Path:
+    """model.tar.gz -> out/model/, the model folder evaluate/optimize/package read (a `models` entry's
+    model_dir). The job's name and artifact URI join model.json's lineage, so the registered version
+    names the job it came from. Written beside and renamed into place; an archive that is unsafe or
+    holds no LensOps model.json is one SageMakerJobError naming it."""
+    from training.errors import ConfigError
+    from training.init_source import extract_archive
+
+    out.mkdir(parents=True, exist_ok=True)
+    context = f"training job '{job_name}': "
+    try:
+        folder = extract_archive(archive, out, context)
+    except ConfigError as exc:
+        raise SageMakerJobError(str(exc)) from None
+    try:
+        meta = json.loads((folder / "model.json").read_text())
+        if not isinstance(meta, dict) or "task" not in meta or "files" not in meta:
+            raise ValueError("no task or files")
+    except (OSError, ValueError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise SageMakerJobError(f"{context}{archive.name} holds no LensOps model.json ({exc})") from None
+    meta["lineage"] = {**meta.get("lineage", {}), "sagemaker_job": job_name, "model_artifact": artifact_uri}
+    (folder / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    target = out / "model"
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(folder, target)
+    return target
+
+
 def outcome(description: dict) -> None:
     """Nothing for a completed job; JobFailed naming the job and SageMaker's reason otherwise."""
     status, name = description["TrainingJobStatus"], description["TrainingJobName"]

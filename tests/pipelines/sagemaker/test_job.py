@@ -16,7 +16,8 @@ import boto3
 import pytest
 
 from lensops.cli import main as lensops_main
-from pipelines.sagemaker.job import JobFailed, import_sagemaker, metric_definitions, outcome
+from pipelines.sagemaker.job import (JobFailed, SageMakerJobError, import_sagemaker, metric_definitions,
+                                    outcome, unpack_model)
 
 BUCKET = "lensops-jobs"
 ROLE = "SageMakerLensOps"
@@ -77,7 +78,7 @@ def test_dry_run_prints_the_request_and_sends_nothing(aws, tiny_cls, capsys):
 def test_a_job_uploads_code_and_data_then_attach_downloads_its_model(aws, tiny_cls, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     hyperparameters = ["--task", "classification", "--network", "mobilenet0.25", "--epochs", "1",
-                       "--batch-size", "16", "--input-size", "32", "--num-workers", "0", "--tracking", "none"]
+                       "--model-name", "sm-classifier", "--batch-size", "16", "--input-size", "32", "--num-workers", "0", "--tracking", "none"]
     assert launch("--no-wait", "--data", str(tiny_cls), *hyperparameters) == 0
     name = re.search(r"training job: (\S+)", capsys.readouterr().out).group(1)
     job = boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
@@ -105,6 +106,25 @@ def test_a_job_uploads_code_and_data_then_attach_downloads_its_model(aws, tiny_c
     printed = capsys.readouterr().out
     assert f"{name}: Completed" in printed and "model artifact:" in printed
     assert (out / "model.tar.gz").read_bytes() == (local / "model.tar.gz").read_bytes()
+    # unpacked into a model folder whose lineage names the job
+    lineage = json.loads((out / "model" / "model.json").read_text())["lineage"]
+    assert lineage["sagemaker_job"] == name and lineage["model_artifact"] == artifact
+
+    # from the job to the registry: the same evaluate -> optimize -> package -> register -> promote as a local run
+    monkeypatch.chdir(tmp_path)
+    registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = {"models": {"from_job": {"name": "sm-classifier", "model_dir": str(out / "model"), "data": str(tiny_cls)}},
+              "pipeline": {"registry": {"type": "mlflow", "uri": registry}, "variants": ["mxnet-fp32", "onnx-fp32"],
+                           "latency_runs": 3, "golden_samples": 2, "calibration_images": 16,
+                           "parity": {"max_accuracy_drop_pt": 100.0},
+                           "promote": {"min_improvement": -1.0, "latency_budget_ms": 10000.0}}}
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    for command in (["evaluate"], ["optimize"], ["package", "build"], ["register"], ["promote"]):
+        assert lensops_main([*command, "--model", "from_job"]) == 0, command
+    from mlflow import MlflowClient
+
+    version = MlflowClient(registry, registry).get_model_version_by_alias("sm-classifier", "production")
+    assert version.tags["sagemaker_job"] == name
 
 
 @pytest.mark.parametrize("args, message", [
@@ -137,6 +157,19 @@ def test_no_credentials_is_one_line(tmp_path, monkeypatch, capsys, tiny_cls):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     assert launch("--data", str(tiny_cls)) == 2
     assert "no AWS credentials found" in capsys.readouterr().err
+
+
+def test_an_artifact_without_a_model_is_named_and_leaves_no_folder(tmp_path):
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        data = b"not a model"
+        info = tarfile.TarInfo("notes.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "job"
+    with pytest.raises(SageMakerJobError, match="holds no LensOps model.json"):
+        unpack_model(archive, out, "job-1", "s3://b/k/model.tar.gz")
+    assert list(out.iterdir()) == []
 
 
 def test_unknown_job_is_named(aws, capsys, tmp_path):
