@@ -123,6 +123,42 @@ def _sagemaker_attach(args: argparse.Namespace) -> int:
     return _wait_and_download(SageMakerJobs(), args.job, args.out)
 
 
+def _sagemaker_pipeline(args: argparse.Namespace) -> int:
+    from pipelines.sagemaker import pipeline
+    from pipelines.sagemaker.job import SageMakerJobError
+
+    if args.pipe_command == "upsert":
+        if args.data_uri:
+            from pipelines.sagemaker.job import parse_s3_uri
+
+            parse_s3_uri(args.data_uri, "--data-uri")
+        hyperparameters, section = pipeline.training_section(args.params, args.section)
+        missing = [key for key in ("model_name", "task") if not section.get(key)]
+        if missing:
+            raise SageMakerJobError(f"{args.params}: section '{args.section}' has no {missing[0]}")
+        request = pipeline.PipelineRequest(
+            role=args.role, bucket=args.bucket, model_name=section["model_name"], task=section["task"],
+            hyperparameters={k: v for k, v in hyperparameters.items() if k != "epochs"}, params=args.params,
+            prefix=args.prefix.strip("/"), name=args.name, data_uri=args.data_uri or "",
+            epochs=args.epochs or int(section.get("epochs", 30)), train_instance_type=args.instance_type,
+            processing_instance_type=args.instance_type, min_metric=args.min_metric)
+        out = args.definition_out or Path("reports/sagemaker") / f"{request.pipeline_name}.json"
+        result = pipeline.upsert(request, out)
+        print(f"pipeline: {result['arn']}\ndefinition: {result['definition']}", flush=True)
+    elif args.pipe_command == "start":
+        values = {}
+        for item in args.param:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise SageMakerJobError(f"--param expects KEY=VALUE, got '{item}'")
+            values[key] = value
+        print(f"execution: {pipeline.start(args.name, values)}", flush=True)
+    else:
+        for row in pipeline.status(args.name):
+            print(f"{row['status']:<10} {row['started']}  {row['arn']}")
+    return 0
+
+
 def _wait_and_download(jobs, name: str, out: Optional[Path]) -> int:
     from pipelines.sagemaker.job import unpack_model
 
@@ -234,6 +270,29 @@ def build_parser() -> argparse.ArgumentParser:
     sm_train.add_argument("--dry-run", action="store_true", help="print the CreateTrainingJob request; send "
                                                                  "and upload nothing")
     sm_train.set_defaults(func=_sagemaker_train, passthrough=True)
+    sm_pipe = sagemaker.add_parser("pipeline", help="the SageMaker Pipeline: Train -> Ship -> Gate -> Register"
+                                   ).add_subparsers(dest="pipe_command", required=True)
+    upsert = sm_pipe.add_parser("upsert", help="create or update the pipeline for a params.yaml training section")
+    upsert.add_argument("--role", required=True, help="IAM role (name or ARN) for the pipeline and its jobs")
+    upsert.add_argument("--bucket", required=True, help="S3 bucket for code, data, output and packages")
+    upsert.add_argument("--section", required=True, help="params.yaml training section (e.g. train_classifier)")
+    upsert.add_argument("--params", type=Path, default=Path("params.yaml"))
+    upsert.add_argument("--prefix", default="lensops")
+    upsert.add_argument("--name", help="pipeline name (default lensops-<model_name>)")
+    upsert.add_argument("--data-uri", help="default of the DataUri parameter (s3://...)")
+    upsert.add_argument("--epochs", type=int, help="default of the Epochs parameter (default: the section's)")
+    upsert.add_argument("--min-metric", type=float, default=0.0, help="default of MinMetric (test accuracy / mAP)")
+    upsert.add_argument("--instance-type", default="ml.c5.xlarge", help="training and processing instances")
+    upsert.add_argument("--definition-out", type=Path, help="default reports/sagemaker/<name>.json")
+    upsert.set_defaults(func=_sagemaker_pipeline)
+    start = sm_pipe.add_parser("start", help="start an execution")
+    start.add_argument("name")
+    start.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="a pipeline parameter (DataUri, Epochs, TrainInstanceType, ProcessingInstanceType, MinMetric)")
+    start.set_defaults(func=_sagemaker_pipeline)
+    state = sm_pipe.add_parser("status", help="the latest executions")
+    state.add_argument("name")
+    state.set_defaults(func=_sagemaker_pipeline)
     sm_attach = sagemaker.add_parser("attach", help="wait for a training job (status and logs), then download "
                                                     "its model.tar.gz")
     sm_attach.add_argument("job", help="training job name")

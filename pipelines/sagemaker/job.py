@@ -62,13 +62,13 @@ class JobFailed(SageMakerJobError):
     exit_code = 1
 
 
-def import_sagemaker():
+def import_sagemaker(*modules: str):
     """Import the SageMaker SDK with its telemetry off and its import-time INFO noise quiet.
 
     SDK v2 sends a usage ping to an AWS-owned S3 endpoint after each job call (without a working
     timeout). Its only switch is a config file (`TelemetryOptOut`); a user's own
-    SAGEMAKER_USER_CONFIG_OVERRIDE is left alone. The SDK also calls logging.basicConfig(INFO) at import;
-    the root logger's level is put back."""
+    SAGEMAKER_USER_CONFIG_OVERRIDE is left alone. The SDK also calls logging.basicConfig(INFO) at import
+    (of `modules` too, e.g. "sagemaker.workflow.pipeline"); the root logger is put back as it was."""
     if "SAGEMAKER_USER_CONFIG_OVERRIDE" not in os.environ:
         config = Path(tempfile.gettempdir()) / "lensops-sagemaker-config.yaml"
         config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
@@ -76,9 +76,12 @@ def import_sagemaker():
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
-    import sagemaker
-    import sagemaker.mxnet  # noqa: F401
+    import importlib
 
+    import sagemaker
+
+    for module in ("sagemaker.mxnet", *modules):  # submodules configure logging at import too
+        importlib.import_module(module)
     root.setLevel(level)
     for handler in [h for h in root.handlers if h not in handlers]:
         root.removeHandler(handler)
@@ -197,11 +200,12 @@ class SageMakerJobs:
         return uri, digest
 
     # -- the job -----------------------------------------------------------------------------------
-    def estimator(self, request: JobRequest, role_arn: str, source_dir: str, tags: list[dict]):
+    def estimator(self, request: JobRequest, role_arn: str, source_dir: str, tags: list[dict], session=None):
+        """The SDK's MXNet estimator for `request` (`session`: a PipelineSession inside a pipeline)."""
         sagemaker = import_sagemaker()
         MXNet = sagemaker.mxnet.MXNet
 
-        session = sagemaker.Session(boto_session=self.boto, default_bucket=request.bucket)
+        session = session or sagemaker.Session(boto_session=self.boto, default_bucket=request.bucket)
         checkpoint = request.checkpoint_s3_uri
         if request.spot and not checkpoint:
             checkpoint = f"s3://{request.bucket}/{request.prefix}/checkpoints/{request.base_job_name}"
