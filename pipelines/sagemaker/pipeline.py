@@ -82,11 +82,10 @@ def stage_pipeline_source(dest: Path, params: Path, request: PipelineRequest) ->
     """The processing steps' source_dir: the project's packages, the step entry point, requirements
     and a params.yaml whose registry is the SageMaker Model Registry in the pipeline's bucket."""
     import edge
-    import lensops
     import pipelines
 
     stage_source(dest)
-    for package in (edge, lensops, pipelines):
+    for package in (edge, pipelines):
         shutil.copytree(Path(package.__file__).parent, dest / package.__name__, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
     (dest / STEP_ENTRY).write_text('"""SageMaker Pipeline processing steps: pipelines.sagemaker.steps."""\n'

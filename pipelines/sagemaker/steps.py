@@ -36,7 +36,7 @@ MODEL_KEY = "pipeline_job"  # the `models` key the steps give the trained model
 def ship(model_dir: Path, data: Path, out: Path, package_out: Path, model_name: str, job_name: str,
          params: Path = Path("params.yaml")) -> dict:
     """Unpack, evaluate, optimize and package the training step's model; write out/evaluation.json."""
-    from lensops.cli import main as lensops
+    from pipelines.cli import main as lensops  # what `lensops evaluate|optimize|...` runs
     from pipelines.sagemaker.job import SageMakerJobError, unpack_model
 
     archives = sorted(Path(model_dir).glob("*.tar.gz"))
@@ -69,7 +69,7 @@ def ship(model_dir: Path, data: Path, out: Path, package_out: Path, model_name: 
 def register(package_dir: Path, data: Path, model_name: str, task: str, params: Path = Path("params.yaml")) -> None:
     """Register the package in the pipeline's registry, then let promote decide on `production`
     (promote scores the challenger and the champion on `data`'s test split)."""
-    from lensops.cli import main as lensops
+    from pipelines.cli import main as lensops  # what `lensops evaluate|optimize|...` runs
     from pipelines.sagemaker.job import SageMakerJobError
 
     packages = sorted(Path(package_dir).glob("*.tar.gz"))
