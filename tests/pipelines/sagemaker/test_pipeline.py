@@ -11,11 +11,16 @@ import json
 import tarfile
 
 import boto3
+import cv2
+import numpy as np
 import pytest
 import yaml
 
 from lensops.cli import main as lensops_main
 from pipelines.sagemaker import steps
+from tests.edge.conftest import collectors, mosquitto  # noqa: F401 (fixtures)
+from tests.edge.runner_fixtures import run_device  # noqa: F401 (fixture)
+from tests.edge.runner_setup import DEVICE, inference
 from tests.pipelines.sagemaker.conftest import BUCKET, ROLE
 
 pytestmark = pytest.mark.slow
@@ -98,7 +103,10 @@ def test_bad_upsert_input_is_named(aws, tiny_cls, tmp_path, monkeypatch, capsys)
     assert boto3.client("sagemaker").list_pipelines()["PipelineSummaries"] == []
 
 
-def test_the_steps_ship_and_register_a_job_model(aws, tiny_cls, tmp_path, monkeypatch):
+def test_the_steps_ship_and_register_a_job_model_and_a_device_serves_it(aws, tiny_cls, tmp_path, monkeypatch,
+                                                                         mosquitto, collectors, run_device):
+    """The AWS path end to end: a job's model.tar.gz -> Ship -> Register (SageMaker Model Registry approves
+    it) -> a device with `registry: {type: sagemaker}` pulls the approved version and serves it."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     params = _params(tmp_path, tiny_cls)
@@ -129,3 +137,19 @@ def test_the_steps_ship_and_register_a_job_model(aws, tiny_cls, tmp_path, monkey
     # the first version of a group has no champion to beat: promote approves it
     packages = boto3.client("sagemaker").list_model_packages(ModelPackageGroupName=MODEL)["ModelPackageSummaryList"]
     assert [p["ModelApprovalStatus"] for p in packages] == ["Approved"]
+
+    # a device on the SageMaker registry pulls the approved version and publishes every frame with it
+    (tmp_path / "frames").mkdir()
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"frames/{i}.png"), np.random.default_rng(i).integers(0, 255, (48, 64, 3), np.uint8))
+    device = {"device_id": DEVICE, "registry": {"type": "sagemaker", "model": MODEL, "region": "us-east-1",
+                                                "endpoint_url": aws, "s3_bucket": BUCKET},
+              "sources": [{"id": "door", "uri": str(tmp_path / "frames")}],
+              "mqtt": {"url": mosquitto.url}, "state_dir": str(tmp_path / "device-state")}
+    (tmp_path / "device.yaml").write_text(yaml.safe_dump(device))
+    collector = collectors(mosquitto.port, [f"lensops/{DEVICE}/#"])
+    runner = run_device(tmp_path / "device.yaml", exit_when_done=True)
+    assert runner.wait(120), "the runner did not finish the five frames"
+    assert collector.wait_for(lambda ms: len(inference(ms)) >= 5, 10)
+    served = {r["model"]["version"] for r in inference(collector.messages)}
+    assert served == {packages[0]["ModelPackageArn"].rsplit("/", 1)[-1]}, served  # the group's version number
