@@ -14,7 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
 
-PACKAGE_FILE = "package.tar.gz"
+# The archive's name inside a registered version's `package/` artifact folder. Not `*.tar.gz`: MLflow's
+# S3 artifact store sets Content-Encoding: gzip on objects whose name guesses a gzip encoding
+# (mimetypes; mlflow#2881), and a download proxied by `mlflow server` then reaches the client
+# decompressed, which the sha256 check refuses. A name with no encoding suffix is stored and served
+# byte for byte. The version's `package_file` tag records the name; versions without it used the
+# older name.
+PACKAGE_FILE = "package.lensops"
+LEGACY_PACKAGE_FILE = "package.tar.gz"
+
+
+def package_file(tags: dict) -> str:
+    """The archive's file name for a registered version with these tags."""
+    return tags.get("package_file") or LEGACY_PACKAGE_FILE
 
 
 class RegistryError(Exception):
@@ -76,7 +88,8 @@ class MlflowRegistry:
         if not sha:
             raise RegistryError(f"registry {self.uri}: {model} version {version.version} has no sha256 tag "
                                 "(not registered by lensops)")
-        return Resolved(model, alias, str(version.version), f"{version.source.rstrip('/')}/{PACKAGE_FILE}", sha)
+        return Resolved(model, alias, str(version.version), f"{version.source.rstrip('/')}/{package_file(version.tags)}",
+                        sha)
 
     def download(self, resolved: Resolved, dest: Path) -> Path:
         import mlflow

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 from edge.package import Manifest
-from edge.registry import PACKAGE_FILE, MlflowRegistry, Registry, RegistryError, Resolved, _short
+from edge.registry import PACKAGE_FILE, MlflowRegistry, package_file, Registry, RegistryError, Resolved, _short
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "lensops-packages"
@@ -87,7 +87,8 @@ class MlflowRegistryWriter(MlflowRegistry):
         if existing is not None:
             log.info("%s: package %s already registered as version %s", model, sha256[:12], existing.version)
             self.set_alias(model, "candidate", existing.version)
-            return Registered(model, str(existing.version), f"{existing.source}/{PACKAGE_FILE}", sha256, False)
+            return Registered(model, str(existing.version), f"{existing.source}/{package_file(existing.tags)}", sha256,
+                              False)
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
             EXPERIMENT, artifact_location=_artifact_location(self.uri))
@@ -106,7 +107,7 @@ class MlflowRegistryWriter(MlflowRegistry):
             except MlflowException as exc:
                 if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                     raise
-            all_tags = version_tags(manifest, sha256, tags)
+            all_tags = {**version_tags(manifest, sha256, tags), "package_file": PACKAGE_FILE}
             source = f"{run.info.artifact_uri.rstrip('/')}/package"
             version = self.client.create_model_version(model, source=source, run_id=run_id, tags=all_tags,
                                                        description=f"package {manifest.version}")

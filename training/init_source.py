@@ -193,10 +193,14 @@ def _download(uri_to_fetch: str, tracking: str, workdir: Path, registry: Optiona
 
 # --- local forms -----------------------------------------------------------------------------------
 
+# archives init_from unpacks: .lensops is a registered version's package archive (edge.registry.PACKAGE_FILE)
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".lensops")
+
+
 def _from_local(path: Path, ref: str, workdir: Path, tracking: str, depth: int = 0) -> SourceNetwork:
     """A model folder, a package folder, an archive of either, or a folder holding just one of those."""
     if path.is_file():
-        if not path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        if not path.name.endswith(ARCHIVE_SUFFIXES):
             raise ConfigError(f"init_from: {ref}: {path.name} is not a model folder, package or .tar.gz")
         return _from_local(extract_archive(path, workdir, f"init_from: {ref}: "), ref, workdir, tracking, depth + 1)
     if (path / "model.json").is_file():
@@ -204,8 +208,8 @@ def _from_local(path: Path, ref: str, workdir: Path, tracking: str, depth: int =
     if (path / "manifest.json").is_file():
         return _from_package(path, ref, workdir, tracking)
     entries = sorted(p for p in path.iterdir() if not p.name.startswith(".")) if path.is_dir() else []
-    if len(entries) == 1 and depth < 3 and (entries[0].is_dir() or entries[0].name.endswith((".tar.gz", ".tgz", ".tar"))):
-        # a registry version's folder holding package.tar.gz; an archive of a model folder
+    if len(entries) == 1 and depth < 3 and (entries[0].is_dir() or entries[0].name.endswith(ARCHIVE_SUFFIXES)):
+        # a registry version's folder holding its package archive; an archive of a model folder
         return _from_local(entries[0], ref, workdir, tracking, depth + 1)
     held = ", ".join(p.name for p in entries[:5]) or "nothing"
     raise ConfigError(f"init_from: {ref} holds no trainable network (no model.json or package manifest.json; "

@@ -1,12 +1,15 @@
-"""A real `mlflow server` process for registry tests (SQLite backend, proxied artifacts)."""
+"""A real `mlflow server` process for registry tests: proxied artifacts; SQLite backend and a local
+artifact folder by default, or any backend store URI (PostgreSQL) and artifact destination (s3://)."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 
 def free_port() -> int:
@@ -16,8 +19,12 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, backend_store_uri: Optional[str] = None, artifacts_destination: Optional[str] = None,
+                 env: Optional[dict] = None):
         self.root = root
+        self.backend = backend_store_uri or f"sqlite:///{root / 'server.db'}"
+        self.artifacts = artifacts_destination or str(root / "artifacts")
+        self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -25,10 +32,10 @@ class MlflowServer:
     def start(self, timeout_s: float = 90) -> "MlflowServer":
         self.root.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", f"sqlite:///{self.root / 'server.db'}", "--serve-artifacts",
-               "--artifacts-destination", str(self.root / "artifacts"), "--workers", "1"]
+               "--backend-store-uri", self.backend, "--serve-artifacts",
+               "--artifacts-destination", self.artifacts, "--workers", "1"]
         self.log = open(self.root / "server.log", "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root, env=self.env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

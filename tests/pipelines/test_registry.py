@@ -46,7 +46,7 @@ def test_register_through_a_real_mlflow_server(package, tmp_path):
     server = MlflowServer(tmp_path / "server").start()
     try:
         _register_and_read_back(server.uri, package, tmp_path)
-        assert list((tmp_path / "server" / "artifacts").rglob("package.tar.gz")), "artifacts proxied to the server"
+        assert list((tmp_path / "server" / "artifacts").rglob("package.lensops")), "artifacts proxied to the server"
     finally:
         server.stop()
 
