@@ -8,6 +8,7 @@ import os
 import random
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -210,18 +211,22 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
                 train_sampler.set_epoch(epoch)
                 losses = []
                 bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress, file=sys.stderr)
+                started = time.perf_counter()
                 for i, batch in enumerate(bar):
                     trainer.set_learning_rate(lr_at(epoch * steps_per_epoch + i, total_steps, cfg.lr, warmup_steps,
                                                     cfg.lr_schedule))
                     losses.append(task.train_batch(net, batch, trainer)["loss"])
                     bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
                 train_loss = float(np.mean(losses))
+                # this host's training throughput (its shard in a multi-host run), data loading included
+                images_per_s = len(losses) * cfg.batch_size / max(time.perf_counter() - started, 1e-9)
                 if not np.isfinite(train_loss):
                     raise ConfigError(f"training diverged at epoch {epoch} (loss {train_loss}); lower lr (now {cfg.lr})")
                 metrics, _ = task.evaluate(net, val_loader, "val")
-                row = {"epoch": epoch, "train_loss": train_loss, "lr": trainer.learning_rate, **metrics}
+                row = {"epoch": epoch, "train_loss": train_loss, "lr": trainer.learning_rate,
+                       "train_images_per_s": images_per_s, **metrics}
                 history.append(row)
-                for name in ("train_loss", task.primary_metric, "val_loss"):
+                for name in ("train_loss", "train_images_per_s", task.primary_metric, "val_loss"):
                     if name in row:
                         emit_metric(name, row[name], epoch)
                 tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)

@@ -45,7 +45,7 @@ FRAMEWORK_VERSION, PY_VERSION = "1.9.0", "py38"
 # What the entry point imports beyond what AWS's MXNet training container has (mxnet, numpy).
 # gluoncv is listed without opencv-python's GUI build conflicts in mind: the container has libGL.
 REQUIREMENTS = ["gluoncv==0.10.5.post0", "opencv-python-headless", "pydantic>=2", "pyyaml", "tqdm", "matplotlib"]
-METRICS = ("train_loss", "val_loss", "val_accuracy", "val_map", "best_val_accuracy", "best_val_map",
+METRICS = ("train_loss", "train_images_per_s", "val_loss", "val_accuracy", "val_map", "best_val_accuracy", "best_val_map",
            "test_accuracy", "test_map", "test_loss")
 _S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/[^\s]*)?$")
 TERMINAL = ("Completed", "Failed", "Stopped")
