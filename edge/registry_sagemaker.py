@@ -70,7 +70,8 @@ class SageMakerRegistry:
             import boto3
             from botocore.config import Config
         except ImportError:
-            raise RegistryError("the SageMaker registry backend needs boto3 (pip install boto3)") from None
+            raise RegistryError("the SageMaker registry backend needs boto3: pip install 'lensops[edge-aws]' "
+                                "(or pip install boto3)") from None
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.endpoint_url = endpoint_url
         self.s3_bucket, self.s3_prefix = s3_bucket, s3_prefix.strip("/")
