@@ -14,9 +14,10 @@ A role is a `python -c "import mxnet"` process whose environment says `DMLC_ROLE
 `DMLC_PS_ROOT_URI:DMLC_PS_ROOT_PORT`, the scheduler's address: the first host's name resolved to an
 address, port 8000 (the toolkit's). `DMLC_NUM_WORKER` = `DMLC_NUM_SERVER` = the number of hosts.
 
-When the container has already brought the roles up (SDK v2's `MXNet` estimator with
-`distribution={"parameter_server": {"enabled": True}}` sets `DMLC_ROLE=worker` in the entry point's
-environment), nothing is started twice. On one machine (the local emulation, the tests) every
+`lensops sagemaker train` leaves the SDK's own parameter-server option off, so these roles always run
+with the project's code importable (the servers unpickle the optimizer and its learning-rate
+schedule, training.dist_schedule). When a container has brought the roles up anyway
+(`DMLC_ROLE` set in the entry point's environment), nothing is started twice. On one machine (the local emulation, the tests) every
 "host" is 127.0.0.1: `DMLC_PS_ROOT_URI` and `DMLC_NODE_HOST` set in the environment win over name
 resolution.
 """
@@ -27,6 +28,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Mapping, MutableMapping, Optional
 
 from training.errors import ConfigError
@@ -64,10 +66,14 @@ def start_parameter_server(env: RunEnvironment, environ: Optional[MutableMapping
     if env.current_host not in env.hosts:
         raise ConfigError(f"SM_CURRENT_HOST '{env.current_host}' is not among SM_HOSTS {env.hosts}")
     roles = (["scheduler"] if env.current_host == env.hosts[0] else []) + ["server"]
+    # the servers unpickle the optimizer and its schedule (training.dist_schedule): the project's code
+    # must be importable there, wherever the entry point was started from
+    code = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (code, environ.get("PYTHONPATH", "")) if p)
     started = []
     for role in roles:
         started.append(subprocess.Popen([sys.executable, "-c", "import mxnet"],
-                                        env={**environ, **role_environment(role, env, environ)}))
+                                        env={**environ, "PYTHONPATH": path, **role_environment(role, env, environ)}))
     environ.update(role_environment("worker", env, environ))
     return started
 
@@ -80,18 +86,25 @@ def _address(host: str) -> str:
                           f"on one machine set DMLC_PS_ROOT_URI=127.0.0.1") from None
 
 
-def stop_roles(processes: list[subprocess.Popen], timeout: float = 60.0) -> None:
+def stop_roles(processes: list[subprocess.Popen], timeout: float = 60.0, failed: bool = False) -> None:
     """Wait for this host's role processes to finish (they stop once every worker is done); a role
     still running after `timeout` seconds (another host's worker failed) is terminated.
 
     A worker is done when its dist_sync kvstore is freed (its destructor meets the other workers at a
     barrier and stops the servers). Gluon's Trainer and its Parameters reference each other, so
-    the kvstore outlives `train()` until the cycle collector runs: collect first, then wait."""
-    if processes:
+    the kvstore outlives `train()` until the cycle collector runs: collect first, then wait. With
+    `failed` (this worker raised) the roles are stopped at once."""
+    if failed:  # the other workers will not meet this one at the barrier: no waiting
+        timeout = 0.0
+    elif processes:
         gc.collect()
     for proc in processes:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.terminate()
-            proc.wait(timeout=10)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -169,8 +169,11 @@ def _registered(ref: str, workdir: Path, tracking: str) -> SourceNetwork:
     # source is an mlflow-artifacts:/ URI that only that server answers.
     local = _download(f"models:/{name}/{found.version}", uri, workdir, registry=uri)
     sha = found.tags.get("sha256")
-    archives = sorted(local.rglob("*.tar.gz")) if local.is_dir() else [local]
-    if sha and len(archives) == 1 and _sha256(archives[0]) != sha:
+    archives = sorted(p for p in local.rglob("*") if p.name.endswith(ARCHIVE_SUFFIXES)) if local.is_dir() else [local]
+    if sha and len(archives) != 1:
+        raise ConfigError(f"init_from: {ref}: version {found.version} holds {len(archives)} package archives, "
+                          f"expected one")
+    if sha and _sha256(archives[0]) != sha:
         raise ConfigError(f"init_from: {ref}: {archives[0].name} of version {found.version} does not match "
                           f"its sha256 tag ({sha[:16]}...)")
     source = _from_local(local, f"{ref} (version {found.version})" if alias else ref, workdir, tracking)

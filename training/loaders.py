@@ -32,6 +32,9 @@ class EpochBatchSampler(gluon.data.Sampler):
         else:
             order = np.random.default_rng([self.seed, self.epoch]).permutation(self.length)
         rank, workers = self.shard  # multi-host: each host takes every n-th sample
+        # of a multiple of `workers` samples, so every host runs the same number of steps (dist_sync
+        # waits for all: one host with an extra batch would wait forever)
+        order = order[:len(order) - len(order) % workers]
         return order[rank::workers]
 
     def __iter__(self):

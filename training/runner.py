@@ -158,12 +158,24 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
             opt_params["rescale_grad"] = 1.0 / len(env.hosts)
         if cfg.optimizer != "adam":
             opt_params["momentum"] = cfg.momentum
-        trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, opt_params, kvstore=kvstore)
-
         steps_per_epoch = len(train_sampler)
         total_steps = steps_per_epoch * cfg.epochs
         warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
         store = CheckpointStore(cfg.checkpoints)
+        data_digest = data_hash(cfg.data)
+        fingerprint = config_fingerprint(cfg, data_digest, found.identity if found is not None else None)
+        latest = store.latest() if cfg.resume else None
+        if latest is not None and store.fingerprint(latest) != fingerprint:
+            print(f"checkpoints in {store.folder} belong to a different configuration: starting afresh", flush=True)
+            store.clear()
+            latest = None
+        if env.is_distributed:
+            # dist_sync runs the optimizer on the parameter servers: the schedule travels with it
+            from training.dist_schedule import StepSchedule
+
+            first = (latest + 1) * steps_per_epoch if latest is not None else 0
+            opt_params["lr_scheduler"] = StepSchedule(total_steps, cfg.lr, warmup_steps, cfg.lr_schedule, first)
+        trainer = gluon.Trainer(net.collect_params(), cfg.optimizer, opt_params, kvstore=kvstore)
         patience = cfg.early_stopping_patience
         if env.is_distributed and patience:
             # every host must run the same number of dist_sync steps; hosts' validation figures can differ
@@ -172,20 +184,13 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
                   f"{cfg.epochs} epochs", flush=True)
             patience = 0
         stopper = EarlyStopping(patience)
-        # With dist_sync the optimizer state lives on the parameter servers (MXNet cannot save it from a
-        # worker): a multi-host run checkpoints weights and loop state from the first host only, and a
-        # resumed run restarts the optimizer's momentum.
+        # A multi-host run checkpoints weights and loop state from the first host only (SageMaker gives
+        # every host the same checkpoint folder back on a restart); the optimizer state lives on the
+        # parameter servers (MXNet cannot save it from a worker), so a resumed run restarts its momentum.
         states_from = None if env.is_distributed else trainer
         is_chief = env.rank == 0
         history: list[dict] = []
         start_epoch = 0
-        data_digest = data_hash(cfg.data)
-        fingerprint = config_fingerprint(cfg, data_digest, found.identity if found is not None else None)
-        latest = store.latest() if cfg.resume else None
-        if latest is not None and store.fingerprint(latest) != fingerprint:
-            print(f"checkpoints in {store.folder} belong to a different configuration: starting afresh", flush=True)
-            store.clear()
-            latest = None
         if latest is not None:
             state = store.load(latest, net, states_from)
             stopper = EarlyStopping.from_dict(state["early_stopping"])
@@ -213,8 +218,9 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
                 bar = tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress, file=sys.stderr)
                 started = time.perf_counter()
                 for i, batch in enumerate(bar):
-                    trainer.set_learning_rate(lr_at(epoch * steps_per_epoch + i, total_steps, cfg.lr, warmup_steps,
-                                                    cfg.lr_schedule))
+                    lr = lr_at(epoch * steps_per_epoch + i, total_steps, cfg.lr, warmup_steps, cfg.lr_schedule)
+                    if not env.is_distributed:  # multi-host: StepSchedule computes it on the servers
+                        trainer.set_learning_rate(lr)
                     losses.append(task.train_batch(net, batch, trainer)["loss"])
                     bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
                 train_loss = float(np.mean(losses))
@@ -223,7 +229,7 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
                 if not np.isfinite(train_loss):
                     raise ConfigError(f"training diverged at epoch {epoch} (loss {train_loss}); lower lr (now {cfg.lr})")
                 metrics, _ = task.evaluate(net, val_loader, "val")
-                row = {"epoch": epoch, "train_loss": train_loss, "lr": trainer.learning_rate,
+                row = {"epoch": epoch, "train_loss": train_loss, "lr": lr,
                        "train_images_per_s": images_per_s, **metrics}
                 history.append(row)
                 for name in ("train_loss", "train_images_per_s", task.primary_metric, "val_loss"):

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -56,6 +58,7 @@ def config_from_args(argv: Optional[Sequence[str]], env: RunEnvironment) -> Trai
 def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     env = read_environment()
+    roles: list = []
     try:
         cfg = config_from_args(argv, env)
         # multi-host: this host's parameter-server roles, before mxnet creates the dist_sync kvstore
@@ -65,11 +68,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = train(cfg, env)
     except LensOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    finally:
-        stop_roles(locals().get("roles", []))
+        return _failed(env, roles, exc.exit_code)
+    except Exception:
+        if not env.is_distributed:
+            raise
+        traceback.print_exc()
+        return _failed(env, roles, 1)
+    stop_roles(roles)
     print(f"model: {result.model_dir}  epochs: {result.epochs_run}  run: {result.run_id}", flush=True)
     return 0
+
+
+def _failed(env: RunEnvironment, roles: list, code: int) -> int:
+    """A multi-host worker that failed never meets the others at the end-of-run barrier: its roles
+    are stopped at once and the process ends without running the kvstore's destructor (which would
+    wait for that barrier)."""
+    stop_roles(roles, failed=True)
+    if env.is_distributed:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

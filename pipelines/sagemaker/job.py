@@ -2,10 +2,11 @@
 
 The project's entry point (`training.train`, staged with the `training` package as source_dir, see
 `stage_source`) runs in AWS's MXNet 1.9 training container (`framework_version="1.9.0"`,
-`py_version="py38"`). With `instance_count >= 2` the estimator's parameter-server distribution is
-on (`distribution={"parameter_server": {"enabled": True}}`): the container's toolkit starts MXNet's
-scheduler and servers, and the entry point trains with `dist_sync` on its shard of the data
-(training.distributed starts them itself when a container has not).
+`py_version="py38"`). With `instance_count >= 2` every host runs the entry point, which starts
+MXNet's scheduler and servers itself from SM_HOSTS (training.distributed) and trains with
+`dist_sync` on its shard of the data. The SDK's `distribution={"parameter_server": ...}` option is
+left off: the toolkit would start those roles without the project's code on their path, and the
+servers must unpickle the optimizer's learning-rate schedule (training.dist_schedule).
 
 Why SDK v2: v3 (`sagemaker>=3`) removed the MXNet estimator, its parameter-server option and
 `sagemaker.workflow`; 2.243.2 is the newest v2 release whose requirements accept numpy 1.23.x,
@@ -70,15 +71,20 @@ def import_sagemaker(*modules: str):
     SAGEMAKER_USER_CONFIG_OVERRIDE is left alone. The SDK also calls logging.basicConfig(INFO) at import
     (of `modules` too, e.g. "sagemaker.workflow.pipeline"); the root logger is put back as it was."""
     if "SAGEMAKER_USER_CONFIG_OVERRIDE" not in os.environ:
-        config = Path(tempfile.gettempdir()) / "lensops-sagemaker-config.yaml"
-        config.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+        config = Path(tempfile.gettempdir()) / f"lensops-sagemaker-config-{os.getuid()}.yaml"
+        tmp = config.with_name(f"{config.name}.{os.getpid()}.tmp")
+        tmp.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
+        os.replace(tmp, config)
         os.environ["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(config)
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
     import importlib
 
-    import sagemaker
+    try:
+        import sagemaker
+    except ImportError:
+        raise SageMakerJobError("the SageMaker Python SDK is not installed: pip install 'lensops[sagemaker]'") from None
 
     for module in ("sagemaker.mxnet", *modules):  # submodules configure logging at import too
         importlib.import_module(module)
@@ -141,9 +147,15 @@ class SageMakerJobs:
     def __init__(self, region: Optional[str] = None):
         import boto3
 
+        from botocore.exceptions import BotoCoreError
+
         region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        self.boto = boto3.Session(region_name=region)
-        if self.boto.get_credentials() is None:
+        try:
+            self.boto = boto3.Session(region_name=region)
+            credentials = self.boto.get_credentials()
+        except BotoCoreError as exc:  # e.g. ProfileNotFound for a mistyped AWS_PROFILE
+            raise SageMakerJobError(f"AWS credentials: {exc}") from None
+        if credentials is None:
             raise SageMakerJobError("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
                                     "AWS_SECRET_ACCESS_KEY, or run where an instance role is available")
         self.region = region
@@ -159,8 +171,11 @@ class SageMakerJobs:
         try:
             return self.boto.client("iam").get_role(RoleName=name)["Role"]["Arn"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchEntity", "404"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchEntity", "404"):
                 raise SageMakerJobError(f"role '{role}' does not exist in this account (IAM)") from None
+            if role.startswith("arn:") and code in ("AccessDenied", "AccessDeniedException"):
+                return role  # not allowed to read IAM: the ARN as given (SageMaker checks it)
             raise SageMakerJobError(f"role '{role}': {exc}") from None
 
     def check_bucket(self, bucket: str) -> None:
@@ -194,13 +209,20 @@ class SageMakerJobs:
         digest = data_hash(folder)
         uri = f"s3://{request.bucket}/{request.prefix}/data/{name}-{digest[:12]}"
         if upload:
-            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-                self.s3.upload_file(str(path), request.bucket,
-                                    f"{request.prefix}/data/{name}-{digest[:12]}/{path.relative_to(folder).as_posix()}")
+            from boto3.exceptions import S3UploadFailedError
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            try:
+                for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                    key = f"{request.prefix}/data/{name}-{digest[:12]}/{path.relative_to(folder).as_posix()}"
+                    self.s3.upload_file(str(path), request.bucket, key)
+            except (S3UploadFailedError, BotoCoreError, ClientError) as exc:
+                raise SageMakerJobError(f"channel '{name}': uploading {folder} to {uri} failed: {exc}") from None
         return uri, digest
 
     # -- the job -----------------------------------------------------------------------------------
-    def estimator(self, request: JobRequest, role_arn: str, source_dir: str, tags: list[dict], session=None):
+    def estimator(self, request: JobRequest, role_arn: str, source_dir: str, tags: list[dict], session=None,
+                  job_name: Optional[str] = None):
         """The SDK's MXNet estimator for `request` (`session`: a PipelineSession inside a pipeline)."""
         sagemaker = import_sagemaker()
         MXNet = sagemaker.mxnet.MXNet
@@ -208,12 +230,12 @@ class SageMakerJobs:
         session = session or sagemaker.Session(boto_session=self.boto, default_bucket=request.bucket)
         checkpoint = request.checkpoint_s3_uri
         if request.spot and not checkpoint:
-            checkpoint = f"s3://{request.bucket}/{request.prefix}/checkpoints/{request.base_job_name}"
+            # one folder per job: SageMaker copies it in at every (re)start of that job only
+            checkpoint = f"s3://{request.bucket}/{request.prefix}/checkpoints/{job_name or request.base_job_name}"
         return MXNet(entry_point=ENTRY_POINT, source_dir=source_dir, role=role_arn,
                      framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION,
                      instance_count=request.instance_count, instance_type=request.instance_type,
                      hyperparameters=request.hyperparameters, metric_definitions=metric_definitions(),
-                     distribution={"parameter_server": {"enabled": True}} if request.instance_count > 1 else None,
                      use_spot_instances=request.spot, max_run=request.max_run,
                      max_wait=(request.max_wait or request.max_run * 2) if request.spot else None,
                      checkpoint_s3_uri=checkpoint,
@@ -249,12 +271,15 @@ class SageMakerJobs:
         with tempfile.TemporaryDirectory(prefix="lensops-source-") as tmp:
             source_dir = (f"s3://{request.bucket}/{request.prefix}/source/sourcedir.tar.gz" if dry_run
                           else str(stage_source(Path(tmp) / "source")))
-            estimator = self.estimator(request, role, source_dir, tags)
+            from sagemaker.utils import name_from_base
+
+            job_name = name_from_base(request.base_job_name)
+            estimator = self.estimator(request, role, source_dir, tags, job_name=job_name)
             try:
-                estimator.fit(inputs, wait=False, logs=False)
+                estimator.fit(inputs, wait=False, logs=False, job_name=job_name)
             except _DryRun:
                 pass
-            except Exception as exc:  # botocore ClientError from CreateTrainingJob, e.g. a quota
+            except Exception as exc:  # botocore ClientError from CreateTrainingJob (a quota), an S3 upload
                 raise SageMakerJobError(f"CreateTrainingJob refused: {exc}") from None
         return {"job_name": sent.get("TrainingJobName"), "request": sent}
 
@@ -266,11 +291,17 @@ class SageMakerJobs:
         description = self.describe(job_name)
         if description["TrainingJobStatus"] not in TERMINAL:
             session = sagemaker.Session(boto_session=self.boto)
-            if logs:
-                session.logs_for_job(job_name, wait=True, poll=poll)
-            else:
-                session.wait_for_job(job_name, poll=poll)
+            try:
+                if logs:
+                    session.logs_for_job(job_name, wait=True, poll=poll)
+                else:
+                    session.wait_for_job(job_name, poll=poll)
+            except Exception as exc:  # the SDK raises for a failed/stopped job; logs may be unreadable
+                log.info("waiting for %s ended with %s", job_name, type(exc).__name__)
             description = self.describe(job_name)
+            if description["TrainingJobStatus"] not in TERMINAL:
+                raise SageMakerJobError(f"training job '{job_name}' is still {description['TrainingJobStatus']}; "
+                                        f"follow it with: lensops sagemaker attach {job_name}")
         print(f"{job_name}: {description['TrainingJobStatus']}", flush=True)
         outcome(description)
         return description
@@ -289,18 +320,24 @@ class SageMakerJobs:
         if not uri:
             raise SageMakerJobError(f"training job '{description['TrainingJobName']}' has no model artifact")
         bucket, key = parse_s3_uri(uri, "ModelArtifacts")
-        out.mkdir(parents=True, exist_ok=True)
-        target = out / "model.tar.gz"
-        tmp = target.with_name(target.name + ".part")
         from botocore.exceptions import ClientError
 
         try:
-            self.s3.download_file(bucket, key, str(tmp))
+            self.s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            tmp.unlink(missing_ok=True)
             raise SageMakerJobError(f"training job '{description['TrainingJobName']}' completed but {uri} "
                                     f"cannot be read ({exc.response.get('Error', {}).get('Code')})") from None
-        os.replace(tmp, target)
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / "model.tar.gz"
+        tmp = target.with_name(target.name + ".part")
+        try:
+            self.s3.download_file(bucket, key, str(tmp))
+            os.replace(tmp, target)
+        except ClientError as exc:
+            raise SageMakerJobError(f"training job '{description['TrainingJobName']}': downloading {uri} failed "
+                                    f"({exc.response.get('Error', {}).get('Code')})") from None
+        finally:
+            tmp.unlink(missing_ok=True)
         return target
 
 

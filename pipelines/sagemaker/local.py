@@ -10,8 +10,10 @@ and on success leaves `model.tar.gz` (the contents of /opt/ml/model) and `output
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import shutil
 import socket
 import subprocess
@@ -19,6 +21,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Optional, Sequence
@@ -109,16 +112,22 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
     loopback = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_NODE_HOST": "127.0.0.1",
                 "DMLC_PS_ROOT_PORT": str(_free_port())} if instance_count > 1 else {}
     args = [x for k, v in hyperparameters.items() for x in (f"--{k}", v)]
-    procs = []
-    for host in hosts:
-        host_root = root / host if instance_count > 1 else root
-        env = {**os.environ, **build_tree(host_root, channels, hyperparameters, hosts, host), **loopback}
-        env["PYTHONPATH"] = str(host_root / "opt/ml/code")
-        if instance_count > 1:
-            env["SM_CHECKPOINT_DIR"] = str(root / "checkpoints")
-        procs.append(subprocess.Popen([sys.executable, ENTRY_POINT, *args],
-                                      cwd=host_root / "opt/ml/code", env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    procs: list[subprocess.Popen] = []
+    try:
+        for host in hosts:
+            host_root = root / host if instance_count > 1 else root
+            env = {**os.environ, **build_tree(host_root, channels, hyperparameters, hosts, host), **loopback}
+            env["PYTHONPATH"] = str(host_root / "opt/ml/code")
+            if instance_count > 1:
+                env["SM_CHECKPOINT_DIR"] = str(root / "checkpoints")
+            # a session of its own: the host's parameter-server roles go with it when it is stopped
+            procs.append(subprocess.Popen([sys.executable, ENTRY_POINT, *args],
+                                          cwd=host_root / "opt/ml/code", env=env, start_new_session=True,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    except BaseException:
+        _stop(procs)
+        shutil.rmtree(root, ignore_errors=True)
+        raise
     ml = (root / hosts[0] if instance_count > 1 else root) / "opt/ml"
     print(f"SageMaker local emulation: /opt/ml = {ml}" + (f" (hosts {', '.join(hosts)})" if instance_count > 1 else ""),
           flush=True)
@@ -127,7 +136,11 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
                for proc, tail, host in zip(procs, tails, hosts)]
     for reader in readers:
         reader.start()
-    codes = [proc.wait() for proc in procs]
+    try:
+        codes = _wait_all(procs)
+    except BaseException:  # Ctrl-C: no host outlives the job
+        _stop(procs)
+        raise
     for reader in readers:
         reader.join()
     failed = next(((host, code, tail) for host, code, tail in zip(hosts, codes, tails) if code != 0), None)
@@ -147,6 +160,33 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
     finally:
         if not keep and not failed:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_all(procs: list[subprocess.Popen]) -> list[int]:
+    """Exit codes of all hosts. When one fails the others are stopped, as SageMaker ends a job whose
+    host failed (the rest would wait in dist_sync for it forever)."""
+    while True:
+        codes = [proc.poll() for proc in procs]
+        if all(code is not None for code in codes):
+            return codes
+        if any(code not in (None, 0) for code in codes):
+            _stop([proc for proc, code in zip(procs, codes) if code is None])
+            return [proc.wait() for proc in procs]
+        time.sleep(0.2)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process's session (the host and its roles), SIGKILL after 10 s."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _relay(proc: subprocess.Popen, tail: deque, prefix: str) -> None:

@@ -7,6 +7,7 @@ Each fine-tune freezes the backbone, so its convolution weights must equal the s
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -311,3 +312,22 @@ def test_a_malformed_variant_is_one_config_error_naming_the_manifest(variants, n
     package = _package(tmp_path / "pkg", variants)
     with pytest.raises(ConfigError, match=rf"manifest.json is not a LensOps package manifest .*{named}"):
         resolve_init_from(str(package), tmp_path, tmp_path)
+
+
+def test_a_registered_archive_that_does_not_match_its_sha256_is_refused(sources, tmp_path, monkeypatch, capsys):
+    # given a version whose stored package archive was changed after registration
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)  # the sqlite store's artifacts go to ./mlartifacts
+    _env(monkeypatch, store)
+    manifest = json.loads(tarfile.open(sources.package_tar).extractfile("manifest.json").read())
+    from edge.package import Manifest
+
+    MlflowRegistryWriter(store).register(sources.package_tar, Manifest.model_validate(manifest),
+                                         hashlib.sha256(sources.package_tar.read_bytes()).hexdigest(), {})
+    stored = [p for p in tmp_path.rglob("package.lensops")]
+    assert len(stored) == 1, list(tmp_path.rglob("*"))
+    stored[0].write_bytes(stored[0].read_bytes() + b"tampered")
+    # when fine-tuning from it, then it is refused by name and nothing is trained
+    code, meta = _fine_tune(f"models:/{MODEL}/1", sources.data, tmp_path / "out")
+    assert code == 2 and meta == {}
+    assert "does not match its sha256 tag" in capsys.readouterr().err

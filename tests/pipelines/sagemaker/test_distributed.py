@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,42 @@ def test_an_unresolvable_host_is_named():
     stray = RunEnvironment(in_sagemaker=True, hosts=["algo-1", "algo-2"], current_host="algo-9")
     with pytest.raises(ConfigError, match="algo-9"):
         start_parameter_server(stray, {"DMLC_PS_ROOT_URI": "127.0.0.1"})
+
+
+def test_a_failing_multi_host_job_ends_and_leaves_no_role_running(tiny_cls, tmp_path, capfd):
+    import time
+
+    started = time.monotonic()
+    code = lensops_main(["sagemaker", "train", "--local", "--instance-count", "2", "--data", str(tiny_cls),
+                         "--out", str(tmp_path / "job"), "--task", "classification", "--network", "nope_net",
+                         "--epochs", "1", "--num-workers", "0", "--tracking", "none"])
+    out = capfd.readouterr()
+    assert code != 0 and "nope_net" in out.out + out.err
+    assert time.monotonic() - started < 120, "the hosts and their roles stop instead of waiting for each other"
+    assert not (tmp_path / "job" / "model.tar.gz").exists()
+    assert _role_processes() == [], "a scheduler or server was left running"
+
+
+def _role_processes() -> list[int]:
+    """PIDs of `python -c "import mxnet"` processes (parameter-server roles), from /proc."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args[1:3] == [b"-c", b"import mxnet"]:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_the_schedule_travels_to_the_servers_with_the_optimizer():
+    # the servers unpickle the optimizer inside `import mxnet`: the schedule must not need mxnet to load
+    import pickle
+
+    from training.dist_schedule import StepSchedule
+    from training.schedule import lr_at
+
+    schedule = pickle.loads(pickle.dumps(StepSchedule(100, 0.5, 10, "cosine", offset=20), 0))
+    assert "mxnet" not in type(schedule).__module__
+    assert [schedule(n) for n in (1, 2, 50)] == [lr_at(s, 100, 0.5, 10, "cosine") for s in (20, 21, 69)]

@@ -40,7 +40,7 @@ def test_dry_run_prints_the_request_and_sends_nothing(aws, tiny_cls, capsys):
     assert spec["TrainingImage"].endswith("/mxnet-training:1.9.0-cpu-py38")
     hps = {k: json.loads(v) for k, v in request["HyperParameters"].items()}
     assert hps["sagemaker_program"] == "lensops_train.py" and hps["epochs"] == "3"
-    assert hps["sagemaker_parameter_server_enabled"] is True
+    assert "sagemaker_parameter_server_enabled" not in hps  # the entry point brings the roles up itself
     assert request["ResourceConfig"]["InstanceCount"] == 2
     # metric definitions match the lines the training loop prints
     regexes = {m["Name"]: m["Regex"] for m in spec["MetricDefinitions"]}
