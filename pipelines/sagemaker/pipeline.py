@@ -22,6 +22,7 @@ Parameters: DataUri (s3:// data set root), Epochs, TrainInstanceType, Processing
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ STEP_REQUIREMENTS = REQUIREMENTS + ["onnx>=1.17,<1.19", "onnxruntime>=1.17", "on
 PATH_KEYS = {"data", "val_data", "model_dir", "checkpoint_dir", "metrics_file", "plots_dir", "init_from",
              "pretrained_cache", "tracking", "progress", "resume"}
 PROCESSING = "/opt/ml/processing"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,6 +76,16 @@ def training_section(params: Path, section: str) -> tuple[dict, dict]:
         raise SageMakerJobError(f"{params}: {exc}") from None
     except (KeyError, TypeError):
         raise SageMakerJobError(f"{params}: no section '{section}'") from None
+    if not isinstance(values, dict):
+        raise SageMakerJobError(f"{params}: section '{section}' is not a mapping of training keys")
+    try:
+        int(values.get("epochs", 0))
+    except (TypeError, ValueError):
+        raise SageMakerJobError(f"{params}: {section}.epochs: {values['epochs']!r} is not a whole number") from None
+    if values.get("init_from"):
+        # a local path means nothing inside SageMaker; the pipeline trains from scratch (or --pretrained)
+        log.warning("%s: %s.init_from (%s) is not passed to the pipeline's training step", params, section,
+                    values["init_from"])
     hyperparameters = {k: str(v) for k, v in values.items() if k not in PATH_KEYS and v is not None}
     return hyperparameters, values
 
@@ -177,12 +189,15 @@ def upsert(request: PipelineRequest, definition_out: Path, jobs: Optional[SageMa
     with tempfile.TemporaryDirectory(prefix="lensops-pipeline-") as tmp:
         source = stage_pipeline_source(Path(tmp) / "source", request.params, request)
         pipeline = build_pipeline(request, jobs, role_arn, source)
-        definition = pipeline.definition()
+        try:
+            definition = pipeline.definition()  # uploads the step sources to S3
+            response = pipeline.upsert(role_arn=role_arn)
+        except Exception as exc:  # botocore ClientError / S3UploadFailedError: one line naming the pipeline
+            raise SageMakerJobError(f"pipeline '{request.pipeline_name}': upsert failed: {exc}") from None
         definition_out.parent.mkdir(parents=True, exist_ok=True)
         tmp_out = definition_out.with_name(definition_out.name + ".tmp")
         tmp_out.write_text(json.dumps(json.loads(definition), indent=2, sort_keys=True))
         tmp_out.replace(definition_out)
-        response = pipeline.upsert(role_arn=role_arn)
     return {"arn": response["PipelineArn"], "definition": str(definition_out)}
 
 
