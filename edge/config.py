@@ -23,7 +23,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
+
+from typing_extensions import Annotated  # typing.Annotated is 3.9+ (the SageMaker pipeline steps run 3.8)
 from urllib.parse import urlsplit
 
 import yaml

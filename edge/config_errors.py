@@ -22,9 +22,9 @@ def describe(error: ValidationError) -> list[str]:
             lines.append(f"{where}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
                          + (f"; expected one of: {', '.join(allowed)}" if allowed else ""))
             continue
-        message = str(item["msg"]).removeprefix("Value error, ")
+        message = _strip_prefix(str(item["msg"]), "Value error, ")
         last = str(loc[-1]) if loc else ""
-        message = message.removeprefix(f"{last}: ") if last else message
+        message = _strip_prefix(message, f"{last}: ") if last else message
         if item["type"] not in ("missing", "union_tag_invalid", "union_tag_not_found") and "input" in item \
                 and not isinstance(item["input"], (dict, list)) and "value_error" not in item["type"]:
             message += f" (got {item['input']!r})"
@@ -66,3 +66,8 @@ def _model_in(annotation: Any, tags: list) -> Any:
         if tag is not None and typing.get_args(tag.annotation) and typing.get_args(tag.annotation)[0] in tags:
             return candidate
     return candidates[0] if candidates else None
+
+
+def _strip_prefix(text: str, prefix: str) -> str:
+    """str.removeprefix, which Python 3.8 (the SageMaker MXNet container the pipeline steps run in) lacks."""
+    return text[len(prefix):] if text.startswith(prefix) else text

@@ -6,7 +6,9 @@ params-retrain.yaml, out of `dvc repro`, and use params.yaml's `pipeline`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Callable, Literal, Optional, TypeVar
+from typing import Callable, Dict, Literal, Optional, TypeVar
+
+from typing_extensions import Annotated  # typing.Annotated is 3.9+: the SageMaker container runs 3.8
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
@@ -114,7 +116,7 @@ def _validated(validate: Callable[[object], T], value: object, path: Path, key: 
         raise ValueError(f"{path}: {field}: {err['msg']}") from None
 
 
-_MODELS = TypeAdapter(dict[str, ModelEntry])
+_MODELS = TypeAdapter(Dict[str, ModelEntry])  # typing.Dict: evaluated at run time, on Python 3.8 too
 
 
 def load_params(path: Path, models_path: Optional[Path] = None) -> Params:

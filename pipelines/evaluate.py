@@ -9,7 +9,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, List
 
 import cv2
 import numpy as np
@@ -18,7 +18,7 @@ from edge.package.codec import decode, preprocess
 from edge.package.manifest import InputSpec, OutputSpec
 from training.datasets.formats import load_dataset
 
-Run = Callable[[np.ndarray], list[np.ndarray]]
+Run = Callable[[np.ndarray], List[np.ndarray]]  # typing.List: evaluated at import, Python 3.8 too
 EVAL_SCORE_THRESHOLD = 0.01  # detections kept for mAP (the device threshold is higher)
 
 

@@ -273,7 +273,7 @@ def _from_package(package_dir: Path, ref: str, workdir: Path, tracking: str) -> 
         source = _from_local(_download(run_ref, tracking, workdir), run_ref, workdir, tracking)
     except ConfigError as exc:
         raise ConfigError(f"init_from: {ref}: {what} holds no trainable network: no mxnet variant (has {have}), "
-                          f"and its training run's model is not available ({str(exc).removeprefix('init_from: ')}); "
+                          f"and its training run's model is not available ({_strip_prefix(str(exc), 'init_from: ')}); "
                           f"{hint}") from None
     log.warning("init_from: %s has no mxnet variant; starting from its training run's model %s", what, run_ref)
     return SourceNetwork(source.weights, task, labels, network or source.network,
@@ -326,6 +326,11 @@ def extract_archive(archive: Path, workdir: Path, context: str) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         raise
     return target
+
+
+def _strip_prefix(text: str, prefix: str) -> str:
+    """str.removeprefix, which Python 3.8 (the SageMaker MXNet container) lacks."""
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 def _sha256(path: Path) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 import time
 from datetime import datetime, timezone
-from importlib import resources
+try:  # importlib.resources.files is Python 3.9+; the SageMaker pipeline steps run 3.8 (importlib_resources)
+    from importlib.resources import files as _package_files
+except ImportError:  # pragma: no cover - Python 3.8
+    from importlib_resources import files as _package_files
 from typing import Any, Optional, Union
 
 INFERENCE = "lensops.inference/1"
@@ -55,5 +58,5 @@ def load_schema(name: str) -> dict[str, Any]:
     stem = SCHEMA_FILES.get(name, name)
     if stem not in SCHEMA_FILES.values():
         raise ValueError(f"schema {name!r} is not among {sorted(SCHEMA_FILES)}")
-    text = resources.files("edge").joinpath("schemas", f"{stem}.schema.json").read_text(encoding="utf-8")
+    text = _package_files("edge").joinpath("schemas", f"{stem}.schema.json").read_text(encoding="utf-8")
     return json.loads(text)

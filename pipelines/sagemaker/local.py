@@ -107,7 +107,7 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
         print(f"error: --instance-count must be at least 1, got {instance_count}", file=sys.stderr)
         return 2
     root = Path(tempfile.mkdtemp(prefix="lensops-sm-"))
-    channels = {"train": Path(data)} | ({"validation": Path(validation)} if validation else {})
+    channels = {"train": Path(data), **({"validation": Path(validation)} if validation else {})}
     hosts = [f"algo-{i + 1}" for i in range(instance_count)]
     loopback = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_NODE_HOST": "127.0.0.1",
                 "DMLC_PS_ROOT_PORT": str(_free_port())} if instance_count > 1 else {}

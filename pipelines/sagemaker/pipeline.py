@@ -37,7 +37,11 @@ STEP_ENTRY = "lensops_pipeline_step.py"
 # the pipeline steps run evaluate / optimize / package / register / promote: the [pipeline] extra's needs
 STEP_REQUIREMENTS = REQUIREMENTS + ["onnx>=1.17,<1.19", "onnxruntime>=1.17", "onnxscript", "ml_dtypes", "sympy",
                                     "mlflow-skinny>=2.10", "boto3", "paho-mqtt>=2.0", "cryptography>=41",
-                                    "jsonschema>=4"]
+                                    "jsonschema>=4",
+                                    # the container is Python 3.8: pydantic evaluates list[...] / dict[...]
+                                    # annotations with this backport; importlib.resources.files is 3.9+
+                                    "eval_type_backport; python_version < '3.10'",
+                                    "importlib_resources; python_version < '3.9'"]
 PATH_KEYS = {"data", "val_data", "model_dir", "checkpoint_dir", "metrics_file", "plots_dir", "init_from",
              "pretrained_cache", "tracking", "progress", "resume"}
 PROCESSING = "/opt/ml/processing"
