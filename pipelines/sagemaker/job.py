@@ -165,11 +165,13 @@ class SageMakerJobs:
     # -- checks before anything is sent ------------------------------------------------------
     def role_arn(self, role: str) -> str:
         """A role name or ARN -> the ARN; SageMakerJobError naming it when IAM does not know it."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         name = role.rsplit("/", 1)[-1]
         try:
             return self.boto.client("iam").get_role(RoleName=name)["Role"]["Arn"]
+        except BotoCoreError as exc:  # no connection, no region, ...
+            raise SageMakerJobError(f"role '{role}': IAM not reachable ({exc})") from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code in ("NoSuchEntity", "404"):
@@ -179,10 +181,12 @@ class SageMakerJobs:
             raise SageMakerJobError(f"role '{role}': {exc}") from None
 
     def check_bucket(self, bucket: str) -> None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.s3.head_bucket(Bucket=bucket)
+        except BotoCoreError as exc:
+            raise SageMakerJobError(f"bucket '{bucket}': S3 not reachable ({exc})") from None
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             reason = "does not exist" if code in ("404", "NoSuchBucket") else f"is not accessible ({code})"
@@ -307,10 +311,12 @@ class SageMakerJobs:
         return description
 
     def describe(self, job_name: str) -> dict:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.describe_training_job(TrainingJobName=job_name)
+        except BotoCoreError as exc:
+            raise SageMakerJobError(f"training job '{job_name}': SageMaker not reachable ({exc})") from None
         except ClientError as exc:
             raise SageMakerJobError(f"training job '{job_name}': {exc.response.get('Error', {}).get('Message', exc)}") from None
 
