@@ -8,6 +8,7 @@ import pytest
 
 from edge.mqtt import Publisher, load_schema
 from tests.edge.mqtt.helpers import config, first_occurrences, inference
+from tests.edge.runner_setup import wait_until
 
 DEVICE, SOURCE = "cam-01", "door"
 INFERENCE_TOPIC = f"lensops/{DEVICE}/{SOURCE}/inference"
@@ -94,7 +95,9 @@ def test_the_bound_drops_the_oldest_while_offline_and_counts_them(mosquitto, col
         publisher.publish_inference(SOURCE, inference())
     stats = publisher.stats()
     assert (stats.connected, stats.outbox_depth, stats.dropped) == (False, 20, 30), stats
-    assert stats.last_error and "cannot reach broker" in stats.last_error, stats
+    # the network thread records the refused connection when it has tried (it may not have yet)
+    failed = wait_until(lambda: publisher.stats().last_error, 10)
+    assert failed and "cannot reach broker" in failed, publisher.stats()
     # then once the broker is back, the newest 20 arrive in order
     mosquitto.start()
     collector = collectors(mosquitto.port, [INFERENCE_TOPIC])
