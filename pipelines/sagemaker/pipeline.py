@@ -74,14 +74,9 @@ class PipelineRequest:
 def training_section(params: Path, section: str) -> tuple[dict, dict]:
     """(hyperparameters, the section) from a params.yaml training section: paths and local-only keys
     are left out (SageMaker gives the channels and /opt/ml folders)."""
-    try:
-        values = (yaml.safe_load(Path(params).read_text()) or {})[section]
-    except (OSError, yaml.YAMLError) as exc:
-        raise SageMakerJobError(f"{params}: {exc}") from None
-    except (KeyError, TypeError):
-        raise SageMakerJobError(f"{params}: no section '{section}'") from None
-    if not isinstance(values, dict):
-        raise SageMakerJobError(f"{params}: section '{section}' is not a mapping of training keys")
+    from training.config import load_section
+
+    values = load_section(Path(params), section)  # ConfigError naming the file and section
     try:
         int(values.get("epochs", 0))
     except (TypeError, ValueError):

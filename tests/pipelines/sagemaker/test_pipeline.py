@@ -95,12 +95,12 @@ def test_bad_upsert_input_is_named(aws, tiny_cls, tmp_path, monkeypatch, capsys)
     _params(tmp_path, tiny_cls)
     base = ["sagemaker", "pipeline", "upsert", "--role", ROLE, "--bucket", BUCKET]
     assert lensops_main([*base, "--section", "train_nothing"]) == 2
-    assert "no section 'train_nothing'" in capsys.readouterr().err
+    assert "missing params key 'train_nothing'" in capsys.readouterr().err
     assert lensops_main([*base, "--section", "train_classifier", "--data-uri", "s3:/x"]) == 2
     assert "--data-uri: 's3:/x' is not an S3 URI" in capsys.readouterr().err
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train_empty": None, "train_words": {"epochs": "many"}}))
     assert lensops_main([*base, "--section", "train_empty"]) == 2
-    assert "section 'train_empty' is not a mapping" in capsys.readouterr().err
+    assert "params key 'train_empty' must be a mapping" in capsys.readouterr().err
     assert lensops_main([*base, "--section", "train_words"]) == 2
     assert "train_words.epochs: 'many' is not a whole number" in capsys.readouterr().err
     assert lensops_main(["sagemaker", "pipeline", "start", "lensops-none"]) == 2
