@@ -17,9 +17,15 @@ unit tests. Examples:
 
   python -m benchmarks.recipe --seeds 0,1,2                       # the demo classifier as make demo trains it
   python -m benchmarks.recipe --seeds 0,1,2 --set lr=0.2 --set epochs=15
-  python -m benchmarks.recipe --section train_detector --seeds 0  # needs models/classifier (init_from)
+  python -m benchmarks.recipe --section train_detector --seeds 0,1,2   # make demo's three trainings per seed
 
-The data set named by the section must exist (`dvc repro prepare_classification`, or `make demo`).
+A section whose `init_from` is the `model_dir` of another section of the params file (the demo's
+curriculum: train_silhouettes -> train_classifier -> train_detector) is trained after that section,
+with the same seed, as `dvc repro` would; one table per section. `--no-chain` starts from `init_from`
+as it is. `--set` changes the named section only.
+
+The data sets the sections name must exist (`dvc repro prepare_silhouettes prepare_classification
+prepare_detection`, or `make demo`).
 """
 from __future__ import annotations
 
@@ -53,6 +59,36 @@ def parse_overrides(items: Sequence[str]) -> dict:
             raise SystemExit(f"error: --set expects key=value, got '{item}'")
         values[key.strip()] = yaml.safe_load(raw)
     return values
+
+
+def resolve(section: dict) -> dict:
+    """The section with its data and local init_from made absolute (relative to the project root)."""
+    section = dict(section)
+    if "data" in section and not Path(section["data"]).is_absolute():
+        section["data"] = str(ROOT / section["data"])
+    init_from = section.get("init_from")
+    if init_from and not str(init_from).startswith(("models:/", "runs:/")) and not Path(init_from).is_absolute():
+        section["init_from"] = str(ROOT / init_from)
+    return section
+
+
+def chain(params: dict, name: str) -> list[str]:
+    """Section names from the first one trained to `name`, following init_from to another section's model_dir.
+
+    Raises LensOpsError on a cycle.
+    """
+    from training.errors import LensOpsError
+
+    by_dir = {str(ROOT / v["model_dir"]): k for k, v in params.items() if isinstance(v, dict) and "model_dir" in v}
+    names = [name]
+    while True:
+        source = resolve(params.get(names[0]) or {}).get("init_from")
+        before = by_dir.get(str(source)) if source else None
+        if before is None:
+            return names
+        if before in names:
+            raise LensOpsError(f"init_from of section '{names[0]}' loops back to section '{before}'")
+        names.insert(0, before)
 
 
 def run_seed(section: dict, seed: int, workdir: Path) -> dict:
@@ -117,7 +153,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the section (repeatable), e.g. --set lr=0.2")
-    parser.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
+    parser.add_argument("--no-chain", dest="chain", action="store_false",
+                        help="do not train the sections init_from names first; start from init_from as it is")
+    parser.add_argument("--out", type=Path, default=None, help="write the tables as JSON here")
     args = parser.parse_args(argv)
 
     import logging
@@ -135,41 +173,54 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"error: --seeds takes whole numbers separated by commas, got '{args.seeds}'", file=sys.stderr)
         return 2
     try:
-        section = {**load_section(args.params, args.section), **parse_overrides(args.overrides)}
-        missing = [key for key in ("task", "data") if key not in section]
-        if missing:
-            raise LensOpsError(f"{args.params}: section '{args.section}' has no {', '.join(repr(k) for k in missing)}")
-        data = Path(section["data"])
-        if not data.is_absolute():
-            section["data"] = data = ROOT / data
-        init_from = section.get("init_from")
-        if init_from and not str(init_from).startswith(("models:/", "runs:/")) and not Path(init_from).is_absolute():
-            section["init_from"] = str(ROOT / init_from)
-        index = load_dataset(data, section["task"], section.get("data_format", "auto"))
+        sections = {args.section: {**load_section(args.params, args.section), **parse_overrides(args.overrides)}}
+        if args.chain:
+            params = yaml.safe_load(args.params.read_text()) or {}
+            params[args.section] = sections[args.section]
+            sections = {name: sections.get(name) or load_section(args.params, name)
+                        for name in chain(params, args.section)}
+        indexes = {}
+        for name, section in sections.items():
+            missing = [key for key in ("task", "data") if key not in section]
+            if missing:
+                raise LensOpsError(f"{args.params}: section '{name}' has no {', '.join(repr(k) for k in missing)}")
+            sections[name] = section = resolve(section)
+            indexes[name] = load_dataset(Path(section["data"]), section["task"], section.get("data_format", "auto"))
     except LensOpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    bar = chance_bar(len(index.classes), len(index.split("val"))) if section["task"] == "classification" else 0.05
-    figure = "accuracy" if section["task"] == "classification" else "VOC mAP@0.5"
-    rows = []
+    rows: dict[str, list] = {name: [] for name in sections}
     with tempfile.TemporaryDirectory(prefix="lensops-recipe-") as tmp:
         for seed in seeds:
-            try:
-                row = run_seed(section, seed, Path(tmp))
-            except LensOpsError as exc:  # bad config (unknown network, bad value): one line naming it
-                print(f"error: seed {seed}: {exc}", file=sys.stderr)
-                return 2
-            rows.append(row)
-            print(f"seed {seed}: done in {row['minutes']:.1f} min", file=sys.stderr, flush=True)
-    table = summarise(section["task"], rows, bar)
-    changed = ", ".join(f"{k}={v}" for k, v in parse_overrides(args.overrides).items()) or "as in the params file"
-    print_table(f"{args.section} ({changed})", table, bar, figure)
+            before = None
+            for name, section in sections.items():
+                workdir = Path(tmp, name)
+                if before is not None:
+                    section = {**section, "init_from": str(Path(tmp, before, f"model-{seed}"))}
+                try:
+                    row = run_seed(section, seed, workdir)
+                except LensOpsError as exc:  # bad config (unknown network, bad value): one line naming it
+                    print(f"error: seed {seed}, section {name}: {exc}", file=sys.stderr)
+                    return 2
+                rows[name].append(row)
+                before = name
+                print(f"seed {seed}, {name}: done in {row['minutes']:.1f} min", file=sys.stderr, flush=True)
+    report = {"overrides": args.overrides, "sections": {}}
+    for name, section in sections.items():
+        index = indexes[name]
+        bar = chance_bar(len(index.classes), len(index.split("val"))) if section["task"] == "classification" else 0.05
+        figure = "accuracy" if section["task"] == "classification" else "VOC mAP@0.5"
+        table = summarise(section["task"], rows[name], bar)
+        changed = (", ".join(f"{k}={v}" for k, v in parse_overrides(args.overrides).items())
+                   if name == args.section else "") or "as in the params file"
+        print_table(f"{name} ({changed})", table, bar, figure)
+        report["sections"][name] = {"chance_bar": bar, "rows": table,
+                                    "curves": {r["seed"]: r["curves"] for r in rows[name]}}
     if args.out:
         from training.checkpoints import write_atomically
 
-        report = json.dumps({"section": args.section, "overrides": args.overrides, "chance_bar": bar,
-                             "rows": table, "curves": {r["seed"]: r["curves"] for r in rows}}, indent=2)
-        write_atomically(args.out, lambda tmp: Path(tmp).write_text(report))
+        text = json.dumps(report, indent=2)
+        write_atomically(args.out, lambda tmp: Path(tmp).write_text(text))
     return 0
 
 

@@ -12,8 +12,9 @@ from typing import Optional, Sequence
 def _data_synth(args: argparse.Namespace) -> int:
     from training.datasets import synth, video
 
-    if args.task == "classification":
-        synth.synth_classification(args.out, args.n, args.seed, size=args.size or 64)
+    if args.task in ("classification", "silhouettes"):
+        synth.synth_classification(args.out, args.n, args.seed, size=args.size or 64,
+                                   silhouettes=args.task == "silhouettes")
     elif args.task == "detection":
         synth.synth_detection(args.out, args.n, args.seed, size=args.size or 160)
     else:
@@ -196,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="demo data and data set checks").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="generate deterministic demo data")
-    synth.add_argument("--task", choices=["classification", "detection", "video"], required=True)
+    synth.add_argument("--task", choices=["classification", "silhouettes", "detection", "video"], required=True,
+                       help="silhouettes: classification data of white shapes on black, centred "
+                            "(the demo classifier's first lesson)")
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--n", type=int, required=True, help="images (or video frames)")
     synth.add_argument("--seed", type=int, default=0)

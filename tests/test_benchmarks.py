@@ -128,3 +128,17 @@ def test_recipe_names_bad_seeds_and_a_section_without_data(tmp_path, capsys):
     assert main(["--params", str(params), "--seeds", "0"]) == 2
     err = capsys.readouterr().err
     assert "'data'" in err and "train_classifier" in err, err
+
+
+def test_recipe_chain_follows_init_from_to_the_section_that_trains_it_and_names_a_loop():
+    from benchmarks.recipe import chain
+    from training.errors import LensOpsError
+
+    params = {"first": {"model_dir": "models/a"}, "second": {"model_dir": "models/b", "init_from": "models/a"},
+              "third": {"model_dir": "models/c", "init_from": "models/b"},
+              "outside": {"model_dir": "models/d", "init_from": "/elsewhere/model"}}
+    assert chain(params, "third") == ["first", "second", "third"]
+    assert chain(params, "outside") == ["outside"], "an init_from no section trains starts the chain"
+    params["first"]["init_from"] = "models/c"
+    with pytest.raises(LensOpsError, match="'first' loops back to section 'third'"):
+        chain(params, "third")

@@ -49,7 +49,7 @@ SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 AREA_RANGE = (0.08, 0.50)  # object box area / frame area
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
 LABEL_MIN_VISIBLE = 0.4  # detection stills label an object with at least this share of its area in view
-_STREAM_CLS, _STREAM_DET = 1, 2  # keep the generators independent (the video's is 3: datasets.video)
+_STREAM_CLS, _STREAM_DET, _STREAM_SIL = 1, 2, 4  # independent generators (the video's is 3: datasets.video)
 
 
 def _io_min(a: tuple, b: tuple) -> float:
@@ -210,16 +210,31 @@ def _digits(n: int) -> int:
     return max(5, len(str(n - 1)))
 
 
-def synth_classification(out: Path, n: int, seed: int, size: int = 64) -> DatasetIndex:
+def _render_silhouette(rng: np.random.Generator, size: int, label: int) -> np.ndarray:
+    """One white shape on black, centred, randomly rotated: the curriculum's first lesson."""
+    frac = rng.uniform(*AREA_RANGE)
+    pts = pose(unit_shape(label, rng), frac * size * size, np.exp(rng.uniform(-0.08, 0.08)),
+               rng.uniform(0, 2 * np.pi)) + size / 2
+    mask = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    return cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR)
+
+
+def synth_classification(out: Path, n: int, seed: int, size: int = 64,
+                         silhouettes: bool = False) -> DatasetIndex:
     """Write an ImageFolder `out/{train,val,test}/<class>/<NNNNN>.jpg` plus `out/labels.txt`.
 
     Classes are balanced and split 70/15/15 per class, so every class is in every split.
+    With `silhouettes` every image is one white shape on black, centred (same classes, sizes and
+    rotations, none of the scenes' nuisances): the first lesson of the demo classifier's
+    curriculum (docs/training-from-scratch.md explains why a network from scratch needs it).
     """
     if n < 3 * len(CLASSES):
         raise ConfigError(f"n={n} is too small: synth_classification needs n >= {3 * len(CLASSES)} "
                           "so that every class is in every split")
     out = Path(out)
-    layout = np.random.default_rng([seed, _STREAM_CLS])
+    stream = _STREAM_SIL if silhouettes else _STREAM_CLS
+    layout = np.random.default_rng([seed, stream])
     labels = layout.permutation(np.arange(n) % len(CLASSES))
     split_of = np.empty(n, dtype=object)
     for label in range(len(CLASSES)):
@@ -231,8 +246,11 @@ def synth_classification(out: Path, n: int, seed: int, size: int = 64) -> Datase
             for name in CLASSES:
                 (tmp / split / name).mkdir(parents=True)
         for i in range(n):
-            rng = np.random.default_rng([seed, _STREAM_CLS, i + 1])
-            img, _, _ = _render_still(rng, size, size, [int(labels[i])], _CLASSIFICATION_STYLE)
+            rng = np.random.default_rng([seed, stream, i + 1])
+            if silhouettes:
+                img = _render_silhouette(rng, size, int(labels[i]))
+            else:
+                img, _, _ = _render_still(rng, size, size, [int(labels[i])], _CLASSIFICATION_STYLE)
             rel = Path(split_of[i], CLASSES[labels[i]], f"{i:0{digits}d}.jpg")
             _write_jpeg(tmp / rel, img)
             relpaths.append(rel)

@@ -18,7 +18,7 @@ VIDEO_GT_SCHEMA = "lensops.video-gt/1"
 _VIDEO_AREA_MAX = 0.3  # so that bouncing objects fit in the frame
 VIDEO_LISTED_VISIBLE = 0.3  # the ground truth lists objects with at least this share in view ...
 VIDEO_REQUIRED_VISIBLE = 0.5  # ... and marks those below this share `difficult` (optional, as in VOC)
-_STREAM_VIDEO = 3  # the stills use streams 1 and 2 (datasets.synth): independent generators
+_STREAM_VIDEO = 3  # the stills use streams 1, 2 and 4 (datasets.synth): independent generators
 
 
 @dataclass

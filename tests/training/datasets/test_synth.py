@@ -109,3 +109,22 @@ def test_too_few_images_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="n=4"):
         synth_classification(tmp_path / "cls", n=4, seed=0)
     assert not (tmp_path / "cls").exists(), "nothing is written on error"
+
+
+def test_silhouettes_are_one_centred_white_shape_on_black_in_a_balanced_image_folder(tmp_path):
+    # given the curriculum's first lesson, twice with one seed
+    index = synth_classification(tmp_path / "a", n=20, seed=0, silhouettes=True)
+    synth_classification(tmp_path / "b", n=20, seed=0, silhouettes=True)
+    # then it is the same bytes, laid out like the scenes
+    assert _files(tmp_path / "a") == _files(tmp_path / "b"), "same seed wrote different silhouettes"
+    assert {s: len(index.split(s)) for s in SPLITS} == {"train": 10, "val": 5, "test": 5}
+    for record in index.split("train"):
+        img = cv2.imread(str(record.path)).astype(int)
+        # grey: white on black, one shape whose box is centred
+        assert np.abs(img - img.mean(axis=2, keepdims=True)).max() <= 8, f"{record.path} is not grey"
+        on = img[:, :, 0] >= 128
+        assert img[:, :, 0][~on].mean() < 20 and img[:, :, 0][on].mean() > 230, f"{record.path}: not white on black"
+        rows, cols = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
+        centre = ((cols[0] + cols[-1] + 1) / 2, (rows[0] + rows[-1] + 1) / 2)
+        assert np.allclose(centre, (32, 32), atol=1.5), f"{record.path}: box centre {centre} is not the frame's"
+        assert 0.08 * 64 * 64 * 0.8 <= (cols[-1] - cols[0] + 1) * (rows[-1] - rows[0] + 1) <= 0.5 * 64 * 64 * 1.2
