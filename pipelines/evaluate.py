@@ -64,7 +64,11 @@ def predict(run: Run, split: Split, input_spec: InputSpec, output_spec: OutputSp
 
 
 def score(split: Split, predictions: list[list[dict]]) -> dict[str, float]:
-    """accuracy (classification) or VOC07 mAP@0.5 + per-class AP (detection)."""
+    """accuracy (classification) or VOC07 mAP@0.5 + per-class AP (detection).
+
+    Difficult objects (VOC difficult, COCO crowd: DetectionRecord.difficult) are ignored, as the
+    VOC devkit does: finding one is not a true positive, missing one is not a miss.
+    """
     if split.task == "classification":
         hits = [bool(p) and p[0]["label"] == split.classes[r.label] for r, p in zip(split.records, predictions)]
         return {"accuracy": float(np.mean(hits))}
@@ -78,7 +82,8 @@ def score(split: Split, predictions: list[list[dict]]) -> dict[str, float]:
         ids = np.array([index[p["label"]] for p in preds], np.float32).reshape(-1, 1)
         scores = np.array([p["score"] for p in preds], np.float32).reshape(-1, 1)
         metric.update(boxes[None], ids[None], scores[None], record.boxes[None].astype(np.float32),
-                      record.labels[None, :, None].astype(np.float32))
+                      record.labels[None, :, None].astype(np.float32),
+                      record.difficult[None, :, None].astype(np.float32))
     names, values = metric.get()
     result = {"map": float(values[-1])}
     result.update({f"ap_{n}": float(v) for n, v in zip(names[:-1], values[:-1])})

@@ -29,13 +29,14 @@ class DetectionTask:
 
     def encode(self, net, label: mx.nd.NDArray) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
         """Anchor targets per image from its real boxes only: a padding row (-1) would be matched
-        to some anchor by the bipartite matcher and encode to log(0)."""
+        to some anchor by the bipartite matcher and encode to log(0). Difficult objects (label
+        column 5) are not targets, as in the VOC devkit's training sets without difficult objects."""
         anchors = self._anchors(net)
         n = anchors.shape[1]
         cls_all, box_all = [], []
         with autograd.pause():
             for rows in label.asnumpy():
-                rows = rows[rows[:, 4] >= 0]
+                rows = rows[(rows[:, 4] >= 0) & (rows[:, 5] <= 0)]
                 if not len(rows):
                     cls_all.append(mx.nd.zeros((1, n)))
                     box_all.append(mx.nd.zeros((1, n, 4)))
@@ -70,7 +71,8 @@ class DetectionTask:
             ids, scores, boxes = net(data)
             gt_boxes = label.slice_axis(axis=-1, begin=0, end=4)
             gt_ids = label.slice_axis(axis=-1, begin=4, end=5)
-            metric.update(boxes, ids, scores, gt_boxes, gt_ids)
+            gt_difficult = label.slice_axis(axis=-1, begin=5, end=6)
+            metric.update(boxes, ids, scores, gt_boxes, gt_ids, gt_difficult)
         net._clear_cached_op()
         names, values = metric.get()
         per_class = {n: float(v) for n, v in zip(names[:-1], values[:-1])}

@@ -74,8 +74,8 @@ class ClassificationSamples(_Samples):
 
 
 class DetectionSamples(_Samples):
-    """Yields (image CHW, label (max_objects, 5)) with label rows [x0, y0, x1, y1, class] in
-    network-input pixels, padded with -1."""
+    """Yields (image CHW, label (max_objects, 6)) with label rows [x0, y0, x1, y1, class, difficult]
+    in network-input pixels, padded with -1 (difficult: 1 for VOC difficult / COCO crowd objects)."""
 
     def __init__(self, records: Sequence[DetectionRecord], size: int, train: bool, seed: int, max_objects: int):
         super().__init__(records, size, train, seed)
@@ -83,16 +83,17 @@ class DetectionSamples(_Samples):
 
     def __getitem__(self, key):
         record, image, rng = self._load(key)
-        boxes, labels = record.boxes.astype(np.float32), record.labels.astype(np.float32)
+        boxes = record.boxes.astype(np.float32)
+        per_object = np.stack([record.labels, record.difficult], 1).astype(np.float32).reshape(-1, 2)
         if self.train:
-            image, boxes, labels = augment_detection(image, boxes, labels, rng)
+            image, boxes, per_object = augment_detection(image, boxes, per_object, rng)
         boxes = scale_boxes(boxes, image.shape[:2], self.size)
         keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
-        boxes, labels = boxes[keep], labels[keep]  # a crop may leave slivers: their box targets are inf
-        label = np.full((self.max_objects, 5), -1.0, dtype=np.float32)
+        boxes, per_object = boxes[keep], per_object[keep]  # a crop may leave slivers: their box targets are inf
+        label = np.full((self.max_objects, 6), -1.0, dtype=np.float32)
         n = min(len(boxes), self.max_objects)
         label[:n, :4] = boxes[:n]
-        label[:n, 4] = labels[:n]
+        label[:n, 4:] = per_object[:n]
         return to_tensor(resize(image, self.size)), label
 
 

@@ -78,7 +78,11 @@ def augment_classification(image: np.ndarray, rng: np.random.Generator, size: in
 
 def augment_detection(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SSD-style: colour jitter, zoom-out (expand), crop keeping box centres, horizontal flip."""
+    """SSD-style: colour jitter, zoom-out (expand), crop keeping box centres, horizontal flip.
+
+    `labels` ((N,) or (N, k): per-object values such as class and difficult) keep their boxes' order
+    and are dropped with them by the crop.
+    """
     image = colour_jitter(image, rng)
     h, w = image.shape[:2]
     boxes = boxes.astype(np.float32).copy()

@@ -7,7 +7,8 @@ check.check_dataset reports it, then fails or skips by policy.
 
 Boxes are pixel [x_min, y_min, x_max, y_max] in continuous coordinates (the right edge of
 pixel column 9 is 10). VOC xml is 1-based inclusive, so x_min = xmin - 1 and x_max = xmax;
-COCO [x, y, w, h] gives [x, y, x + w, y + h]. VOC objects marked difficult are kept.
+COCO [x, y, w, h] gives [x, y, x + w, y + h]. VOC objects marked difficult and COCO crowd regions
+(iscrowd) are kept with DetectionRecord.difficult set: the metric ignores them, training skips them.
 read_voc and voc_xml are the one VOC reader and writer (synth, review and capture import use them).
 """
 from __future__ import annotations
@@ -231,7 +232,8 @@ def load_voc(root: Path) -> DatasetIndex:
             records.append(DetectionRecord(
                 _voc_image(root / "JPEGImages", image_id, annotation.filename), annotation.width, annotation.height,
                 np.array([o.box for o in objects], np.float32).reshape(-1, 4),
-                np.array([label_of[o.name] for o in objects], np.int32)))
+                np.array([label_of[o.name] for o in objects], np.int32),
+                np.array([o.difficult for o in objects], bool)))
         splits[split] = records
     return DatasetIndex("detection", root, list(classes), splits, issues)
 
@@ -274,16 +276,15 @@ def _coco_records(root: Path, split: str, path: Path, data: dict, label_of: dict
     for img in sorted(data["images"], key=lambda i: str(i.get("id"))):
         try:
             file_name, width, height = str(img["file_name"]), int(img["width"]), int(img["height"])
-            boxes, labels, unknown = [], [], set()
+            boxes, labels, crowd, unknown = [], [], [], set()
             for ann in by_image.get(img["id"], []):
-                if ann.get("iscrowd", 0):
-                    continue  # crowd regions are not single objects; detectors do not train on them
                 x, y, w, h = (float(v) for v in ann["bbox"])
                 if ann.get("category_id") not in label_of:
                     unknown.add(ann.get("category_id"))
                     continue
                 boxes.append([x, y, x + w, y + h])
                 labels.append(label_of[ann["category_id"]])
+                crowd.append(bool(ann.get("iscrowd", 0)))  # an ignore region, like VOC's difficult
         except (KeyError, TypeError, ValueError) as exc:
             bad = f"image {img.get('id')!r}: bad field {exc}"
             issues.append(DatasetIssue("malformed annotation", path, bad, split))
@@ -293,8 +294,8 @@ def _coco_records(root: Path, split: str, path: Path, data: dict, label_of: dict
             issues += [DatasetIssue("unknown label", image, f"category id {c} is not among the categories of "
                                     f"{path.name}", split) for c in sorted(unknown, key=str)]
             continue
-        records.append(DetectionRecord(image, width, height,
-                                       np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32)))
+        records.append(DetectionRecord(image, width, height, np.array(boxes, np.float32).reshape(-1, 4),
+                                       np.array(labels, np.int32), np.array(crowd, bool)))
     return records, issues
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, Optional, Union
 
 import numpy as np
 
@@ -21,13 +21,28 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class DetectionRecord:
-    """One detection sample. Boxes are pixel [x_min, y_min, x_max, y_max] in the original image."""
+    """One detection sample. Boxes are pixel [x_min, y_min, x_max, y_max] in the original image.
+
+    `difficult` (bool (N,), all False when not given) marks objects a detector may or may not find:
+    Pascal VOC's `<difficult>1</difficult>` and COCO's `iscrowd` regions. The VOC mAP ignores them
+    (a detection matching one is neither a true nor a false positive; Everingham et al., "The
+    PASCAL Visual Object Classes (VOC) Challenge", IJCV 2010, section 4.2) and training does not
+    use them as targets.
+    """
 
     path: Path
     width: int
     height: int
     boxes: np.ndarray  # float32 (N, 4)
     labels: np.ndarray  # int32 (N,)
+    difficult: Optional[np.ndarray] = None  # bool (N,); None means none is
+
+    def __post_init__(self):
+        flags = np.zeros(len(self.labels), bool) if self.difficult is None else np.asarray(self.difficult, bool)
+        if flags.shape != (len(self.labels),):
+            raise ValueError(f"{self.path}: {flags.shape[0] if flags.ndim else 0} difficult flags "
+                             f"for {len(self.labels)} objects")
+        object.__setattr__(self, "difficult", flags)
 
 
 Record = Union[ImageRecord, DetectionRecord]

@@ -103,8 +103,10 @@ def test_coco_reader_reads_a_hand_written_file(tmp_path):
     assert index.classes == ["circle", "square"], f"classes must follow category ids: {index.classes}"
     a, b = index.split("train")
     assert a.path == tmp_path / "images" / "a.jpg" and (a.width, a.height) == (50, 40), f"{a.path} {a.width}"
-    np.testing.assert_allclose(a.boxes, [[10, 5, 30, 15], [0, 0, 5.5, 4]], err_msg="[x,y,w,h] -> corners")
-    assert a.labels.tolist() == [1, 0], f"labels {a.labels} (crowd annotation must be left out)"
+    np.testing.assert_allclose(a.boxes, [[10, 5, 30, 15], [0, 0, 5.5, 4], [0, 0, 50, 40]],
+                               err_msg="[x,y,w,h] -> corners")
+    assert a.labels.tolist() == [1, 0, 0], f"labels {a.labels}"
+    assert a.difficult.tolist() == [False, False, True], f"a crowd region is an ignore region: {a.difficult}"
     assert b.boxes.shape == (0, 4) and len(index.split("val")) == 1, "an image without objects is kept"
     assert index.split("test") == [] and index.issues == [], "a missing test file is not an issue"
 
