@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from edge.config import ConfigError, DeviceConfig, load_config
+from edge.redact import install_log_redaction, redact
 
 log = logging.getLogger("edge.cli")
 
@@ -49,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         for line in str(exc).splitlines():
-            print(f"error: {line}", file=sys.stderr)
+            print(redact(f"error: {line}"), file=sys.stderr)
         return 2
     if args.command == "check":
         print(summary(config))
@@ -59,14 +60,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def summary(config: DeviceConfig) -> str:
     sources = ", ".join(f"{s.id} ({s.kind} {s.uri}) -> {config.model_for(s)}" for s in config.sources)
-    return (f"ok: device {config.device_id}, registry {config.registry.type} "
-            f"{getattr(config.registry, 'uri', '') or ''} @{config.registry.alias}, sources: {sources}, "
-            f"mqtt {config.mqtt.url}, state {config.state_path}")
+    return redact(f"ok: device {config.device_id}, registry {config.registry.type} "
+                  f"{getattr(config.registry, 'uri', '') or ''} @{config.registry.alias}, sources: {sources}, "
+                  f"mqtt {config.mqtt.url}, state {config.state_path}")
 
 
 def run(config: DeviceConfig, args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    install_log_redaction()  # camera and registry URLs carry passwords: never into the log
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per model download
     for noisy in ("alembic", "mlflow", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -76,7 +78,7 @@ def run(config: DeviceConfig, args: argparse.Namespace) -> int:
     try:
         runner = Runner.from_config(config, args.state_dir)
     except (RegistryError, OSError, ValueError) as exc:
-        print(f"error: cannot set up the runner: {exc}", file=sys.stderr)
+        print(redact(f"error: cannot set up the runner: {exc}"), file=sys.stderr)
         return 1
     if args.print_messages > 0:
         print_first(runner, args.print_messages)
@@ -85,7 +87,7 @@ def run(config: DeviceConfig, args: argparse.Namespace) -> int:
         try:
             runner.start()
         except OSError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(redact(f"error: {exc}"), file=sys.stderr)
             runner.stop()
             return 1
         if runner.stream is not None:

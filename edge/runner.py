@@ -20,6 +20,7 @@ from edge.capture import Capture
 from edge.config import DeviceConfig
 from edge.manager import ModelManager
 from edge.mqtt import Publisher
+from edge.redact import redact_all
 from edge.registry import open_registry
 from edge.sinks import CaptureSink, PublishSink, StreamSink
 from edge.sources import Source
@@ -217,7 +218,7 @@ class Runner:
             status["fleet"] = self.fleet
         if self.capture_sink is not None:
             status["capture"] = self.capture_sink.stats()
-        return status
+        return redact_all(status)  # what the page, /healthz and /metrics show too
 
     def stream_stats(self, status: dict) -> dict:
         """What the page and /metrics show, from a status."""

@@ -24,6 +24,7 @@ from edge.mqtt.outbox import Message, OutboxStore
 from edge.mqtt.payloads import DEPLOYMENT, STATUS, check_size, encode, status_payload, utc_timestamp
 from edge.mqtt.policy import PublishGate, RateLimiter
 from edge.mqtt.topics import Topics, check_aws_topic
+from edge.redact import redact_all
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.01  # longest an enqueued message waits before the drain thread looks again
@@ -112,12 +113,13 @@ class Publisher:
 
     def publish_deployment(self, event: dict[str, Any]) -> None:
         """Enqueue a deployment event (downloading, verifying, activated, rejected, rolled_back)."""
-        body = {"schema": DEPLOYMENT, "device": self.topics.device, "ts": utc_timestamp(), **event}
+        body = {"schema": DEPLOYMENT, "device": self.topics.device, "ts": utc_timestamp(), **redact_all(event)}
         self.enqueue(self.topics.deployment, body)
 
     def publish_status(self, status: dict[str, Any]) -> None:
-        """Set the retained status; sent now if connected, and again after every reconnect."""
-        self._status = dict(status)
+        """Set the retained status; sent now if connected, and again after every reconnect.
+        URL credentials in it are redacted (edge.redact): every subscriber of the status topic reads it."""
+        self._status = redact_all(dict(status))
         self._status_due.set()
 
     def enqueue(self, topic: str, payload: Union[dict, list, str, bytes], qos: Optional[int] = None,
