@@ -53,9 +53,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(redact(f"error: {line}"), file=sys.stderr)
         return 2
     if args.command == "check":
+        bad = undecodable_sources(config, args.config)
+        for line in bad:
+            print(redact(f"error: {line}"), file=sys.stderr)
+        if bad:
+            return 2
         print(summary(config))
         return 0
     return run(config, args)
+
+
+def undecodable_sources(config: DeviceConfig, path: Path) -> list[str]:
+    """One line per file or folder source whose first frame does not decode, named like a config error
+    (cameras and streams are not opened: they may be offline at check time)."""
+    from edge.readers import SourceError, first_frame
+
+    found = []
+    for i, source in enumerate(config.sources):
+        if source.kind in ("file", "folder"):
+            try:
+                first_frame(source.kind, str(source.uri), source.stall_timeout_s)
+            except SourceError as exc:
+                found.append(f"{path}: sources[{i}].uri: {exc}")
+    return found
 
 
 def summary(config: DeviceConfig) -> str:
@@ -92,8 +112,12 @@ def run(config: DeviceConfig, args: argparse.Namespace) -> int:
             return 1
         if runner.stream is not None:
             print(f"lensops edge: {config.device_id} serving; page at {runner.stream.url}", flush=True)
-        runner.run(args.max_seconds, exit_when_done=args.exit_when_done or config.exit_when_done)
-        return 0
+        exit_when_done = args.exit_when_done or config.exit_when_done
+        runner.run(args.max_seconds, exit_when_done=exit_when_done)
+        problems = runner.problems() if exit_when_done else []
+        for problem in problems:  # the work it was asked to finish is not done: say what, exit non-zero
+            print(redact(f"error: {problem}"), file=sys.stderr)
+        return 1 if problems else 0
     finally:
         restore()
 

@@ -24,8 +24,41 @@ DEFAULT_FILE_FPS = 25.0  # when a file does not say its own rate
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
+def why_undecodable(path: str) -> str:
+    """The likeliest reason FFmpeg cannot open a video file that exists (it does not say through OpenCV)."""
+    try:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 20)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if size == 0:
+        return "the file is empty"
+    if head[4:8] == b"ftyp":  # ISO base media (MP4, MOV): the moov box indexes the frames
+        boxes, offset = [], 0
+        with open(path, "rb") as handle:
+            while offset + 8 <= size and len(boxes) < 1000:
+                handle.seek(offset)
+                header = handle.read(16)
+                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+                if length == 1 and len(header) == 16:
+                    length = int.from_bytes(header[8:16], "big")
+                boxes.append(kind)
+                if length < 8:
+                    break
+                offset += length
+        if b"moov" not in boxes:
+            return "an MP4 without its moov index (a recording cut off before it was finished?)"
+        return "an MP4 whose frames FFmpeg cannot decode (a codec this build lacks, or damaged data)"
+    return "FFmpeg cannot open it (not a video, damaged, or a format this build lacks)"
+
+
 class SourceError(Exception):
     """A source that cannot be opened or read; the capture thread reports it and retries."""
+
+
+class UndecodableSource(SourceError):
+    """A video file or image folder that is there but yields no frame: retried a few times, then failed."""
 
 
 def classify_uri(uri: str, base_dir: Optional[Path] = None) -> tuple[Kind, str]:
@@ -90,6 +123,8 @@ class VideoReader:
                                          [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
         if not self._cap.isOpened():
             self._cap.release()
+            if kind == "file" and Path(target).is_file():
+                raise UndecodableSource(f"cannot decode video file {target!r}: {why_undecodable(target)}")
             raise SourceError(f"cannot open {kind} {target!r}")
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else (DEFAULT_FILE_FPS if kind == "file" else 0.0)
@@ -103,7 +138,8 @@ class VideoReader:
 
 
 class FolderReader:
-    """Images of one folder in sorted name order; an unreadable image is skipped with a warning."""
+    """Images of one folder in sorted name order; an unreadable image is skipped with a warning
+    (`skipped` counts them)."""
 
     fps = 0.0
 
@@ -112,6 +148,7 @@ class FolderReader:
         if not self._paths:
             raise SourceError(f"image folder {folder!r} holds no images")
         self._next = 0
+        self.skipped: list[str] = []
 
     def read(self) -> Optional[np.ndarray]:
         while self._next < len(self._paths):
@@ -121,6 +158,7 @@ class FolderReader:
             if image is not None:
                 return image
             log.warning("skipping unreadable image %s", path)
+            self.skipped.append(path.name)
         return None
 
     def release(self) -> None:
@@ -128,7 +166,30 @@ class FolderReader:
 
 
 def open_reader(kind: Kind, target: str, timeout_s: float) -> Reader:
-    """The reader for one source; raises SourceError when it cannot be opened."""
+    """The reader for one source; raises SourceError when it cannot be opened (UndecodableSource when
+    a video file is there but FFmpeg cannot open it)."""
     if kind == "folder":
         return FolderReader(target)
     return VideoReader(kind, target, timeout_s)
+
+
+def no_frame(kind: Kind, target: str, reader: Reader) -> UndecodableSource:
+    """The error for a file or folder that opened but gave no frame, naming what could not be decoded and why."""
+    if kind == "folder":
+        names = getattr(reader, "skipped", [])
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return UndecodableSource(f"image folder {target!r}: no image decodes ({shown})")
+    return UndecodableSource(f"video file {target!r} opens but no frame decodes: {why_undecodable(target)}")
+
+
+def first_frame(kind: Kind, target: str, timeout_s: float) -> np.ndarray:
+    """Open a file or folder source and decode its first frame; UndecodableSource (naming the file and
+    the reason) when none decodes, SourceError when it cannot be opened."""
+    reader = open_reader(kind, target, timeout_s)
+    try:
+        image = reader.read()
+    finally:
+        reader.release()
+    if image is None:
+        raise no_frame(kind, target, reader)
+    return image

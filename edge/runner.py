@@ -109,6 +109,15 @@ class Runner:
         """Every source ended (replays) and each of its frames went through."""
         return all(worker.done for worker in self.workers)
 
+    def problems(self) -> list[str]:
+        """After stop(): what a run that had to finish its work did not do (failed sources, undelivered messages)."""
+        found = [f"source {source.id} failed: {source.stats()['last_error']}" for source in self.sources if source.failed]
+        if self.publisher.undelivered:
+            found.append(f"{self.publisher.undelivered} message(s) not delivered (MQTT: "
+                         f"{self.publisher.last_error or 'no error reported'}); they stay in the outbox "
+                         f"and go out on the next start")
+        return found
+
     def run(self, max_seconds: Optional[float] = None, exit_when_done: bool = False) -> None:
         """Serve until `stopping` is set, `max_seconds` passed, or (with `exit_when_done`) every source ended
         and the outbox drained; then stop."""
@@ -206,12 +215,12 @@ class Runner:
                 "last_seq": self.publish_sink.last_seq.get(worker.id),
                 "last_error": problem or stats["last_error"] or work["last_error"]}
         models = {name: manager.status() for name, manager in self.managers.items()}
-        errors = [s["last_error"] for s in sources.values() if s["state"] == "degraded" and s["last_error"]]
+        errors = [s["last_error"] for s in sources.values() if s["state"] in ("degraded", "failed") and s["last_error"]]
         errors += [m["last_error"] for m in models.values() if m["last_error"]]
         mqtt = self.publisher.stats()
         if mqtt.last_error:
             errors.append(f"mqtt: {mqtt.last_error}")
-        degraded = any(s["state"] == "degraded" for s in sources.values())
+        degraded = any(s["state"] in ("degraded", "failed") for s in sources.values())
         status = {"state": "degraded" if degraded else "online", "sources": sources, "models": models,
                   "last_error": errors[0] if errors else None}
         if self.fleet:

@@ -19,11 +19,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from edge.frames import Frame, FrameSlot
-from edge.readers import Kind, Reader, classify_uri, open_reader
+from edge.readers import Kind, Reader, UndecodableSource, classify_uri, no_frame, open_reader
 
 log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL_S = 0.5
+DECODE_TRIES = 3  # a file or folder that is there but yields no frame this many times in a row has failed
 FPS_WINDOW_S = 2.0
 
 
@@ -94,6 +95,7 @@ class Source:
         self._generation = 0
         self._busy: Optional[tuple[int, float]] = None  # (generation, monotonic start) of an open or read
         self._failures = 0  # consecutive; sets the backoff
+        self._undecodable = 0  # consecutive tries of a file or folder that is there but yields no frame
         self._state = "starting"
         self._frames = self._reconnects = 0
         self._last_error: Optional[str] = None
@@ -111,7 +113,12 @@ class Source:
 
     @property
     def ended(self) -> bool:
-        return self._state in ("ended", "stopped")
+        return self._state in ("ended", "stopped", "failed")
+
+    @property
+    def failed(self) -> bool:
+        """A file or folder that could not be decoded DECODE_TRIES times in a row: no more tries."""
+        return self._state == "failed"
 
     def start(self) -> "Source":
         self._spawn(self._capture, self._generation)
@@ -121,7 +128,8 @@ class Source:
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
         with self._lock:
-            self._state = "stopped"
+            if self._state != "failed":  # a failed source says so after the runner stopped too
+                self._state = "stopped"
             self._generation += 1
         self._slot.finish(keep_last=False)
         with self._lock:
@@ -156,7 +164,7 @@ class Source:
     def _capture(self, generation: int) -> None:
         reader: Optional[Reader] = None
         try:
-            while self._current(generation):
+            while self._current(generation) and not self.failed:
                 if reader is None:
                     reader = self._connect(generation)
                     index, due = 0, time.monotonic()
@@ -168,13 +176,17 @@ class Source:
                     due = self._pace(reader, due)
                     self._deliver(image, index if self._replay else None)
                     index += 1
-                elif self._replay and (index > 0 or not self.config.loop):
+                elif self._replay and index == 0:  # it opened, but not one frame decodes
+                    reader.release()
+                    self._undecodable_try(str(no_frame(self.config.kind, str(self.config.uri), reader)))
+                    reader = None
+                elif self._replay:
                     reader.release()
                     reader = None
                     if not self.config.loop:
                         self._end()
                         return
-                else:  # a live read failed, or a looping file gave no frame at all
+                else:  # a live read failed
                     self._fail(f"no frame from {self.config.kind} {self.config.uri!r}")
                     reader.release()
                     reader = None
@@ -200,6 +212,9 @@ class Source:
         try:
             reader = self._timed(generation, lambda: self._open_reader(self.config.kind, str(self.config.uri),
                                                           self.config.stall_timeout_s))
+        except UndecodableSource as exc:
+            self._undecodable_try(str(exc))
+            return None
         except Exception as exc:  # noqa: BLE001 - SourceError, or whatever a backend raises
             self._fail(str(exc))
             return None
@@ -235,7 +250,7 @@ class Source:
         now = time.monotonic()
         with self._lock:
             index = self._frames if index is None else index
-            self._failures = 0
+            self._failures = self._undecodable = 0
             self._frames += 1
             self._recent.append(now)
             if self._state in ("starting", "degraded"):
@@ -247,8 +262,19 @@ class Source:
         with self._lock:
             self._failures += 1
             self._last_error = error
-            if self._state != "stopped":
+            if self._state not in ("stopped", "failed"):
                 self._state = "degraded"
+
+    def _undecodable_try(self, error: str) -> None:
+        """One more try of a file or folder that yields no frame; after DECODE_TRIES it has failed."""
+        self._fail(error)
+        with self._lock:
+            self._undecodable += 1
+            if self._undecodable < DECODE_TRIES or self._state == "stopped":
+                return
+            self._state = "failed"
+        log.error("source %s: failed after %d tries: %s", self.id, DECODE_TRIES, error)
+        self._slot.finish()
 
     def _end(self) -> None:
         with self._lock:

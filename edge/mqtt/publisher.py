@@ -82,6 +82,7 @@ class Publisher:
         self._connections = 0
         self._sent = 0
         self._last_error: Optional[str] = None
+        self.undelivered: Optional[int] = None  # messages left in the outbox when stop() returned
         self._last_sync = time.monotonic()
 
     @classmethod
@@ -142,6 +143,11 @@ class Publisher:
                               dropped=self.store.dropped(), sent=self._sent,
                               reconnects=max(0, self._connections - 1), last_error=self._last_error)
 
+    @property
+    def last_error(self) -> Optional[str]:
+        """The last connection or send error (None after a successful connect)."""
+        return self._last_error
+
     def wait_until_drained(self, timeout_s: float) -> bool:
         """True once every enqueued message was acknowledged, False after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
@@ -164,7 +170,9 @@ class Publisher:
             self._thread.join(drain_timeout_s + CONNECT_TIMEOUT_S + 5)
             if self._thread.is_alive():
                 log.error("MQTT publisher thread did not stop; outbox left open")
+                self.undelivered = self.store.depth()
                 return
+        self.undelivered = self.store.depth()
         self.store.close()
 
     # -- the drain thread ---------------------------------------------------------------------
