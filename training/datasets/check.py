@@ -2,7 +2,8 @@
 
 It reports missing, corrupt or truncated images, image sizes that differ from the annotation,
 boxes outside the image (by more than 1 px) or degenerate, labels that are not classes,
-files the reader could not use (DatasetIndex.issues) and empty splits. Train and val must
+files the reader could not use (DatasetIndex.issues: also files that are not images), classes
+with no training sample (a warning under policy skip) and empty splits. Train and val must
 not be empty; an empty test split is only a warning.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ BOX_TOLERANCE_PX = 1.0
 REQUIRED_SPLITS = ("train", "val")
 _SHOWN_FILES = 3
 _PLURALS = {"box outside image": "boxes outside image", "degenerate box": "degenerate boxes",
-            "size mismatch": "size mismatches", "empty split": "empty splits"}
+            "size mismatch": "size mismatches", "empty split": "empty splits",
+            "class without training samples": "classes without training samples"}
 
 
 def _plural(kind: str, count: int) -> str:
@@ -133,6 +135,17 @@ def _annotation_problems(record: DetectionRecord, classes: list[str],
     return found
 
 
+def classes_without_training_samples(classes: list[str], train: list[Record]) -> list[str]:
+    """Class names with no image (classification) or no non-difficult object (detection) in `train`."""
+    seen: set[int] = set()
+    for record in train:
+        if isinstance(record, DetectionRecord):
+            seen.update(int(label) for label, hard in zip(record.labels, record.difficult) if not hard)
+        else:
+            seen.add(int(record.label))
+    return [name for i, name in enumerate(classes) if i not in seen]
+
+
 def _record_problems(record: Record, classes: list[str], decode: bool) -> list[tuple[str, str]]:
     found, shape = _image_problems(Path(record.path), decode)
     if isinstance(record, DetectionRecord):
@@ -143,8 +156,12 @@ def _record_problems(record: Record, classes: list[str], decode: bool) -> list[t
     return found
 
 
-def check_dataset(index: DatasetIndex, policy: Policy, decode: bool = True) -> tuple[DatasetIndex, CheckReport]:
+def check_dataset(index: DatasetIndex, policy: Policy, decode: bool = True,
+                  every_class_trained: bool = True) -> tuple[DatasetIndex, CheckReport]:
     """Check every record (decoding images when `decode`); fail on any problem, or skip the records at fault.
+
+    With `every_class_trained` a class without a training sample is a problem (a warning under
+    "skip"); a data set that is a slice to be merged (a capture import) checks its records only.
 
     Returns the index that training should use (without the skipped records) and the report.
     Raises DatasetError naming problem kinds, counts and files when policy is "fail" and anything
@@ -175,6 +192,14 @@ def check_dataset(index: DatasetIndex, policy: Policy, decode: bool = True) -> t
         if split not in reported_empty:
             after = " after skipping" if policy == "skip" and index.split(split) else ""
             report.add("empty split", index.root, f"split '{split}' has no records{after}")
+    missing = classes_without_training_samples(index.classes, kept["train"]) if every_class_trained else []
+    if missing and policy == "fail":
+        for name in missing:
+            report.add("class without training samples", index.root,
+                       f"class '{name}' has no usable sample in the train split")
+    elif missing:
+        report.warnings.append(f"{len(missing)} class(es) without training samples after skipping: "
+                               f"{', '.join(missing)} (the model still has an output for each)")
     if not kept["test"]:
         report.warnings.append("split 'test' is empty: there is no held-out test set")
     report.split_sizes = {s: len(kept[s]) for s in SPLITS}

@@ -14,17 +14,22 @@ read_voc and voc_xml are the one VOC reader and writer (synth, review and captur
 from __future__ import annotations
 
 import json
+import mimetypes
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+import cv2
 import numpy as np
 
 from training.datasets.records import SPLITS, DatasetIndex, DatasetIssue, DetectionRecord, ImageRecord
 from training.errors import ConfigError, DatasetError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+# What OpenCV's imread decodes (opencv-python-headless 4.10): a file with another suffix is used when
+# cv2.haveImageReader recognises its content, else reported as an "unsupported file" naming it.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".jp2",
+                  ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".pfm", ".sr", ".ras", ".hdr", ".pic")
 FORMAT_TASKS = {"imagefolder": "classification", "voc": "detection", "coco": "detection"}
 REQUIRED_SPLITS = ("train", "val")  # an absent test split is only a warning
 
@@ -59,10 +64,37 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
+# Image formats OpenCV does not read: reported by name, never silently left out
+_OTHER_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".tga", ".psd", ".dng",
+                         ".cr2", ".nef", ".arw", ".raw")
+
+
+def _looks_like_an_image(path: Path) -> bool:
+    kind = mimetypes.guess_type(path.name)[0] or ""
+    return kind.startswith("image/") or path.suffix.lower() in _OTHER_IMAGE_SUFFIXES
+
+
+def _sort_files(folder: Path, split: str, recursive: bool = True) -> tuple[list[Path], list[DatasetIssue]]:
+    """Visible image files under `folder`, by suffix or, for OpenCV, by content (a .jfif, an image
+    without a suffix); an image-like file OpenCV cannot read (.gif, .heic) is an "unsupported file"
+    issue naming it. Other files (notes.txt) are not images and are left alone."""
+    images, issues = [], []
+    for path in sorted(folder.rglob("*") if recursive else folder.iterdir()):
+        if not path.is_file() or any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path)):
+            images.append(path)
+        elif _looks_like_an_image(path):
+            issues.append(DatasetIssue("unsupported file", path, f"an image OpenCV cannot read ({path.suffix or 'no suffix'}); "
+                                       f"convert it to one of {', '.join(IMAGE_SUFFIXES[:7])}", split))
+    return images, issues
+
+
 # ---------------------------------------------------------------- ImageFolder
 
 def load_image_folder(root: Path) -> DatasetIndex:
-    """Read `root/{train,val,test}/<class>/*.{jpg,jpeg,png,bmp}`; classes from labels.txt or the folder names."""
+    """Read `root/{train,val,test}/<class>/<images>` (any image OpenCV decodes); classes from labels.txt
+    or the folder names. Files that are not images become "unsupported file" issues, never vanish."""
     root = _existing_dir(root)
     declared = read_labels(root / "labels.txt")
     class_dirs = {split: sorted(d for d in (root / split).iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -77,11 +109,15 @@ def load_image_folder(root: Path) -> DatasetIndex:
         if split not in class_dirs:
             issues += _missing_split(folder, split, "folder")
         else:
-            for stray in sorted(p for p in folder.iterdir() if _is_image(p)):
+            strays, unsupported = _sort_files(folder, split, recursive=False)
+            issues += unsupported
+            for stray in strays:
                 issues.append(DatasetIssue("unknown label", stray, "image is not inside a class folder", split))
             for class_dir in class_dirs[split]:
                 label = label_of.get(class_dir.name)
-                for image in sorted(p for p in class_dir.rglob("*") if _is_image(p)):
+                images, unsupported = _sort_files(class_dir, split)
+                issues += unsupported
+                for image in images:
                     if label is None:
                         issues.append(DatasetIssue(
                             "unknown label", image, f"class folder '{class_dir.name}' is not in labels.txt", split))

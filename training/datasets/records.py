@@ -57,6 +57,8 @@ PROBLEM_KINDS = (
     "unknown label",
     "missing annotation",
     "malformed annotation",
+    "unsupported file",
+    "class without training samples",
     "empty split",
 )
 

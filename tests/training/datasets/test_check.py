@@ -198,3 +198,46 @@ def test_empty_test_split_is_only_a_warning(voc):
     _, report = check_dataset(load_voc(voc), "fail")
     # then
     assert report.ok and any("test" in w for w in report.warnings), report.summary()
+
+
+def _folder_with_star_as(tmp_path: Path, suffixes: tuple[str, ...]) -> Path:
+    """The issue's ImageFolder: 40 images, 5 classes; `star` written only in the given formats."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "shapes"
+    synth_classification(root, n=40, seed=0)
+    for i, image in enumerate(sorted(root.glob("*/star/*.jpg"))):
+        suffix = suffixes[i % len(suffixes)]
+        if suffix in (".gif", ".heic"):
+            image.with_suffix(suffix).write_bytes(b"GIF89a" if suffix == ".gif" else b"\x00\x00\x00\x18ftypheic")
+        else:
+            assert cv2.imwrite(str(image.with_suffix(suffix)), cv2.imread(str(image))), suffix
+        image.unlink()
+    return root
+
+
+def test_webp_and_tiff_images_are_used_not_dropped(tmp_path):
+    # given a class whose images are .webp and .tif
+    root = _folder_with_star_as(tmp_path, (".webp", ".tif"))
+    # when the data set is read and checked
+    index, report = check_dataset(load_image_folder(root), "fail")
+    # then every image is used and star has images in every split
+    assert report.ok and sum(report.split_sizes.values()) == 40, report.summary()
+    star = index.classes.index("star")
+    assert all(any(r.label == star for r in index.split(s)) for s in ("train", "val", "test")), report.summary()
+
+
+def test_a_class_left_without_training_images_is_an_error_naming_it_and_a_counted_warning_under_skip(tmp_path):
+    # given a class whose images are all in formats OpenCV cannot read
+    root = _folder_with_star_as(tmp_path, (".gif", ".heic"))
+    # when checked with policy fail, then the unreadable files and the class are named
+    with pytest.raises(DatasetError) as failed:
+        check_dataset(load_image_folder(root), "fail")
+    message = str(failed.value)
+    assert "unsupported file" in message and ".gif" in message, message
+    assert "class 'star' has no usable sample in the train split" in message, message
+    # and with policy skip, training may go on, with the class counted in a warning
+    _, report = check_dataset(load_image_folder(root), "skip")
+    assert report.counts.get("unsupported file") == 8, report.summary()
+    assert any("1 class(es) without training samples after skipping: star" in w for w in report.warnings), report.warnings
