@@ -74,6 +74,9 @@ def render_metrics(stats: dict, models: dict[str, dict], latency: dict[str, dict
                 for sid, lat in latency.items() for stage, ms in (lat.get("last_ms") or {}).items()))
     out.family("lensops_outbox_depth", "gauge", "Messages waiting in the MQTT outbox.",
                [("", {}, stats.get("outbox_depth"))])
+    out.family("lensops_outbox_dead_letters", "gauge", "Messages in the outbox's dead-letter table "
+               "(too large for the broker, or a poison message it disconnects on).",
+               [("", {}, stats.get("mqtt_dead_letters"))])
     out.family("lensops_model_info", "gauge", "The model serving each source (value is always 1).",
                (("", {"source": sid, "name": m.get("name", ""), "version": m.get("version", ""),
                       "variant": m.get("variant", "")}, 1) for sid, m in models.items() if m))

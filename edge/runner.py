@@ -112,6 +112,10 @@ class Runner:
     def problems(self) -> list[str]:
         """After stop(): what a run that had to finish its work did not do (failed sources, undelivered messages)."""
         found = [f"source {source.id} failed: {source.stats()['last_error']}" for source in self.sources if source.failed]
+        dead = self.publisher.dead_letters_this_run
+        if dead:
+            found.append(f"{dead} message(s) dead-lettered (too large for the broker, or refused by it; "
+                         "kept in the outbox's dead_letters table, see the log)")
         if self.publisher.undelivered:
             found.append(f"{self.publisher.undelivered} message(s) not delivered (MQTT: "
                          f"{self.publisher.last_error or 'no error reported'}); they stay in the outbox "
@@ -233,4 +237,5 @@ class Runner:
         """What the page and /metrics show, from a status."""
         mqtt = self.publisher.stats()
         return {"sources": status["sources"], "outbox_depth": mqtt.outbox_depth, "state": status["state"],
-                "mqtt_connected": mqtt.connected, "mqtt_dropped": mqtt.dropped, "last_error": status["last_error"]}
+                "mqtt_connected": mqtt.connected, "mqtt_dropped": mqtt.dropped,
+                "mqtt_dead_letters": mqtt.dead_letters, "last_error": status["last_error"]}

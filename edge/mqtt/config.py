@@ -98,6 +98,9 @@ class MqttConfig(_Strict):
     deeplens_topic: bool = Field(False, description="also publish inference to $aws/things/<thing>/infer (aws_iot only)")
     inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages sent but not yet acknowledged")
     max_publishes_per_s: Optional[float] = Field(None, gt=0, description="rate limit; 100 in aws_iot mode")
+    max_payload_bytes: Optional[int] = Field(None, ge=64, description="largest payload the broker takes "
+                                             "(Mosquitto's max_packet_size less the topic); a larger message goes "
+                                             "to the dead-letter table at enqueue; 131072 (and at most that) in aws_iot mode")
     reconnect_max_s: float = Field(30.0, gt=0, le=300, description="cap of the jittered exponential reconnect backoff")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="disk-backed outbox")
     publish_policy: PublishPolicy = Field(PublishPolicy.EVERY_FRAME, description="every_frame, on_change or interval")
@@ -162,6 +165,9 @@ class MqttConfig(_Strict):
                              f"{AWS_IOT_MAX_PUBLISHES_PER_S} per connection")
         if self.inflight > AWS_IOT_MAX_INFLIGHT:
             raise ValueError(f"inflight: {self.inflight} is over AWS IoT Core's {AWS_IOT_MAX_INFLIGHT}")
+        if self.max_payload_bytes is not None and self.max_payload_bytes > AWS_IOT_MAX_PAYLOAD_BYTES:
+            raise ValueError(f"max_payload_bytes: {self.max_payload_bytes} is over AWS IoT Core's "
+                             f"{AWS_IOT_MAX_PAYLOAD_BYTES}")
 
     @property
     def use_tls(self) -> bool:
@@ -177,8 +183,11 @@ class MqttConfig(_Strict):
         return parts.port or SCHEMES[parts.scheme]
 
     @property
-    def max_payload_bytes(self) -> Optional[int]:
-        return AWS_IOT_MAX_PAYLOAD_BYTES if self.aws_iot else None
+    def payload_limit(self) -> Optional[int]:
+        """max_payload_bytes, or AWS IoT Core's 128 KB in aws_iot mode when it is not set."""
+        if self.aws_iot and self.max_payload_bytes is None:
+            return AWS_IOT_MAX_PAYLOAD_BYTES
+        return self.max_payload_bytes
 
     @property
     def publish_rate_limit(self) -> Optional[float]:

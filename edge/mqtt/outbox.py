@@ -5,8 +5,10 @@ an enqueue the caller saw return is never lost when the process dies: with the d
 `process` durability (synchronous=NORMAL) the commit is in the OS page cache, which a killed
 process cannot take with it, and `checkpoint()` (called every ~second by the publisher)
 fsyncs it, bounding what a power cut can lose; with `power` durability every commit is
-fsynced. Messages leave only through `remove()` once the broker acknowledged them, or as the
-oldest when the bound is reached (counted, persistently). Per-key sequence numbers live in
+fsynced. Messages leave only through `remove()` once the broker acknowledged them, as the
+oldest when the bound is reached (counted, persistently), or into the `dead_letters` table
+(`dead_letter()`: too large for the broker, or a poison message the broker disconnects on;
+counted, kept for inspection with their reason). Per-key sequence numbers live in
 the same file and are advanced in the same transaction as the messages they number.
 """
 from __future__ import annotations
@@ -30,6 +32,15 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE TABLE IF NOT EXISTS sequences (key TEXT PRIMARY KEY, last INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (  -- messages that will never be sent, kept for inspection
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    ts REAL NOT NULL
+);
 """
 
 
@@ -73,6 +84,7 @@ class OutboxStore:
         self._db.executescript(_SCHEMA)
         self._depth = self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
         self._dropped = self._counter("dropped")
+        self._dead = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
         self._syncer: Optional[sqlite3.Connection] = None
 
     def _open(self, durability: Durability) -> sqlite3.Connection:
@@ -161,6 +173,23 @@ class OutboxStore:
                 raise
             self._depth -= removed
         return removed
+
+    def dead_letter(self, message: Message | StoredMessage, reason: str) -> None:
+        """Put a message in the dead-letter table (and take it out of the queue if it is there), at once."""
+        with self._lock:
+            def move() -> None:
+                self._db.execute("INSERT INTO dead_letters(topic, payload, qos, retain, reason, ts) "
+                                 "VALUES(?, ?, ?, ?, ?, strftime('%s', 'now'))",
+                                 (message.topic, bytes(message.payload), int(message.qos), int(message.retain), reason))
+                if isinstance(message, StoredMessage):
+                    gone = self._db.execute("DELETE FROM messages WHERE id = ?", (message.id,)).rowcount
+                    self._depth -= gone
+            self._write(move)
+            self._dead += 1
+
+    def dead_letters(self) -> int:
+        """Messages in the dead-letter table."""
+        return self._dead
 
     def depth(self) -> int:
         return self._depth

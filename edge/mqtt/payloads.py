@@ -41,7 +41,8 @@ def encode(payload: Union[dict, list, str, bytes]) -> bytes:
 def check_size(topic: str, payload: bytes, limit: Optional[int]) -> None:
     if limit is not None and len(payload) > limit:
         raise PayloadTooLarge(f"payload for {topic!r} is {len(payload)} bytes, over the {limit}-byte limit "
-                              f"({limit // 1024} KB, AWS IoT Core); publish fewer predictions per message")
+                              f"({limit // 1024} KB, mqtt.max_payload_bytes or AWS IoT Core's); "
+                              "publish fewer predictions per message")
 
 
 def status_payload(device: str, status: dict[str, Any], outbox: dict[str, int], offline: bool = False) -> dict:

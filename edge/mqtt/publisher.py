@@ -20,14 +20,16 @@ import paho.mqtt.client as mqtt
 
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener, Opener, drop, pump
-from edge.mqtt.outbox import Message, OutboxStore
-from edge.mqtt.payloads import DEPLOYMENT, STATUS, check_size, encode, status_payload, utc_timestamp
+from edge.mqtt.outbox import Message, OutboxStore, StoredMessage
+from edge.mqtt.payloads import (DEPLOYMENT, STATUS, PayloadTooLarge, check_size, encode, status_payload,
+                                utc_timestamp)
 from edge.mqtt.policy import PublishGate, RateLimiter
 from edge.mqtt.topics import Topics, check_aws_topic
 from edge.redact import redact_all
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.01  # longest an enqueued message waits before the drain thread looks again
+POISON_STRIKES = 3  # a message in flight when the broker closed the connection this many times in a row is dead-lettered
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,7 @@ class PublisherSettings:
 
     @classmethod
     def from_config(cls, config: MqttConfig) -> "PublisherSettings":
-        return cls(qos=config.qos, inflight=config.inflight, max_payload_bytes=config.max_payload_bytes,
+        return cls(qos=config.qos, inflight=config.inflight, max_payload_bytes=config.payload_limit,
                    max_publishes_per_s=config.publish_rate_limit, reconnect_max_s=config.reconnect_max_s,
                    sync_interval_s=config.outbox.sync_interval_s, aws_iot=config.aws_iot)
 
@@ -55,6 +57,7 @@ class PublisherStats:
     sent: int
     reconnects: int
     last_error: Optional[str]
+    dead_letters: int = 0  # messages in the outbox's dead-letter table (too large, or poison)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +86,10 @@ class Publisher:
         self._sent = 0
         self._last_error: Optional[str] = None
         self.undelivered: Optional[int] = None  # messages left in the outbox when stop() returned
+        self._strikes: dict[int, int] = {}  # outbox id -> connections lost in a row while it was alone in flight
+        self._careful_until = 0  # send one message at a time up to this outbox id (after a loss with some in flight)
+        self.dead_letters_at_start = self.store.dead_letters()
+        self.dead_letters_this_run = 0  # set by stop()
         self._last_sync = time.monotonic()
 
     @classmethod
@@ -101,7 +108,8 @@ class Publisher:
         """Enqueue one inference result if the publish policy wants it; returns its `seq` (None if skipped).
 
         `seq` is taken from the outbox in the same transaction as the message, so it is
-        contiguous per source across restarts. PayloadTooLarge (a ValueError) leaves no gap.
+        contiguous per source across restarts. A payload over max_payload_bytes goes to the dead-letter
+        table without a seq (so it leaves no gap) and None is returned.
         """
         if not self.gate.should_publish(source_id, payload.get("counts") or {}):
             return None
@@ -110,7 +118,13 @@ class Publisher:
         def build(seq: int) -> list[Message]:
             body = encode({**payload, "seq": seq})
             return [self._checked(Message(topic, body, self.settings.qos)) for topic in targets]
-        return self.store.append_numbered(source_id, build)
+        try:
+            return self.store.append_numbered(source_id, build)
+        except PayloadTooLarge as exc:  # takes no seq: the next result gets this one's number
+            body = encode(payload)
+            for topic in targets:
+                self._dead_letter(Message(topic, body, self.settings.qos), str(exc))
+            return None
 
     def publish_deployment(self, event: dict[str, Any]) -> None:
         """Enqueue a deployment event (downloading, verifying, activated, rejected, rolled_back)."""
@@ -125,9 +139,14 @@ class Publisher:
 
     def enqueue(self, topic: str, payload: Union[dict, list, str, bytes], qos: Optional[int] = None,
                 retain: bool = False) -> None:
-        """Commit one message to the outbox; it is sent in order once connected."""
+        """Commit one message to the outbox; it is sent in order once connected (a payload over
+        max_payload_bytes goes to the dead-letter table instead)."""
         qos = self.settings.qos if qos is None else qos
-        self.store.append(self._checked(Message(topic, encode(payload), qos, retain)))
+        message = Message(topic, encode(payload), qos, retain)
+        try:
+            self.store.append(self._checked(message))
+        except PayloadTooLarge as exc:
+            self._dead_letter(message, str(exc))
 
     def subscribe(self, topic: str, handler: Callable[[str, bytes], None], qos: int = 1) -> None:
         """Call `handler(topic, payload)` for messages matching `topic` (e.g. the retained fleet deployment notice).
@@ -141,7 +160,8 @@ class Publisher:
     def stats(self) -> PublisherStats:
         return PublisherStats(connected=self._connected, outbox_depth=self.store.depth(),
                               dropped=self.store.dropped(), sent=self._sent,
-                              reconnects=max(0, self._connections - 1), last_error=self._last_error)
+                              reconnects=max(0, self._connections - 1), last_error=self._last_error,
+                              dead_letters=self.store.dead_letters())
 
     @property
     def last_error(self) -> Optional[str]:
@@ -173,6 +193,7 @@ class Publisher:
                 self.undelivered = self.store.depth()
                 return
         self.undelivered = self.store.depth()
+        self.dead_letters_this_run = self.store.dead_letters() - self.dead_letters_at_start
         self.store.close()
 
     # -- the drain thread ---------------------------------------------------------------------
@@ -230,13 +251,38 @@ class Publisher:
         return client
 
     def _serve(self, client: mqtt.Client) -> None:
-        inflight: dict[int, int] = {}  # mid -> outbox id
+        inflight: dict[int, StoredMessage] = {}  # mid -> outbox row
         acked: list[int] = []
 
         def on_publish(_c, _u, mid: int, _code, _props) -> None:
             row = inflight.pop(mid, None)
             if row is not None:
-                acked.append(row)
+                acked.append(row.id)
+        try:
+            self._serve_rows(client, inflight, acked, on_publish)
+        finally:
+            if inflight and not self._stopping.is_set():
+                # Which one did the broker refuse? Send what was in flight one at a time from now on
+                # (careful mode) until past it; a loss with one message in flight names the message.
+                if len(inflight) == 1:
+                    self._strike(next(iter(inflight.values())))
+                self._careful_until = max(self._careful_until, max(row.id for row in inflight.values()))
+
+    def _strike(self, row: StoredMessage) -> None:
+        """The connection was lost with `row` alone in flight: after POISON_STRIKES such losses in a row
+        (no acknowledgement in between) the broker is refusing it; dead-letter it."""
+        strikes = self._strikes.get(row.id, 0) + 1
+        self._strikes = {row.id: strikes}  # in a row: another message's loss starts the count again
+        if strikes >= POISON_STRIKES:
+            self._strikes = {}
+            self._dead_letter(row, f"the broker closed the connection {strikes} times in a row while it was in "
+                                   f"flight (over the broker's packet size limit, or refused by its ACL?)")
+
+    def _dead_letter(self, message: Message | StoredMessage, reason: str) -> None:
+        self.store.dead_letter(message, reason)
+        log.error("MQTT: dead-lettered a %d-byte message for %r: %s", len(message.payload), message.topic, reason)
+
+    def _serve_rows(self, client: mqtt.Client, inflight: dict, acked: list, on_publish) -> None:
         client.on_publish = on_publish
         client.on_message = self._dispatch
         self._status_due.set()  # the broker may hold our will (`offline`) as the retained status
@@ -254,7 +300,8 @@ class Publisher:
                 if self._subscriptions:
                     client.subscribe([(topic, qos) for topic, (_, qos) in dict(self._subscriptions).items()])
             busy = False
-            room = self.settings.inflight - len(inflight)
+            window = 1 if cursor < self._careful_until else self.settings.inflight
+            room = window - len(inflight)
             for row in self.store.pending(cursor, room) if room > 0 else ():
                 if not self._may_publish():
                     break
@@ -265,11 +312,13 @@ class Publisher:
                 if row.qos == 0:
                     acked.append(row.id)
                 else:
-                    inflight[info.mid] = row.id
+                    inflight[info.mid] = row
                 busy = True
             alive = pump(client, 0.0 if busy else IDLE_WAIT_S)
             if acked:
                 self._sent += self.store.remove(acked)
+                if self._strikes and not self._strikes.keys() - set(acked):
+                    self._strikes = {}
                 acked.clear()
             self._maybe_sync()
             if not alive:
@@ -289,7 +338,8 @@ class Publisher:
 
     def _status_payload(self, offline: bool = False) -> dict[str, Any]:
         stats = self.stats()
-        outbox = {"depth": stats.outbox_depth, "dropped": stats.dropped, "sent": stats.sent}
+        outbox = {"depth": stats.outbox_depth, "dropped": stats.dropped, "sent": stats.sent,
+                  "dead_letters": stats.dead_letters}
         return status_payload(self.topics.device, self._status, outbox, offline)
 
     def _say_offline(self, client: mqtt.Client) -> None:

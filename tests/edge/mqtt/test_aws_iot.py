@@ -1,9 +1,10 @@
 """AWS IoT Core mode against a Mosquitto that, like IoT Core, requires mutual TLS."""
+import sqlite3
 import time
 
 import pytest
 
-from edge.mqtt import PayloadTooLarge, Publisher
+from edge.mqtt import Publisher
 from tests.edge.conftest import make_tls_files
 from tests.edge.mqtt.helpers import config, inference
 
@@ -20,16 +21,22 @@ def aws_config(url, tls, **overrides):
                                          "key_file": str(tls.client_key)}, **overrides)
 
 
-def test_payload_over_128_kb_is_refused_with_a_clear_error_and_takes_no_seq(tls, tmp_path):
+def test_payload_over_128_kb_goes_to_the_dead_letter_table_named_in_the_log_and_takes_no_seq(tls, tmp_path, caplog):
     publisher = Publisher.from_config(aws_config("mqtts://localhost:8883", tls), DEVICE, tmp_path)
     huge = inference(counts={"circle": 3000})  # ~180 KB of boxes
-    with pytest.raises(PayloadTooLarge, match=r"over the 131072-byte limit \(128 KB, AWS IoT Core\)"):
-        publisher.publish_inference("door", huge)
-    with pytest.raises(PayloadTooLarge, match="lensops/cam-01/deployment"):
-        publisher.enqueue("lensops/cam-01/deployment", b"x" * (128 * 1024 + 1))
+    assert publisher.publish_inference("door", huge) is None
+    publisher.enqueue("lensops/cam-01/deployment", b"x" * (128 * 1024 + 1))
     assert publisher.publish_inference("door", inference()) == 0, "the refused payload took no seq"
-    assert publisher.stats().outbox_depth == 1
+    stats = publisher.stats()
+    assert (stats.outbox_depth, stats.dead_letters) == (1, 2), stats
+    logged = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert len(logged) == 2 and "lensops/cam-01/door/inference" in logged[0], logged
+    assert "over the 131072-byte limit" in logged[0], logged
     publisher.stop()
+    with sqlite3.connect(tmp_path / "outbox.sqlite") as db:
+        rows = db.execute("SELECT topic, length(payload), reason FROM dead_letters ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["lensops/cam-01/door/inference", "lensops/cam-01/deployment"], rows
+    assert rows[1][1] == 128 * 1024 + 1 and "over the 131072-byte limit" in rows[1][2], rows
 
 
 def test_mutual_tls_thing_name_rate_limit_and_deeplens_topic(make_mosquitto, collectors, tls, tmp_path):

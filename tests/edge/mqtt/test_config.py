@@ -14,7 +14,7 @@ def test_minimal_section_from_the_issue():
     assert (config.host, config.port, config.use_tls, config.qos) == ("127.0.0.1", 1883, False, 1)
     assert config.publish_policy is PublishPolicy.EVERY_FRAME
     assert config.effective_client_id("cam-01") == "lensops-cam-01"
-    assert config.max_payload_bytes is None and config.publish_rate_limit is None
+    assert config.payload_limit is None and config.publish_rate_limit is None
 
 
 def test_mqtts_implies_tls_and_port_8883():
@@ -90,7 +90,11 @@ def test_aws_iot_mode_rules(tmp_path):
     with pytest.raises(ValueError, match="deeplens_topic requires aws_iot"):
         parse(url="mqtts://iot.example.com", deeplens_topic=True)
     config = parse(url="mqtts://iot.example.com", aws_iot=True)
-    assert (config.max_payload_bytes, config.publish_rate_limit) == (128 * 1024, 100)
+    assert (config.payload_limit, config.publish_rate_limit) == (128 * 1024, 100)
+    assert parse(url="mqtts://iot.example.com", aws_iot=True, max_payload_bytes=4096).payload_limit == 4096
+    with pytest.raises(ValueError, match="max_payload_bytes: 200000 is over AWS IoT Core's 131072"):
+        parse(url="mqtts://iot.example.com", aws_iot=True, max_payload_bytes=200_000)
+    assert parse(url="mqtt://127.0.0.1", max_payload_bytes=4000).payload_limit == 4000, "any broker may set one"
     assert config.effective_client_id("cam-01") == "cam-01", "the client id is the thing name"
     with pytest.raises(ValueError, match="must equal the device id"):
         parse(url="mqtts://iot.example.com", aws_iot=True, client_id="other").effective_client_id("cam-01")
