@@ -224,9 +224,13 @@ class Runner:
         mqtt = self.publisher.stats()
         if mqtt.last_error:
             errors.append(f"mqtt: {mqtt.last_error}")
-        degraded = any(s["state"] in ("degraded", "failed") for s in sources.values())
+        if mqtt.client_id_conflict:
+            errors.insert(0, f"mqtt: {mqtt.client_id_conflict}")
+        degraded = any(s["state"] in ("degraded", "failed") for s in sources.values()) or bool(mqtt.client_id_conflict)
         status = {"state": "degraded" if degraded else "online", "sources": sources, "models": models,
                   "last_error": errors[0] if errors else None}
+        if mqtt.client_id_conflict:
+            status["client_id_conflict"] = mqtt.client_id_conflict
         if self.fleet:
             status["fleet"] = self.fleet
         if self.capture_sink is not None:
@@ -238,4 +242,5 @@ class Runner:
         mqtt = self.publisher.stats()
         return {"sources": status["sources"], "outbox_depth": mqtt.outbox_depth, "state": status["state"],
                 "mqtt_connected": mqtt.connected, "mqtt_dropped": mqtt.dropped,
-                "mqtt_dead_letters": mqtt.dead_letters, "last_error": status["last_error"]}
+                "mqtt_dead_letters": mqtt.dead_letters, "client_id_conflict": status.get("client_id_conflict"),
+                "last_error": status["last_error"]}

@@ -4,8 +4,8 @@ The runner hands each frame with its predictions to a `StreamState` (cheap: a re
 and the server draws and encodes only when a client is watching, in the client's own thread.
 
 Endpoints: `/` the page; `/status.json`; `/stream.mjpg?source=ID&kind=project|device`;
-`/healthz` (200 while no source is degraded, 503 naming the degraded sources otherwise: a
-finished file replay is healthy); `/metrics` (Prometheus text).
+`/healthz` (200 while no source is degraded or failed and no other client uses our MQTT client id,
+503 naming them otherwise: a finished file replay is healthy); `/metrics` (Prometheus text).
 """
 from __future__ import annotations
 
@@ -117,8 +117,12 @@ class StreamState:
     def health(self) -> tuple[bool, dict]:
         with self._cond:
             states = {sid: s.get("state") for sid, s in (self._stats.get("sources") or {}).items()}
-        degraded = sorted(sid for sid, state in states.items() if state == "degraded")
-        return not degraded, {"status": "degraded" if degraded else "ok", "degraded": degraded, "sources": states}
+            conflict = self._stats.get("client_id_conflict")
+        degraded = sorted(sid for sid, state in states.items() if state in ("degraded", "failed"))
+        body = {"status": "degraded" if degraded or conflict else "ok", "degraded": degraded, "sources": states}
+        if conflict:
+            body["client_id_conflict"] = conflict
+        return not (degraded or conflict), body
 
     def metrics(self) -> str:
         with self._cond:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -29,6 +30,9 @@ from edge.redact import redact_all
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.01  # longest an enqueued message waits before the drain thread looks again
+TAKEOVER_WINDOW_S = 1.0  # a connection closed this soon after it was made ...
+TAKEOVER_LOSSES = 3  # ... this many times in a row: another client has our client id
+TAKEOVER_CLEAR_S = 30.0  # the conflict is over once a connection held this long
 POISON_STRIKES = 3  # a message in flight when the broker closed the connection this many times in a row is dead-lettered
 
 
@@ -58,6 +62,7 @@ class PublisherStats:
     reconnects: int
     last_error: Optional[str]
     dead_letters: int = 0  # messages in the outbox's dead-letter table (too large, or poison)
+    client_id_conflict: Optional[str] = None  # set while another client seems to use our client id
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +92,11 @@ class Publisher:
         self._last_error: Optional[str] = None
         self.undelivered: Optional[int] = None  # messages left in the outbox when stop() returned
         self._strikes: dict[int, int] = {}  # outbox id -> connections lost in a row while it was alone in flight
+        self._connected_at = 0.0
+        self._quick_losses: list[Optional[int]] = []  # in a row, closed within TAKEOVER_WINDOW_S: the id alone in flight
+        self._struck: Optional[int] = None  # the outbox id alone in flight when the last connection was lost
+        self._conflict: Optional[str] = None  # the client id conflict, while it lasts
+        self.instance = uuid.uuid4().hex[:12]  # per start: tells two writers with one device id apart
         self._careful_until = 0  # send one message at a time up to this outbox id (after a loss with some in flight)
         self.dead_letters_at_start = self.store.dead_letters()
         self.dead_letters_this_run = 0  # set by stop()
@@ -116,7 +126,7 @@ class Publisher:
         targets = self.topics.inference_targets(source_id)
 
         def build(seq: int) -> list[Message]:
-            body = encode({**payload, "seq": seq})
+            body = encode({**payload, "seq": seq, "instance": self.instance})
             return [self._checked(Message(topic, body, self.settings.qos)) for topic in targets]
         try:
             return self.store.append_numbered(source_id, build)
@@ -158,10 +168,12 @@ class Publisher:
         self._subscribe_due.set()
 
     def stats(self) -> PublisherStats:
+        if self._conflict and self._connected and time.monotonic() - self._connected_at >= TAKEOVER_CLEAR_S:
+            self._clear_conflict(time.monotonic() - self._connected_at)
         return PublisherStats(connected=self._connected, outbox_depth=self.store.depth(),
                               dropped=self.store.dropped(), sent=self._sent,
                               reconnects=max(0, self._connections - 1), last_error=self._last_error,
-                              dead_letters=self.store.dead_letters())
+                              dead_letters=self.store.dead_letters(), client_id_conflict=self._conflict)
 
     @property
     def last_error(self) -> Optional[str]:
@@ -216,11 +228,40 @@ class Publisher:
                     finally:
                         self._connected = False
                         drop(client)
+                    if not self._stopping.is_set():
+                        self._after_loss(time.monotonic() - self._connected_at, self._struck)
             except Exception as exc:  # a broken store or paho bug must not end publishing for good
                 log.exception("MQTT publisher error")
                 self._note_error(f"publisher error: {exc}")
             if not self._stopping.is_set():
                 self._sleep(backoff.next_delay())
+
+    def _after_loss(self, lived_s: float, struck: Optional[int]) -> None:
+        """Two clients with one client id: the broker closes one whenever the other connects (MQTT 3.1.1
+        gives no reason). A connection closed within TAKEOVER_WINDOW_S, TAKEOVER_LOSSES times in a row,
+        names the conflict, unless each time the same message was alone in flight: that is a poison
+        message (`_strike`), not another client."""
+        if lived_s >= TAKEOVER_WINDOW_S:
+            self._quick_losses = []
+            if lived_s >= TAKEOVER_CLEAR_S:
+                self._clear_conflict(lived_s)
+            return
+        self._quick_losses.append(struck)
+        recent = self._quick_losses[-TAKEOVER_LOSSES:]
+        poison = len(set(recent)) == 1 and recent[0] is not None
+        if len(recent) >= TAKEOVER_LOSSES and not poison and not self._conflict:
+            self._conflict = (f"client id {self._opener_client_id()!r} is in use by another client: the broker closed "
+                              f"this connection within {TAKEOVER_WINDOW_S:g} s of connecting {len(self._quick_losses)} "
+                              "times in a row (two runners with one device_id or client_id?)")
+            log.error("MQTT: %s", self._conflict)
+
+    def _clear_conflict(self, held_s: float) -> None:
+        if self._conflict:
+            log.warning("MQTT: a connection held %.0f s; the client id conflict seems over", held_s)
+        self._conflict = None
+
+    def _opener_client_id(self) -> str:
+        return getattr(self._opener, "client_id", "?")
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -246,6 +287,7 @@ class Publisher:
             return None
         self._connections += 1
         self._connected = True
+        self._connected_at = time.monotonic()
         self._last_error = None
         log.info("MQTT connected (%d connection(s) so far)", self._connections)
         return client
@@ -258,9 +300,12 @@ class Publisher:
             row = inflight.pop(mid, None)
             if row is not None:
                 acked.append(row.id)
+        self._struck = None
         try:
             self._serve_rows(client, inflight, acked, on_publish)
         finally:
+            if len(inflight) == 1 and not self._stopping.is_set():
+                self._struck = next(iter(inflight.values())).id
             if inflight and not self._stopping.is_set():
                 # Which one did the broker refuse? Send what was in flight one at a time from now on
                 # (careful mode) until past it; a loss with one message in flight names the message.
@@ -275,6 +320,7 @@ class Publisher:
         self._strikes = {row.id: strikes}  # in a row: another message's loss starts the count again
         if strikes >= POISON_STRIKES:
             self._strikes = {}
+            self._quick_losses = []  # those losses were this message's, not another client's
             self._dead_letter(row, f"the broker closed the connection {strikes} times in a row while it was in "
                                    f"flight (over the broker's packet size limit, or refused by its ACL?)")
 
@@ -340,7 +386,10 @@ class Publisher:
         stats = self.stats()
         outbox = {"depth": stats.outbox_depth, "dropped": stats.dropped, "sent": stats.sent,
                   "dead_letters": stats.dead_letters}
-        return status_payload(self.topics.device, self._status, outbox, offline)
+        status = {**self._status, "instance": self.instance}
+        if self._conflict:
+            status.update(state="degraded", client_id_conflict=self._conflict, last_error=self._conflict)
+        return status_payload(self.topics.device, status, outbox, offline)
 
     def _say_offline(self, client: mqtt.Client) -> None:
         info = client.publish(self.topics.status, encode(self._status_payload(offline=True)), 1, True)
