@@ -37,7 +37,10 @@ demo: env
 bench: env
 	$(BIN)/python -m benchmarks
 
+# The suite runs Mosquitto, Chromium, PostgreSQL, systemd-analyze and GStreamer's RTSP server for
+# real (nothing skips): tests/system_requirements.py installs them as root, or names the apt-get line.
 test: env
+	$(BIN)/python -m tests.system_requirements --install
 	$(BIN)/python -m pytest -q
 
 clean-demo:

@@ -8,12 +8,16 @@ a file or folder has no more frames, or a live read failed) and is released by t
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 from pathlib import Path
 from typing import Literal, Optional, Protocol
 
 import cv2
 import numpy as np
+
+from edge.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -111,23 +115,42 @@ class Reader(Protocol):
     def release(self) -> None: ...
 
 
-class VideoReader:
-    """A camera, stream or video file through `cv2.VideoCapture` (FFmpeg for files and streams)."""
+_FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # read by OpenCV at each open: one open at a time sets it
+_FFMPEG_OPTIONS_LOCK = threading.Lock()
 
-    def __init__(self, kind: Kind, target: str, timeout_s: float):
+
+class VideoReader:
+    """A camera, stream or video file through `cv2.VideoCapture` (FFmpeg for files and streams).
+
+    `transport` ("tcp" or "udp") sets FFmpeg's `rtsp_transport` for this open (RTP over the RTSP
+    connection, through NAT and firewalls, or over UDP); None keeps FFmpeg's default (UDP, then TCP).
+    """
+
+    def __init__(self, kind: Kind, target: str, timeout_s: float, transport: Optional[str] = None):
         self.kind = kind
         if kind == "camera" and target.isdigit():
             self._cap = cv2.VideoCapture(int(target))
         else:
             # FFmpeg honours these, so a stalled stream returns from read() instead of blocking forever
             ms = max(int(timeout_s * 1000), 1)
-            self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG,
-                                         [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            with _FFMPEG_OPTIONS_LOCK:
+                before = os.environ.get(_FFMPEG_OPTIONS)
+                if transport:
+                    os.environ[_FFMPEG_OPTIONS] = f"rtsp_transport;{transport}"
+                try:
+                    self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+                finally:
+                    if transport:
+                        if before is None:
+                            os.environ.pop(_FFMPEG_OPTIONS, None)
+                        else:
+                            os.environ[_FFMPEG_OPTIONS] = before
         if not self._cap.isOpened():
             self._cap.release()
             if kind == "file" and Path(target).is_file():
                 raise UndecodableSource(f"cannot decode video file {target!r}: {why_undecodable(target)}")
-            raise SourceError(f"cannot open {kind} {target!r}")
+            raise SourceError(f"cannot open {kind} {redact(target)!r}")  # the target may carry a password
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else (DEFAULT_FILE_FPS if kind == "file" else 0.0)
 
@@ -167,12 +190,12 @@ class FolderReader:
         self._paths = []
 
 
-def open_reader(kind: Kind, target: str, timeout_s: float) -> Reader:
+def open_reader(kind: Kind, target: str, timeout_s: float, transport: Optional[str] = None) -> Reader:
     """The reader for one source; raises SourceError when it cannot be opened (UndecodableSource when
     a video file is there but FFmpeg cannot open it)."""
     if kind == "folder":
         return FolderReader(target)
-    return VideoReader(kind, target, timeout_s)
+    return VideoReader(kind, target, timeout_s, transport)
 
 
 def no_frame(kind: Kind, target: str, reader: Reader) -> UndecodableSource:

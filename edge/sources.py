@@ -10,16 +10,20 @@ capture thread reconnects after an exponential backoff. Failures are caught and 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Literal, Optional
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from edge.frames import Frame, FrameSlot
 from edge.readers import Kind, Reader, UndecodableSource, classify_uri, no_frame, open_reader
+from edge.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,11 @@ class SourceConfig(BaseModel):
     model: Optional[str] = Field(None, description="registered model for this source (default: the runner's)")
     stall_timeout_s: float = Field(5.0, gt=0, description="reconnect when an open or read takes longer")
     reconnect_backoff_max_s: float = Field(30.0, gt=0, description="cap of the exponential reconnect backoff")
+    username: Optional[str] = Field(None, description="streams: user for the camera's RTSP/HTTP authentication")
+    password_env: Optional[str] = Field(None, description="streams: environment variable holding the password")
+    password_file: Optional[Path] = Field(None, description="streams: file holding the password")
+    transport: Optional[Literal["tcp", "udp"]] = Field(None, description="RTSP: RTP over tcp (through NAT and "
+                                                       "firewalls) or udp; default FFmpeg's (udp, then tcp)")
 
     _kind: Kind = PrivateAttr("file")
 
@@ -60,6 +69,13 @@ class SourceConfig(BaseModel):
         kind, target = classify_uri(uri, (info.context or {}).get("base_dir"))
         return target if kind in ("file", "folder") else uri.strip()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secrets_in_yaml(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError("password: secrets are not read from the YAML; use password_env or password_file")
+        return data
+
     @model_validator(mode="after")
     def _replay_options_need_a_replay(self) -> "SourceConfig":
         self._kind = classify_uri(self.uri)[0]
@@ -68,7 +84,38 @@ class SourceConfig(BaseModel):
                 if getattr(self, name) not in (None, False):
                     raise ValueError(f"source '{self.id}': {name} applies to video files and image folders, "
                                      f"not to the {self.kind} {self.uri!r}")
+        shown = redact(self.uri)
+        if self.kind != "stream":
+            for name in ("username", "password_env", "password_file", "transport"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"source '{self.id}': {name} applies to rtsp/http streams, not to {shown!r}")
+        if self.transport and not self.uri.lower().startswith(("rtsp://", "rtsps://")):
+            raise ValueError(f"source '{self.id}': transport applies to rtsp:// streams, not to {shown!r}")
+        if self.password_env and self.password_file:
+            raise ValueError(f"source '{self.id}': password_env and password_file: give one of them, not both")
+        if (self.password_env or self.password_file) and not self.username:
+            raise ValueError(f"source '{self.id}': a password (password_env / password_file) requires username")
+        if self.username and urlsplit(self.uri).username:
+            raise ValueError(f"source '{self.id}': the user is in the URL and in username; give it in one place")
+        if self.password_file is not None and not Path(self.password_file).is_file():
+            raise ValueError(f"source '{self.id}': password_file {str(self.password_file)!r} not found")
         return self
+
+    def open_target(self) -> str:
+        """What the reader opens: the URI, with username and the password (from password_env or
+        password_file, read now) put into a stream URL; ValueError naming what is missing."""
+        if not self.username:
+            return str(self.uri)
+        password = None
+        if self.password_env:
+            password = os.environ.get(self.password_env)
+            if password is None:
+                raise ValueError(f"source '{self.id}': environment variable {self.password_env} is not set")
+        elif self.password_file:
+            password = Path(self.password_file).read_text(encoding="utf-8").strip()
+        parts = urlsplit(self.uri)
+        userinfo = quote(self.username, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
+        return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
     @property
     def kind(self) -> Kind:
@@ -210,8 +257,9 @@ class Source:
             with self._lock:
                 self._reconnects += 1
         try:
-            reader = self._timed(generation, lambda: self._open_reader(self.config.kind, str(self.config.uri),
-                                                          self.config.stall_timeout_s))
+            reader = self._timed(generation, lambda: self._open_reader(self.config.kind, self.config.open_target(),
+                                                                       self.config.stall_timeout_s,
+                                                                       self.config.transport))
         except UndecodableSource as exc:
             self._undecodable_try(str(exc))
             return None

@@ -288,7 +288,7 @@ def test_watchdog_abandons_a_read_that_never_returns(started):
     unblock = threading.Event()
     opened: list[_StuckReader] = []
 
-    def open_stuck(kind, target, timeout_s):
+    def open_stuck(kind, target, timeout_s, transport=None):
         opened.append(_StuckReader(unblock))
         return opened[-1]
 

@@ -216,7 +216,6 @@ def regions(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     return sorted(boxes, key=lambda b: -b[2] * b[3])
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
 def test_headless_chromium_shows_the_annotated_stream(fed, tmp_path):
     shot = tmp_path / "page.png"
     command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",

@@ -73,7 +73,7 @@ def file_source(n: int, folder) -> Source:
     video = folder / "frames.mp4"
     video.touch()
     return Source(SourceConfig(id="cam", uri=str(video), fps=0, drop=False),
-                  open_reader=lambda _kind, _target, _timeout: reader)
+                  open_reader=lambda _kind, _target, _timeout, _transport=None: reader)
 
 
 @contextmanager
@@ -158,7 +158,7 @@ def test_frames_of_an_image_folder_are_predicted_without_the_previous_one(tmp_pa
     folder.mkdir()
     (folder / "0.jpg").touch()  # the folder must hold images; the reader here hands out its own frames
     source = Source(SourceConfig(id="stills", uri=str(folder), fps=0, drop=False),
-                    open_reader=lambda _kind, _target, _timeout: reader)
+                    open_reader=lambda _kind, _target, _timeout, _transport=None: reader)
     worker = InferenceWorker(source, Manager(model), [])
     with running(source, worker):
         assert worker.wait_done(WAIT_S)
