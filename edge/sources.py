@@ -10,7 +10,6 @@ capture thread reconnects after an exponential backoff. Failures are caught and 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -24,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, 
 from edge.frames import Frame, FrameSlot
 from edge.readers import Kind, Reader, UndecodableSource, classify_uri, no_frame, open_reader
 from edge.redact import redact
+from edge.secrets import read_password, refuse_password_key
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,7 @@ class SourceConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_secrets_in_yaml(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "password" in data:
-            raise ValueError("password: secrets are not read from the YAML; use password_env or password_file")
-        return data
+        return refuse_password_key(data)
 
     @model_validator(mode="after")
     def _replay_options_need_a_replay(self) -> "SourceConfig":
@@ -106,13 +104,7 @@ class SourceConfig(BaseModel):
         password_file, read now) put into a stream URL; ValueError naming what is missing."""
         if not self.username:
             return str(self.uri)
-        password = None
-        if self.password_env:
-            password = os.environ.get(self.password_env)
-            if password is None:
-                raise ValueError(f"source '{self.id}': environment variable {self.password_env} is not set")
-        elif self.password_file:
-            password = Path(self.password_file).read_text(encoding="utf-8").strip()
+        password = read_password(self.password_env, self.password_file, f"source '{self.id}': ")
         parts = urlsplit(self.uri)
         userinfo = quote(self.username, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
         return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))

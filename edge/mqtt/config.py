@@ -9,12 +9,12 @@ Secrets are never read from the YAML: `password_env` names an environment variab
 """
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
+from edge.secrets import read_password, refuse_password_key
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
@@ -109,9 +109,7 @@ class MqttConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _no_secrets_in_yaml(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "password" in data:
-            raise ValueError("password: secrets are not read from the YAML; use password_env or password_file")
-        return data
+        return refuse_password_key(data)
 
     @field_validator("url")
     @classmethod
@@ -206,11 +204,4 @@ class MqttConfig(_Strict):
 
     def password(self) -> Optional[str]:
         """The password from the environment or the password file; ValueError naming what is missing."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"password_env: environment variable {self.password_env} is not set")
-            return value
-        if self.password_file:
-            return Path(self.password_file).read_text(encoding="utf-8").rstrip("\r\n")
-        return None
+        return read_password(self.password_env, self.password_file)

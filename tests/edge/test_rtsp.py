@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +14,7 @@ import pytest
 from edge.sources import Source, SourceConfig
 from tests.edge.conftest import free_port
 from tests.edge.runner_fixtures import video  # noqa: F401 (fixture)
+from tests.edge.runner_setup import wait_until
 
 SERVER = Path(__file__).with_name("rtsp_server.py")
 PASSWORD = "rtsp-S3cret!"
@@ -85,15 +85,6 @@ def sources():
         source.stop()
 
 
-def wait_for(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def frames_of(source: Source) -> int:
     return source.stats()["frames"]
 
@@ -103,16 +94,16 @@ def test_frames_flow_and_a_server_that_stops_and_comes_back_is_reconnected(serve
     server = servers()
     source = sources(uri=server.url)
     # when it plays, then frames flow
-    assert wait_for(lambda: frames_of(source) >= 30, 30), source.stats()
+    assert wait_until(lambda: frames_of(source) >= 30, 30), source.stats()
     frame = source._slot.get(timeout=5)
     assert frame is not None and frame.image.shape == (240, 320, 3), frame
     # when the server goes away, then the stall is detected and the source is degraded
     server.stop()
-    assert wait_for(lambda: source.stats()["state"] == "degraded", 15), source.stats()
+    assert wait_until(lambda: source.stats()["state"] == "degraded", 15), source.stats()
     before = frames_of(source)
     # and when it is back on the same port, the source reconnects by itself and frames flow again
     server.start()
-    assert wait_for(lambda: frames_of(source) >= before + 30, 60), source.stats()
+    assert wait_until(lambda: frames_of(source) >= before + 30, 60), source.stats()
     stats = source.stats()
     assert stats["state"] == "ok" and stats["reconnects"] >= 1, stats
 
@@ -127,12 +118,12 @@ def test_a_camera_that_requires_a_user_and_password_from_the_environment_or_a_fi
     # when the password comes from an environment variable, or a file, frames flow
     from_env = sources(uri=server.url, username="viewer", password_env="CAM_PASSWORD")
     from_file = sources(uri=server.url, username="viewer", password_file=str(secret))
-    assert wait_for(lambda: frames_of(from_env) >= 10 and frames_of(from_file) >= 10, 30), \
+    assert wait_until(lambda: frames_of(from_env) >= 10 and frames_of(from_file) >= 10, 30), \
         (from_env.stats(), from_file.stats())
     # and a wrong password is refused, shown without the password
     monkeypatch.setenv("WRONG", "not-" + PASSWORD)
     refused = sources(uri=server.url, username="viewer", password_env="WRONG")
-    assert wait_for(lambda: refused.stats()["reconnects"] >= 1, 15), refused.stats()
+    assert wait_until(lambda: refused.stats()["reconnects"] >= 1, 15), refused.stats()
     stats = refused.stats()
     assert stats["frames"] == 0 and stats["state"] == "degraded" and PASSWORD not in stats["last_error"], stats
     # and the YAML may not hold the password itself
@@ -147,6 +138,6 @@ def test_rtp_over_tcp_for_a_camera_that_refuses_udp(servers, sources):
     tcp = sources(uri=server.url, transport="tcp")
     udp = sources(uri=server.url, transport="udp")
     # then TCP plays, UDP is refused (461 Unsupported transport) and retried
-    assert wait_for(lambda: frames_of(tcp) >= 30, 30), tcp.stats()
-    assert wait_for(lambda: udp.stats()["reconnects"] >= 1, 15), udp.stats()
+    assert wait_until(lambda: frames_of(tcp) >= 30, 30), tcp.stats()
+    assert wait_until(lambda: udp.stats()["reconnects"] >= 1, 15), udp.stats()
     assert frames_of(udp) == 0 and udp.stats()["state"] == "degraded", udp.stats()

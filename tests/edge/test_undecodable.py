@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from edge.cli import main
 from edge.sources import DECODE_TRIES, Source, SourceConfig
 from tests.edge.packages import tiny_packages  # noqa: F401 (fixture)
 from tests.edge.runner_fixtures import registry_template, video  # noqa: F401 (fixtures)
-from tests.edge.runner_setup import copy_registry, device_yaml, inference
+from tests.edge.runner_setup import copy_registry, device_yaml, inference, wait_until
 from tests.edge.test_config import MINIMAL, write_video
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,15 +25,6 @@ def cut_off(video: Path, out: Path) -> Path:
     data = video.read_bytes()
     out.write_bytes(data[:len(data) // 2])
     return out
-
-
-def wait_for(condition, timeout_s: float):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("kind", ["cut-off mp4", "folder of broken images"])
@@ -52,7 +42,7 @@ def test_an_undecodable_file_or_folder_fails_after_a_few_tries_naming_the_reason
     source = Source.from_config(SourceConfig(id="cut", uri=str(uri), reconnect_backoff_max_s=0.1)).start()
     try:
         # when it is tried, then it ends as failed with the reason, instead of being retried forever
-        assert wait_for(lambda: source.failed, 20), source.stats()
+        assert wait_until(lambda: source.failed, 20), source.stats()
         stats = source.stats()
         assert stats["state"] == "failed" and source.ended and stats["frames"] == 0, stats
         assert reason in stats["last_error"] and str(uri) in stats["last_error"], stats["last_error"]
