@@ -19,6 +19,10 @@ def _variants(section: dict) -> str:
     head = (f"measured peaks at {peaks['threads']} threads: fp32 {peaks['fp32']['gflops']} GFLOP/s, "
             f"int8 {peaks['int8']['gflops']} GOP/s, bf16 {peaks['bf16']['gflops']} GFLOP/s"
             f"{'' if peaks['bf16']['native'] else ' (emulated)'}")
+    for precision in ("fp32", "int8", "bf16"):
+        if not peaks[precision].get("peak", True):
+            head += (f"\n  {precision}: not a peak ({peaks[precision]['how']} does not reach this CPU's units: "
+                     f"{peaks[precision]['beaten_by']} beat it); its 'of peak' figures are over 100%")
     rows = [[r["model"], r["batch"], r["variant"], f"{r['median_ms']:.3f}", r["images_per_s"], f"{r['vs_mxnet']:.2f}x",
              r["gflops"], f"{r['peak_fraction']:.0%}", r["gate"][:40]] for r in section["rows"]]
     return head + "\n" + table(["model", "batch", "variant", "median ms", "img/s", "vs MXNet", "GFLOP/s", "of peak",

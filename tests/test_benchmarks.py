@@ -142,3 +142,21 @@ def test_recipe_chain_follows_init_from_to_the_section_that_trains_it_and_names_
     params["first"]["init_from"] = "models/c"
     with pytest.raises(LensOpsError, match="'first' loops back to section 'third'"):
         chain(params, "third")
+
+
+def test_a_probe_a_variant_beats_is_no_peak_and_the_int8_text_follows_the_cpu_flags():
+    from benchmarks.report import _variants
+    from benchmarks.variants import int8_units, mark_non_peaks
+
+    # the AMX machine: openvino-bf16 at 2.3x "of peak"
+    peaks = {"threads": 2, "fp32": {"gflops": 100.0, "how": "ORT MatMul"}, "int8": {"gflops": 400.0, "how": "ORT MatMulInteger"},
+             "bf16": {"gflops": 50.0, "native": True, "how": "OpenVINO 1x1 Conv, bf16 hint"}}
+    rows = [{"model": "m", "batch": 1, "variant": "openvino-bf16", "precision": "bf16", "gflops": 115.0},
+            {"model": "m", "batch": 1, "variant": "onnx-int8", "precision": "int8", "gflops": 90.0}]
+    marked = mark_non_peaks(peaks, rows)
+    assert marked["bf16"]["peak"] is False and "openvino-bf16" in marked["bf16"]["beaten_by"], marked["bf16"]
+    assert marked["int8"]["peak"] and marked["fp32"]["peak"] and "peak" not in peaks["bf16"], "inputs untouched"
+    head = _variants({"peaks": marked, "rows": []})
+    assert "bf16: not a peak" in head and "openvino-bf16 (m, batch 1) at 115.0 beat it" in head, head
+    assert int8_units({"amx_int8", "avx512_vnni", "avx2"}) == "AMX and VNNI"
+    assert int8_units({"avx_vnni"}) == "VNNI" and int8_units({"avx2", "avx512f"}) == "no VNNI/AMX"
