@@ -157,10 +157,15 @@ class DeviceConfig(_Strict):
         if not isinstance(data, dict) or base is None:
             return data
         data = _copy_dicts(data)
-        for keys in PATH_KEYS:
+        sources = data.get("sources") if isinstance(data.get("sources"), list) else []
+        source_keys = [("sources", i, "password_file") for i, src in enumerate(sources) if isinstance(src, dict)]
+        for keys in (*PATH_KEYS, *source_keys):
             parent = data
             for key in keys[:-1]:
-                parent = parent.get(key) if isinstance(parent, dict) else None
+                if isinstance(parent, list):
+                    parent = parent[key] if isinstance(key, int) and key < len(parent) else None
+                else:
+                    parent = parent.get(key) if isinstance(parent, dict) else None
             value = parent.get(keys[-1]) if isinstance(parent, dict) else None
             if isinstance(value, str) and value:
                 path = Path(os.path.expanduser(value))

@@ -85,7 +85,7 @@ def classify_uri(uri: str, base_dir: Optional[Path] = None) -> tuple[Kind, str]:
         elif name in STREAM_SCHEMES:
             return "stream", text
         else:
-            raise ValueError(f"unknown scheme '{name}://' in {uri!r}; expected a camera index, /dev/video*, "
+            raise ValueError(f"unknown scheme '{name}://' in {redact(uri)!r}; expected a camera index, /dev/video*, "
                              f"a video file, an image folder or one of: "
                              + ", ".join(f"{s}://" for s in STREAM_SCHEMES))
     if text.startswith("/dev/video"):
@@ -123,7 +123,7 @@ class VideoReader:
     """A camera, stream or video file through `cv2.VideoCapture` (FFmpeg for files and streams).
 
     `transport` ("tcp" or "udp") sets FFmpeg's `rtsp_transport` for this open (RTP over the RTSP
-    connection, through NAT and firewalls, or over UDP); None keeps FFmpeg's default (UDP, then TCP).
+    connection, through NAT and firewalls, or over UDP); None keeps OpenCV's default (TCP preferred).
     """
 
     def __init__(self, kind: Kind, target: str, timeout_s: float, transport: Optional[str] = None):
@@ -133,15 +133,16 @@ class VideoReader:
         else:
             # FFmpeg honours these, so a stalled stream returns from read() instead of blocking forever
             ms = max(int(timeout_s * 1000), 1)
-            with _FFMPEG_OPTIONS_LOCK:
-                before = os.environ.get(_FFMPEG_OPTIONS)
-                if transport:
-                    os.environ[_FFMPEG_OPTIONS] = f"rtsp_transport;{transport}"
-                try:
-                    self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
-                                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
-                finally:
-                    if transport:
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            if not transport:
+                self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+            else:  # only these opens wait for each other (the option is process-wide while set)
+                with _FFMPEG_OPTIONS_LOCK:
+                    before = os.environ.get(_FFMPEG_OPTIONS)
+                    os.environ[_FFMPEG_OPTIONS] = "|".join(filter(None, [before, f"rtsp_transport;{transport}"]))
+                    try:
+                        self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
+                    finally:
                         if before is None:
                             os.environ.pop(_FFMPEG_OPTIONS, None)
                         else:

@@ -12,11 +12,11 @@ import re
 from typing import Any
 
 MASK = "*"
-# scheme://userinfo@ : userinfo runs to the last '@' before the host's '/', whitespace or a quote
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s'\"<>]*)@")
+# scheme://userinfo@ : userinfo runs to the last '@' before the host's '/', whitespace or '"' (a ' may be in a password)
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s\"<>]*)@")
 _QUERY = re.compile(
     r"(?P<key>[?&;](?:user|username|login|password|passwd|pwd|pass|token|access_token|auth|authorization|"
-    r"key|apikey|api_key|secret|signature|sig|credential|x-amz-signature|x-amz-credential|"
+    r"key|apikey|api_key|secret|passphrase|signature|sig|credential|x-amz-signature|x-amz-credential|"
     r"x-amz-security-token)=)(?P<value>[^&;\s'\"#<>]*)", re.IGNORECASE)
 
 
@@ -43,12 +43,19 @@ class RedactingFilter(logging.Filter):
     """Rewrites a record's message (and its traceback text) with `redact` before any handler formats it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: let the handler report it as logging does
+            return True
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 

@@ -54,7 +54,7 @@ class SourceConfig(BaseModel):
     password_env: Optional[str] = Field(None, description="streams: environment variable holding the password")
     password_file: Optional[Path] = Field(None, description="streams: file holding the password")
     transport: Optional[Literal["tcp", "udp"]] = Field(None, description="RTSP: RTP over tcp (through NAT and "
-                                                       "firewalls) or udp; default FFmpeg's (udp, then tcp)")
+                                                       "firewalls) or udp; default OpenCV's (tcp preferred)")
 
     _kind: Kind = PrivateAttr("file")
 
@@ -81,7 +81,7 @@ class SourceConfig(BaseModel):
             for name in ("loop", "fps"):
                 if getattr(self, name) not in (None, False):
                     raise ValueError(f"source '{self.id}': {name} applies to video files and image folders, "
-                                     f"not to the {self.kind} {self.uri!r}")
+                                     f"not to the {self.kind} {redact(self.uri)!r}")
         shown = redact(self.uri)
         if self.kind != "stream":
             for name in ("username", "password_env", "password_file", "transport"):
@@ -226,7 +226,7 @@ class Source:
                         self._end()
                         return
                 else:  # a live read failed
-                    self._fail(f"no frame from {self.config.kind} {self.config.uri!r}")
+                    self._fail(f"no frame from {self.config.kind} {redact(self.config.uri)!r}")
                     reader.release()
                     reader = None
         except Exception as exc:  # noqa: BLE001 - a source's failure stays in its stats

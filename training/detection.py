@@ -30,13 +30,14 @@ class DetectionTask:
     def encode(self, net, label: mx.nd.NDArray) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
         """Anchor targets per image from its real boxes only: a padding row (-1) would be matched
         to some anchor by the bipartite matcher and encode to log(0). Difficult objects (label
-        column 5) are not targets, as in the VOC devkit's training sets without difficult objects."""
+        column 5) are targets like the others, as in GluonCV's VOC and COCO (use_crowd) training:
+        left out, the anchors on them would be mined as hard negatives; only the metric ignores them."""
         anchors = self._anchors(net)
         n = anchors.shape[1]
         cls_all, box_all = [], []
         with autograd.pause():
             for rows in label.asnumpy():
-                rows = rows[(rows[:, 4] >= 0) & (rows[:, 5] <= 0)]
+                rows = rows[rows[:, 4] >= 0]
                 if not len(rows):
                     cls_all.append(mx.nd.zeros((1, n)))
                     box_all.append(mx.nd.zeros((1, n, 4)))

@@ -99,7 +99,7 @@ class MqttConfig(_Strict):
     inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages sent but not yet acknowledged")
     max_publishes_per_s: Optional[float] = Field(None, gt=0, description="rate limit; 100 in aws_iot mode")
     max_payload_bytes: Optional[int] = Field(None, ge=64, description="largest payload the broker takes "
-                                             "(Mosquitto's max_packet_size less the topic); a larger message goes "
+                                             "(Mosquitto's max_packet_size less the topic and ~8 bytes of header); a larger message goes "
                                              "to the dead-letter table at enqueue; 131072 (and at most that) in aws_iot mode")
     reconnect_max_s: float = Field(30.0, gt=0, le=300, description="cap of the jittered exponential reconnect backoff")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="disk-backed outbox")

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS dead_letters (  -- messages that will never be sent, 
 """
 
 
+DEAD_LETTERS_KEPT = 1000  # newest dead letters kept for inspection; older ones are only counted
+
+
 @dataclass(frozen=True)
 class Message:
     topic: str
@@ -84,7 +87,7 @@ class OutboxStore:
         self._db.executescript(_SCHEMA)
         self._depth = self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
         self._dropped = self._counter("dropped")
-        self._dead = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        self._dead = self._counter("dead_letters")
         self._syncer: Optional[sqlite3.Connection] = None
 
     def _open(self, durability: Durability) -> sqlite3.Connection:
@@ -175,20 +178,25 @@ class OutboxStore:
         return removed
 
     def dead_letter(self, message: Message | StoredMessage, reason: str) -> None:
-        """Put a message in the dead-letter table (and take it out of the queue if it is there), at once."""
+        """Put a message in the dead-letter table (and take it out of the queue if it is there), at once.
+        The table keeps the newest DEAD_LETTERS_KEPT; the count of all of them is kept in `counters`."""
         with self._lock:
             def move() -> None:
                 self._db.execute("INSERT INTO dead_letters(topic, payload, qos, retain, reason, ts) "
                                  "VALUES(?, ?, ?, ?, ?, strftime('%s', 'now'))",
                                  (message.topic, bytes(message.payload), int(message.qos), int(message.retain), reason))
+                self._db.execute("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?",
+                                 (DEAD_LETTERS_KEPT,))
                 if isinstance(message, StoredMessage):
                     gone = self._db.execute("DELETE FROM messages WHERE id = ?", (message.id,)).rowcount
                     self._depth -= gone
+                self._db.execute("INSERT INTO counters(name, value) VALUES('dead_letters', ?) "
+                                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (self._dead + 1,))
             self._write(move)
             self._dead += 1
 
     def dead_letters(self) -> int:
-        """Messages in the dead-letter table."""
+        """Messages dead-lettered since the outbox file was created (the table keeps the newest DEAD_LETTERS_KEPT)."""
         return self._dead
 
     def depth(self) -> int:

@@ -100,6 +100,7 @@ class Publisher:
         self._careful_until = 0  # send one message at a time up to this outbox id (after a loss with some in flight)
         self.dead_letters_at_start = self.store.dead_letters()
         self.dead_letters_this_run = 0  # set by stop()
+        self._dead_logged = 0
         self._last_sync = time.monotonic()
 
     @classmethod
@@ -203,6 +204,7 @@ class Publisher:
             if self._thread.is_alive():
                 log.error("MQTT publisher thread did not stop; outbox left open")
                 self.undelivered = self.store.depth()
+                self.dead_letters_this_run = self.store.dead_letters() - self.dead_letters_at_start
                 return
         self.undelivered = self.store.depth()
         self.dead_letters_this_run = self.store.dead_letters() - self.dead_letters_at_start
@@ -246,12 +248,13 @@ class Publisher:
             if lived_s >= TAKEOVER_CLEAR_S:
                 self._clear_conflict(lived_s)
             return
-        self._quick_losses.append(struck)
-        recent = self._quick_losses[-TAKEOVER_LOSSES:]
-        poison = len(set(recent)) == 1 and recent[0] is not None
+        self._quick_losses = (self._quick_losses + [struck])[-TAKEOVER_LOSSES:]
+        recent = self._quick_losses
+        # a message struck more than once is a poison suspect: its losses are not another client's
+        poison = struck is not None and self._strikes.get(struck, 0) >= 2
         if len(recent) >= TAKEOVER_LOSSES and not poison and not self._conflict:
             self._conflict = (f"client id {self._opener_client_id()!r} is in use by another client: the broker closed "
-                              f"this connection within {TAKEOVER_WINDOW_S:g} s of connecting {len(self._quick_losses)} "
+                              f"this connection within {TAKEOVER_WINDOW_S:g} s of connecting {TAKEOVER_LOSSES} "
                               "times in a row (two runners with one device_id or client_id?)")
             log.error("MQTT: %s", self._conflict)
 
@@ -301,10 +304,15 @@ class Publisher:
             if row is not None:
                 acked.append(row.id)
         self._struck = None
+        control: set[int] = set()  # mids of this connection's status publishes not yet acknowledged
+
+        def on_publish_or_control(client_, userdata, mid: int, code, props) -> None:
+            control.discard(mid)
+            on_publish(client_, userdata, mid, code, props)
         try:
-            self._serve_rows(client, inflight, acked, on_publish)
+            self._serve_rows(client, inflight, acked, on_publish_or_control, control)
         finally:
-            if len(inflight) == 1 and not self._stopping.is_set():
+            if len(inflight) == 1 and not control and not self._stopping.is_set():
                 self._struck = next(iter(inflight.values())).id
             if inflight and not self._stopping.is_set():
                 # Which one did the broker refuse? Send what was in flight one at a time from now on
@@ -326,9 +334,12 @@ class Publisher:
 
     def _dead_letter(self, message: Message | StoredMessage, reason: str) -> None:
         self.store.dead_letter(message, reason)
-        log.error("MQTT: dead-lettered a %d-byte message for %r: %s", len(message.payload), message.topic, reason)
+        self._dead_logged += 1
+        if self._dead_logged <= 10 or self._dead_logged % 100 == 0:  # a source that is always too big: not every frame
+            log.error("MQTT: dead-lettered a %d-byte message for %r (%d this run): %s", len(message.payload),
+                      message.topic, self._dead_logged, reason)
 
-    def _serve_rows(self, client: mqtt.Client, inflight: dict, acked: list, on_publish) -> None:
+    def _serve_rows(self, client: mqtt.Client, inflight: dict, acked: list, on_publish, control: set) -> None:
         client.on_publish = on_publish
         client.on_message = self._dispatch
         self._status_due.set()  # the broker may hold our will (`offline`) as the retained status
@@ -340,13 +351,14 @@ class Publisher:
                 return
             if self._status_due.is_set() and self._may_publish():
                 self._status_due.clear()
-                client.publish(self.topics.status, encode(self._status_payload()), 1, True)
+                control.add(client.publish(self.topics.status, encode(self._status_payload()), 1, True).mid)
             if self._subscribe_due.is_set():
                 self._subscribe_due.clear()
                 if self._subscriptions:
                     client.subscribe([(topic, qos) for topic, (_, qos) in dict(self._subscriptions).items()])
             busy = False
-            window = 1 if cursor < self._careful_until else self.settings.inflight
+            careful = cursor < self._careful_until or any(r.id <= self._careful_until for r in inflight.values())
+            window = 1 if careful else self.settings.inflight
             room = window - len(inflight)
             for row in self.store.pending(cursor, room) if room > 0 else ():
                 if not self._may_publish():

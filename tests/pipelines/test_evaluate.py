@@ -79,7 +79,7 @@ class _ExactDetector:
         return mx.nd.array(ids), mx.nd.array(scores), mx.nd.array(boxes)
 
 
-def test_the_training_loops_validation_map_ignores_difficult_objects_and_training_skips_them(tmp_path):
+def test_the_training_loops_validation_map_ignores_difficult_objects(tmp_path):
     # given the same split through the training loop's validation loader (input 64 px)
     split = load_split(_voc(tmp_path / "voc"), "detection", "val")
     samples = DetectionSamples(split.records, 64, train=False, seed=0, max_objects=3)
@@ -89,6 +89,6 @@ def test_the_training_loops_validation_map_ignores_difficult_objects_and_trainin
     metrics, _ = task.evaluate(_ExactDetector(64 / SIZE), loader)
     # then it is 1.0, as the scorer's
     assert metrics["val_map"] == pytest.approx(1.0, abs=1e-9), metrics
-    # and difficult objects are labelled in column 5 but are no anchor targets
+    # and difficult objects are marked in label column 5
     _, label = samples[0]
     assert label[:2, 5].tolist() == [0.0, 1.0] and (label[2:] == -1).all(), label

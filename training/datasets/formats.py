@@ -8,7 +8,7 @@ check.check_dataset reports it, then fails or skips by policy.
 Boxes are pixel [x_min, y_min, x_max, y_max] in continuous coordinates (the right edge of
 pixel column 9 is 10). VOC xml is 1-based inclusive, so x_min = xmin - 1 and x_max = xmax;
 COCO [x, y, w, h] gives [x, y, x + w, y + h]. VOC objects marked difficult and COCO crowd regions
-(iscrowd) are kept with DetectionRecord.difficult set: the metric ignores them, training skips them.
+(iscrowd) are kept with DetectionRecord.difficult set: the metric ignores them, training uses them.
 read_voc and voc_xml are the one VOC reader and writer (synth, review and capture import use them).
 """
 from __future__ import annotations

@@ -26,8 +26,8 @@ class DetectionRecord:
     `difficult` (bool (N,), all False when not given) marks objects a detector may or may not find:
     Pascal VOC's `<difficult>1</difficult>` and COCO's `iscrowd` regions. The VOC mAP ignores them
     (a detection matching one is neither a true nor a false positive; Everingham et al., "The
-    PASCAL Visual Object Classes (VOC) Challenge", IJCV 2010, section 4.2) and training does not
-    use them as targets.
+    PASCAL Visual Object Classes (VOC) Challenge", IJCV 2010, section 4.2); training uses them as
+    targets, as GluonCV's VOC and COCO (use_crowd) training does.
     """
 
     path: Path

@@ -53,6 +53,7 @@ def test_a_message_the_broker_refuses_is_dead_lettered_and_blocks_nothing(strict
     finally:
         publisher.stop()
     assert stats.dead_letters == BIG and stats.outbox_depth == 0, stats
+    assert stats.client_id_conflict is None, "a poison message's disconnects are not another client's"
     assert not [m for m in collector.messages if m.topic.endswith("crowd/inference")], "the broker took a big one?"
     logged = [r.getMessage() for r in caplog.records if "dead-lettered" in r.getMessage()]
     assert len(logged) == BIG and all("lensops/cam-01/crowd/inference" in m for m in logged), logged
