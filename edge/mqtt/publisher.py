@@ -93,8 +93,9 @@ class Publisher:
         self.undelivered: Optional[int] = None  # messages left in the outbox when stop() returned
         self._strikes: dict[int, int] = {}  # outbox id -> connections lost in a row while it was alone in flight
         self._connected_at = 0.0
-        self._quick_losses: list[Optional[int]] = []  # in a row, closed within TAKEOVER_WINDOW_S: the id alone in flight
-        self._struck: Optional[int] = None  # the outbox id alone in flight when the last connection was lost
+        # in a row, closed within TAKEOVER_WINDOW_S: the oldest id in flight (None: the last loss dead-lettered one)
+        self._quick_losses: Optional[list[Optional[int]]] = []
+        self._suspect: Optional[int] = None  # the oldest outbox id in flight when the last connection was lost
         self._conflict: Optional[str] = None  # the client id conflict, while it lasts
         self.instance = uuid.uuid4().hex[:12]  # per start: tells two writers with one device id apart
         self._careful_until = 0  # send one message at a time up to this outbox id (after a loss with some in flight)
@@ -231,28 +232,30 @@ class Publisher:
                         self._connected = False
                         drop(client)
                     if not self._stopping.is_set():
-                        self._after_loss(time.monotonic() - self._connected_at, self._struck)
+                        self._after_loss(time.monotonic() - self._connected_at, self._suspect)
             except Exception as exc:  # a broken store or paho bug must not end publishing for good
                 log.exception("MQTT publisher error")
                 self._note_error(f"publisher error: {exc}")
             if not self._stopping.is_set():
                 self._sleep(backoff.next_delay())
 
-    def _after_loss(self, lived_s: float, struck: Optional[int]) -> None:
+    def _after_loss(self, lived_s: float, suspect: Optional[int]) -> None:
         """Two clients with one client id: the broker closes one whenever the other connects (MQTT 3.1.1
         gives no reason). A connection closed within TAKEOVER_WINDOW_S, TAKEOVER_LOSSES times in a row,
-        names the conflict, unless each time the same message was alone in flight: that is a poison
-        message (`_strike`), not another client."""
+        names the conflict, unless the last two losses had the same oldest message in flight: no progress
+        between them is a message the broker refuses (`_strike`), not another client taking over."""
         if lived_s >= TAKEOVER_WINDOW_S:
             self._quick_losses = []
             if lived_s >= TAKEOVER_CLEAR_S:
                 self._clear_conflict(lived_s)
             return
-        self._quick_losses = (self._quick_losses + [struck])[-TAKEOVER_LOSSES:]
+        if self._quick_losses is None:  # this loss dead-lettered the message it was on: start counting again
+            self._quick_losses = []
+            return
+        self._quick_losses = (self._quick_losses + [suspect])[-TAKEOVER_LOSSES:]
         recent = self._quick_losses
-        # a message struck more than once is a poison suspect: its losses are not another client's
-        poison = struck is not None and self._strikes.get(struck, 0) >= 2
-        if len(recent) >= TAKEOVER_LOSSES and not poison and not self._conflict:
+        stuck = len(recent) >= 2 and recent[-1] is not None and recent[-1] == recent[-2]
+        if len(recent) >= TAKEOVER_LOSSES and not stuck and not self._conflict:
             self._conflict = (f"client id {self._opener_client_id()!r} is in use by another client: the broker closed "
                               f"this connection within {TAKEOVER_WINDOW_S:g} s of connecting {TAKEOVER_LOSSES} "
                               "times in a row (two runners with one device_id or client_id?)")
@@ -303,7 +306,6 @@ class Publisher:
             row = inflight.pop(mid, None)
             if row is not None:
                 acked.append(row.id)
-        self._struck = None
         control: set[int] = set()  # mids of this connection's status publishes not yet acknowledged
 
         def on_publish_or_control(client_, userdata, mid: int, code, props) -> None:
@@ -312,12 +314,12 @@ class Publisher:
         try:
             self._serve_rows(client, inflight, acked, on_publish_or_control, control)
         finally:
-            if len(inflight) == 1 and not control and not self._stopping.is_set():
-                self._struck = next(iter(inflight.values())).id
+            self._suspect = min((row.id for row in inflight.values()), default=None)
             if inflight and not self._stopping.is_set():
                 # Which one did the broker refuse? Send what was in flight one at a time from now on
-                # (careful mode) until past it; a loss with one message in flight names the message.
-                if len(inflight) == 1:
+                # (careful mode) until past it; a loss with one message alone in flight (and no status
+                # publish unacknowledged) names the message.
+                if len(inflight) == 1 and not control:
                     self._strike(next(iter(inflight.values())))
                 self._careful_until = max(self._careful_until, max(row.id for row in inflight.values()))
 
@@ -328,7 +330,7 @@ class Publisher:
         self._strikes = {row.id: strikes}  # in a row: another message's loss starts the count again
         if strikes >= POISON_STRIKES:
             self._strikes = {}
-            self._quick_losses = []  # those losses were this message's, not another client's
+            self._quick_losses = None  # those losses were this message's, not another client's
             self._dead_letter(row, f"the broker closed the connection {strikes} times in a row while it was in "
                                    f"flight (over the broker's packet size limit, or refused by its ACL?)")
 
