@@ -109,7 +109,7 @@ def run(settings: Settings) -> dict:
         on_file = serve(package, file_source, broker.url, settings.work / "state-file", settings.threads, 300)
         memory = MemoryReader(frames, n)
         frame_source = Source(SourceConfig(id="frames", uri=str(video), fps=0, drop=False),
-                              open_reader=lambda _kind, _target, _timeout: memory)
+                              open_reader=lambda _kind, _target, _timeout, _transport=None: memory)
         on_frames = serve(package, frame_source, broker.url, settings.work / "state-frames", settings.threads, 300)
     return {"title": f"Runner end to end: {package.manifest.name} ({found['inference']['variant']}, "
                      f"{settings.threads} threads) publishing every frame at QoS 1",

@@ -54,7 +54,7 @@ def run(settings: Settings) -> dict:
     versions = tuple(str(v) for v in range(1, settings.runs(4, 2) + 1))  # 3 swaps (1 quick)
     memory = MemoryReader(frames, count=10 ** 6, fps=FPS)
     source = Source(SourceConfig(id="camera", uri=str(package.archive), fps=FPS, drop=True),
-                    open_reader=lambda _kind, _target, _timeout: memory)
+                    open_reader=lambda _kind, _target, _timeout, _transport=None: memory)
     swaps = []
     with Mosquitto(settings.work / "mosquitto-swap") as broker:
         device = assemble(package, source, broker.url, settings.work / "state-swap", settings.threads, versions)

@@ -119,7 +119,7 @@ class SourceConfig(BaseModel):
         return self.drop if self.drop is not None else self.kind in ("camera", "stream")
 
 
-OpenReader = Callable[[Kind, str, float], Reader]
+OpenReader = Callable[[Kind, str, float, Optional[str]], Reader]  # kind, target, timeout_s, transport
 
 
 class Source:
