@@ -35,28 +35,33 @@ def why_undecodable(path: str) -> str:
     try:
         size = Path(path).stat().st_size
         with open(path, "rb") as handle:
-            head = handle.read(1 << 20)
+            boxes = _top_level_boxes(handle, size)
     except OSError as exc:
         return f"cannot read it ({exc.strerror or exc})"
     if size == 0:
         return "the file is empty"
-    if head[4:8] == b"ftyp":  # ISO base media (MP4, MOV): the moov box indexes the frames
-        boxes, offset = [], 0
-        with open(path, "rb") as handle:
-            while offset + 8 <= size and len(boxes) < 1000:
-                handle.seek(offset)
-                header = handle.read(16)
-                length, kind = int.from_bytes(header[:4], "big"), header[4:8]
-                if length == 1 and len(header) == 16:
-                    length = int.from_bytes(header[8:16], "big")
-                boxes.append(kind)
-                if length < 8:
-                    break
-                offset += length
+    if boxes[:1] == [b"ftyp"]:  # ISO base media (MP4, MOV): the moov box indexes the frames
         if b"moov" not in boxes:
             return "an MP4 without its moov index (a recording cut off before it was finished?)"
         return "an MP4 whose frames FFmpeg cannot decode (a codec this build lacks, or damaged data)"
     return "FFmpeg cannot open it (not a video, damaged, or a format this build lacks)"
+
+
+def _top_level_boxes(handle, size: int) -> list[bytes]:
+    """The types of an ISO base media file's top-level boxes (ISO/IEC 14496-12 4.2); for any other file
+    the first 'type' read is not ftyp."""
+    boxes, offset = [], 0
+    while offset + 8 <= size and len(boxes) < 1000:
+        handle.seek(offset)
+        header = handle.read(16)
+        length, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        if length == 1 and len(header) == 16:
+            length = int.from_bytes(header[8:16], "big")
+        boxes.append(kind)
+        if length < 8 or boxes[0] != b"ftyp":
+            break
+        offset += length
+    return boxes
 
 
 class SourceError(Exception):

@@ -21,6 +21,7 @@ import paho.mqtt.client as mqtt
 
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener, Opener, drop, pump
+from edge.mqtt.losses import POISON_STRIKES, LossTracker
 from edge.mqtt.outbox import Message, OutboxStore, StoredMessage
 from edge.mqtt.payloads import (DEPLOYMENT, STATUS, PayloadTooLarge, check_size, encode, status_payload,
                                 utc_timestamp)
@@ -30,10 +31,6 @@ from edge.redact import redact_all
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.01  # longest an enqueued message waits before the drain thread looks again
-TAKEOVER_WINDOW_S = 1.0  # a connection closed this soon after it was made ...
-TAKEOVER_LOSSES = 3  # ... this many times in a row: another client has our client id
-TAKEOVER_CLEAR_S = 30.0  # the conflict is over once a connection held this long
-POISON_STRIKES = 3  # a message in flight when the broker closed the connection this many times in a row is dead-lettered
 
 
 @dataclass(frozen=True)
@@ -91,14 +88,8 @@ class Publisher:
         self._sent = 0
         self._last_error: Optional[str] = None
         self.undelivered: Optional[int] = None  # messages left in the outbox when stop() returned
-        self._strikes: dict[int, int] = {}  # outbox id -> connections lost in a row while it was alone in flight
-        self._connected_at = 0.0
-        # in a row, closed within TAKEOVER_WINDOW_S: the oldest id in flight (None: the last loss dead-lettered one)
-        self._quick_losses: Optional[list[Optional[int]]] = []
-        self._suspect: Optional[int] = None  # the oldest outbox id in flight when the last connection was lost
-        self._conflict: Optional[str] = None  # the client id conflict, while it lasts
+        self._losses = LossTracker(getattr(opener, "client_id", "?"))  # poison messages, client id conflicts
         self.instance = uuid.uuid4().hex[:12]  # per start: tells two writers with one device id apart
-        self._careful_until = 0  # send one message at a time up to this outbox id (after a loss with some in flight)
         self.dead_letters_at_start = self.store.dead_letters()
         self.dead_letters_this_run = 0  # set by stop()
         self._dead_logged = 0
@@ -170,12 +161,11 @@ class Publisher:
         self._subscribe_due.set()
 
     def stats(self) -> PublisherStats:
-        if self._conflict and self._connected and time.monotonic() - self._connected_at >= TAKEOVER_CLEAR_S:
-            self._clear_conflict(time.monotonic() - self._connected_at)
+        conflict = self._losses.current_conflict(self._connected, time.monotonic())
         return PublisherStats(connected=self._connected, outbox_depth=self.store.depth(),
                               dropped=self.store.dropped(), sent=self._sent,
                               reconnects=max(0, self._connections - 1), last_error=self._last_error,
-                              dead_letters=self.store.dead_letters(), client_id_conflict=self._conflict)
+                              dead_letters=self.store.dead_letters(), client_id_conflict=conflict)
 
     @property
     def last_error(self) -> Optional[str]:
@@ -202,13 +192,11 @@ class Publisher:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(drain_timeout_s + CONNECT_TIMEOUT_S + 5)
-            if self._thread.is_alive():
-                log.error("MQTT publisher thread did not stop; outbox left open")
-                self.undelivered = self.store.depth()
-                self.dead_letters_this_run = self.store.dead_letters() - self.dead_letters_at_start
-                return
         self.undelivered = self.store.depth()
         self.dead_letters_this_run = self.store.dead_letters() - self.dead_letters_at_start
+        if self._thread is not None and self._thread.is_alive():
+            log.error("MQTT publisher thread did not stop; outbox left open")
+            return
         self.store.close()
 
     # -- the drain thread ---------------------------------------------------------------------
@@ -232,42 +220,12 @@ class Publisher:
                         self._connected = False
                         drop(client)
                     if not self._stopping.is_set():
-                        self._after_loss(time.monotonic() - self._connected_at, self._suspect)
+                        self._losses.after_loss(time.monotonic() - self._losses.connected_at)
             except Exception as exc:  # a broken store or paho bug must not end publishing for good
                 log.exception("MQTT publisher error")
                 self._note_error(f"publisher error: {exc}")
             if not self._stopping.is_set():
                 self._sleep(backoff.next_delay())
-
-    def _after_loss(self, lived_s: float, suspect: Optional[int]) -> None:
-        """Two clients with one client id: the broker closes one whenever the other connects (MQTT 3.1.1
-        gives no reason). A connection closed within TAKEOVER_WINDOW_S, TAKEOVER_LOSSES times in a row,
-        names the conflict, unless the last two losses had the same oldest message in flight: no progress
-        between them is a message the broker refuses (`_strike`), not another client taking over."""
-        if lived_s >= TAKEOVER_WINDOW_S:
-            self._quick_losses = []
-            if lived_s >= TAKEOVER_CLEAR_S:
-                self._clear_conflict(lived_s)
-            return
-        if self._quick_losses is None:  # this loss dead-lettered the message it was on: start counting again
-            self._quick_losses = []
-            return
-        self._quick_losses = (self._quick_losses + [suspect])[-TAKEOVER_LOSSES:]
-        recent = self._quick_losses
-        stuck = len(recent) >= 2 and recent[-1] is not None and recent[-1] == recent[-2]
-        if len(recent) >= TAKEOVER_LOSSES and not stuck and not self._conflict:
-            self._conflict = (f"client id {self._opener_client_id()!r} is in use by another client: the broker closed "
-                              f"this connection within {TAKEOVER_WINDOW_S:g} s of connecting {TAKEOVER_LOSSES} "
-                              "times in a row (two runners with one device_id or client_id?)")
-            log.error("MQTT: %s", self._conflict)
-
-    def _clear_conflict(self, held_s: float) -> None:
-        if self._conflict:
-            log.warning("MQTT: a connection held %.0f s; the client id conflict seems over", held_s)
-        self._conflict = None
-
-    def _opener_client_id(self) -> str:
-        return getattr(self._opener, "client_id", "?")
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -293,7 +251,7 @@ class Publisher:
             return None
         self._connections += 1
         self._connected = True
-        self._connected_at = time.monotonic()
+        self._losses.connected(time.monotonic())
         self._last_error = None
         log.info("MQTT connected (%d connection(s) so far)", self._connections)
         return client
@@ -314,25 +272,10 @@ class Publisher:
         try:
             self._serve_rows(client, inflight, acked, on_publish_or_control, control)
         finally:
-            self._suspect = min((row.id for row in inflight.values()), default=None)
-            if inflight and not self._stopping.is_set():
-                # Which one did the broker refuse? Send what was in flight one at a time from now on
-                # (careful mode) until past it; a loss with one message alone in flight (and no status
-                # publish unacknowledged) names the message.
-                if len(inflight) == 1 and not control:
-                    self._strike(next(iter(inflight.values())))
-                self._careful_until = max(self._careful_until, max(row.id for row in inflight.values()))
-
-    def _strike(self, row: StoredMessage) -> None:
-        """The connection was lost with `row` alone in flight: after POISON_STRIKES such losses in a row
-        (no acknowledgement in between) the broker is refusing it; dead-letter it."""
-        strikes = self._strikes.get(row.id, 0) + 1
-        self._strikes = {row.id: strikes}  # in a row: another message's loss starts the count again
-        if strikes >= POISON_STRIKES:
-            self._strikes = {}
-            self._quick_losses = None  # those losses were this message's, not another client's
-            self._dead_letter(row, f"the broker closed the connection {strikes} times in a row while it was in "
-                                   f"flight (over the broker's packet size limit, or refused by its ACL?)")
+            poison = None if self._stopping.is_set() else self._losses.lost(list(inflight.values()), bool(control))
+            if poison is not None:
+                self._dead_letter(poison, f"the broker closed the connection {POISON_STRIKES} times in a row while "
+                                          f"it was in flight (over the broker's packet size limit, or refused by its ACL?)")
 
     def _dead_letter(self, message: Message | StoredMessage, reason: str) -> None:
         self.store.dead_letter(message, reason)
@@ -359,8 +302,7 @@ class Publisher:
                 if self._subscriptions:
                     client.subscribe([(topic, qos) for topic, (_, qos) in dict(self._subscriptions).items()])
             busy = False
-            careful = cursor < self._careful_until or any(r.id <= self._careful_until for r in inflight.values())
-            window = 1 if careful else self.settings.inflight
+            window = 1 if self._losses.careful(cursor, inflight.values()) else self.settings.inflight
             room = window - len(inflight)
             for row in self.store.pending(cursor, room) if room > 0 else ():
                 if not self._may_publish():
@@ -377,8 +319,7 @@ class Publisher:
             alive = pump(client, 0.0 if busy else IDLE_WAIT_S)
             if acked:
                 self._sent += self.store.remove(acked)
-                if self._strikes and not self._strikes.keys() - set(acked):
-                    self._strikes = {}
+                self._losses.acked(acked)
                 acked.clear()
             self._maybe_sync()
             if not alive:
@@ -401,8 +342,9 @@ class Publisher:
         outbox = {"depth": stats.outbox_depth, "dropped": stats.dropped, "sent": stats.sent,
                   "dead_letters": stats.dead_letters}
         status = {**self._status, "instance": self.instance}
-        if self._conflict:
-            status.update(state="degraded", client_id_conflict=self._conflict, last_error=self._conflict)
+        if stats.client_id_conflict:
+            status.update(state="degraded", client_id_conflict=stats.client_id_conflict,
+                          last_error=stats.client_id_conflict)
         return status_payload(self.topics.device, status, outbox, offline)
 
     def _say_offline(self, client: mqtt.Client) -> None:

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from edge.mqtt import Publisher, encode
-from edge.mqtt.publisher import POISON_STRIKES
+from edge.mqtt.losses import POISON_STRIKES
 from tests.edge.mqtt.helpers import config, inference
 
 DEVICE = "cam-01"
