@@ -60,10 +60,6 @@ def _missing_split(path: Path, split: str, what: str) -> list[DatasetIssue]:
     return [DatasetIssue("empty split", path, f"{what} not found", split)]
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
 # Image formats OpenCV does not read: reported by name, never silently left out
 _OTHER_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".tga", ".psd", ".dng",
                          ".cr2", ".nef", ".arw", ".raw")
