@@ -28,25 +28,26 @@ class DetectionTask:
         return self.anchors
 
     def encode(self, net, label: mx.nd.NDArray) -> tuple[mx.nd.NDArray, mx.nd.NDArray]:
-        """Anchor targets per image from its real boxes only: a padding row (-1) would be matched
-        to some anchor by the bipartite matcher and encode to log(0). Difficult objects (label
-        column 5) are targets like the others, as in GluonCV's VOC and COCO (use_crowd) training:
-        left out, the anchors on them would be mined as hard negatives; only the metric ignores them."""
+        """Anchor targets for a batch: label (B, max_objects, 6) -> class targets (B, anchors) and box
+        targets (B, anchors, 4), in one call of GluonCV's SSDTargetGenerator for the whole batch.
+
+        Padding rows (-1) have zero IoU with every anchor, so neither matcher picks them while the
+        image has a real object (an anchor is matched to its best object only where no other object
+        overlaps it more). An image without objects is the exception: GluonCV's bipartite matcher
+        would match every anchor to its first padding row (a box of zero area, encoded as log(0)),
+        so its targets are set to background. Difficult objects (label column 5) are targets like
+        the others, as in GluonCV's VOC and COCO (use_crowd) training: left out, the anchors on them
+        would be mined as hard negatives; only the metric ignores them. The same targets as one call
+        per image, at a sixteenth of the time (tests/training/test_detection_targets.py)."""
         anchors = self._anchors(net)
-        n = anchors.shape[1]
-        cls_all, box_all = [], []
         with autograd.pause():
-            for rows in label.asnumpy():
-                rows = rows[rows[:, 4] >= 0]
-                if not len(rows):
-                    cls_all.append(mx.nd.zeros((1, n)))
-                    box_all.append(mx.nd.zeros((1, n, 4)))
-                    continue
-                cls_t, box_t, _ = self.targets(anchors, None, mx.nd.array(rows[None, :, :4]),
-                                               mx.nd.array(rows[None, :, 4:5]))
-                cls_all.append(cls_t)
-                box_all.append(box_t)
-        return mx.nd.concat(*cls_all, dim=0), mx.nd.concat(*box_all, dim=0)
+            rows = label.asnumpy()
+            cls_t, box_t, _ = self.targets(anchors, None, mx.nd.array(rows[:, :, :4]), mx.nd.array(rows[:, :, 4:5]))
+            empty = np.flatnonzero((rows[:, :, 4] < 0).all(axis=1)).tolist()
+            if empty:
+                cls_t[empty] = 0
+                box_t[empty] = 0
+        return cls_t, box_t
 
     def train_batch(self, net, batch, trainer: gluon.Trainer) -> dict[str, float]:
         data, label = on_cpu(batch)
