@@ -38,7 +38,8 @@ class DetectionTask:
         so its targets are set to background. Difficult objects (label column 5) are targets like
         the others, as in GluonCV's VOC and COCO (use_crowd) training: left out, the anchors on them
         would be mined as hard negatives; only the metric ignores them. The same targets as one call
-        per image, at a sixteenth of the time (tests/training/test_detection_targets.py)."""
+        per image (tests/training/test_detection_targets.py); those per-image calls took longer
+        than the forward and backward pass."""
         anchors = self._anchors(net)
         with autograd.pause():
             rows = label.asnumpy()
