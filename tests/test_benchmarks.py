@@ -160,3 +160,19 @@ def test_a_probe_a_variant_beats_is_no_peak_and_the_int8_text_follows_the_cpu_fl
     assert "bf16: not a peak" in head and "openvino-bf16 (m, batch 1) at 115.0 beat it" in head, head
     assert int8_units({"amx_int8", "avx512_vnni", "avx2"}) == "AMX and VNNI"
     assert int8_units({"avx_vnni"}) == "VNNI" and int8_units({"avx2", "avx512f"}) == "no VNNI/AMX"
+
+
+def test_anchor_coverage_counts_objects_at_the_network_input_and_names_bad_input(tiny_det, tmp_path, capsys):
+    from benchmarks.anchors import coverage, main
+
+    row = coverage(tiny_det, "ssd_96_mobilenet0.25", "train")
+    assert row["objects"] > 0 and row["anchors"] > 0
+    assert 0.0 <= row["share_without_anchor_at_0.5"] <= 1.0 and 0.0 < row["median_best_iou"] <= 1.0
+    sides = row["object_side_px_percentiles"]
+    assert sides == sorted(sides) and sides[-1] <= 96 * 1.5  # network-input pixels, not the image's
+    assert main(["--data", str(tiny_det), "--network", "ssd_96_mobilenet0.25"]) == 0
+    assert "share_without_anchor_at_0.5" in capsys.readouterr().out
+    assert main(["--data", str(tmp_path / "nothing"), "--network", "ssd_96_mobilenet0.25"]) == 2
+    assert str(tmp_path / "nothing") in capsys.readouterr().err
+    assert main(["--data", str(tiny_det), "--network", "yolo"]) == 2
+    assert "yolo" in capsys.readouterr().err

@@ -20,6 +20,13 @@ class DetectionTask:
         self.targets = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2), negative_mining_ratio=-1)
         self.anchors = None
 
+    def anchor_boxes(self, net) -> np.ndarray:
+        """The network's anchors as corners: (anchors, 4) float32 [x_min, y_min, x_max, y_max] in
+        network-input pixels, in the order of the class and box outputs."""
+        from gluoncv.nn.bbox import BBoxCenterToCorner
+
+        return BBoxCenterToCorner(split=False)(self._anchors(net).reshape((-1, 4))).asnumpy()
+
     def _anchors(self, net):
         if self.anchors is None:
             with autograd.train_mode():
