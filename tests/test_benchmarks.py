@@ -176,3 +176,38 @@ def test_anchor_coverage_counts_objects_at_the_network_input_and_names_bad_input
     assert str(tmp_path / "nothing") in capsys.readouterr().err
     assert main(["--data", str(tiny_det), "--network", "yolo"]) == 2
     assert "yolo" in capsys.readouterr().err
+
+
+def test_operating_point_refuses_the_scenes_counts_reports_on_and_bad_thresholds(capsys):
+    from benchmarks.operating_point import main
+
+    assert main(["--seeds", "1,101"]) == 2
+    err = capsys.readouterr().err
+    assert "[101]" in err and "unseen" in err, err
+    assert main(["--seeds", "7"]) == 2  # the demo video (params.yaml data.seed)
+    assert "[7]" in capsys.readouterr().err
+    assert main(["--score", "0.5,1.5"]) == 2
+    assert "--score: 1.5" in capsys.readouterr().err
+    assert main(["--hold", "x"]) == 2
+    assert "--hold: 'x'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_operating_point_plays_validation_scenes_through_the_package_for_every_pair(tiny_packages, tmp_path,  # noqa: F811
+                                                                                    capsys):
+    from benchmarks.operating_point import main
+
+    # given: the session's tiny detector package (its shares are meaningless: only the harness is judged)
+    out = tmp_path / "rows.json"
+
+    # when: two validation scenes of 10 frames are played for a 2 x 2 grid
+    code = main(["--model", str(tiny_packages.detector.archive), "--seeds", "1,2", "--frames", "10",
+                 "--score", "0.3,0.5", "--hold", "none,0.4", "--out", str(out)])
+
+    # then: one row per pair with hold below score (0.3/0.4 is left out), shares per scene, and the best pair
+    assert code == 0, capsys.readouterr().err
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["score_threshold"], r["hold_threshold"]) for r in rows] == [(0.3, None), (0.5, None), (0.5, 0.4)]
+    for row in rows:
+        assert set(row["per_scene"]) == {"1", "2"} and 0.0 <= row["share_worst"] <= row["share_all"] <= 1.0, row
+    assert "best: score_threshold=" in capsys.readouterr().out
