@@ -127,7 +127,8 @@ def sweep(predictor, scenes: list, scores: Sequence[float], holds: Sequence[Opti
             frames = sum(len(truth) for _, _, truth in decoded)
             matching = sum(per[seed] * len(truth) for seed, _, truth in decoded)
             rows.append({"score_threshold": score, "hold_threshold": hold, "share_all": round(matching / frames, 4),
-                         "share_worst": round(min(per.values()), 4), "per_scene": {s: round(v, 4) for s, v in per.items()}})
+                         "share_worst": round(min(per.values()), 4),
+                         "per_scene": {s: round(v, 4) for s, v in per.items()}})
     return rows
 
 
@@ -169,7 +170,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{note}; variant {predictor.variant}")
     print(f"validation scenes: seeds {','.join(map(str, seeds))}, {len(scenes[0].truth)} frames each; counts match "
           "VOC-style (benchmarks.ground_truth.counts_within)")
-    print(f"{'score':>6} {'hold':>5} {'all frames':>10} {'worst':>6}  " + " ".join(f"{'seed ' + str(s):>8}" for s in seeds))
+    print(f"{'score':>6} {'hold':>5} {'all frames':>10} {'worst':>6}  "
+          + " ".join(f"{'seed ' + str(s):>8}" for s in seeds))
     for row in rows:
         hold = "none" if row["hold_threshold"] is None else f"{row['hold_threshold']:.2f}"
         print(f"{row['score_threshold']:>6.2f} {hold:>5} {row['share_all']:>10.1%} {row['share_worst']:>6.1%}  "

@@ -193,8 +193,8 @@ def test_operating_point_refuses_the_scenes_counts_reports_on_and_bad_thresholds
 
 
 @pytest.mark.slow
-def test_operating_point_plays_validation_scenes_through_the_package_for_every_pair(tiny_packages, tmp_path,  # noqa: F811
-                                                                                    capsys):
+def test_operating_point_plays_validation_scenes_through_the_package_for_every_pair(
+        tiny_packages, tmp_path, capsys):  # noqa: F811
     from benchmarks.operating_point import main
 
     # given: the session's tiny detector package (its shares are meaningless: only the harness is judged)
