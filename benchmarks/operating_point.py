@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SEEDS = (1, 2, 3, 4, 5)
-DEFAULT_SCORES = (0.4, 0.5, 0.6, 0.7, 0.8)
+DEFAULT_SCORES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_HOLDS = (None, 0.1, 0.2, 0.3)
 
 
@@ -66,36 +66,50 @@ def _seeds(text: str, reserved: set[int]) -> tuple[int, ...]:
     return seeds
 
 
-def load_predictor(model: Optional[str], work: Path):
-    """The package of --model (models:/NAME@ALIAS, or a package archive / folder) as the runner would load it."""
+def load_predictor(model: Optional[str], work: Path, variant: Optional[str] = None):
+    """The package of --model (models:/NAME@ALIAS, or a package archive / folder), verified (sha256 of the
+    archive against the registry, every file against the manifest, as a device does) and loaded as the
+    runner loads it: `variant`, or this machine's fastest that passes its golden samples."""
     from benchmarks.counts import find_detector
-    from edge.package import read_manifest, safe_extract, sha256_file
+    from edge.package import open_package, sha256_file
     from edge.predictor import Predictor
     from edge.registry import MlflowRegistry
 
-    detector = find_detector(model, ROOT, work)  # a package is registered in a scratch registry there
-    registry = MlflowRegistry(detector.uri)
-    resolved = registry.resolve(detector.name, detector.alias)
-    archive = registry.download(resolved, work / "download" / "package.tar.gz")
-    if sha256_file(archive) != resolved.sha256:
-        raise UsageError(f"{resolved.uri}: sha256 differs from the registry's tag")
-    folder = safe_extract(archive, work / "package")
-    manifest = read_manifest(folder)
+    if model and not model.startswith("models:/"):
+        folder, manifest = open_package(Path(model), work)
+        note = f"package {model}"
+    else:
+        detector = find_detector(model, ROOT, work)
+        registry = MlflowRegistry(detector.uri)
+        resolved = registry.resolve(detector.name, detector.alias)
+        archive = registry.download(resolved, work / "download" / "package.tar.gz")
+        digest = sha256_file(archive)
+        if digest != resolved.sha256:
+            raise UsageError(f"{resolved.uri}: sha256 {digest} differs from the registry's {resolved.sha256}")
+        folder, manifest = open_package(archive, work)
+        note = detector.note
     if manifest.task != "detection":
-        raise UsageError(f"{detector.note}: a {manifest.task} model; the operating point is a detector's")
-    return Predictor.load(folder, manifest), detector.note
+        raise UsageError(f"{note}: a {manifest.task} model; the operating point is a detector's")
+    return Predictor.load(folder, manifest, prefer_variant=variant), note
 
 
-def read_frames(video: Path) -> list:
+def read_frames(video: Path, expected: int) -> list:
+    """Every frame of `video` (BGR); UsageError naming it when it holds another number than `expected`."""
     import cv2
 
     capture = cv2.VideoCapture(str(video))
     frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return frames
-        frames.append(frame)
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            frames.append(frame)
+    finally:
+        capture.release()
+    if len(frames) != expected:
+        raise UsageError(f"{video}: decoded {len(frames)} frames, its ground truth lists {expected}")
+    return frames
 
 
 def play(predictor, frames: list, truth: list[dict], score: float, hold: Optional[float]) -> int:
@@ -117,7 +131,7 @@ def play(predictor, frames: list, truth: list[dict], score: float, hold: Optiona
 
 def sweep(predictor, scenes: list, scores: Sequence[float], holds: Sequence[Optional[float]]) -> list[dict]:
     """One row per (score, hold) pair with hold below score: shares over all frames and per scene."""
-    decoded = [(scene.seed, read_frames(scene.video), scene.truth) for scene in scenes]
+    decoded = [(scene.seed, read_frames(scene.video, len(scene.truth)), scene.truth) for scene in scenes]
     rows = []
     for score in scores:
         for hold in holds:
@@ -138,6 +152,8 @@ def best(rows: list[dict]) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from benchmarks.counts import UNSEEN_SEEDS, NoDetector, demo_video_params, make_scenes
+    from edge.package import PackageError
+    from edge.registry import RegistryError
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.operating_point", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="models:/NAME@ALIAS or a package .tar.gz / folder "
@@ -147,6 +163,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--score", default=",".join(map(str, DEFAULT_SCORES)), help="score thresholds to try")
     parser.add_argument("--hold", default=",".join("none" if h is None else str(h) for h in DEFAULT_HOLDS),
                         help="hold thresholds to try ('none': no hold-over)")
+    parser.add_argument("--variant", default=None, help="the package variant to play (default: the one the "
+                                                        "runner would choose on this machine)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     prog = parser.prog
@@ -156,16 +174,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         scores, holds = _floats(args.score, "--score"), _floats(args.hold, "--hold", allow_none=True)
         if args.frames is not None and args.frames < 1:
             raise UsageError(f"--frames: {args.frames} is not a positive number of frames")
+        if not any(h is None or h < s for s in scores for h in holds):
+            raise UsageError(f"no pair with hold below score in --score {args.score} / --hold {args.hold}")
         with tempfile.TemporaryDirectory(prefix="lensops-operating-point-") as tmp:
             started = time.monotonic()
-            predictor, note = load_predictor(args.model, Path(tmp))
+            predictor, note = load_predictor(args.model, Path(tmp), args.variant)
             scenes = make_scenes(Path(tmp, "scenes"), seeds[0], seeds[1:], args.frames or demo_frames)
             rows = sweep(predictor, scenes, scores, holds)
-    except (UsageError, NoDetector) as exc:
+    except (UsageError, NoDetector, PackageError, RegistryError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
-    if not rows:
-        print(f"{prog}: no pair with hold below score in --score {args.score} / --hold {args.hold}", file=sys.stderr)
         return 2
     print(f"{note}; variant {predictor.variant}")
     print(f"validation scenes: seeds {','.join(map(str, seeds))}, {len(scenes[0].truth)} frames each; counts match "

@@ -176,9 +176,11 @@ def test_anchor_coverage_counts_objects_at_the_network_input_and_names_bad_input
     assert str(tmp_path / "nothing") in capsys.readouterr().err
     assert main(["--data", str(tiny_det), "--network", "yolo"]) == 2
     assert "yolo" in capsys.readouterr().err
+    assert main(["--data", str(tiny_det), "--network", "ssd_96_mobilenet0.25", "--split", "tarin"]) == 2
+    assert "'tarin'" in capsys.readouterr().err
 
 
-def test_operating_point_refuses_the_scenes_counts_reports_on_and_bad_thresholds(capsys):
+def test_operating_point_refuses_the_scenes_counts_reports_on_and_bad_thresholds(tmp_path, capsys):
     from benchmarks.operating_point import main
 
     assert main(["--seeds", "1,101"]) == 2
@@ -190,6 +192,10 @@ def test_operating_point_refuses_the_scenes_counts_reports_on_and_bad_thresholds
     assert "--score: 1.5" in capsys.readouterr().err
     assert main(["--hold", "x"]) == 2
     assert "--hold: 'x'" in capsys.readouterr().err
+    assert main(["--score", "0.3", "--hold", "0.4"]) == 2  # checked before any package is opened
+    assert "no pair with hold below score" in capsys.readouterr().err
+    assert main(["--model", str(tmp_path / "missing.tar.gz")]) == 2
+    assert str(tmp_path / "missing.tar.gz") in capsys.readouterr().err
 
 
 @pytest.mark.slow

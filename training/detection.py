@@ -22,15 +22,19 @@ class DetectionTask:
 
     def anchor_boxes(self, net) -> np.ndarray:
         """The network's anchors as corners: (anchors, 4) float32 [x_min, y_min, x_max, y_max] in
-        network-input pixels, in the order of the class and box outputs."""
+        network-input pixels, in the order of the class and box outputs (the first network asked
+        is the one whose anchors this task keeps)."""
         from gluoncv.nn.bbox import BBoxCenterToCorner
 
         return BBoxCenterToCorner(split=False)(self._anchors(net).reshape((-1, 4))).asnumpy()
 
     def _anchors(self, net):
         if self.anchors is None:
+            # a hybridized SSD returns what its cached graph was built for: clear it (see evaluate)
+            net._clear_cached_op()
             with autograd.train_mode():
                 _, _, anchors = net(mx.nd.zeros((1, 3, self.input_size, self.input_size)))
+            net._clear_cached_op()
             self.anchors = anchors
         return self.anchors
 
@@ -39,8 +43,8 @@ class DetectionTask:
         targets (B, anchors, 4), in one call of GluonCV's SSDTargetGenerator for the whole batch.
 
         Padding rows (-1) have zero IoU with every anchor, so neither matcher picks them while the
-        image has a real object (an anchor is matched to its best object only where no other object
-        overlaps it more). An image without objects is the exception: GluonCV's bipartite matcher
+        image has a real object and the real rows come first (an anchor overlapping no object has
+        all IoUs 0, and its argmax, the first row, must be a real one: rows are sorted so). An image without objects is the exception: GluonCV's bipartite matcher
         would match every anchor to its first padding row (a box of zero area, encoded as log(0)),
         so its targets are set to background. Difficult objects (label column 5) are targets like
         the others, as in GluonCV's VOC and COCO (use_crowd) training: left out, the anchors on them
@@ -50,6 +54,7 @@ class DetectionTask:
         anchors = self._anchors(net)
         with autograd.pause():
             rows = label.asnumpy()
+            rows = np.take_along_axis(rows, np.argsort(rows[:, :, 4] < 0, axis=1, kind="stable")[:, :, None], axis=1)
             cls_t, box_t, _ = self.targets(anchors, None, mx.nd.array(rows[:, :, :4]), mx.nd.array(rows[:, :, 4:5]))
             empty = np.flatnonzero((rows[:, :, 4] < 0).all(axis=1)).tolist()
             if empty:

@@ -39,8 +39,10 @@ def transfer_weights(net, source: dict, class_params: tuple = (), row_map: Optio
             if len(kept) < len(row_map):
                 skipped.append(name)  # partly new: its new classes start from scratch
             continue
-        if value is None and isinstance(param, mx.gluon.Constant):
-            continue  # fixed by the architecture (SSD anchors), not learned: nothing to carry over
+        if isinstance(param, mx.gluon.Constant):
+            # fixed by the architecture (SSD anchors: the layout and input size), never learned; a
+            # source's anchors are its own layout's (another input size, or an older ssd_layout)
+            continue
         if value is not None and tuple(value.shape) == tuple(param.shape):
             param.set_data(mx.nd.array(value, dtype=param.dtype))
             copied += 1
