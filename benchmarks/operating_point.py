@@ -71,9 +71,9 @@ def load_predictor(model: Optional[str], work: Path, variant: Optional[str] = No
     archive against the registry, every file against the manifest, as a device does) and loaded as the
     runner loads it: `variant`, or this machine's fastest that passes its golden samples."""
     from benchmarks.counts import find_detector
-    from edge.package import open_package, sha256_file
+    from edge.package import open_package
     from edge.predictor import Predictor
-    from edge.registry import MlflowRegistry
+    from edge.registry import MlflowRegistry, download_package
 
     if model and not model.startswith("models:/"):
         folder, manifest = open_package(Path(model), work)
@@ -82,11 +82,7 @@ def load_predictor(model: Optional[str], work: Path, variant: Optional[str] = No
         detector = find_detector(model, ROOT, work)
         registry = MlflowRegistry(detector.uri)
         resolved = registry.resolve(detector.name, detector.alias)
-        archive = registry.download(resolved, work / "download" / "package.tar.gz")
-        digest = sha256_file(archive)
-        if digest != resolved.sha256:
-            raise UsageError(f"{resolved.uri}: sha256 {digest} differs from the registry's {resolved.sha256}")
-        folder, manifest = open_package(archive, work)
+        folder, manifest = download_package(registry, resolved, work / "package.tar.gz", work)
         note = detector.note
     if manifest.task != "detection":
         raise UsageError(f"{note}: a {manifest.task} model; the operating point is a detector's")

@@ -106,6 +106,21 @@ class MlflowRegistry:
         return dest
 
 
+def download_package(registry: Registry, resolved: Resolved, archive: Path, workdir: Path,
+                     public_key: Optional[Path] = None):
+    """Download `resolved` to `archive`, check its sha256 against the registry's, unpack it under
+    `workdir` and verify every file (and the signature with `public_key`): (package folder, Manifest).
+    RegistryError when the download fails or the archive's sha256 differs; PackageError from the checks."""
+    from edge.package import open_package, sha256_file
+
+    registry.download(resolved, archive)
+    actual = sha256_file(archive)
+    if actual != resolved.sha256:
+        raise RegistryError(f"{resolved.model} v{resolved.version}: downloaded package sha256 {actual[:16]}... "
+                            f"does not match the registry's {resolved.sha256[:16]}...")
+    return open_package(archive, workdir, public_key)
+
+
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]

@@ -14,9 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from edge.package import open_package
 from edge.package.runtimes import choose_variant, open_session
-from edge.registry import RegistryError, Resolved
+from edge.registry import Resolved, download_package
 from pipelines import evaluate
 from pipelines.config import ParityGate, PromoteConfig
 from pipelines.registry import RegistryWriter
@@ -97,14 +96,8 @@ SCORED_VARIANTS = ("onnx-fp32", "openvino-fp32", "mxnet-fp32")  # the same fp32 
 def measure(registry: RegistryWriter, resolved: Resolved, split: evaluate.Split, metric: str,
             workdir: Path, public_key: Optional[Path] = None) -> Contender:
     """Download, verify and score one registered package on `split`."""
-    archive = registry.download(resolved, workdir / f"v{resolved.version}.tar.gz")
-    from edge.package import sha256_file
-
-    actual = sha256_file(archive)
-    if actual != resolved.sha256:
-        raise RegistryError(f"{resolved.model} v{resolved.version}: downloaded package sha256 {actual[:16]}... "
-                            f"does not match the registry's {resolved.sha256[:16]}...")
-    package_dir, manifest = open_package(archive, workdir, public_key)
+    package_dir, manifest = download_package(registry, resolved, workdir / f"v{resolved.version}.tar.gz", workdir,
+                                             public_key)
     if list(manifest.labels) != split.classes:
         raise ValueError(f"{resolved.model} v{resolved.version}: labels {list(manifest.labels)} differ from the "
                          f"evaluation data's {split.classes}")
