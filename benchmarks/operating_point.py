@@ -128,15 +128,16 @@ def play(predictor, frames: list, truth: list[dict], score: float, hold: Optiona
 def sweep(predictor, scenes: list, scores: Sequence[float], holds: Sequence[Optional[float]]) -> list[dict]:
     """One row per (score, hold) pair with hold below score: shares over all frames and per scene."""
     decoded = [(scene.seed, read_frames(scene.video, len(scene.truth)), scene.truth) for scene in scenes]
+    total = sum(len(truth) for _, _, truth in decoded)
     rows = []
     for score in scores:
         for hold in holds:
             if hold is not None and hold >= score:
                 continue
-            per = {seed: play(predictor, frames, truth, score, hold) / len(truth) for seed, frames, truth in decoded}
-            frames = sum(len(truth) for _, _, truth in decoded)
-            matching = sum(per[seed] * len(truth) for seed, _, truth in decoded)
-            rows.append({"score_threshold": score, "hold_threshold": hold, "share_all": round(matching / frames, 4),
+            matched = {seed: play(predictor, frames, truth, score, hold) for seed, frames, truth in decoded}
+            per = {seed: matched[seed] / len(truth) for seed, _, truth in decoded}
+            rows.append({"score_threshold": score, "hold_threshold": hold,
+                         "share_all": round(sum(matched.values()) / total, 4),
                          "share_worst": round(min(per.values()), 4),
                          "per_scene": {s: round(v, 4) for s, v in per.items()}})
     return rows
