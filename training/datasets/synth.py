@@ -18,6 +18,12 @@ stripes, checkerboards, flat colours, mixes of two); distractors that are not cl
 objects by a distractor (up to ~30% of their box); then per image a lighting change
 (illumination ramp, brightness, contrast, gamma), occasional blur and gaussian noise.
 
+Frames: classification images are square; detection stills are `size` pixels high and square, 4:3
+or 16:9 (CAMERA_ASPECTS), as cameras frame a scene, so a detector learns the shapes as its square
+input sees them squeezed. Their background texture keeps 50% to 100% of its contrast (drawn per
+image; classification and the video keep 50%), so that strong patterns are seen as background
+(docs/training-from-scratch.md, "The detector on camera frames", has the measurements).
+
 Boxes are the tight box of the drawn shape, clipped to the frame, in continuous pixel
 coordinates [x_min, y_min, x_max, y_max] (a box around pixel columns 3..9 is [3, .., 10, ..]);
 occlusion does not shrink a box (the VOC convention). In VOC xml they are written 1-based
@@ -48,6 +54,7 @@ from training.errors import ConfigError
 SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 AREA_RANGE = (0.08, 0.50)  # object box area / frame area
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
+CAMERA_ASPECTS = (1.0, 4 / 3, 16 / 9)  # frame width / height of the detection stills: square, 4:3, 16:9
 LABEL_MIN_VISIBLE = 0.4  # detection stills label an object with at least this share of its area in view
 _STREAM_CLS, _STREAM_DET, _STREAM_SIL = 1, 2, 4  # independent generators (the video's is 3: datasets.video)
 
@@ -112,19 +119,20 @@ class _SceneStyle:
     clutter: tuple[int, int]  # distractors drawn, from..to (exclusive)
     occlude_p: float  # chance that an object is partly covered
     log_area: bool  # object area log-uniform (many small objects) or uniform
-    background_contrast: float = 1.0  # background texture scaled about its mean colour (1 = as drawn)
+    # background texture scaled about its mean colour by a factor drawn per image from this range (1 = as drawn)
+    background_contrast: tuple[float, float] = (1.0, 1.0)
     shaded_fills: bool = True  # objects may be shaded/textured; False paints them flat
     spread_cut: bool = False  # each object draws its own cut limit in 0..max_cut
     min_visible: float = 0.0  # an object with less of its area in the frame is drawn but not labelled
 
 
 _CLASSIFICATION_STYLE = _SceneStyle(max_cut=0.1, clutter=(0, 2), occlude_p=0.15, log_area=False,
-                                    background_contrast=0.5, shaded_fills=False)
+                                    background_contrast=(0.5, 0.5), shaded_fills=False)
 # Detection objects may be up to 60% out of the frame; one less than LABEL_MIN_VISIBLE in view is
 # drawn but not labelled, so a detector learns where "in view" ends (the video's ground truth
 # requires objects at least video.VIDEO_REQUIRED_VISIBLE in view and leaves the band between optional).
 DETECTION_STYLE = _SceneStyle(max_cut=0.6, clutter=(1, 4), occlude_p=0.25, log_area=True,
-                               background_contrast=0.5, shaded_fills=False, spread_cut=True,
+                               background_contrast=(0.5, 1.0), shaded_fills=False, spread_cut=True,
                                min_visible=LABEL_MIN_VISIBLE)
 
 
@@ -132,9 +140,11 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
                   style: _SceneStyle) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]:
     """One image with the given objects; returns the image and the labels and tight boxes drawn."""
     bg = draw_background(rng, h, w)
-    if style.background_contrast != 1.0:
+    low, high = style.background_contrast
+    contrast = low if low == high else rng.uniform(low, high)
+    if contrast != 1.0:
         mean = bg.mean((0, 1), keepdims=True)
-        bg = mean + (bg - mean) * style.background_contrast
+        bg = mean + (bg - mean) * contrast
     img = np.clip(bg + 0.5, 0, 255).astype(np.uint8)
     draw_clutter(img, rng, int(rng.integers(*style.clutter)))
     drawn_labels, boxes = [], []
@@ -260,11 +270,16 @@ def synth_classification(out: Path, n: int, seed: int, size: int = 64,
     return DatasetIndex("classification", out, list(CLASSES), splits)
 
 
-def synth_detection(out: Path, n: int, seed: int, size: int = 160) -> DatasetIndex:
+def synth_detection(out: Path, n: int, seed: int, size: int = 160,
+                    aspects: tuple[float, ...] = CAMERA_ASPECTS) -> DatasetIndex:
     """Write a Pascal VOC folder: JPEGImages/, Annotations/, ImageSets/Main/{train,val,test}.txt, labels.txt.
 
     Images hold 1-4 objects (about 2% hold none, a few more only objects too far out of view to be labelled).
+    Each image is `size` pixels high and `size * a` wide, `a` drawn evenly from `aspects` (width / height):
+    by default the frames cameras send (1:1, 4:3, 16:9), which a detector sees squeezed to its square input.
     """
+    if not aspects or any(not 1 / 4 <= a <= 4 for a in aspects):
+        raise ConfigError(f"aspects={aspects}: each width / height must be between 1/4 and 4")
     if n < 3:
         raise ConfigError(f"n={n} is too small: synth_detection needs n >= 3 so that every split has an image")
     out = Path(out)
@@ -280,13 +295,14 @@ def synth_detection(out: Path, n: int, seed: int, size: int = 160) -> DatasetInd
             rng = np.random.default_rng([seed, _STREAM_DET, i + 1])
             k = int(rng.choice(5, p=[0.02, 0.33, 0.29, 0.2, 0.16]))
             labels = [int(x) for x in rng.integers(0, len(CLASSES), k)]
-            img, labels, boxes = _render_still(rng, size, size, labels, DETECTION_STYLE)
+            width = round(size * aspects[int(rng.integers(len(aspects)))])
+            img, labels, boxes = _render_still(rng, width, size, labels, DETECTION_STYLE)
             stem = f"{i:0{digits}d}"
             _write_jpeg(tmp / "JPEGImages" / f"{stem}.jpg", img)
             objects = [VocObject(CLASSES[label], box) for label, box in zip(labels, boxes)]
             (tmp / "Annotations" / f"{stem}.xml").write_text(
-                voc_xml(f"{stem}.jpg", size, size, objects, "LensOps synthetic shapes"))
-            records.append(DetectionRecord(out / "JPEGImages" / f"{stem}.jpg", size, size,
+                voc_xml(f"{stem}.jpg", width, size, objects, "LensOps synthetic shapes"))
+            records.append(DetectionRecord(out / "JPEGImages" / f"{stem}.jpg", width, size,
                                            np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32)))
         for split in SPLITS:
             ids = [f"{i:0{digits}d}\n" for i in range(n) if split_of[i] == split]

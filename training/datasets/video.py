@@ -143,7 +143,7 @@ def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (32
     w, h = size
     rng = np.random.default_rng([seed, _STREAM_VIDEO])
     background = draw_background(rng, h, w)
-    contrast = DETECTION_STYLE.background_contrast  # the scene as the detection stills draw it
+    contrast = DETECTION_STYLE.background_contrast[0]  # the scene as the detection stills draw it, at their flattest
     mean = background.mean((0, 1), keepdims=True)
     background = np.clip(mean + (background - mean) * contrast + 0.5, 0, 255).astype(np.uint8)
     draw_clutter(background, rng, int(rng.integers(*DETECTION_STYLE.clutter)))

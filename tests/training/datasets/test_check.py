@@ -16,7 +16,7 @@ from training.errors import DatasetError
 @pytest.fixture(scope="module")
 def voc_source(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("check") / "voc"
-    synth_detection(root, n=20, seed=3, size=64)
+    synth_detection(root, n=20, seed=3, size=64, aspects=(1.0,))  # square: the tests edit <width>64
     return root
 
 

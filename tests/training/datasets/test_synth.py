@@ -70,14 +70,16 @@ def test_detection_layout_is_pascal_voc_with_boxes_inside_the_image(tmp_path):
     assert sorted(sum(ids.values(), [])) == sorted(p.stem for p in (out / "JPEGImages").glob("*.jpg")), \
         "split lists must cover every image exactly once"
     assert len(list((out / "Annotations").glob("*.xml"))) == 30, "one annotation per image"
-    n_objects = 0
+    n_objects, widths = 0, set()
     for split in SPLITS:
         for record in index.split(split):
             img = cv2.imread(str(record.path))
-            assert img.shape == (record.height, record.width, 3) == (96, 96, 3), f"{record.path}: size {img.shape}"
+            assert img.shape == (record.height, record.width, 3), f"{record.path}: size {img.shape}"
+            assert record.height == 96 and record.width in (96, 128, 171), f"{record.path}: size {img.shape}"
+            widths.add(record.width)
             boxes = record.boxes
             assert boxes.dtype == np.float32 and record.labels.dtype == np.int32, "boxes float32, labels int32"
-            assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 96).all() and (boxes[:, 3] <= 96).all(), \
+            assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= record.width).all() and (boxes[:, 3] <= 96).all(), \
                 f"{record.path}: box outside the image {boxes}"
             assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all(), f"{record.path}: {boxes}"
             for i in range(len(boxes)):
@@ -85,8 +87,11 @@ def test_detection_layout_is_pascal_voc_with_boxes_inside_the_image(tmp_path):
                     assert _iou(boxes[i], boxes[j]) <= 0.3, f"{record.path}: objects {i} and {j} overlap too much"
             n_objects += len(boxes)
     assert 30 <= n_objects <= 120, f"1-4 objects per image expected, found {n_objects} in 30 images"
-    xml = ET.parse(out / "Annotations" / f"{ids['train'][0]}.xml").getroot()
-    assert xml.findtext("size/width") == "96" and xml.findtext("size/depth") == "3", "VOC <size> missing"
+    assert widths == {96, 128, 171}, f"square, 4:3 and 16:9 frames (CAMERA_ASPECTS) expected, found widths {widths}"
+    first = index.split("train")[0]
+    xml = ET.parse(out / "Annotations" / f"{first.path.stem}.xml").getroot()
+    assert xml.findtext("size/width") == str(first.width) and xml.findtext("size/height") == "96" \
+        and xml.findtext("size/depth") == "3", "VOC <size> missing"
     for obj in xml.iter("object"):
         assert obj.findtext("name") in CLASSES and obj.findtext("difficult") == "0", "VOC <object> fields"
         assert all(obj.findtext(f"bndbox/{t}").isdigit() for t in ("xmin", "ymin", "xmax", "ymax")), "integer box"
@@ -109,6 +114,14 @@ def test_too_few_images_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="n=4"):
         synth_classification(tmp_path / "cls", n=4, seed=0)
     assert not (tmp_path / "cls").exists(), "nothing is written on error"
+
+
+@pytest.mark.parametrize("aspects", [(), (1.0, 0.1)])
+def test_a_frame_aspect_out_of_range_is_a_clear_error(tmp_path, aspects):
+    # given / when / then
+    with pytest.raises(ConfigError, match="aspects="):
+        synth_detection(tmp_path / "det", n=5, seed=0, aspects=aspects)
+    assert not (tmp_path / "det").exists(), "nothing is written on error"
 
 
 def test_silhouettes_are_one_centred_white_shape_on_black_in_a_balanced_image_folder(tmp_path):
