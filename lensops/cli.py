@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", type=Path, required=True)
     synth.add_argument("--n", type=int, required=True, help="images (or video frames)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=int, help="image side in pixels")
+    synth.add_argument("--size", type=int, help="image side in pixels (detection: the height; frames are square, "
+                                                "4:3 or 16:9)")
     synth.set_defaults(func=_data_synth)
     check = data.add_parser("check", help="check a data set (ImageFolder, Pascal VOC, COCO)")
     check.add_argument("root", type=Path)
