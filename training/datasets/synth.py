@@ -278,8 +278,11 @@ def synth_detection(out: Path, n: int, seed: int, size: int = 160,
     Each image is `size` pixels high and `size * a` wide, `a` drawn evenly from `aspects` (width / height):
     by default the frames cameras send (1:1, 4:3, 16:9), which a detector sees squeezed to its square input.
     """
+    aspects = tuple(float(a) for a in aspects)
     if not aspects or any(not 1 / 4 <= a <= 4 for a in aspects):
         raise ConfigError(f"aspects={aspects}: each width / height must be between 1/4 and 4")
+    if size < 8:
+        raise ConfigError(f"size={size} is too small: synth_detection needs images at least 8 pixels high")
     if n < 3:
         raise ConfigError(f"n={n} is too small: synth_detection needs n >= 3 so that every split has an image")
     out = Path(out)

@@ -116,11 +116,12 @@ def test_too_few_images_is_a_clear_error(tmp_path):
     assert not (tmp_path / "cls").exists(), "nothing is written on error"
 
 
-@pytest.mark.parametrize("aspects", [(), (1.0, 0.1)])
-def test_a_frame_aspect_out_of_range_is_a_clear_error(tmp_path, aspects):
+@pytest.mark.parametrize("kwargs, named", [({"aspects": ()}, "aspects="), ({"aspects": (1.0, 0.1)}, "aspects="),
+                                           ({"size": 2}, "size=2")])
+def test_a_frame_shape_out_of_range_is_a_clear_error(tmp_path, kwargs, named):
     # given / when / then
-    with pytest.raises(ConfigError, match="aspects="):
-        synth_detection(tmp_path / "det", n=5, seed=0, aspects=aspects)
+    with pytest.raises(ConfigError, match=named):
+        synth_detection(tmp_path / "det", n=5, seed=0, **kwargs)
     assert not (tmp_path / "det").exists(), "nothing is written on error"
 
 
