@@ -78,10 +78,11 @@ def ssd_layout(size: int) -> dict:
     Anchor sides are 25%..100% of the input (layer k: sizes[k] and sqrt(sizes[k] * sizes[k+1]),
     plus ratios 2 and 1/2 of sizes[k]; Liu et al., "SSD", ECCV 2016, section 2.2). A small-input
     SSD sees a camera frame squeezed to `size` pixels, so the objects it is for fill a good part of
-    it: on the demo's training split (object sides 42-90 px at 160, 5th-95th percentile) every
-    object but 0.5% has an anchor at IoU >= 0.5 (5.3 on average), where sides of 15%..90% left 13.8%
-    with none, matched only by the bipartite step (one anchor each). Objects under a quarter of the
-    input are better served by a larger input size."""
+    it: on the demo's training split (`python -m benchmarks.anchors`; object sides 43-90 px at 160,
+    5th-95th percentile, as the loader squeezes the stills) every object but 0.9% has an anchor at
+    IoU >= 0.5 (4.9 on average); with square stills it was 0.5% (5.3), where sides of 15%..90% left
+    13.8% with none, matched only by the bipartite step (one anchor each). Objects under a quarter of
+    the input are better served by a larger input size."""
     maps = [math.ceil(size / 16), math.ceil(size / 32)]
     for _ in range(2):
         maps.append(math.ceil(maps[-1] / 2))
