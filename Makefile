@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: env demo test bench clean-demo
+.PHONY: env demo test bench lab notebooks clean-demo
 
 # gluoncv 0.10.5 hard-depends on opencv-python (GUI build, needs libGL) which collides with
 # opencv-python-headless over the cv2 folder; so gluoncv goes in with --no-deps and [train]
@@ -36,6 +36,14 @@ demo: env
 # Measured speed of every stage, side by side (benchmarks/README.md); writes reports/bench/.
 bench: env
 	$(BIN)/python -m benchmarks
+
+# JupyterLab on the project's environment (kernel "python3" = .venv), opened on notebooks/.
+lab: env
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+# Re-run every notebook top to bottom on the demo data (after `make demo`) and keep the outputs in place.
+notebooks: env
+	$(BIN)/python -m lensops.notebooks
 
 # The suite runs Mosquitto, Chromium, PostgreSQL, systemd-analyze and GStreamer's RTSP server for
 # real (nothing skips): tests/system_requirements.py installs them as root, or names the apt-get line.

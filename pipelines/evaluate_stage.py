@@ -13,7 +13,11 @@ from pipelines.optimize.export import inference_block
 from pipelines.optimize.stage import _reference_run, specs
 
 
-def evaluate_model(model_dir: Path, data: Path, out: Path, split_name: str = "test") -> dict:
+def predict_split(model_dir: Path, data: Path, split_name: str = "test") -> tuple[evaluate.Split, list[list[dict]]]:
+    """The trained MXNet model's predictions on one split of `data`, decoded by the device codec: per
+    image a list of {label, score[, box]} (boxes normalised [x0, y0, x1, y1]; detections down to
+    evaluate.EVAL_SCORE_THRESHOLD). Errors: FileNotFoundError without model.json, ValueError when the
+    split is empty or its classes differ from the model's."""
     model_json = Path(model_dir) / "model.json"
     if not model_json.is_file():
         raise FileNotFoundError(f"{model_json}: missing (is {model_dir} a trained model folder?)")
@@ -22,13 +26,17 @@ def evaluate_model(model_dir: Path, data: Path, out: Path, split_name: str = "te
     split = evaluate.load_split(data, meta["task"], split_name)
     if split.classes != meta["classes"]:
         raise ValueError(f"{data}: classes {split.classes} differ from the model's {meta['classes']}")
-    predictions = evaluate.predict(_reference_run(block), split, input_spec, output_spec)
+    return split, evaluate.predict(_reference_run(block), split, input_spec, output_spec)
+
+
+def evaluate_model(model_dir: Path, data: Path, out: Path, split_name: str = "test") -> dict:
+    split, predictions = predict_split(model_dir, data, split_name)
     scores = evaluate.score(split, predictions)
     metrics = {f"{split_name}_{k}": round(v, 6) for k, v in scores.items()}
     metrics[f"{split_name}_images"] = len(split.records)
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    if meta["task"] == "classification":
+    if split.task == "classification":
         rows = ["actual,predicted"] + [f"{split.classes[r.label]},{p[0]['label']}" for r, p in zip(split.records, predictions)]
         (out / "plots" / "confusion.csv").write_text("\n".join(rows) + "\n")
     else:

@@ -11,12 +11,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import mxnet as mx
 import numpy as np
 from mxnet import gluon
-from tqdm import tqdm
+from tqdm.auto import tqdm  # a widget in Jupyter (ipywidgets), a text bar elsewhere
 
 from training import finetune, networks
 from training.checkpoints import CheckpointStore, write_atomically
@@ -129,7 +129,16 @@ def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], 
     return net, info
 
 
-def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path(".")) -> RunResult:
+def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."),
+          on_epoch: Optional[Callable[[dict], None]] = None, metric_lines: bool = True) -> RunResult:
+    """Train `cfg` end to end; returns the exported model folder, the final metrics and the MLflow run.
+
+    `on_epoch` is called after every epoch with that epoch's row (epoch, lr, train_loss,
+    train_images_per_s and the validation metrics), as written to curves.csv: a notebook's live plot
+    (training.notebook.LiveCurves). `metric_lines=False` leaves out the `[metric] name=value` lines
+    printed for SageMaker's metric_definitions (a notebook plots them instead).
+    Errors: ConfigError, DatasetError (training.errors).
+    """
     spec = networks.parse_network(cfg.network, cfg.task)
     size = spec.input_size or cfg.input_size
     index, check = prepare_data(cfg)
@@ -232,8 +241,10 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
                 row = {"epoch": epoch, "train_loss": train_loss, "lr": lr,
                        "train_images_per_s": images_per_s, **metrics}
                 history.append(row)
+                if on_epoch is not None:
+                    on_epoch(row)
                 for name in ("train_loss", "train_images_per_s", task.primary_metric, "val_loss"):
-                    if name in row:
+                    if name in row and metric_lines:
                         emit_metric(name, row[name], epoch)
                 tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 improved = stopper.update(epoch, metrics[task.primary_metric])
@@ -265,7 +276,8 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."))
                 if "pr_curves" in extra:
                     write_pr_curves(extra["pr_curves"], plots_dir)
             for name, value in final.items():
-                emit_metric(name, value)
+                if metric_lines:
+                    emit_metric(name, value)
             tracker.log_metrics(final)
             final["data_check"] = check
             model_dir = None

@@ -40,7 +40,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -55,6 +55,7 @@ SPLIT_FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}
 AREA_RANGE = (0.08, 0.50)  # object box area / frame area
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
 CAMERA_ASPECTS = (1.0, 4 / 3, 16 / 9)  # frame width / height of the detection stills: square, 4:3, 16:9
+EMPTY = "empty"  # synth_classification's class without a shape: background and distractors only
 LABEL_MIN_VISIBLE = 0.4  # detection stills label an object with at least this share of its area in view
 _STREAM_CLS, _STREAM_DET, _STREAM_SIL = 1, 2, 4  # independent generators (the video's is 3: datasets.video)
 
@@ -202,8 +203,8 @@ def _split_counts(n: int) -> dict[str, int]:
     return {"train": n - n_val - n_test, "val": n_val, "test": n_test}
 
 
-def _write_labels(root: Path) -> None:
-    (root / "labels.txt").write_text("".join(f"{name}\n" for name in CLASSES))
+def _write_labels(root: Path, classes: Sequence[str] = tuple(CLASSES)) -> None:
+    (root / "labels.txt").write_text("".join(f"{name}\n" for name in classes))
 
 
 def _assign_splits(split_of: np.ndarray, order: np.ndarray) -> None:
@@ -231,43 +232,55 @@ def _render_silhouette(rng: np.random.Generator, size: int, label: int) -> np.nd
 
 
 def synth_classification(out: Path, n: int, seed: int, size: int = 64,
-                         silhouettes: bool = False) -> DatasetIndex:
+                         silhouettes: bool = False, classes: Sequence[str] = tuple(CLASSES)) -> DatasetIndex:
     """Write an ImageFolder `out/{train,val,test}/<class>/<NNNNN>.jpg` plus `out/labels.txt`.
 
     Classes are balanced and split 70/15/15 per class, so every class is in every split.
     With `silhouettes` every image is one white shape on black, centred (same classes, sizes and
     rotations, none of the scenes' nuisances): the first lesson of the demo classifier's
     curriculum (docs/training-from-scratch.md explains why a network from scratch needs it).
+    `classes` picks and orders the classes: any of CLASSES and EMPTY (a scene with no shape), e.g. a
+    changed class list to fine-tune onto; the default (CLASSES) writes the demo's data.
+    Errors: ConfigError naming `n` or an unknown class.
     """
-    if n < 3 * len(CLASSES):
-        raise ConfigError(f"n={n} is too small: synth_classification needs n >= {3 * len(CLASSES)} "
+    classes = list(classes)
+    unknown = [c for c in classes if c not in CLASSES and c != EMPTY]
+    if unknown or not classes or len(set(classes)) != len(classes):
+        raise ConfigError(f"classes={classes}: each must be one of {CLASSES + [EMPTY]}, once"
+                          + (f" (unknown: {unknown})" if unknown else ""))
+    if silhouettes and EMPTY in classes:
+        raise ConfigError(f"classes={classes}: silhouettes have no {EMPTY!r} class")
+    if n < 3 * len(classes):
+        raise ConfigError(f"n={n} is too small: synth_classification needs n >= {3 * len(classes)} "
                           "so that every class is in every split")
     out = Path(out)
     stream = _STREAM_SIL if silhouettes else _STREAM_CLS
     layout = np.random.default_rng([seed, stream])
-    labels = layout.permutation(np.arange(n) % len(CLASSES))
+    labels = layout.permutation(np.arange(n) % len(classes))
     split_of = np.empty(n, dtype=object)
-    for label in range(len(CLASSES)):
+    for label in range(len(classes)):
         _assign_splits(split_of, layout.permutation(np.flatnonzero(labels == label)))
     digits = _digits(n)
     relpaths = []
     with atomic_dir(out) as tmp:
         for split in SPLITS:
-            for name in CLASSES:
+            for name in classes:
                 (tmp / split / name).mkdir(parents=True)
         for i in range(n):
             rng = np.random.default_rng([seed, stream, i + 1])
+            name = classes[labels[i]]
+            shapes = [] if name == EMPTY else [CLASSES.index(name)]
             if silhouettes:
-                img = _render_silhouette(rng, size, int(labels[i]))
+                img = _render_silhouette(rng, size, shapes[0])
             else:
-                img, _, _ = _render_still(rng, size, size, [int(labels[i])], _CLASSIFICATION_STYLE)
-            rel = Path(split_of[i], CLASSES[labels[i]], f"{i:0{digits}d}.jpg")
+                img = _render_still(rng, size, size, shapes, _CLASSIFICATION_STYLE)[0]
+            rel = Path(split_of[i], name, f"{i:0{digits}d}.jpg")
             _write_jpeg(tmp / rel, img)
             relpaths.append(rel)
-        _write_labels(tmp)
+        _write_labels(tmp, classes)
     splits = {s: [ImageRecord(out / rel, int(labels[i])) for i, rel in enumerate(relpaths) if split_of[i] == s]
               for s in SPLITS}
-    return DatasetIndex("classification", out, list(CLASSES), splits)
+    return DatasetIndex("classification", out, classes, splits)
 
 
 def synth_detection(out: Path, n: int, seed: int, size: int = 160,

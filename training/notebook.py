@@ -1,0 +1,129 @@
+"""What the notebooks show of a data set and a training run: figures built from the library's own
+records and metrics (nothing here trains or scores; notebooks/README.md lists the notebooks).
+
+Figures are matplotlib `Figure`s made outside pyplot (training.plots._figure): `show` renders one as a
+PNG in Jupyter whatever the process's matplotlib backend is, so a notebook run by papermill keeps them
+in its outputs.
+"""
+from __future__ import annotations
+
+import io
+from collections import Counter
+from typing import Optional, Sequence
+
+import numpy as np
+
+from training.datasets.records import SPLITS, DatasetIndex, DetectionRecord, Record
+from training.plots import _figure, curves_figure
+from training.transforms import read_rgb
+
+
+def show(fig) -> None:
+    """Display a matplotlib Figure as a PNG (IPython.display); one line of text outside IPython."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    try:
+        from IPython.display import Image, display
+    except ImportError:  # a script: say where the figure would be
+        print(f"[figure: {fig.get_axes()[0].get_title() if fig.get_axes() else 'untitled'}]")
+        return
+    display(Image(data=buffer.getvalue(), format="png"))
+
+
+class LiveCurves:
+    """`training.runner.train(..., on_epoch=LiveCurves(primary))`: redraws the loss and metric curves
+    after every epoch in one notebook output (a display handle), so a run shows its progress live.
+
+    `primary` is the task's validation metric ('val_accuracy' or 'val_map'); `history` keeps the rows.
+    """
+
+    def __init__(self, primary: str):
+        self.primary = primary
+        self.history: list[dict] = []
+        self._handle = None
+
+    def __call__(self, row: dict) -> None:
+        self.history.append(dict(row))
+        buffer = io.BytesIO()
+        curves_figure(self.history, self.primary).savefig(buffer, format="png", dpi=80)
+        try:
+            from IPython.display import Image, display
+        except ImportError:
+            print(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f} {self.primary} {row.get(self.primary)}")
+            return
+        image = Image(data=buffer.getvalue(), format="png")
+        if self._handle is None:
+            self._handle = display(image, display_id=True)
+        else:
+            self._handle.update(image)
+
+
+def class_balance(index: DatasetIndex):
+    """Bar chart per class and split: images (classification) or labelled objects (detection),
+    difficult objects included (they are trained on)."""
+    fig = _figure((7, 3))
+    ax = fig.subplots()
+    width = 0.8 / len(SPLITS)
+    positions = np.arange(len(index.classes))
+    for k, split in enumerate(SPLITS):
+        counts = Counter(_labels(index.split(split)))
+        ax.bar(positions + k * width, [counts.get(i, 0) for i in range(len(index.classes))], width, label=split)
+    ax.set_xticks(positions + width * (len(SPLITS) - 1) / 2, index.classes)
+    ax.set_ylabel("objects" if index.task == "detection" else "images")
+    ax.set_title(f"class balance ({index.root.name})"), ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _labels(records: Sequence[Record]) -> list[int]:
+    labels: list[int] = []
+    for record in records:
+        labels.extend(record.labels.tolist() if isinstance(record, DetectionRecord) else [record.label])
+    return labels
+
+
+def sample_grid(index: DatasetIndex, split: str = "train", n: int = 8, seed: int = 0,
+                records: Optional[Sequence[Record]] = None, captions: Optional[Sequence[str]] = None,
+                predicted: Optional[Sequence[tuple[np.ndarray, Sequence[str]]]] = None):
+    """`n` images of a split (drawn with `seed`) with their labels: boxes and class names for detection
+    (yellow; difficult objects dashed), the class name for classification. `records`/`captions` show
+    chosen records with a caption each instead, and `predicted` (per record: pixel boxes (K, 4) and
+    their captions) draws a model's boxes over them in cyan (pipelines.notebook.prediction_grid)."""
+    if records is None:
+        pool = index.split(split)
+        if not pool:
+            raise ValueError(f"{index.root}: split {split!r} is empty")
+        picks = np.random.default_rng(seed).choice(len(pool), min(n, len(pool)), replace=False)
+        records = [pool[int(i)] for i in sorted(picks)]
+    cols = min(4, max(1, len(records)))
+    rows = max(1, -(-len(records) // cols))
+    fig = _figure((2.6 * cols, 2.4 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i >= len(records):
+            continue
+        record = records[i]
+        ax.imshow(read_rgb(record.path))
+        if isinstance(record, DetectionRecord):
+            _draw_boxes(ax, record.boxes, [index.classes[j] for j in record.labels], record.difficult)
+            if predicted is not None:
+                _draw_boxes(ax, *predicted[i], colour="cyan")
+            title = f"{record.path.name}: {len(record.labels)} objects"
+        else:
+            title = f"{record.path.name}: {index.classes[record.label]}"
+        ax.set_title(captions[i] if captions is not None else title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_boxes(ax, boxes: np.ndarray, names: Sequence[str], dashed: Optional[Sequence[bool]] = None,
+                colour: str = "yellow") -> None:
+    """Pixel [x0, y0, x1, y1] boxes with their names on an image axis."""
+    from matplotlib.patches import Rectangle
+
+    for k, (box, name) in enumerate(zip(boxes, names)):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        style = "--" if dashed is not None and dashed[k] else "-"
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2, linestyle=style))
+        ax.text(x0, y0, name, color="black", backgroundcolor=colour, fontsize=6, va="bottom")
