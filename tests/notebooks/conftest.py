@@ -17,8 +17,11 @@ import pytest
 
 from pipelines.config import PipelineConfig
 from pipelines.registry import MlflowRegistryWriter
-from tests.pipelines.models import colour_data, train_colour_model
+from tests.pipelines.models import colour_data
 from tests.pipelines.packaged import package_model
+from tests.training.helpers import quick_config
+from training.runner import train
+from training.sagemaker_env import RunEnvironment
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "colours"
@@ -53,7 +56,8 @@ def tiny_project(tmp_path_factory) -> TinyProject:
     data = colour_data(root / "data" / "colours")
     _changed_class_list(data, root / "data" / "changed")
     store = f"sqlite:///{root / 'mlflow.db'}"
-    model = train_colour_model(data, root / "models" / "production", epochs=4, name=MODEL)
+    cfg = quick_config(data, root / "models" / "production", epochs=4, network="cifar_resnet20_v1", model_name=MODEL)
+    model = train(cfg, RunEnvironment(), root).model_dir
     _, archive, manifest, sha = package_model(model, data, root / "package", cfg=WITH_MXNET)
     writer = MlflowRegistryWriter(store)
     version = writer.register(archive, manifest, sha, {}).version
