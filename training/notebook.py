@@ -127,3 +127,33 @@ def _draw_boxes(ax, boxes: np.ndarray, names: Sequence[str], dashed: Optional[Se
         style = "--" if dashed is not None and dashed[k] else "-"
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2, linestyle=style))
         ax.text(x0, y0, name, color="black", backgroundcolor=colour, fontsize=6, va="bottom")
+
+
+def runs_table(runs: Sequence, params: Sequence[str], metrics: Sequence[str]) -> str:
+    """A Markdown table of MLflow runs (mlflow.entities.Run), one row each: name, id, the given params
+    and final metrics (blank where a run has none)."""
+    header = ["run", "id", *params, *metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for run in runs:
+        values = [run.info.run_name or "", run.info.run_id[:8]]
+        values += [str(run.data.params.get(p, "")) for p in params]
+        values += [f"{run.data.metrics[m]:.4f}" if m in run.data.metrics else "" for m in metrics]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def runs_curves(client, runs: Sequence, metric: str):
+    """`metric` per epoch (its MLflow history, step = epoch) of each run, one line per run, side by side
+    with the training loss. `client`: an mlflow.MlflowClient on the runs' tracking store."""
+    fig = _figure((9, 3.5))
+    axes = fig.subplots(1, 2)
+    for run in runs:
+        label = f"{run.info.run_name or ''} {run.info.run_id[:8]}"
+        for ax, name in zip(axes, ("train_loss", metric)):
+            history = sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
+            ax.plot([m.step for m in history], [m.value for m in history], marker=".", label=label)
+    for ax, name in zip(axes, ("train_loss", metric)):
+        ax.set_xlabel("epoch"), ax.set_title(name)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -17,6 +17,8 @@ CI_PARAMETERS = {
     "2_train_and_finetune": {"data": "data/colours", "init_from": "", "epochs": 4,
                              "finetune_from": "models:/colours@production", "finetune_data": "data/changed",
                              "finetune_epochs": 2, "overrides": QUICK_TRAINING, "min_accuracy": 0.6},
+    "3_experiments": {"section": "train_classifier", "data": "data/colours", "epochs": 2, "values": [0.002, 0.004],
+                      "overrides": {**QUICK_TRAINING, "init_from": None}},
     "4_ship": {"model_dir": "models/production/model", "data": "data/colours",
                "pipeline_overrides": {"variants": ["mxnet-fp32", "onnx-fp32", "onnx-int8"], "latency_runs": 3,
                                       "golden_samples": 1, "calibration_images": 8}},
