@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -211,8 +212,10 @@ def draw_clutter(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
                          _colour(rng), cv2.LINE_AA, shift=4)
 
 
-def occlude(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int]) -> None:
-    """Cover part of a box (at most ~30% of it) with a blob entering from one of its sides."""
+def occlude(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int],
+            covered: Optional[np.ndarray] = None) -> None:
+    """Cover part of a box (at most ~30% of it) with a blob entering from one of its sides; the blob's
+    pixels are also set to 255 in `covered` (uint8, the image's height and width) when given."""
     x0, y0, x1, y1 = box
     depth = rng.uniform(0.2, 0.5)  # how far into the box, as a fraction of the box
     across = rng.uniform(0.3, min(1.0, 0.38 / depth))  # half an ellipse covers pi/4 * depth * across
@@ -225,11 +228,15 @@ def occlude(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int,
         cy = y0 if rng.random() < 0.5 else y1
         radii = np.array([across * (x1 - x0) / 2, depth * (y1 - y0)])
     radii[np.argmin(radii)] = min(radii.min(), 0.55 * radii.max())  # eccentric, so never a circle
+    targets = [img] if covered is None else [img, covered]
     if rng.random() < 0.5:
-        cv2.ellipse(img, (int(round(cx * 16)), int(round(cy * 16))), tuple(int(round(r * 16)) for r in radii),
-                    0, 0, 360, _colour(rng), -1, cv2.LINE_AA, shift=4)
+        centre, axes, colour = (int(round(cx * 16)), int(round(cy * 16))), tuple(int(round(r * 16)) for r in radii), _colour(rng)
+        for target, value in zip(targets, (colour, 255)):
+            cv2.ellipse(target, centre, axes, 0, 0, 360, value, -1, cv2.LINE_AA, shift=4)
     else:
-        cv2.fillPoly(img, [_blob(rng, np.array([cx, cy]), radii)], _colour(rng), cv2.LINE_AA, shift=4)
+        blob, colour = _blob(rng, np.array([cx, cy]), radii), _colour(rng)
+        for target, value in zip(targets, (colour, 255)):
+            cv2.fillPoly(target, [blob], value, cv2.LINE_AA, shift=4)
 
 
 @dataclass(frozen=True)

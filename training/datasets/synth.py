@@ -10,7 +10,8 @@ Object size: an object's box covers about 8% to 50% of the frame area (uniform i
 classification; log-uniform in detection, where the upper bound shrinks to 90%/k when k
 objects share a frame) and may be cut by the frame edge (up to 10% of the box in
 classification; in detection each object draws its own limit up to 60%, and one with less than
-LABEL_MIN_VISIBLE of its area in view is drawn but not labelled).
+LABEL_MIN_VISIBLE of its area in view is drawn but not labelled; one with less than REQUIRED_VISIBLE
+of its area visible, cut or covered, is labelled `difficult`, as VOC and the video's ground truth mark it).
 
 Difficulty: varied, textured backgrounds (gradients, low-frequency noise, soft blobs,
 stripes, checkerboards, flat colours, mixes of two); distractors that are not classes
@@ -56,7 +57,11 @@ AREA_RANGE = (0.08, 0.50)  # object box area / frame area
 _JPEG = [cv2.IMWRITE_JPEG_QUALITY, 95]
 CAMERA_ASPECTS = (1.0, 4 / 3, 16 / 9)  # frame width / height of the detection stills: square, 4:3, 16:9
 EMPTY = "empty"  # synth_classification's class without a shape: background and distractors only
-LABEL_MIN_VISIBLE = 0.4  # detection stills label an object with at least this share of its area in view
+LABEL_MIN_VISIBLE = 0.4  # detection stills label an object with at least this share of its area in the frame ...
+# ... and mark it `difficult` (VOC's flag: the metric ignores it, training uses it) when less than this share
+# of its area is visible in the image, out of the frame or covered by what is drawn over it: the video's
+# ground truth applies the same rule (datasets.video.VIDEO_REQUIRED_VISIBLE)
+REQUIRED_VISIBLE = 0.5
 _STREAM_CLS, _STREAM_DET, _STREAM_SIL = 1, 2, 4  # independent generators (the video's is 3: datasets.video)
 
 
@@ -125,21 +130,24 @@ class _SceneStyle:
     shaded_fills: bool = True  # objects may be shaded/textured; False paints them flat
     spread_cut: bool = False  # each object draws its own cut limit in 0..max_cut
     min_visible: float = 0.0  # an object with less of its area in the frame is drawn but not labelled
+    required_visible: float = 0.0  # a labelled object with less of its area visible is `difficult`
 
 
 _CLASSIFICATION_STYLE = _SceneStyle(max_cut=0.1, clutter=(0, 2), occlude_p=0.15, log_area=False,
                                     background_contrast=(0.5, 0.5), shaded_fills=False)
 # Detection objects may be up to 60% out of the frame; one less than LABEL_MIN_VISIBLE in view is
-# drawn but not labelled, so a detector learns where "in view" ends (the video's ground truth
-# requires objects at least video.VIDEO_REQUIRED_VISIBLE in view and leaves the band between optional).
+# drawn but not labelled, so a detector learns where "in view" ends; one less than REQUIRED_VISIBLE
+# visible (cut or covered) is labelled `difficult`, as the video's ground truth marks it.
 DETECTION_STYLE = _SceneStyle(max_cut=0.6, clutter=(1, 4), occlude_p=0.25, log_area=True,
                                background_contrast=(0.5, 1.0), shaded_fills=False, spread_cut=True,
-                               min_visible=LABEL_MIN_VISIBLE)
+                               min_visible=LABEL_MIN_VISIBLE, required_visible=REQUIRED_VISIBLE)
 
 
 def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
-                  style: _SceneStyle) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]]]:
-    """One image with the given objects; returns the image and the labels and tight boxes drawn."""
+                  style: _SceneStyle) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]], list[bool]]:
+    """One image with the given objects; returns the image, and the labels, tight boxes and `difficult`
+    flags of the objects labelled. An object's visible share counts its pixels that nothing drawn later
+    (another object, an occluding blob) covers, over its whole area, as datasets.video counts it."""
     bg = draw_background(rng, h, w)
     low, high = style.background_contrast
     contrast = low if low == high else rng.uniform(low, high)
@@ -148,7 +156,8 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
         bg = mean + (bg - mean) * contrast
     img = np.clip(bg + 0.5, 0, 255).astype(np.uint8)
     draw_clutter(img, rng, int(rng.integers(*style.clutter)))
-    drawn_labels, boxes = [], []
+    drawn_labels, boxes, areas, owners = [], [], [], []
+    owner = np.full((h, w), -1, np.int32)  # which object each pixel shows (-1: none)
     for label, pts in _place(rng, w, h, labels, style.max_cut, style.log_area, style.spread_cut):
         cropped = shape_mask(pts, w, h)
         box = tight_box(*cropped) if cropped else None
@@ -156,6 +165,8 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
             continue
         labelled = _visible(cropped[0], pts) >= style.min_visible
         mask, x0, y0 = cropped
+        owner[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128] = len(owners)
+        owners.append(len(drawn_labels) if labelled else -1)
         under = img[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128]
         fill = Fill.sample(rng, contrasting_colour(rng, under))
         if not style.shaded_fills:
@@ -164,10 +175,15 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
         if labelled:
             drawn_labels.append(label)
             boxes.append(box)
+            areas.append(polygon_area(pts))
+    covered = np.zeros((h, w), np.uint8)
     for box in boxes:
         if rng.random() < style.occlude_p:
-            occlude(img, rng, box)
-    return Camera.sample(rng).apply(img, rng), drawn_labels, boxes
+            occlude(img, rng, box, covered)
+    shown = np.bincount(owner[(owner >= 0) & (covered < 128)].ravel(), minlength=len(owners))
+    shown = shown[[k for k, index in enumerate(owners) if index >= 0]]
+    difficult = [bool(n / max(area, 1e-6) < style.required_visible) for n, area in zip(shown, areas)]
+    return Camera.sample(rng).apply(img, rng), drawn_labels, boxes, difficult
 
 
 # ---------------------------------------------------------------- writing
@@ -312,14 +328,15 @@ def synth_detection(out: Path, n: int, seed: int, size: int = 160,
             k = int(rng.choice(5, p=[0.02, 0.33, 0.29, 0.2, 0.16]))
             labels = [int(x) for x in rng.integers(0, len(CLASSES), k)]
             width = round(size * aspects[int(rng.integers(len(aspects)))])
-            img, labels, boxes = _render_still(rng, width, size, labels, DETECTION_STYLE)
+            img, labels, boxes, difficult = _render_still(rng, width, size, labels, DETECTION_STYLE)
             stem = f"{i:0{digits}d}"
             _write_jpeg(tmp / "JPEGImages" / f"{stem}.jpg", img)
-            objects = [VocObject(CLASSES[label], box) for label, box in zip(labels, boxes)]
+            objects = [VocObject(CLASSES[label], box, hard) for label, box, hard in zip(labels, boxes, difficult)]
             (tmp / "Annotations" / f"{stem}.xml").write_text(
                 voc_xml(f"{stem}.jpg", width, size, objects, "LensOps synthetic shapes"))
             records.append(DetectionRecord(out / "JPEGImages" / f"{stem}.jpg", width, size,
-                                           np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32)))
+                                           np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32),
+                                           np.array(difficult, bool)))
         for split in SPLITS:
             ids = [f"{i:0{digits}d}\n" for i in range(n) if split_of[i] == split]
             (tmp / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(ids))

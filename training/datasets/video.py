@@ -11,13 +11,13 @@ import numpy as np
 
 from training.datasets.drawing import (CLASSES, Camera, Fill, contrasting_colour, draw_background, draw_clutter,
                                        paint, pose, shape_mask, tight_box, unit_shape)
-from training.datasets.synth import AREA_RANGE, DETECTION_STYLE, atomic_dir, polygon_area
+from training.datasets.synth import AREA_RANGE, DETECTION_STYLE, REQUIRED_VISIBLE, atomic_dir, polygon_area
 from training.errors import ConfigError
 
 VIDEO_GT_SCHEMA = "lensops.video-gt/1"
 _VIDEO_AREA_MAX = 0.3  # so that bouncing objects fit in the frame
 VIDEO_LISTED_VISIBLE = 0.3  # the ground truth lists objects with at least this share in view ...
-VIDEO_REQUIRED_VISIBLE = 0.5  # ... and marks those below this share `difficult` (optional, as in VOC)
+VIDEO_REQUIRED_VISIBLE = REQUIRED_VISIBLE  # ... and marks those below this share `difficult` (optional, as in VOC)
 VIDEO_BACKGROUND_CONTRAST = 0.5  # background texture kept (the stills keep 0.5-1.0: synth.DETECTION_STYLE)
 _STREAM_VIDEO = 3  # the stills use streams 1, 2 and 4 (datasets.synth): independent generators
 

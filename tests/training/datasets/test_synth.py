@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from training.datasets.formats import load_dataset
 from training.datasets.records import SPLITS
-from training.datasets.synth import CLASSES, synth_classification, synth_detection
+from training.datasets.synth import (CLASSES, DETECTION_STYLE, REQUIRED_VISIBLE, _render_still, synth_classification,
+                                     synth_detection)
+from training.datasets.video import VIDEO_REQUIRED_VISIBLE
 from training.errors import ConfigError
 
 
@@ -93,8 +97,32 @@ def test_detection_layout_is_pascal_voc_with_boxes_inside_the_image(tmp_path):
     assert xml.findtext("size/width") == str(first.width) and xml.findtext("size/height") == "96" \
         and xml.findtext("size/depth") == "3", "VOC <size> missing"
     for obj in xml.iter("object"):
-        assert obj.findtext("name") in CLASSES and obj.findtext("difficult") == "0", "VOC <object> fields"
+        assert obj.findtext("name") in CLASSES and obj.findtext("difficult") in ("0", "1"), "VOC <object> fields"
         assert all(obj.findtext(f"bndbox/{t}").isdigit() for t in ("xmin", "ymin", "xmax", "ymax")), "integer box"
+
+
+def test_objects_less_than_half_visible_are_difficult_as_in_the_video_ground_truth(tmp_path):
+    # given detection stills (objects cut by the frame edge, some covered by others or by a blob)
+    index = synth_detection(tmp_path / "det", n=300, seed=3, size=96)
+    records = [r for split in SPLITS for r in index.split(split)]
+    flags = np.concatenate([r.difficult for r in records])
+    # then a few objects are `difficult`, and the VOC reader reads back the flags written
+    assert 0.005 < flags.mean() < 0.1, f"{flags.mean():.3f} of {flags.size} objects difficult"
+    read = load_dataset(tmp_path / "det", "detection")
+    assert {r.path.name: r.difficult.tolist() for s in SPLITS for r in read.split(s)} == \
+        {r.path.name: r.difficult.tolist() for r in records}
+    # and one rule serves both: the video marks objects below the same visible share
+    assert VIDEO_REQUIRED_VISIBLE == REQUIRED_VISIBLE == 0.5
+
+
+def test_an_object_in_full_view_is_never_difficult():
+    # given scenes of single objects, never cut by the frame edge nor covered by a blob
+    style = replace(DETECTION_STYLE, occlude_p=0.0, max_cut=0.0)
+    for seed in range(40):
+        # when one is drawn
+        _, labels, boxes, difficult = _render_still(np.random.default_rng(seed), 128, 96, [seed % len(CLASSES)], style)
+        # then it is labelled, and not difficult (nothing hides any of it)
+        assert len(labels) == 1 and difficult == [False], (seed, boxes, difficult)
 
 
 def test_output_replaces_the_old_folder_and_leaves_no_temporary_folder(tmp_path):
