@@ -22,6 +22,9 @@ CI_PARAMETERS = {
     "4_ship": {"model_dir": "models/production/model", "data": "data/colours",
                "pipeline_overrides": {"variants": ["mxnet-fp32", "onnx-fp32", "onnx-int8"], "latency_runs": 3,
                                       "golden_samples": 1, "calibration_images": 8}},
+    "5_sagemaker": {"data": "data/colours", "section": "train_classifier",
+                    "hyperparameters": {"epochs": "1", "network": "cifar_resnet20_v1", "input_size": "32",
+                                        "batch_size": "16", "num_workers": "0", "progress": "false"}},
 }
 
 
@@ -33,8 +36,9 @@ def test_the_notebook_runs_top_to_bottom_on_tiny_data(name, tiny_project, tmp_pa
     executed = execute(name, tmp_path / f"{name}.ipynb", CI_PARAMETERS[name], cwd=tiny_project.root)
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, errors
-    images = [o for c in executed["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert images, f"{name} shows no figure"
+    shown = [o for c in executed["cells"] for o in c.get("outputs", [])
+             if {"image/png", "text/markdown"} & set(o.get("data", {}))]
+    assert shown, f"{name} shows no figure or table"
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
