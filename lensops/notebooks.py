@@ -23,7 +23,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 # In the order of the loop; each runs on its own after `make demo` (notebooks/README.md).
-NOTEBOOKS = ("1_data", "2_train_and_finetune", "3_experiments", "4_ship", "5_sagemaker")
+NOTEBOOKS = ("1_data", "2_train_and_finetune", "3_experiments", "4_ship", "5_sagemaker", "6_from_the_device")
 DIGEST_KEY = "lensops"  # notebook metadata: {"code_sha256": ..., "parameters": ..., "seconds": ...}
 
 

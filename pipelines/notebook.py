@@ -2,6 +2,7 @@
 and tables built from the stages' own predictions and reports (nothing here scores or decides)."""
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -91,5 +92,28 @@ def variants_plot(report: dict):
         ax.annotate(vid, (latency, value), fontsize=7)
     ax.set_xlabel("median latency, batch 1 (ms)"), ax.set_ylabel(f"val {key}")
     ax.set_title(f"{report['model']}: accuracy against latency")
+    fig.tight_layout()
+    return fig
+
+
+def results_plot(inference: dict[str, dict[int, dict]]):
+    """What a runner published, per source over frame time (s from its first frame's `frame_ts`): the counts per
+    label (stacked up to the frame's total) and the latency (ms: total and inference alone).
+    `inference`: edge.mqtt.results.ResultCollector.inference()."""
+    fig = _figure((9, 2.8 * max(1, len(inference))))
+    axes = np.atleast_2d(fig.subplots(max(1, len(inference)), 2))
+    for row, (source, by_seq) in zip(axes, sorted(inference.items())):
+        payloads = [by_seq[k] for k in sorted(by_seq)]
+        stamps = [datetime.fromisoformat(p["frame_ts"].replace("Z", "+00:00")).timestamp() for p in payloads]
+        times = [t - stamps[0] for t in stamps]
+        labels = sorted({label for p in payloads for label in p["counts"]})
+        if labels:
+            row[0].stackplot(times, [[p["counts"].get(label, 0) for p in payloads] for label in labels], labels=labels,
+                             step="post")
+            row[0].legend(fontsize=7, loc="upper right")
+        row[0].set_title(f"{source}: objects counted"), row[0].set_xlabel("frame time (s)")
+        row[1].plot(times, [p["latency_ms"]["total"] for p in payloads], label="total", linewidth=0.8)
+        row[1].plot(times, [p["latency_ms"]["inference"] for p in payloads], label="inference", linewidth=0.8)
+        row[1].set_title(f"{source}: latency (ms)"), row[1].set_xlabel("frame time (s)"), row[1].legend(fontsize=7)
     fig.tight_layout()
     return fig

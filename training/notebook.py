@@ -157,3 +157,24 @@ def runs_curves(client, runs: Sequence, metric: str):
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def capture_grid(folder, n: int = 8, seed: int = 0):
+    """`n` frames of a device's capture folder (training.datasets.captures.read_capture_folder), drawn at
+    random with `seed`, with the serving model's predictions as pre-labels (boxes and scores) and, in the
+    caption, why the frame was kept and the model version that saw it."""
+    frames = list(folder.frames)
+    if not frames:
+        raise ValueError(f"{folder.root}: no finished captures")
+    picks = sorted(int(i) for i in np.random.default_rng(seed).choice(len(frames), min(n, len(frames)), replace=False))
+    records, captions = [], []
+    for frame in (frames[i] for i in picks):
+        scale = np.array([frame.width, frame.height] * 2, np.float32)
+        boxes = np.array([p["box"] for p in frame.predictions if "box" in p], np.float32).reshape(-1, 4) * scale
+        labels = np.array([folder.labels.index(p["label"]) for p in frame.predictions if "box" in p], np.int32)
+        records.append(DetectionRecord(frame.image, frame.width, frame.height, boxes, labels))
+        top = max((p["score"] for p in frame.predictions), default=0.0)
+        captions.append(f"{frame.reason}, v{frame.model.get('version')}, top {top:.2f}")
+    index = DatasetIndex(folder.task if folder.task == "detection" else "classification", folder.root, folder.labels,
+                         {"captured": records})
+    return sample_grid(index, records=records, captions=captions)

@@ -25,6 +25,10 @@ CI_PARAMETERS = {
     "5_sagemaker": {"data": "data/colours", "section": "train_classifier",
                     "hyperparameters": {"epochs": "1", "network": "cifar_resnet20_v1", "input_size": "32",
                                         "batch_size": "16", "num_workers": "0", "progress": "false"}},
+    "6_from_the_device": {"video": "data/video/video.mp4", "model": "boxes", "random_rate": 1.0,
+                          "base_data": "data/detection",
+                          "retrain_overrides": {"epochs": 1, "network": "ssd_96_mobilenet0.25", "input_size": 96,
+                                                "batch_size": 8, "num_workers": 0, "progress": False}},
 }
 
 
