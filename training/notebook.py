@@ -125,7 +125,8 @@ def _draw_boxes(ax, boxes: np.ndarray, names: Sequence[str], dashed: Optional[Se
     for k, (box, name) in enumerate(zip(boxes, names)):
         x0, y0, x1, y1 = (float(v) for v in box)
         style = "--" if dashed is not None and dashed[k] else "-"
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2, linestyle=style))
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2,
+                               linestyle=style))
         ax.text(x0, y0, name, color="black", backgroundcolor=colour, fontsize=6, va="bottom")
 
 

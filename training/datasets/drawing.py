@@ -230,7 +230,8 @@ def occlude(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int,
     radii[np.argmin(radii)] = min(radii.min(), 0.55 * radii.max())  # eccentric, so never a circle
     targets = [img] if covered is None else [img, covered]
     if rng.random() < 0.5:
-        centre, axes, colour = (int(round(cx * 16)), int(round(cy * 16))), tuple(int(round(r * 16)) for r in radii), _colour(rng)
+        centre, axes = (int(round(cx * 16)), int(round(cy * 16))), tuple(int(round(r * 16)) for r in radii)
+        colour = _colour(rng)
         for target, value in zip(targets, (colour, 255)):
             cv2.ellipse(target, centre, axes, 0, 0, 360, value, -1, cv2.LINE_AA, shift=4)
     else:
