@@ -6,7 +6,7 @@ Scenes: the demo video (params.yaml `data.seed`, `data.video.frames` frames) and
 by `benchmarks.operating_point`, so those are not unseen). `training.datasets.video.synth_video` writes each (same seed, same bytes). ONE runner,
 `lensops edge run --exit-when-done` as a user starts it, plays every scene as a `file` source
 (`fps: 0`, `drop: false`: every frame is inferred and published) against the detector in a
-registry; a paho subscriber collects the inference messages from a local broker. A frame matches
+registry; edge.mqtt.results.ResultCollector collects the inference messages from a local broker. A frame matches
 when `benchmarks.ground_truth.counts_within` holds (VOC-style: `difficult` objects optional);
 `strict` counts every listed object. Goals: >= 95% of all frames, >= 90% in the worst scene.
 """
@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import yaml
 from benchmarks.broker import local_broker
 from benchmarks.ground_truth import counts_within, miss_kind, strict_match
 from benchmarks.machine import Settings
+from edge.mqtt.results import ResultCollector
 
 DEMO_MODEL = "shapes-detector"
 MODEL_ENV = "LENSOPS_BENCH_MODEL"
@@ -148,47 +148,6 @@ def device_yaml(path: Path, detector: Detector, scenes: list[Scene], broker_url:
     return path
 
 
-class InferenceCollector:
-    """A paho subscriber (QoS 1) keeping one inference payload per (source, seq): deliveries are at least once."""
-
-    def __init__(self, port: int):
-        import paho.mqtt.client as mqtt
-
-        self.by_source: dict[str, dict[int, dict]] = {}
-        self._lock = threading.Lock()
-        subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-        self.client.on_connect = lambda c, *_: c.subscribe(f"{PREFIX}/{DEVICE}/+/inference", 1)
-        self.client.on_subscribe = lambda *_: subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-        if not subscribed.wait(10):
-            self.close()
-            raise RuntimeError(f"could not subscribe to the broker on port {port}")
-
-    def _on_message(self, _client, _userdata, message) -> None:
-        payload = json.loads(message.payload)
-        with self._lock:
-            self.by_source.setdefault(payload["source"], {})[payload["seq"]] = payload
-
-    def received(self, source: str) -> dict[int, dict]:
-        with self._lock:
-            return dict(self.by_source.get(source, {}))
-
-    def wait_for(self, expected: dict[str, int], timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if all(len(self.received(s)) >= n for s, n in expected.items()):
-                return True
-            time.sleep(0.05)
-        return False
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
 def play(config: Path, timeout_s: float) -> float:
     """`lensops edge run --exit-when-done` on the config; its wall seconds. Raises with its stderr on failure."""
     start = time.monotonic()
@@ -276,14 +235,11 @@ def run(settings: Settings) -> dict:
     scenes = make_scenes(work / "scenes", demo_seed, UNSEEN_SEEDS, frames)
     generated_s = time.monotonic() - started
     with local_broker(work / "broker") as broker:
-        collector = InferenceCollector(broker.port)
-        try:
+        with ResultCollector(broker.url, [f"{PREFIX}/{DEVICE}/+/inference"]) as collector:
             config = device_yaml(work / "device" / "device.yaml", detector, scenes, broker.url, settings.threads)
             runner_s = play(config, RUNNER_TIMEOUT_S)
-            collector.wait_for({s.source: len(s.truth) for s in scenes}, 10)
-            received = {s.source: collector.received(s.source) for s in scenes}
-        finally:
-            collector.close()
+            collector.wait_for(lambda c: all(len(c.inference().get(s.source, {})) >= len(s.truth) for s in scenes), 10)
+            received = {s.source: collector.inference().get(s.source, {}) for s in scenes}
     per_scene = [score_scene(s, received[s.source]) for s in scenes]
     first = next((r for got in received.values() for r in got.values()), None)
     model = first["model"] if first else {}
