@@ -162,20 +162,25 @@ def runs_curves(client, runs: Sequence, metric: str):
 
 def capture_grid(folder, n: int = 8, seed: int = 0):
     """`n` frames of a device's capture folder (training.datasets.captures.read_capture_folder), drawn at
-    random with `seed`, with the serving model's predictions as pre-labels (boxes and scores) and, in the
-    caption, why the frame was kept and the model version that saw it."""
+    random with `seed`, with the serving model's predictions as pre-labels (detection: boxes with their
+    scores, in cyan) and, in the caption, why the frame was kept, the model version that saw it and the
+    score the capture policy reads (the lowest box score for detection, the top score for classification)."""
     frames = list(folder.frames)
     if not frames:
         raise ValueError(f"{folder.root}: no finished captures")
     picks = sorted(int(i) for i in np.random.default_rng(seed).choice(len(frames), min(n, len(frames)), replace=False))
-    records, captions = [], []
+    records, captions, predicted = [], [], []
     for frame in (frames[i] for i in picks):
         scale = np.array([frame.width, frame.height] * 2, np.float32)
-        boxes = np.array([p["box"] for p in frame.predictions if "box" in p], np.float32).reshape(-1, 4) * scale
-        labels = np.array([folder.labels.index(p["label"]) for p in frame.predictions if "box" in p], np.int32)
-        records.append(DetectionRecord(frame.image, frame.width, frame.height, boxes, labels))
-        top = max((p["score"] for p in frame.predictions), default=0.0)
-        captions.append(f"{frame.reason}, v{frame.model.get('version')}, top {top:.2f}")
-    index = DatasetIndex(folder.task if folder.task == "detection" else "classification", folder.root, folder.labels,
-                         {"captured": records})
-    return sample_grid(index, records=records, captions=captions)
+        boxed = [p for p in frame.predictions if "box" in p]
+        records.append(DetectionRecord(frame.image, frame.width, frame.height, np.zeros((0, 4), np.float32),
+                                       np.zeros(0, np.int32)))
+        predicted.append((np.array([p["box"] for p in boxed], np.float32).reshape(-1, 4) * scale,
+                          [f"{p['label']} {p['score']:.2f}" for p in boxed]))
+        scores = [p["score"] for p in frame.predictions]
+        read = "no predictions"
+        if scores:
+            read = f"lowest {min(scores):.2f}" if folder.task == "detection" else f"top {max(scores):.2f}"
+        captions.append(f"{frame.reason}, v{frame.model.get('version')}, {read}")
+    index = DatasetIndex("detection", folder.root, folder.labels, {"captured": records})
+    return sample_grid(index, records=records, captions=captions, predicted=predicted)
