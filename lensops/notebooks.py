@@ -22,7 +22,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
-# In the order of the loop; each runs on its own after `make demo` (notebooks/README.md).
+# In the order of the loop, after `make demo` (4_ship ships the model 2_train_and_finetune trains; notebooks/README.md).
 NOTEBOOKS = ("1_data", "2_train_and_finetune", "3_experiments", "4_ship", "5_sagemaker", "6_from_the_device")
 DIGEST_KEY = "lensops"  # notebook metadata: {"code_sha256": ..., "parameters": ..., "seconds": ...}
 
@@ -55,9 +55,11 @@ def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path =
     cell (papermill) and write the executed notebook to `out`, stamped with its code digest.
     Returns the executed notebook (nbformat JSON). Errors: NotebookError naming the notebook and cell."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     source = path_of(name)
+    digest = code_digest(json.loads(source.read_text()))  # the code that runs (an edit meanwhile is not it)
     env = {"MPLBACKEND": "module://matplotlib_inline.backend_inline", "TQDM_MININTERVAL": "1"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits it (`make` exports MPLBACKEND=Agg for the stages)
@@ -69,6 +71,8 @@ def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path =
     except PapermillExecutionError as err:
         raise NotebookError(f"{source.name}: cell {err.exec_count} raised {err.ename}: {err.evalue} "
                             f"(the executed copy with the traceback: {out})") from None
+    except (CellTimeoutError, DeadKernelError) as err:
+        raise NotebookError(f"{source.name}: {type(err).__name__}: {err}") from None
     finally:
         for key, value in saved.items():
             if value is None:
@@ -76,7 +80,10 @@ def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path =
             else:
                 os.environ[key] = value
     notebook = json.loads(out.read_text())
-    notebook["metadata"][DIGEST_KEY] = {"code_sha256": code_digest(json.loads(source.read_text())),
+    if code_digest(json.loads(source.read_text())) != digest:
+        raise NotebookError(f"{source.name} changed while it ran: its outputs would not be its code's "
+                            f"(the executed copy: {out})")
+    notebook["metadata"][DIGEST_KEY] = {"code_sha256": digest,
                                         "parameters": parameters or {},
                                         "seconds": round(time.monotonic() - started, 1)}
     tmp = out.with_suffix(".tmp")
@@ -93,6 +100,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", type=Path, help="write executed copies here (default: in place)")
     args = parser.parse_args(argv)
     parameters = {name: yaml.safe_load(value) for name, value in args.parameter}
+    if args.out is not None and args.out.resolve() == NOTEBOOK_DIR.resolve():
+        args.out = None  # that is in place
+    if parameters and args.out is None:
+        print("error: -p runs need --out DIR: the notebooks keep the outputs of their default parameters",
+              file=sys.stderr)
+        return 1
     try:
         for name in args.names or NOTEBOOKS:
             path_of(name)

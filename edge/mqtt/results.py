@@ -38,16 +38,23 @@ class ResultCollector:
         subscribed = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self._client.on_connect = lambda client, *_: client.subscribe([(topic, 1) for topic in topics])
-        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._refused: list = []
+
+        def on_subscribe(_client, _userdata, _mid, reason_codes, _properties) -> None:
+            self._refused = [code for code in reason_codes if code.is_failure]
+            subscribed.set()
+
+        self._client.on_subscribe = on_subscribe
         self._client.on_message = self._on_message
         try:
             self._client.connect(host, port, keepalive=30)
         except OSError as exc:
             raise ConnectionError(f"cannot reach the MQTT broker at {url}: {exc}") from None
         self._client.loop_start()
-        if not subscribed.wait(timeout_s):
+        if not subscribed.wait(timeout_s) or self._refused:
             self.close()
-            raise ConnectionError(f"could not subscribe to {list(topics)} on the MQTT broker at {url} in {timeout_s} s")
+            why = f"refused ({self._refused})" if self._refused else f"no answer in {timeout_s} s"
+            raise ConnectionError(f"could not subscribe to {list(topics)} on the MQTT broker at {url}: {why}")
 
     def _on_message(self, _client, _userdata, message) -> None:
         try:
@@ -63,9 +70,12 @@ class ResultCollector:
             return [m for m in self.messages if m.topic.endswith(suffix)]
 
     def inference(self) -> dict[str, dict[int, dict]]:
-        """Inference payloads per source and seq (a redelivered message counted once)."""
+        """Inference payloads per source and seq (a redelivered message counted once; a message without
+        `source` and `seq` is left out)."""
         by_source: dict[str, dict[int, dict]] = {}
         for message in self.received("/inference"):
+            if "source" not in message.payload or "seq" not in message.payload:
+                continue
             by_source.setdefault(message.payload["source"], {})[message.payload["seq"]] = message.payload
         return by_source
 
