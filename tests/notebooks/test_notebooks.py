@@ -8,6 +8,7 @@ import json
 import pytest
 
 from lensops.notebooks import DIGEST_KEY, NOTEBOOKS, code_digest, execute, path_of
+from lensops.notebooks import main as notebooks_main
 
 # What CI runs instead of the demo data (each notebook's defaults are the demo's, after `make demo`)
 QUICK_TRAINING = {"network": "cifar_resnet20_v1", "input_size": 32, "batch_size": 16, "optimizer": "adam", "lr": 0.002,
@@ -68,3 +69,12 @@ def test_the_notebook_uses_the_library(name):
     assert len(tagged) == 1, f"{name}: one cell tagged `parameters` (papermill)"
     modules = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert modules & {"training", "pipelines", "edge", "lensops"}, f"{name} should use the library"
+
+
+def test_an_unknown_notebook_and_overrides_kept_in_place_are_one_clear_error(capsys):
+    # an unknown name: nothing runs, the known ones are listed
+    assert notebooks_main(["1_data", "nosuch"]) == 1
+    assert "nosuch: no such notebook (known: 1_data, 2_train_and_finetune" in capsys.readouterr().err
+    # overridden parameters would leave other outputs in the committed notebooks than their defaults make
+    assert notebooks_main(["1_data", "-p", "generate", "10"]) == 1
+    assert "-p runs need --out DIR" in capsys.readouterr().err
