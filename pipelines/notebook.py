@@ -11,6 +11,7 @@ import numpy as np
 
 from pipelines.evaluate import Split
 from pipelines.evaluate_stage import predict_split
+from training.classification import confusion_matrix
 from training.datasets.records import DatasetIndex
 from training.plots import _figure, confusion_figure
 
@@ -25,10 +26,8 @@ def predictions(model_dir: Path, data: Path, split: str = "val") -> tuple[Split,
 def confusion(split: Split, preds: list[list[dict]]) -> np.ndarray:
     """Classification: int (C, C) counts, rows the actual class, columns the predicted one."""
     index = {c: i for i, c in enumerate(split.classes)}
-    matrix = np.zeros((len(split.classes), len(split.classes)), int)
-    for record, top in zip(split.records, preds):
-        matrix[record.label, index[top[0]["label"]]] += 1
-    return matrix
+    return confusion_matrix(np.array([r.label for r in split.records], int),
+                            np.array([index[top[0]["label"]] for top in preds], int), len(split.classes))
 
 
 def confusion_plot(split: Split, preds: list[list[dict]], name: str = "val"):
@@ -52,15 +51,14 @@ def prediction_grid(split: Split, preds: list[list[dict]], which: Literal["right
     """Up to `n` images the model gets right or wrong (see _right), drawn at random with `seed`:
     the predicted label and score in the caption (classification) or the predicted boxes in cyan over
     the labelled ones in yellow (detection). Returns (figure, how many images were `which`)."""
-    from training.notebook import sample_grid
+    from training.notebook import pick, sample_grid
 
     chosen = [i for i, (r, p) in enumerate(zip(split.records, preds)) if _right(split, r, p) == (which == "right")]
     if not chosen:
         fig = _figure((4, 1))
         fig.text(0.5, 0.5, f"no {which} predictions", ha="center", va="center")
         return fig, 0
-    rng = np.random.default_rng(seed)
-    picks = sorted(int(i) for i in rng.choice(chosen, min(n, len(chosen)), replace=False))
+    picks = [chosen[k] for k in pick(len(chosen), n, seed)]
     records = [split.records[i] for i in picks]
     index = DatasetIndex(split.task, Path("."), split.classes, {"shown": records})
     if split.task == "classification":

@@ -18,16 +18,31 @@ from training.plots import _figure, curves_figure
 from training.transforms import read_rgb
 
 
-def show(fig) -> None:
-    """Display a matplotlib Figure as a PNG (IPython.display); one line of text outside IPython."""
+def _png(fig):
+    """The figure as an IPython PNG image, or None outside IPython."""
+    try:
+        from IPython.display import Image
+    except ImportError:
+        return None
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=80)
-    try:
-        from IPython.display import Image, display
-    except ImportError:  # a script: say where the figure would be
+    return Image(data=buffer.getvalue(), format="png")
+
+
+def pick(count: int, n: int, seed: int) -> list[int]:
+    """Up to `n` of the indices 0..count-1, drawn at random with `seed` without repeats, in order."""
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(count, min(n, count), replace=False))
+
+
+def show(fig) -> None:
+    """Display a matplotlib Figure as a PNG (IPython.display); one line of text outside IPython."""
+    image = _png(fig)
+    if image is None:  # a script: say where the figure would be
         print(f"[figure: {fig.get_axes()[0].get_title() if fig.get_axes() else 'untitled'}]")
         return
-    display(Image(data=buffer.getvalue(), format="png"))
+    from IPython.display import display
+
+    display(image)
 
 
 class LiveCurves:
@@ -44,15 +59,13 @@ class LiveCurves:
 
     def __call__(self, row: dict) -> None:
         self.history.append(dict(row))
-        buffer = io.BytesIO()
-        curves_figure(self.history, self.primary).savefig(buffer, format="png", dpi=80)
-        try:
-            from IPython.display import Image, display
-        except ImportError:
+        image = _png(curves_figure(self.history, self.primary))
+        if image is None:
             print(f"epoch {row['epoch']}: train_loss {row['train_loss']:.4f} {self.primary} {row.get(self.primary)}")
             return
-        image = Image(data=buffer.getvalue(), format="png")
         if self._handle is None:
+            from IPython.display import display
+
             self._handle = display(image, display_id=True)
         else:
             self._handle.update(image)
@@ -93,8 +106,7 @@ def sample_grid(index: DatasetIndex, split: str = "train", n: int = 8, seed: int
         pool = index.split(split)
         if not pool:
             raise ValueError(f"{index.root}: split {split!r} is empty")
-        picks = np.random.default_rng(seed).choice(len(pool), min(n, len(pool)), replace=False)
-        records = [pool[int(i)] for i in sorted(picks)]
+        records = [pool[i] for i in pick(len(pool), n, seed)]
     cols = min(4, max(1, len(records)))
     rows = max(1, -(-len(records) // cols))
     fig = _figure((2.6 * cols, 2.4 * rows))
@@ -168,9 +180,8 @@ def capture_grid(folder, n: int = 8, seed: int = 0):
     frames = list(folder.frames)
     if not frames:
         raise ValueError(f"{folder.root}: no finished captures")
-    picks = sorted(int(i) for i in np.random.default_rng(seed).choice(len(frames), min(n, len(frames)), replace=False))
     records, captions, predicted = [], [], []
-    for frame in (frames[i] for i in picks):
+    for frame in (frames[i] for i in pick(len(frames), n, seed)):
         scale = np.array([frame.width, frame.height] * 2, np.float32)
         boxed = [p for p in frame.predictions if "box" in p]
         records.append(DetectionRecord(frame.image, frame.width, frame.height, np.zeros((0, 4), np.float32),
