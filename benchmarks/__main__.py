@@ -19,7 +19,7 @@ from pathlib import Path
 from benchmarks import report, targets
 from benchmarks.machine import ROOT, CpuMeter, Settings, describe, shared_note
 from edge.package.runtimes import default_threads
-from pipelines.optimize.stage import INTERESTING_FLAGS
+from common.cpu import INTERESTING_FLAGS
 
 # section -> module; the runner sections last (they need the most of the device side)
 SECTIONS = {"variants": "benchmarks.variants", "publisher": "benchmarks.publisher",

@@ -19,12 +19,13 @@ Figures depend on the detector: a newly trained one may want another pair (re-ru
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
+
+from common.files import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SEEDS = (1, 2, 3, 4, 5)
@@ -195,7 +196,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"({chosen['share_all']:.1%} of all frames, worst scene {chosen['share_worst']:.1%}); "
           f"params.yaml: pipeline.score_threshold / pipeline.hold_threshold; {time.monotonic() - started:.0f} s")
     if args.out:
-        args.out.write_text(json.dumps({"model": note, "seeds": seeds, "rows": rows, "best": chosen}, indent=2))
+        write_json(args.out, {"model": note, "seeds": seeds, "rows": rows, "best": chosen})
     return 0
 
 

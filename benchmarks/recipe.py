@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import sys
 import tempfile
@@ -217,10 +216,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["sections"][name] = {"chance_bar": bar, "rows": table,
                                     "curves": {r["seed"]: r["curves"] for r in rows[name]}}
     if args.out:
-        from training.checkpoints import write_atomically
+        from common.files import write_json
 
-        text = json.dumps(report, indent=2)
-        write_atomically(args.out, lambda tmp: Path(tmp).write_text(text))
+        write_json(args.out, report)
     return 0
 
 

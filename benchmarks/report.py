@@ -1,10 +1,10 @@
 """The run's output: a plain-text table per section on stdout, bench.json and bench.png."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Iterable
+
+from common.files import write_json
 
 
 def table(headers: list[str], rows: Iterable[list]) -> str:
@@ -116,11 +116,7 @@ def render(result: dict) -> str:
 
 
 def write_json(result: dict, out: Path) -> Path:
-    path = out / "bench.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    return write_json(out / "bench.json", result, default=str)
 
 
 def _grouped_bars(ax, rows: list[dict], key: str, title: str) -> None:

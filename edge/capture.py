@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.capture_files import CAPTURE_ID, list_captured, remove_unfinished, voc_xml, write_atomically
+from common.files import write_bytes
+from edge.capture_files import CAPTURE_ID, list_captured, remove_unfinished, voc_xml
 
 log = logging.getLogger(__name__)
 
@@ -169,16 +170,16 @@ class Capture:
         new_labels = [name for name in dict.fromkeys(labels) if name not in self._labels]
         if new_labels:  # before the image, so no capture ever names a label labels.txt does not list
             self._labels += new_labels
-            write_atomically(self.root / "labels.txt", "".join(f"{n}\n" for n in self._labels).encode())
+            write_bytes(self.root / "labels.txt", "".join(f"{n}\n" for n in self._labels).encode())
         for relative, data in files.items():
-            write_atomically(self.root / relative, data)
+            write_bytes(self.root / relative, data)
         sidecar = {"schema": "lensops.capture/1", "id": capture_id, "split": split, "reason": reason,
                    "source": source_id, "time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
                    "task": self.config.task, "width": width, "height": height, "model": model,
                    "predictions": predictions, "files": sorted(files), "bytes": sum(len(d) for d in files.values())}
         body = json.dumps(sidecar, indent=1, default=float).encode()
         sidecar["bytes"] += len(body)
-        write_atomically(self.root / "predictions" / f"{capture_id}.json", body)
+        write_bytes(self.root / "predictions" / f"{capture_id}.json", body)
         self._captures[capture_id] = {"split": split, "files": sidecar["files"], "bytes": sidecar["bytes"]}
         self._enforce_bound()
         self._write_split_lists()
@@ -214,5 +215,5 @@ class Capture:
             return
         for split in ("train", "val"):
             ids = [i for i, c in self._captures.items() if c["split"] == split]
-            write_atomically(self.root / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{i}\n" for i in ids).encode())
+            write_bytes(self.root / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{i}\n" for i in ids).encode())
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -11,17 +10,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CAPTURE_ID = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9_.-]+-\d{6}$")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a hidden temp file beside `path`, flush it to disk, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temp, path)
 
 
 def voc_xml(capture_id: str, width: int, height: int, predictions: list[dict]) -> bytes:

@@ -29,8 +29,9 @@ from typing_extensions import Annotated  # typing.Annotated is 3.9+ (the SageMak
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from common.models import StrictModel
 from edge.capture import CaptureConfig
 from edge.config_errors import describe
 from edge.mqtt.config import MqttConfig
@@ -50,11 +51,7 @@ class ConfigError(Exception):
     """A config the runner cannot use; the message is one line per problem, naming file, key and value."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class _RegistryCommon(_Strict):
+class _RegistryCommon(StrictModel):
     model: str = Field(description="registered model the sources use unless a source names its own")
     alias: str = Field("production", description="alias (or fleet alias such as fleet-lobby) the device follows")
     public_key: Optional[Path] = Field(None, description="Ed25519 public key (PEM): refuse unsigned or mis-signed packages")
@@ -132,7 +129,7 @@ class SageMakerRegistryConfig(_RegistryCommon):
 RegistryConfig = Annotated[Union[MlflowRegistryConfig, SageMakerRegistryConfig], Field(discriminator="type")]
 
 
-class DeviceConfig(_Strict):
+class DeviceConfig(StrictModel):
     """Everything the runner needs: who the device is, where models come from, frames, MQTT, HTTP."""
 
     device_id: str = Field(pattern=NAME, description="device name in topics; the thing name on AWS IoT Core")

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from common.files import write_json
 from edge.package import Manifest, PackageError, safe_extract, verify_dir
 
 log = logging.getLogger(__name__)
@@ -72,16 +71,7 @@ class PackageCache:
         """Write `current.json` atomically (temp file, fsync, rename)."""
         data = {"current": _raw(self.current), "previous": _raw(self.previous), "bad": self.bad,
                 "packages": [_raw(p) for p in self.packages], "updated": time.time()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{POINTER}.", dir=self.folder)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(data, fh, indent=2)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.folder / POINTER)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json(self.folder / POINTER, data)
 
     # -- package folders ----------------------------------------------------------------------
 

@@ -17,15 +17,13 @@ from typing import Literal, Optional, Protocol
 import cv2
 import numpy as np
 
+from common.images import IMAGE_SUFFIXES
 from edge.redact import redact
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["camera", "stream", "file", "folder"]
 STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")
-# What OpenCV's imread decodes (the training side's data set reader takes the same list)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".jp2",
-                  ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".pfm", ".sr", ".ras", ".hdr", ".pic")
 DEFAULT_FILE_FPS = 25.0  # when a file does not say its own rate
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 

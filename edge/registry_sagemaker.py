@@ -21,13 +21,13 @@ Aliases (SageMaker has none; this is how they map):
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional
 
+from common.files import atomic_path
+from edge.package.archive import sha256_file
 from edge.registry import RegistryError, Resolved, _short
 
 APPROVED, PENDING, REJECTED = "Approved", "PendingManualApproval", "Rejected"
@@ -183,25 +183,15 @@ class SageMakerRegistry:
         """Stream the package to `dest` atomically; the sha256 must match the registry's."""
         bucket, key = split_s3_uri(resolved.uri)
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
+        with atomic_path(dest) as tmp:
+            with open(tmp, "wb") as fh:
                 found = self._call(f"downloading {resolved.uri}", self.s3.download_fileobj, bucket, key, fh,
                                    missing=False)
             if found is False:
                 raise RegistryError(f"{self.where}: {resolved.model} version {resolved.version}: "
                                     f"package {resolved.uri} is missing from S3")
-            digest = hashlib.sha256()
-            with open(tmp, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != resolved.sha256:
-                raise RegistryError(f"{resolved.uri}: sha256 {digest.hexdigest()[:16]}... does not match the "
+            digest = sha256_file(tmp)
+            if digest != resolved.sha256:
+                raise RegistryError(f"{resolved.uri}: sha256 {digest[:16]}... does not match the "
                                     f"registry's {resolved.sha256[:16]}... ({resolved.model} v{resolved.version})")
-            os.replace(tmp, dest)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return dest

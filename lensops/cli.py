@@ -24,7 +24,6 @@ def _data_synth(args: argparse.Namespace) -> int:
 
 
 def _data_check(args: argparse.Namespace) -> int:
-    import json
 
     from training.datasets.check import check_dataset
     from training.datasets.formats import load_dataset
@@ -33,7 +32,9 @@ def _data_check(args: argparse.Namespace) -> int:
     clean, report = check_dataset(index, args.policy)
     print(report.summary())
     if args.report:
-        args.report.write_text(json.dumps(report.to_dict(), indent=2))
+        from common.files import write_json
+
+        write_json(args.report, report.to_dict())
     return 0
 
 

@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 
 import yaml
 
+from common.files import write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 # In the order of the loop, after `make demo` (4_ship ships the model 2_train_and_finetune trains; notebooks/README.md).
@@ -86,9 +88,7 @@ def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path =
     notebook["metadata"][DIGEST_KEY] = {"code_sha256": digest,
                                         "parameters": parameters or {},
                                         "seconds": round(time.monotonic() - started, 1)}
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+    write_json(out, notebook, indent=1, ensure_ascii=False)
     return notebook
 
 

@@ -18,7 +18,7 @@ from edge.package import PackageError
 from edge.registry import RegistryError
 from pipelines.config import Params, load_params
 
-from training.checkpoints import write_atomically
+from common.files import write_json
 from training.errors import LensOpsError
 
 USER_ERRORS = (PackageError, RegistryError, LensOpsError, ValueError, FileNotFoundError, ConnectionError)
@@ -37,7 +37,7 @@ def _load_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
+    write_json(path, data)
 
 
 def cmd_evaluate(args, params: Params) -> int:

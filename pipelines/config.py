@@ -11,24 +11,48 @@ from typing import Callable, Dict, Literal, Optional, TypeVar
 from typing_extensions import Annotated  # typing.Annotated is 3.9+: the SageMaker container runs 3.8
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
 
+from common.models import StrictModel
 from pipelines.optimize.variants import VARIANTS
 
 T = TypeVar("T")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ParityGate(StrictModel):
+    """How close a runtime variant must stay to the MXNet FP32 reference; `optimize` gates each variant on
+    it, `promote` checks it again on the figures the package's manifest carries."""
 
-
-class ParityGate(_Strict):
     min_top1_agreement: float = 0.99
     max_accuracy_drop_pt: float = 0.5
     max_map_drop_pt: float = 1.0
 
+    @staticmethod
+    def needed(task: str) -> tuple[str, ...]:
+        """The parity figures a variant of a `task` model carries."""
+        return ("top1_agreement", "accuracy_drop_pt") if task == "classification" else ("map_drop_pt",)
 
-class RegistryConfig(_Strict):
+    def failures(self, task: str, figures: dict) -> list[str]:
+        """Why a variant with these parity figures fails the gate (empty when it passes); a missing figure fails.
+
+        figures: top1_agreement (0..1) and accuracy_drop_pt (percentage points) for classification;
+        map_drop_pt (percentage points of VOC mAP) for detection.
+        """
+        missing = [k for k in self.needed(task) if k not in figures]
+        if missing:
+            return [f"no parity figures ({', '.join(missing)})"]
+        out = []
+        if task == "classification":
+            if figures["top1_agreement"] < self.min_top1_agreement:
+                out.append(f"top-1 agreement {figures['top1_agreement']:.4f} < {self.min_top1_agreement}")
+            if figures["accuracy_drop_pt"] > self.max_accuracy_drop_pt:
+                out.append(f"accuracy drop {figures['accuracy_drop_pt']:.2f} pt > {self.max_accuracy_drop_pt} pt")
+        elif figures["map_drop_pt"] > self.max_map_drop_pt:
+            out.append(f"mAP drop {figures['map_drop_pt']:.2f} pt > {self.max_map_drop_pt} pt")
+        return out
+
+
+class RegistryConfig(StrictModel):
     type: Literal["mlflow", "sagemaker"] = "mlflow"
     uri: Optional[str] = Field(None, description="MLflow URI; when null, MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     s3_bucket: Optional[str] = Field(None, description="SageMaker backend: bucket for packages")
@@ -39,7 +63,7 @@ class RegistryConfig(_Strict):
                                 "Approved (other aliases are metadata markers)")
 
 
-class PromoteConfig(_Strict):
+class PromoteConfig(StrictModel):
     alias: str = Field("production", description="the alias devices follow (per-fleet aliases: fleet-lobby)")
     metric: Optional[str] = Field(None, description="default: accuracy (classification) / map (detection)")
     min_improvement: float = Field(0.0, description="challenger must beat the champion by more than this")
@@ -49,7 +73,7 @@ class PromoteConfig(_Strict):
     fleet: str = "demo"
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(StrictModel):
     registry: RegistryConfig = RegistryConfig()
     variants: Annotated[tuple[str, ...], AfterValidator(_check_variants)] = VARIANTS
     calibration_images: int = Field(256, ge=1, description="training images, drawn at random, that calibrate int8")
@@ -78,13 +102,13 @@ def _check_variants(variants: tuple[str, ...]) -> tuple[str, ...]:
     return variants
 
 
-class ModelEntry(_Strict):
+class ModelEntry(StrictModel):
     name: str
     model_dir: Path
     data: Path
 
 
-class Params(_Strict):
+class Params(StrictModel):
     pipeline: PipelineConfig
     models: dict[str, ModelEntry]
     models_file: Path = Field(Path("params.yaml"), description="the file `models` was read from (named in errors)")

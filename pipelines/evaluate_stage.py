@@ -5,9 +5,9 @@ plots/confusion.csv (actual, predicted) for classifiers, plots/ap.csv (class, ap
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from common.files import write_json, write_text
 from pipelines import evaluate
 from pipelines.optimize.export import inference_block
 from pipelines.optimize.stage import _reference_run, specs
@@ -35,12 +35,11 @@ def evaluate_model(model_dir: Path, data: Path, out: Path, split_name: str = "te
     metrics = {f"{split_name}_{k}": round(v, 6) for k, v in scores.items()}
     metrics[f"{split_name}_images"] = len(split.records)
     out = Path(out)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
     if split.task == "classification":
         rows = ["actual,predicted"] + [f"{split.classes[r.label]},{p[0]['label']}" for r, p in zip(split.records, predictions)]
-        (out / "plots" / "confusion.csv").write_text("\n".join(rows) + "\n")
+        write_text(out / "plots" / "confusion.csv", "\n".join(rows) + "\n")
     else:
         rows = ["class,ap"] + [f"{c},{scores[f'ap_{c}']:.6f}" for c in split.classes]
-        (out / "plots" / "ap.csv").write_text("\n".join(rows) + "\n")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text(out / "plots" / "ap.csv", "\n".join(rows) + "\n")
+    write_json(out / "metrics.json", metrics)
     return metrics

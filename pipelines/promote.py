@@ -6,7 +6,6 @@ challenger that already holds the alias changes nothing) and `--dry-run` decides
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from common.files import write_json, write_text
 from edge.package.runtimes import choose_variant, open_session
 from edge.registry import Resolved, download_package
 from pipelines import evaluate
@@ -42,20 +42,8 @@ class Decision:
 
 
 def _parity_failures(contender: Contender, task: str, gate: ParityGate) -> list[str]:
-    out = []
-    for vid, figures in contender.parity.items():
-        needed = ("top1_agreement", "accuracy_drop_pt") if task == "classification" else ("map_drop_pt",)
-        if any(k not in figures for k in needed):
-            out.append(f"{vid}: no parity figures ({', '.join(needed)}) in the manifest")
-            continue
-        if task == "classification":
-            if figures.get("top1_agreement", 1.0) < gate.min_top1_agreement:
-                out.append(f"{vid}: top-1 agreement {figures['top1_agreement']:.4f} < {gate.min_top1_agreement}")
-            if figures.get("accuracy_drop_pt", 0.0) > gate.max_accuracy_drop_pt:
-                out.append(f"{vid}: accuracy drop {figures['accuracy_drop_pt']:.2f} pt > {gate.max_accuracy_drop_pt}")
-        elif figures.get("map_drop_pt", 0.0) > gate.max_map_drop_pt:
-            out.append(f"{vid}: mAP drop {figures['map_drop_pt']:.2f} pt > {gate.max_map_drop_pt}")
-    return out
+    return [f"{vid}: {failure}" for vid, figures in contender.parity.items()
+            for failure in gate.failures(task, figures)]
 
 
 def decide(challenger: Contender, champion: Optional[Contender], task: str, metric: str,
@@ -150,8 +138,7 @@ def promote(registry: RegistryWriter, model: str, data: Path, task: str, cfg: Pr
 
 
 def write_report(report: dict, report_dir: Path) -> None:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "promotion.json").write_text(json.dumps(report, indent=2))
+    write_json(report_dir / "promotion.json", report)
     c, ch = report["challenger"], report["champion"]
     lines = [f"# Promotion of {report['model']} to `{report['alias']}`", "",
              f"**Decision: {'promote' if report['promote'] else 'keep the champion'}** (action: {report['action']}"
@@ -162,4 +149,4 @@ def write_report(report: dict, report_dir: Path) -> None:
     if ch:
         lines.append(f"| champion | {ch['version']} | {ch['metric']:.4f} | {ch['variant']} | {ch['best_latency_ms']:.3f} |")
     lines += ["", "## Why", ""] + [f"- {r}" for r in report["reasons"]] + [""]
-    (report_dir / "promotion.md").write_text("\n".join(lines))
+    write_text(report_dir / "promotion.md", "\n".join(lines))

@@ -10,22 +10,14 @@ Layout of the checkpoint folder (SageMaker syncs /opt/ml/checkpoints to S3 for s
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Optional
 
+from common.files import atomic_path, write_json
 from training.errors import ConfigError
 
 _EPOCH = re.compile(r"^epoch-(\d{4})\.json$")
-
-
-def write_atomically(path: Path, write) -> None:
-    """Call write(tmp_path), then rename onto `path`: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
 
 
 class CheckpointStore:
@@ -35,13 +27,16 @@ class CheckpointStore:
     def save(self, epoch: int, net, trainer, state: dict, is_best: bool) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         stem = self.folder / f"epoch-{epoch:04d}"
-        write_atomically(stem.with_suffix(".params"), net.save_parameters)
+        with atomic_path(stem.with_suffix(".params")) as tmp:
+            net.save_parameters(str(tmp))
         if trainer is not None:  # None: the optimizer state is not the worker's to save (dist_sync)
-            write_atomically(stem.with_suffix(".states"), trainer.save_states)
+            with atomic_path(stem.with_suffix(".states")) as tmp:
+                trainer.save_states(str(tmp))
         if is_best:
-            write_atomically(self.folder / "best.params", net.save_parameters)
+            with atomic_path(self.folder / "best.params") as tmp:
+                net.save_parameters(str(tmp))
         # The JSON goes last: an epoch counts as saved only once its JSON exists.
-        write_atomically(stem.with_suffix(".json"), lambda p: Path(p).write_text(json.dumps({"epoch": epoch, **state})))
+        write_json(stem.with_suffix(".json"), {"epoch": epoch, **state}, indent=None)
         self._prune()
 
     def latest(self) -> Optional[int]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import mxnet as mx
 from mxnet import autograd, gluon
 
 from training.loaders import on_cpu

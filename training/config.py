@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from common.models import StrictModel
 from training.errors import ConfigError
 
 # ImageNet statistics: what GluonCV's pretrained weights expect, kept for our own models too.
@@ -14,10 +15,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictModel):
     """Everything one training run needs. Unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     task: Literal["classification", "detection"] = Field(description="What the network predicts.")
     network: str = Field(description="Network name, e.g. mobilenet0.25 or ssd_160_mobilenet0.25.")

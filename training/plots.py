@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.files import atomic_path
+
 
 def _figure(figsize: tuple[float, float]):
     """A figure outside pyplot (matplotlib's object API): written to a file without a GUI backend and
@@ -60,34 +62,34 @@ def pr_figure(curves: dict, title: str = "PR curves (test, IoU 0.5)"):
 
 def write_curves(history: list[dict], out: Path, primary: str) -> None:
     """curves.csv and curves.png (curves_figure) under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
     keys = sorted({k for row in history for k in row})
-    with open(out / "curves.csv", "w", newline="") as fh:
+    with atomic_path(out / "curves.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-    curves_figure(history, primary).savefig(out / "curves.png", dpi=80)
+    with atomic_path(out / "curves.png") as tmp:
+        curves_figure(history, primary).savefig(tmp, dpi=80, format="png")
 
 
 def write_confusion(matrix: np.ndarray, classes: list[str], out: Path) -> None:
     """confusion.csv (one row per test image: actual, predicted) and confusion.png under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "confusion.csv", "w", newline="") as fh:
+    with atomic_path(out / "confusion.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["actual", "predicted"])
         for i, j in zip(*np.nonzero(matrix)):
             writer.writerows([[classes[i], classes[j]]] * int(matrix[i, j]))
-    confusion_figure(matrix, classes).savefig(out / "confusion.png", dpi=80)
+    with atomic_path(out / "confusion.png") as tmp:
+        confusion_figure(matrix, classes).savefig(tmp, dpi=80, format="png")
 
 
 def write_pr_curves(curves: dict, out: Path) -> None:
     """pr.csv (class, recall, precision; at most ~200 points per class) and pr.png under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "pr.csv", "w", newline="") as fh:
+    with atomic_path(out / "pr.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["class", "recall", "precision"])
         for name, (rec, prec) in curves.items():
             step = max(1, len(rec) // 200)  # keep the file small
             for r, p in zip(rec[::step], prec[::step]):
                 writer.writerow([name, f"{r:.4f}", f"{p:.4f}"])
-    pr_figure(curves).savefig(out / "pr.png", dpi=80)
+    with atomic_path(out / "pr.png") as tmp:
+        pr_figure(curves).savefig(tmp, dpi=80, format="png")

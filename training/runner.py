@@ -18,8 +18,9 @@ import numpy as np
 from mxnet import gluon
 from tqdm.auto import tqdm  # a widget in Jupyter (ipywidgets), a text bar elsewhere
 
+from common.files import write_json
 from training import finetune, networks
-from training.checkpoints import CheckpointStore, write_atomically
+from training.checkpoints import CheckpointStore
 from training.config import TrainConfig
 from training.datasets.check import check_dataset
 from training.datasets.formats import load_dataset
@@ -325,4 +326,4 @@ def _tracking_enabled(cfg: TrainConfig, env: RunEnvironment) -> bool:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True)))
+    write_json(path, data, sort_keys=True)

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 from urllib.parse import urlsplit
 
+from common.models import StrictModel
 from edge.secrets import read_password, refuse_password_key
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 SCHEMES = {"mqtt": 1883, "mqtts": 8883}
 AWS_IOT_MAX_PAYLOAD_BYTES = 128 * 1024
@@ -43,17 +44,13 @@ class Durability(str, Enum):
     POWER = "power"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 def _existing_file(field: str, value: Optional[Path]) -> Optional[Path]:
     if value is not None and not Path(value).is_file():
         raise ValueError(f"{field}: file {str(value)!r} does not exist")
     return value
 
 
-class TlsConfig(_Strict):
+class TlsConfig(StrictModel):
     """TLS towards the broker; `cert_file` + `key_file` make it mutual TLS (AWS IoT Core)."""
 
     ca_file: Optional[Path] = Field(None, description="CA bundle that signed the broker's certificate; system CAs if unset")
@@ -73,7 +70,7 @@ class TlsConfig(_Strict):
         return self
 
 
-class OutboxConfig(_Strict):
+class OutboxConfig(StrictModel):
     """The disk-backed outbox that holds messages until the broker acknowledged them."""
 
     path: Optional[Path] = Field(None, description="SQLite file; default <state dir>/outbox.sqlite")
@@ -82,7 +79,7 @@ class OutboxConfig(_Strict):
     sync_interval_s: float = Field(1.0, gt=0, description="how often the log is fsynced in `process` durability")
 
 
-class MqttConfig(_Strict):
+class MqttConfig(StrictModel):
     """Connection to the broker and what the device publishes."""
 
     url: str = Field(description="mqtt://host[:port] or mqtts://host[:port] (TLS, port 8883 by default)")

@@ -6,6 +6,7 @@ signature when a public key is given) before anything is loaded, and refuses unl
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import shutil
@@ -15,6 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Optional
 
+from common.files import atomic_path
 from edge.package.manifest import MANIFEST, SIGNATURE, Manifest, PackageError, read_manifest
 
 MAX_MEMBER_BYTES = 1 << 30
@@ -59,26 +61,16 @@ def pack(package_dir: Path, out: Path) -> Path:
     """A reproducible .tar.gz (sorted members, zeroed owners and times), written atomically."""
     root = Path(package_dir)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        import gzip
-
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
-                tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
-                info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                info.mtime = 0
-                info.mode = 0o644
-                with open(path, "rb") as fh:
-                    tar.addfile(info, fh)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(out) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            info.mode = 0o644
+            with open(path, "rb") as fh:
+                tar.addfile(info, fh)
     return out
 
 

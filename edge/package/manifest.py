@@ -9,7 +9,9 @@ import json
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from common.models import StrictModel
 
 SCHEMA = "lensops.package/1"
 MANIFEST = "manifest.json"
@@ -20,11 +22,7 @@ class PackageError(Exception):
     """A package that must not be loaded: the message names the file or field at fault."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class InputSpec(_Strict):
+class InputSpec(StrictModel):
     """How a frame becomes the network input: (pixel - mean) / std after resize, on the host."""
 
     size: tuple[int, int] = Field(description="height, width of the network input")
@@ -37,7 +35,7 @@ class InputSpec(_Strict):
     normalization: Literal["host"] = "host"
 
 
-class OutputSpec(_Strict):
+class OutputSpec(StrictModel):
     """Classification: one output, class probabilities [N, C]. Detection: `scores` [N, A, C]
     (per-class probabilities, background excluded) and `boxes` [N, A, 4] (normalized
     x_min, y_min, x_max, y_max); the device thresholds and runs per-class NMS.
@@ -65,7 +63,7 @@ class OutputSpec(_Strict):
         return self
 
 
-class Latency(_Strict):
+class Latency(StrictModel):
     median_ms: float
     p90_ms: float
     batch: int = 1
@@ -73,7 +71,7 @@ class Latency(_Strict):
     runs: int
 
 
-class Variant(_Strict):
+class Variant(StrictModel):
     id: str
     runtime: Literal["onnxruntime", "openvino", "mxnet"]
     precision: Literal["fp32", "fp16", "bf16", "int8"]
@@ -91,14 +89,14 @@ class Variant(_Strict):
         return files
 
 
-class Sample(_Strict):
+class Sample(StrictModel):
     """A golden frame and what each variant produced for it when the package was built."""
 
     image: str
     expected: str = Field(description="JSON: {'reference': predictions, 'variants': {id: predictions}}")
 
 
-class Manifest(_Strict):
+class Manifest(StrictModel):
     schema_: Literal["lensops.package/1"] = Field(SCHEMA, alias="schema")
     name: str
     version: str
@@ -113,7 +111,7 @@ class Manifest(_Strict):
     metrics: dict[str, float] = Field(default_factory=dict)
     lineage: dict = Field(default_factory=dict)
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True)
 
     def variant(self, variant_id: str) -> Variant:
         for v in self.variants:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Protocol
 
 import numpy as np
 
+from common.cpu import cpu_features
 from edge.package.manifest import Manifest, PackageError, Variant
 
 log = logging.getLogger(__name__)
@@ -24,18 +24,6 @@ class Session(Protocol):
     variant: Variant
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]: ...
-
-
-@lru_cache(maxsize=1)
-def cpu_features() -> frozenset[str]:
-    """The CPU flags Linux reports (avx2, avx512_vnni, amx_bf16, ...); empty where unknown."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
 
 
 def runtime_available(runtime: str) -> bool:

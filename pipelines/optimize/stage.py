@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -26,23 +23,14 @@ from pipelines import evaluate
 from pipelines.config import PipelineConfig
 from pipelines.optimize.export import OUTPUT_NAMES, inference_block
 from pipelines.optimize.variants import build_variants
-from training.checkpoints import write_atomically
+from common.cpu import INTERESTING_FLAGS, cpu_model
+from common.files import atomic_dir, write_text
 
 log = logging.getLogger(__name__)
-INTERESTING_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-
-
 def cpu_info() -> dict:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The CPU model, the flags of INTERESTING_FLAGS it has, and the threads a session uses."""
     flags = cpu_features()
-    return {"model": model, "flags": [f for f in INTERESTING_FLAGS if f in flags], "threads": default_threads()}
+    return {"model": cpu_model(), "flags": [f for f in INTERESTING_FLAGS if f in flags], "threads": default_threads()}
 
 
 def specs(meta: dict, score_threshold: float, hold_threshold: Optional[float] = None) -> tuple[InputSpec, OutputSpec]:
@@ -58,21 +46,14 @@ def specs(meta: dict, score_threshold: float, hold_threshold: Optional[float] = 
 
 def parity(task: str, ref_metrics: dict, metrics: dict, ref_preds: list, preds: list, cfg: PipelineConfig) -> tuple[dict, str | None]:
     """Parity figures and the reason a variant fails the gate (None when it passes)."""
-    gate = cfg.parity
     if task == "classification":
-        agreement = evaluate.top1_agreement(ref_preds, preds)
-        drop = (ref_metrics["accuracy"] - metrics["accuracy"]) * 100
-        figures = {"top1_agreement": round(agreement, 5), "accuracy_drop_pt": round(drop, 3), "accuracy": metrics["accuracy"]}
-        if agreement < gate.min_top1_agreement:
-            return figures, f"top-1 agreement {agreement:.4f} < {gate.min_top1_agreement}"
-        if drop > gate.max_accuracy_drop_pt:
-            return figures, f"accuracy drop {drop:.2f} pt > {gate.max_accuracy_drop_pt} pt"
-        return figures, None
-    drop = (ref_metrics["map"] - metrics["map"]) * 100
-    figures = {"map_drop_pt": round(drop, 3), "map": metrics["map"]}
-    if drop > gate.max_map_drop_pt:
-        return figures, f"mAP drop {drop:.2f} pt > {gate.max_map_drop_pt} pt"
-    return figures, None
+        figures = {"top1_agreement": round(evaluate.top1_agreement(ref_preds, preds), 5),
+                   "accuracy_drop_pt": round((ref_metrics["accuracy"] - metrics["accuracy"]) * 100, 3),
+                   "accuracy": metrics["accuracy"]}
+    else:
+        figures = {"map_drop_pt": round((ref_metrics["map"] - metrics["map"]) * 100, 3), "map": metrics["map"]}
+    failures = cfg.parity.failures(task, figures)
+    return figures, "; ".join(failures) if failures else None
 
 
 def _reference_run(block):
@@ -88,29 +69,15 @@ def optimize(model_dir: Path, data: Path, build_dir: Path, report_dir: Path, cfg
     model_json = Path(model_dir) / "model.json"
     if not model_json.is_file():
         raise FileNotFoundError(f"{model_json}: missing (is {model_dir} a trained model folder?)")
-    build_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = build_dir.with_name(f".{build_dir.name}.tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
+    with atomic_dir(build_dir) as work:
         report = _optimize(Path(model_dir), Path(data), work, cfg)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    old = build_dir.with_name(f".{build_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if build_dir.exists():
-        os.replace(build_dir, old)
-    os.replace(work, build_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    report_dir.mkdir(parents=True, exist_ok=True)
     _write(report_dir / "variants.json", json.dumps(report, indent=2))
     _write_plot_and_metrics(report, report_dir)
     return report
 
 
 def _write(path: Path, text: str) -> None:
-    write_atomically(path, lambda tmp: Path(tmp).write_text(text))
+    write_text(path, text)
 
 
 def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig) -> dict:

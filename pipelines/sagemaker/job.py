@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import common
 import training
+from common.files import atomic_path, write_text
 from training.lineage import data_hash, git_commit
 
 ENTRY_POINT = "lensops_train.py"
@@ -72,9 +74,8 @@ def import_sagemaker(*modules: str):
     (of `modules` too, e.g. "sagemaker.workflow.pipeline"); the root logger is put back as it was."""
     if "SAGEMAKER_USER_CONFIG_OVERRIDE" not in os.environ:
         config = Path(tempfile.gettempdir()) / f"lensops-sagemaker-config-{os.getuid()}.yaml"
-        tmp = config.with_name(f"{config.name}.{os.getpid()}.tmp")
-        tmp.write_text("SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n")
-        os.replace(tmp, config)
+        write_text(config, "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n",
+                   fsync=False)
         os.environ["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(config)
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     root = logging.getLogger()
@@ -100,10 +101,12 @@ def metric_definitions() -> list[dict]:
 
 
 def stage_source(dest: Path) -> Path:
-    """The script-mode source_dir: the `training` package, the entry point and requirements.txt."""
+    """The script-mode source_dir: the `training` package (and `common`, which it imports), the entry point
+    and requirements.txt."""
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(Path(training.__file__).parent, dest / "training", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in (common, training):
+        shutil.copytree(Path(package.__file__).parent, dest / package.__name__, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     (dest / ENTRY_POINT).write_text('"""SageMaker script-mode entry point: the project\'s training.train."""\n'
                                     "import sys\n\nfrom training.train import main\n\n"
                                     "if __name__ == \"__main__\":\n    sys.exit(main())\n")
@@ -333,17 +336,13 @@ class SageMakerJobs:
         except ClientError as exc:
             raise SageMakerJobError(f"training job '{description['TrainingJobName']}' completed but {uri} "
                                     f"cannot be read ({exc.response.get('Error', {}).get('Code')})") from None
-        out.mkdir(parents=True, exist_ok=True)
         target = out / "model.tar.gz"
-        tmp = target.with_name(target.name + ".part")
         try:
-            self.s3.download_file(bucket, key, str(tmp))
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                self.s3.download_file(bucket, key, str(tmp))
         except ClientError as exc:
             raise SageMakerJobError(f"training job '{description['TrainingJobName']}': downloading {uri} failed "
                                     f"({exc.response.get('Error', {}).get('Code')})") from None
-        finally:
-            tmp.unlink(missing_ok=True)
         return target
 
 

@@ -26,6 +26,7 @@ from collections import deque
 from pathlib import Path
 from typing import Optional, Sequence
 
+from common.files import atomic_path
 from pipelines.sagemaker.job import ENTRY_POINT, stage_source
 
 HOST = "algo-1"
@@ -77,11 +78,9 @@ def build_tree(root: Path, channels: dict[str, Path], hyperparameters: dict[str,
 
 
 def _tar(folder: Path, archive: Path) -> None:
-    tmp = archive.with_name(archive.name + ".tmp")
-    with tarfile.open(tmp, "w:gz") as tar:
+    with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
         for item in sorted(folder.iterdir()):
             tar.add(item, arcname=item.name)
-    os.replace(tmp, archive)
 
 
 def run_local_training(data: Path, out: Path, user_args: Sequence[str], validation: Optional[Path] = None,

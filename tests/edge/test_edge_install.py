@@ -23,7 +23,7 @@ from tests.edge.packages import tiny_packages  # noqa: F401 (fixture)
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "lensops", "edge", "training", "pipelines")
+SOURCES = ("pyproject.toml", "README.md", "lensops", "edge", "training", "pipelines", "common")
 FORBIDDEN = ("mxnet", "gluoncv", "sagemaker", "dvc")
 OFFLINE = ("Failed to establish a new connection", "Temporary failure in name resolution", "Network is unreachable",
            "Could not fetch URL", "connection timed out", "ProxyError")

@@ -32,12 +32,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from common.files import atomic_dir
 from training.datasets.captures import CapturedFrame, CaptureFolder, read_capture_folder
 from training.datasets.check import check_dataset
 from training.datasets.dedup import NEAR_DUPLICATE_BITS, DuplicateFinder, image_hash
 from training.datasets.formats import FORMAT_TASKS, detect_format, load_dataset, read_labels, voc_xml
 from training.datasets.review import Review, export_review, read_checked_voc, read_review
-from training.datasets.synth import atomic_dir
 from training.errors import DatasetError
 from training.transforms import read_bgr
 

@@ -23,13 +23,12 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 
+from common.images import IMAGE_SUFFIXES
 from training.datasets.records import SPLITS, DatasetIndex, DatasetIssue, DetectionRecord, ImageRecord
 from training.errors import ConfigError, DatasetError
 
-# What OpenCV's imread decodes (opencv-python-headless 4.10): a file with another suffix is used when
-# cv2.haveImageReader recognises its content, else reported as an "unsupported file" naming it.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".webp", ".tif", ".tiff", ".jp2",
-                  ".pbm", ".pgm", ".ppm", ".pnm", ".pxm", ".pfm", ".sr", ".ras", ".hdr", ".pic")
+# IMAGE_SUFFIXES: what OpenCV's imread decodes; a file with another suffix is used when cv2.haveImageReader
+# recognises its content, else reported as an "unsupported file" naming it.
 FORMAT_TASKS = {"imagefolder": "classification", "voc": "detection", "coco": "detection"}
 REQUIRED_SPLITS = ("train", "val")  # an absent test split is only a warning
 

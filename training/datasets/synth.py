@@ -35,17 +35,14 @@ Same seed, same bytes: every image draws from its own generator seeded by (seed,
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 
+from common.files import atomic_dir
 from training.datasets.drawing import (CLASSES, Camera, Fill, contrasting_colour, draw_background, draw_clutter,
                                        occlude, paint, pose, shape_mask, tight_box, unit_shape)
 from training.datasets.formats import VocObject, voc_xml
@@ -187,26 +184,6 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
 
 
 # ---------------------------------------------------------------- writing
-
-@contextmanager
-def atomic_dir(out: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `out`, on failure it is removed."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o755)
-        old = None
-        if out.exists() or out.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent)) / "old"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old.parent, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
 
 def _write_jpeg(path: Path, img: np.ndarray) -> None:
     if not cv2.imwrite(str(path), img, _JPEG):

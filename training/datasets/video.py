@@ -11,7 +11,8 @@ import numpy as np
 
 from training.datasets.drawing import (CLASSES, Camera, Fill, contrasting_colour, draw_background, draw_clutter,
                                        paint, pose, shape_mask, tight_box, unit_shape)
-from training.datasets.synth import AREA_RANGE, DETECTION_STYLE, REQUIRED_VISIBLE, atomic_dir, polygon_area
+from common.files import atomic_dir
+from training.datasets.synth import AREA_RANGE, DETECTION_STYLE, REQUIRED_VISIBLE, polygon_area
 from training.errors import ConfigError
 
 VIDEO_GT_SCHEMA = "lensops.video-gt/1"
