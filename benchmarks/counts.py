@@ -25,6 +25,7 @@ from typing import Optional
 import yaml
 
 from benchmarks.broker import local_broker
+from common.errors import UserError
 from benchmarks.ground_truth import counts_within, miss_kind, strict_match
 from benchmarks.machine import Settings
 from edge.mqtt.results import ResultCollector
@@ -39,7 +40,7 @@ RUNNER_TIMEOUT_S = 900
 KEPT_MISMATCHES = 20  # per scene, in the JSON
 
 
-class NoDetector(Exception):
+class NoDetector(UserError):
     """No detector to measure: the message says what to run or pass."""
 
 

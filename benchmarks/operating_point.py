@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from common.errors import CLI_ERRORS, UserError, print_error
 from common.files import write_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ DEFAULT_SCORES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_HOLDS = (None, 0.1, 0.2, 0.3)
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A bad argument: the message names it."""
 
 
@@ -149,9 +150,7 @@ def best(rows: list[dict]) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from benchmarks.counts import UNSEEN_SEEDS, NoDetector, demo_video_params, make_scenes
-    from edge.package import PackageError
-    from edge.registry import RegistryError
+    from benchmarks.counts import UNSEEN_SEEDS, demo_video_params, make_scenes
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.operating_point", description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="models:/NAME@ALIAS or a package .tar.gz / folder "
@@ -165,7 +164,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                         "runner would choose on this machine)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
-    prog = parser.prog
     try:
         demo_seed, demo_frames = demo_video_params(ROOT)
         seeds = _seeds(args.seeds, {demo_seed, *UNSEEN_SEEDS})
@@ -179,9 +177,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             predictor, note = load_predictor(args.model, Path(tmp), args.variant)
             scenes = make_scenes(Path(tmp, "scenes"), seeds[0], seeds[1:], args.frames or demo_frames)
             rows = sweep(predictor, scenes, scores, holds)
-    except (UsageError, NoDetector, PackageError, RegistryError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
+    except CLI_ERRORS as exc:
+        return print_error(exc)
     print(f"{note}; variant {predictor.variant}")
     print(f"validation scenes: seeds {','.join(map(str, seeds))}, {len(scenes[0].truth)} frames each; counts match "
           "VOC-style (benchmarks.ground_truth.counts_within)")

@@ -74,9 +74,9 @@ def resolve(section: dict) -> dict:
 def chain(params: dict, name: str) -> list[str]:
     """Section names from the first one trained to `name`, following init_from to another section's model_dir.
 
-    Raises LensOpsError on a cycle.
+    Raises UserError on a cycle.
     """
-    from training.errors import LensOpsError
+    from common.errors import UserError
 
     by_dir = {str(ROOT / v["model_dir"]): k for k, v in params.items() if isinstance(v, dict) and "model_dir" in v}
     names = [name]
@@ -86,7 +86,7 @@ def chain(params: dict, name: str) -> list[str]:
         if before is None:
             return names
         if before in names:
-            raise LensOpsError(f"init_from of section '{names[0]}' loops back to section '{before}'")
+            raise UserError(f"init_from of section '{names[0]}' loops back to section '{before}'")
         names.insert(0, before)
 
 
@@ -164,7 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from training.config import load_section
     from training.datasets.formats import load_dataset
-    from training.errors import LensOpsError
+    from common.errors import UserError
 
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -182,10 +182,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name, section in sections.items():
             missing = [key for key in ("task", "data") if key not in section]
             if missing:
-                raise LensOpsError(f"{args.params}: section '{name}' has no {', '.join(repr(k) for k in missing)}")
+                raise UserError(f"{args.params}: section '{name}' has no {', '.join(repr(k) for k in missing)}")
             sections[name] = section = resolve(section)
             indexes[name] = load_dataset(Path(section["data"]), section["task"], section.get("data_format", "auto"))
-    except LensOpsError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rows: dict[str, list] = {name: [] for name in sections}
@@ -198,7 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     section = {**section, "init_from": str(Path(tmp, before, f"model-{seed}"))}
                 try:
                     row = run_seed(section, seed, workdir)
-                except LensOpsError as exc:  # bad config (unknown network, bad value): one line naming it
+                except UserError as exc:  # bad config (unknown network, bad value): one line naming it
                     print(f"error: seed {seed}, section {name}: {exc}", file=sys.stderr)
                     return 2
                 rows[name].append(row)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from common.files import write_json
+from common.files import write_json as write_json_atomically
 
 
 def table(headers: list[str], rows: Iterable[list]) -> str:
@@ -116,7 +116,7 @@ def render(result: dict) -> str:
 
 
 def write_json(result: dict, out: Path) -> Path:
-    return write_json(out / "bench.json", result, default=str)
+    return write_json_atomically(out / "bench.json", result, default=str)
 
 
 def _grouped_bars(ax, rows: list[dict], key: str, title: str) -> None:

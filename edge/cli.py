@@ -3,8 +3,9 @@
     lensops edge run --config device.yaml [--max-seconds N] [--print-messages N] [--exit-when-done]
     lensops edge check --config device.yaml
 
-Exit codes: 0 done, 1 could not start (port taken, registry backend unavailable), 2 bad config
-or usage. SIGTERM and SIGINT stop the runner cleanly (the outbox is kept for the next start).
+Exit codes (common.errors, the contract of every LensOps CLI): 0 done; 2 a user error (bad config or
+usage, an unknown registry backend: restarting will not fix it); 1 the runner could not start (the stream
+port is taken) or, with --exit-when-done, sources failed or messages were not delivered. SIGTERM and SIGINT stop the runner cleanly (the outbox is kept for the next start).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from edge.config import ConfigError, DeviceConfig, load_config
+from common.errors import RUN_FAILED_EXIT, USER_ERROR_EXIT, UserError, print_error
+from edge.config import DeviceConfig, load_config
 from edge.redact import install_log_redaction, redact
 
 log = logging.getLogger("edge.cli")
@@ -48,16 +50,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exc.code or 0)
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
-        for line in str(exc).splitlines():
-            print(redact(f"error: {line}"), file=sys.stderr)
-        return 2
+    except UserError as exc:
+        return print_error(exc, redact=redact)
     if args.command == "check":
         bad = undecodable_sources(config, args.config)
         for line in bad:
             print(redact(f"error: {line}"), file=sys.stderr)
         if bad:
-            return 2
+            return USER_ERROR_EXIT
         print(summary(config))
         return 0
     return run(config, args)
@@ -92,14 +92,15 @@ def run(config: DeviceConfig, args: argparse.Namespace) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per model download
     for noisy in ("alembic", "mlflow", "botocore", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    from edge.registry import RegistryError
     from edge.runner import Runner  # imported here so `check` and config errors stay fast
 
     try:
         runner = Runner.from_config(config, args.state_dir)
-    except (RegistryError, OSError, ValueError) as exc:
+    except UserError as exc:
+        return print_error(exc, redact=redact)
+    except OSError as exc:  # the state folder cannot be written: not the config's fault, a restart may help
         print(redact(f"error: cannot set up the runner: {exc}"), file=sys.stderr)
-        return 1
+        return RUN_FAILED_EXIT
     if args.print_messages > 0:
         print_first(runner, args.print_messages)
     restore = stop_on_signals(runner.stopping)
@@ -109,7 +110,7 @@ def run(config: DeviceConfig, args: argparse.Namespace) -> int:
         except OSError as exc:
             print(redact(f"error: {exc}"), file=sys.stderr)
             runner.stop()
-            return 1
+            return RUN_FAILED_EXIT
         if runner.stream is not None:
             print(f"lensops edge: {config.device_id} serving; page at {runner.stream.url}", flush=True)
         exit_when_done = args.exit_when_done or config.exit_when_done
@@ -117,7 +118,7 @@ def run(config: DeviceConfig, args: argparse.Namespace) -> int:
         problems = runner.problems() if exit_when_done else []
         for problem in problems:  # the work it was asked to finish is not done: say what, exit non-zero
             print(redact(f"error: {problem}"), file=sys.stderr)
-        return 1 if problems else 0
+        return RUN_FAILED_EXIT if problems else 0
     finally:
         restore()
 

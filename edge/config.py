@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from common.errors import UserError
 from common.models import StrictModel
 from edge.capture import CaptureConfig
 from edge.config_errors import describe
@@ -47,7 +48,7 @@ PATH_KEYS = (("state_dir",), ("registry", "public_key"), ("registry", "cache_dir
              ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"))
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """A config the runner cannot use; the message is one line per problem, naming file, key and value."""
 
 

@@ -17,6 +17,7 @@ from typing import Literal, Optional, Protocol
 import cv2
 import numpy as np
 
+from common.errors import UserError
 from common.images import IMAGE_SUFFIXES
 from edge.redact import redact
 
@@ -62,7 +63,7 @@ def _top_level_boxes(handle, size: int) -> list[bytes]:
     return boxes
 
 
-class SourceError(Exception):
+class SourceError(UserError):
     """A source that cannot be opened or read; the capture thread reports it and retries."""
 
 

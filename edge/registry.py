@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
 
+from common.errors import UserError
+
 # The archive's name inside a registered version's `package/` artifact folder. Not `*.tar.gz`: MLflow's
 # S3 artifact store sets Content-Encoding: gzip on objects whose name guesses a gzip encoding
 # (mimetypes; mlflow#2881), and a download proxied by `mlflow server` then reaches the client
@@ -29,7 +31,7 @@ def package_file(tags: dict) -> str:
     return tags.get("package_file") or LEGACY_PACKAGE_FILE
 
 
-class RegistryError(Exception):
+class RegistryError(UserError):
     """The registry could not answer: unreachable, no such model/alias, or a version without a package.
     `not_found` is True when the registry answered that the model, alias or version does not exist."""
 

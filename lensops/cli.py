@@ -8,6 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Optional, Sequence
 
+from common.errors import CLI_ERRORS, UserError, print_error
+from pipelines.stages import STAGES
+
 
 def _data_synth(args: argparse.Namespace) -> int:
     from training.datasets import synth, video
@@ -84,8 +87,7 @@ def _sagemaker_train(args: argparse.Namespace, rest: list[str]) -> int:
         from pipelines.sagemaker.local import run_local_training
 
         if args.out is None:
-            print("error: --local needs --out (where model.tar.gz goes)", file=sys.stderr)
-            return 2
+            raise UserError("--local needs --out (where model.tar.gz goes)")
         return run_local_training(Path(args.data), args.out, rest,
                                   validation=Path(args.validation) if args.validation else None,
                                   keep=args.keep, instance_count=args.instance_count)
@@ -94,13 +96,8 @@ def _sagemaker_train(args: argparse.Namespace, rest: list[str]) -> int:
 
     missing = [flag for flag, value in (("--role", args.role), ("--bucket", args.bucket)) if not value]
     if missing:
-        print(f"error: a SageMaker job needs {' and '.join(missing)} (or --local to emulate one)", file=sys.stderr)
-        return 2
-    try:
-        hyperparameters = hyperparameters_from_args(rest)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(f"a SageMaker job needs {' and '.join(missing)} (or --local to emulate one)")
+    hyperparameters = hyperparameters_from_args(rest)
     request = JobRequest(data=args.data, validation=args.validation, role=args.role, bucket=args.bucket,
                          hyperparameters=hyperparameters, prefix=args.prefix.strip("/"),
                          instance_type=args.instance_type, instance_count=args.instance_count, spot=args.spot,
@@ -304,11 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm_attach.add_argument("--out", type=Path, help="default ./sagemaker-jobs/JOB")
     sm_attach.set_defaults(func=_sagemaker_attach)
 
-    for name, text in (("evaluate", "score a trained model on a held-out split"),
-                       ("optimize", "build runtime variants, gate them on parity, measure latency"),
-                       ("package", "build or verify a model package"),
-                       ("register", "register a package in the model registry (alias candidate)"),
-                       ("promote", "move the production alias when the candidate beats the champion")):
+    for name, text in STAGES.items():  # the pipeline's own list: pipelines.cli parses their options
         sub.add_parser(name, help=text, add_help=False).set_defaults(func=_pipeline, passthrough=True)
     sub.add_parser("edge", help="the device runner (lensops edge run --config device.yaml)",
                    add_help=False).set_defaults(func=_edge, passthrough=True)
@@ -327,12 +320,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         return args.func(args)
-    except Exception as exc:  # user-facing errors carry an exit code; anything else is a bug
-        code = getattr(exc, "exit_code", None)
-        if code is None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return code
+    except CLI_ERRORS as exc:  # common.errors: the one error contract; anything else is a bug (traceback)
+        return print_error(exc)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import yaml
 
+from common.errors import CLI_ERRORS, RunFailed, UserError, print_error
 from common.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,8 +30,12 @@ NOTEBOOKS = ("1_data", "2_train_and_finetune", "3_experiments", "4_ship", "5_sag
 DIGEST_KEY = "lensops"  # notebook metadata: {"code_sha256": ..., "parameters": ..., "seconds": ...}
 
 
-class NotebookError(Exception):
-    """A notebook that does not exist or failed; the message names it (and the failing cell's error)."""
+class NotebookError(UserError):
+    """A notebook that does not exist, or one edited while it ran; the message names it."""
+
+
+class NotebookFailed(RunFailed):
+    """A notebook whose run failed; the message names it, the failing cell and its error."""
 
 
 def code_digest(notebook: dict) -> str:
@@ -55,7 +60,7 @@ def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path =
             timeout_s: int = 1800) -> dict:
     """Run notebook `name` top to bottom in `cwd` with `parameters` injected after its `parameters`
     cell (papermill) and write the executed notebook to `out`, stamped with its code digest.
-    Returns the executed notebook (nbformat JSON). Errors: NotebookError naming the notebook and cell."""
+    Returns the executed notebook (nbformat JSON). Errors: NotebookFailed naming the notebook and cell."""
     import papermill
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -71,10 +76,10 @@ def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path =
         papermill.execute_notebook(str(source), str(out), parameters=parameters or {}, cwd=str(cwd),
                                    kernel_name="python3", progress_bar=False, execution_timeout=timeout_s)
     except PapermillExecutionError as err:
-        raise NotebookError(f"{source.name}: cell {err.exec_count} raised {err.ename}: {err.evalue} "
+        raise NotebookFailed(f"{source.name}: cell {err.exec_count} raised {err.ename}: {err.evalue} "
                             f"(the executed copy with the traceback: {out})") from None
     except (CellTimeoutError, DeadKernelError) as err:
-        raise NotebookError(f"{source.name}: {type(err).__name__}: {err}") from None
+        raise NotebookFailed(f"{source.name}: {type(err).__name__}: {err}") from None
     finally:
         for key, value in saved.items():
             if value is None:
@@ -102,11 +107,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parameters = {name: yaml.safe_load(value) for name, value in args.parameter}
     if args.out is not None and args.out.resolve() == NOTEBOOK_DIR.resolve():
         args.out = None  # that is in place
-    if parameters and args.out is None:
-        print("error: -p runs need --out DIR: the notebooks keep the outputs of their default parameters",
-              file=sys.stderr)
-        return 1
     try:
+        if parameters and args.out is None:
+            raise NotebookError("-p runs need --out DIR: the notebooks keep the outputs of their default parameters")
         for name in args.names or NOTEBOOKS:
             path_of(name)
         for name in args.names or NOTEBOOKS:
@@ -117,9 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if not args.out:
                 os.replace(target, out)
             print(f"{name}: executed in {notebook['metadata'][DIGEST_KEY]['seconds']} s -> {out}", flush=True)
-    except NotebookError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except CLI_ERRORS as exc:
+        return print_error(exc)
     return 0
 
 

@@ -14,14 +14,10 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from edge.package import PackageError
-from edge.registry import RegistryError
-from pipelines.config import Params, load_params
-
+from common.errors import CLI_ERRORS, UserError, print_error
 from common.files import write_json
-from training.errors import LensOpsError
-
-USER_ERRORS = (PackageError, RegistryError, LensOpsError, ValueError, FileNotFoundError, ConnectionError)
+from pipelines.config import Params, load_params
+from pipelines.stages import STAGES
 
 
 def _load_json(path: Path) -> dict:
@@ -30,9 +26,9 @@ def _load_json(path: Path) -> dict:
     except FileNotFoundError:
         raise
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc})") from None
+        raise UserError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise UserError(f"{path}: expected a JSON object")
     return data
 
 
@@ -72,10 +68,10 @@ def cmd_package(args, params: Optional[Params]) -> int:
         return 0
     from pipelines.package import build_and_pack
 
-    entry = params.model(args.model)
+    params.model(args.model)  # an unknown key is an error naming the models file
     evaluation = Path(f"reports/evaluate/{args.model}/metrics.json")
     if not evaluation.is_file():
-        raise FileNotFoundError(f"{evaluation}: missing metrics file (run `lensops evaluate --model {args.model}` first)")
+        raise UserError(f"{evaluation}: missing metrics file (run `lensops evaluate --model {args.model}` first)")
     archive = Path(args.out or f"packages/{args.model}.tar.gz")
     manifest, sha = build_and_pack(Path(args.build or f"build/{args.model}"), archive.with_suffix("").with_suffix(""),
                                    archive, _load_json(evaluation), params.pipeline.sign_key)
@@ -108,11 +104,11 @@ def cmd_register(args, params: Params) -> int:
     entry = params.model(args.model)
     archive = Path(args.package or f"packages/{args.model}.tar.gz")
     if not archive.is_file():
-        raise FileNotFoundError(f"{archive}: no such package archive")
+        raise UserError(f"{archive}: no such package archive")
     with tempfile.TemporaryDirectory() as tmp:  # register what the archive holds, verified
         _, manifest = open_package(archive, Path(tmp))
     if manifest.name != entry.name:
-        raise ValueError(f"{archive}: package name '{manifest.name}' differs from {params.models_file} "
+        raise UserError(f"{archive}: package name '{manifest.name}' differs from {params.models_file} "
                          f"models.{args.model}.name '{entry.name}'")
     writer = open_writer(cfg.type, cfg.uri, **cfg.model_dump(exclude={"type", "uri"}))
     registered = writer.register(archive, manifest, sha256_file(archive), {"dvc_stage": f"register@{args.model}"})
@@ -134,7 +130,7 @@ def cmd_promote(args, params: Params) -> int:
     writer = open_writer(cfg.registry.type, cfg.registry.uri, **cfg.registry.model_dump(exclude={"type", "uri"}))
     task = args.task or _load_json(Path(entry.model_dir) / "model.json").get("task")
     if task not in ("classification", "detection"):
-        raise ValueError(f"{Path(entry.model_dir) / 'model.json'}: task {task!r} is not classification or detection")
+        raise UserError(f"{Path(entry.model_dir) / 'model.json'}: task {task!r} is not classification or detection")
     report = promote(writer, entry.name, entry.data, task, cfg.promote, cfg.parity,
                      Path(args.out or f"reports/promote/{args.model}"), dry_run=args.dry_run)
     print("\n".join([f"{entry.name}: {'PROMOTE' if report['promote'] else 'KEEP'} ({report['action']})"]
@@ -167,13 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = stage("evaluate", cmd_evaluate, "score the trained model on the held-out split")
+    p = stage("evaluate", cmd_evaluate, STAGES["evaluate"])
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="report folder (default reports/evaluate/MODEL)")
-    p = stage("optimize", cmd_optimize, "build variants, parity gate, latency")
+    p = stage("optimize", cmd_optimize, STAGES["optimize"])
     p.add_argument("--build", help="build folder (default build/MODEL)")
     p.add_argument("--report", help="report folder (default reports/optimize/MODEL)")
-    pkg = sub.add_parser("package", help="build, verify or sign model packages")
+    pkg = sub.add_parser("package", help=STAGES["package"])
     pkg_sub = pkg.add_subparsers(dest="action", required=True)
     b = pkg_sub.add_parser("build", help="package the variants that passed (needs optimize + evaluate)")
     params_options(b)
@@ -188,10 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--private", type=Path, required=True)
     k.add_argument("--public", type=Path, required=True)
     k.set_defaults(func=cmd_package, no_params=True)
-    p = stage("register", cmd_register, "register the package (alias candidate)")
+    p = stage("register", cmd_register, STAGES["register"])
     p.add_argument("--package", help="archive (default packages/MODEL.tar.gz)")
     p.add_argument("--out", help="record (default reports/register/MODEL.json)")
-    p = stage("promote", cmd_promote, "move the production alias if the candidate wins")
+    p = stage("promote", cmd_promote, STAGES["promote"])
     p.add_argument("--dry-run", action="store_true", help="decide and report, move nothing")
     p.add_argument("--task", choices=["classification", "detection"], help="default: from the model folder")
     p.add_argument("--out", help="report folder (default reports/promote/MODEL)")
@@ -204,9 +200,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         params = None if getattr(args, "no_params", False) else load_params(args.params, args.models_from)
         return args.func(args, params)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    except CLI_ERRORS as exc:  # common.errors: the one error contract; anything else is a bug (traceback)
+        return print_error(exc)
 
 
 if __name__ == "__main__":

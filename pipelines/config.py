@@ -13,6 +13,7 @@ from typing_extensions import Annotated  # typing.Annotated is 3.9+: the SageMak
 import yaml
 from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
 
+from common.errors import UserError
 from common.models import StrictModel
 from pipelines.optimize.variants import VARIANTS
 
@@ -115,7 +116,7 @@ class Params(StrictModel):
 
     def model(self, key: str) -> ModelEntry:
         if key not in self.models:
-            raise ValueError(f"{self.models_file}: models has no '{key}' (has {', '.join(self.models)})")
+            raise UserError(f"{self.models_file}: models has no '{key}' (has {', '.join(self.models)})")
         return self.models[key]
 
 
@@ -123,11 +124,11 @@ def _read_mapping(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        raise UserError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise UserError(f"{path}: expected a mapping at the top level")
     return raw
 
 
@@ -137,7 +138,7 @@ def _validated(validate: Callable[[object], T], value: object, path: Path, key: 
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in (key, *err["loc"]))
-        raise ValueError(f"{path}: {field}: {err['msg']}") from None
+        raise UserError(f"{path}: {field}: {err['msg']}") from None
 
 
 _MODELS = TypeAdapter(Dict[str, ModelEntry])  # typing.Dict: evaluated at run time, on Python 3.8 too
@@ -155,7 +156,7 @@ def load_params(path: Path, models_path: Optional[Path] = None) -> Params:
     if models_path.resolve() != path.resolve():
         models_raw = _read_mapping(models_path)
         if "pipeline" in models_raw:  # two pipeline sections would drift apart; one is read
-            raise ValueError(f"{models_path}: holds a `pipeline` section, but `pipeline` is read from {path} only: "
+            raise UserError(f"{models_path}: holds a `pipeline` section, but `pipeline` is read from {path} only: "
                              "remove it there")
     models = _validated(_MODELS.validate_python, models_raw.get("models") or {}, models_path, "models")
     return Params(pipeline=pipeline, models=models, models_file=models_path)

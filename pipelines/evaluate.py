@@ -14,6 +14,7 @@ from typing import Callable, List
 import cv2
 import numpy as np
 
+from common.errors import UserError
 from edge.package.codec import decode, preprocess
 from edge.package.manifest import InputSpec, OutputSpec
 from training.datasets.formats import load_dataset
@@ -41,7 +42,7 @@ class Split:
 def _read(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f"{path}: cannot read image")
+        raise UserError(f"{path}: cannot read image")
     return image
 
 
@@ -49,7 +50,7 @@ def load_split(data: Path, task: str, split: str) -> Split:
     index = load_dataset(Path(data), task)
     records = index.split(split)
     if not records:
-        raise ValueError(f"{data}: split '{split}' is empty or missing")
+        raise UserError(f"{data}: split '{split}' is empty or missing")
     return Split(task, index.classes, records)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.errors import UserError
 from common.files import write_json, write_text
 from pipelines import evaluate
 from pipelines.optimize.export import inference_block
@@ -20,12 +21,12 @@ def predict_split(model_dir: Path, data: Path, split_name: str = "test") -> tupl
     split is empty or its classes differ from the model's."""
     model_json = Path(model_dir) / "model.json"
     if not model_json.is_file():
-        raise FileNotFoundError(f"{model_json}: missing (is {model_dir} a trained model folder?)")
+        raise UserError(f"{model_json}: missing (is {model_dir} a trained model folder?)")
     block, meta = inference_block(model_dir)
     input_spec, output_spec = specs(meta, 0.5)
     split = evaluate.load_split(data, meta["task"], split_name)
     if split.classes != meta["classes"]:
-        raise ValueError(f"{data}: classes {split.classes} differ from the model's {meta['classes']}")
+        raise UserError(f"{data}: classes {split.classes} differ from the model's {meta['classes']}")
     return split, evaluate.predict(_reference_run(block), split, input_spec, output_spec)
 
 

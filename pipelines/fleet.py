@@ -5,6 +5,8 @@ import json
 from datetime import datetime, timezone
 from urllib.parse import urlparse
 
+from common.errors import UserError
+
 NOTICE_SCHEMA = "lensops.fleet-deployment/1"
 
 
@@ -20,7 +22,7 @@ def publish_notice(url: str, topic_prefix: str, fleet: str, payload: dict, timeo
 
     parsed = urlparse(url)
     if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-        raise ValueError(f"promote.mqtt_url: '{url}' is not an mqtt:// or mqtts:// URL")
+        raise UserError(f"promote.mqtt_url: '{url}' is not an mqtt:// or mqtts:// URL")
     topic = f"{topic_prefix}/fleets/{fleet}/deployment"
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"lensops-promote-{fleet}")
     if parsed.scheme == "mqtts":
@@ -30,13 +32,13 @@ def publish_notice(url: str, topic_prefix: str, fleet: str, payload: dict, timeo
     try:
         client.connect(parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883))
     except OSError as exc:
-        raise ConnectionError(f"MQTT broker {url} unreachable: {exc}") from None
+        raise UserError(f"MQTT broker {url} unreachable: {exc}") from None
     client.loop_start()
     try:
         info = client.publish(topic, json.dumps(payload), qos=1, retain=True)
         info.wait_for_publish(timeout)
         if not info.is_published():
-            raise ConnectionError(f"MQTT broker {url} did not acknowledge the notice on {topic} within {timeout} s")
+            raise UserError(f"MQTT broker {url} did not acknowledge the notice on {topic} within {timeout} s")
     finally:
         client.disconnect()
         client.loop_stop()

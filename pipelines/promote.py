@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from common.errors import UserError
 from common.files import write_json, write_text
 from edge.package.runtimes import choose_variant, open_session
 from edge.registry import Resolved, download_package
@@ -87,7 +88,7 @@ def measure(registry: RegistryWriter, resolved: Resolved, split: evaluate.Split,
     package_dir, manifest = download_package(registry, resolved, workdir / f"v{resolved.version}.tar.gz", workdir,
                                              public_key)
     if list(manifest.labels) != split.classes:
-        raise ValueError(f"{resolved.model} v{resolved.version}: labels {list(manifest.labels)} differ from the "
+        raise UserError(f"{resolved.model} v{resolved.version}: labels {list(manifest.labels)} differ from the "
                          f"evaluation data's {split.classes}")
     ids = [v.id for v in manifest.variants]
     # Score with an fp32 variant, the same kind for champion and challenger (not whatever is fastest here).
@@ -97,7 +98,7 @@ def measure(registry: RegistryWriter, resolved: Resolved, split: evaluate.Split,
     predictions = evaluate.predict(session.run, split, manifest.input, manifest.output)
     metrics = evaluate.score(split, predictions)
     if metric not in metrics:
-        raise ValueError(f"pipeline.promote.metric: '{metric}' is not measured for {manifest.task} "
+        raise UserError(f"pipeline.promote.metric: '{metric}' is not measured for {manifest.task} "
                          f"(measured: {', '.join(metrics)})")
     latencies = [v.latency.median_ms for v in manifest.variants if v.latency]
     return Contender(version=resolved.version, metric=metrics[metric], metrics=metrics, variant=variant.id,

@@ -132,7 +132,7 @@ def test_recipe_names_bad_seeds_and_a_section_without_data(tmp_path, capsys):
 
 def test_recipe_chain_follows_init_from_to_the_section_that_trains_it_and_names_a_loop():
     from benchmarks.recipe import chain
-    from training.errors import LensOpsError
+    from common.errors import UserError
 
     params = {"first": {"model_dir": "models/a"}, "second": {"model_dir": "models/b", "init_from": "models/a"},
               "third": {"model_dir": "models/c", "init_from": "models/b"},
@@ -140,7 +140,7 @@ def test_recipe_chain_follows_init_from_to_the_section_that_trains_it_and_names_
     assert chain(params, "third") == ["first", "second", "third"]
     assert chain(params, "outside") == ["outside"], "an init_from no section trains starts the chain"
     params["first"]["init_from"] = "models/c"
-    with pytest.raises(LensOpsError, match="'first' loops back to section 'third'"):
+    with pytest.raises(UserError, match="'first' loops back to section 'third'"):
         chain(params, "third")
 
 

@@ -1,19 +1,15 @@
-"""Errors a user can cause. Each carries one clear message naming the file, field or value."""
+"""Errors a user can cause in training. Each carries one clear message naming the file, field or value;
+all are `common.errors.UserError`s (one error contract for every CLI: `error: MESSAGE`, exit 2)."""
+from common.errors import UserError
 
 
-class LensOpsError(Exception):
-    """Base class for user-facing errors: the CLI prints the message and exits non-zero."""
-
-    exit_code = 2
-
-
-class DatasetError(LensOpsError):
+class DatasetError(UserError):
     """The data set is missing, corrupt or inconsistent (the message names the files)."""
 
 
-class ConfigError(LensOpsError):
+class ConfigError(UserError):
     """A parameter is missing or invalid (the message names the key)."""
 
 
-class PretrainedWeightsMissing(LensOpsError):
+class PretrainedWeightsMissing(UserError):
     """Pretrained weights were asked for but are not in the local cache; nothing downloads here."""

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from training.config import TrainConfig, load_section, parse_config
 from training.distributed import start_parameter_server, stop_roles
-from training.errors import LensOpsError
+from common.errors import CLI_ERRORS, UserError, print_error
 from training.sagemaker_env import RunEnvironment, read_environment
 
 
@@ -37,7 +37,7 @@ def config_from_args(argv: Optional[Sequence[str]], env: RunEnvironment) -> Trai
     if args.params or args.section:
         params = args.params or Path("params.yaml")
         if not args.section:
-            raise LensOpsError("--params needs --section (which part of the params file to use)")
+            raise UserError("--params needs --section (which part of the params file to use)")
         values.update(load_section(params, args.section))
         source = f"{params}[{args.section}]"
     values.update({k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.model_fields})
@@ -66,9 +66,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from training.runner import train  # heavy imports (mxnet) only once the config is valid
 
         result = train(cfg, env)
-    except LensOpsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return _failed(env, roles, exc.exit_code)
+    except CLI_ERRORS as exc:
+        return _failed(env, roles, print_error(exc))
     except Exception:
         if not env.is_distributed:
             raise

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
+from common.errors import UserError
 from edge.mqtt.config import Durability
 
 _SCHEMA = """
@@ -64,7 +65,7 @@ class StoredMessage:
     retain: bool
 
 
-class OutboxBusy(RuntimeError):
+class OutboxBusy(UserError):
     """Another process (or another store in this one) has the outbox file open."""
 
 

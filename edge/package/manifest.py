@@ -11,6 +11,7 @@ from typing import Literal, Optional
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from common.errors import UserError
 from common.models import StrictModel
 
 SCHEMA = "lensops.package/1"
@@ -18,7 +19,7 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 
 
-class PackageError(Exception):
+class PackageError(UserError):
     """A package that must not be loaded: the message names the file or field at fault."""
 
 

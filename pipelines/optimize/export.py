@@ -14,6 +14,7 @@ from pathlib import Path
 import mxnet as mx
 import numpy as np
 
+from common.errors import UserError
 from training import networks
 from training.init_source import load_model_folder
 
@@ -75,7 +76,7 @@ def load_gluon(model_dir: Path):
     params = net.collect_params()
     missing = sorted(set(params) - set(source))
     if missing:
-        raise ValueError(f"{model_dir}: weights missing for {missing[:3]} (not a model this code trained?)")
+        raise UserError(f"{model_dir}: weights missing for {missing[:3]} (not a model this code trained?)")
     for name, param in params.items():
         param.set_data(mx.nd.array(source[name]))
     return net, meta

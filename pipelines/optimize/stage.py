@@ -16,6 +16,9 @@ import cv2
 import mxnet as mx
 import numpy as np
 
+from common.cpu import INTERESTING_FLAGS, cpu_model
+from common.errors import UserError
+from common.files import atomic_dir, write_text
 from edge.package.codec import decode, preprocess
 from edge.package.manifest import InputSpec, OutputSpec, Variant
 from edge.package.runtimes import cpu_features, default_threads, open_variant
@@ -23,8 +26,6 @@ from pipelines import evaluate
 from pipelines.config import PipelineConfig
 from pipelines.optimize.export import OUTPUT_NAMES, inference_block
 from pipelines.optimize.variants import build_variants
-from common.cpu import INTERESTING_FLAGS, cpu_model
-from common.files import atomic_dir, write_text
 
 log = logging.getLogger(__name__)
 def cpu_info() -> dict:
@@ -68,7 +69,7 @@ def optimize(model_dir: Path, data: Path, build_dir: Path, report_dir: Path, cfg
     build_dir, report_dir = Path(build_dir), Path(report_dir)
     model_json = Path(model_dir) / "model.json"
     if not model_json.is_file():
-        raise FileNotFoundError(f"{model_json}: missing (is {model_dir} a trained model folder?)")
+        raise UserError(f"{model_json}: missing (is {model_dir} a trained model folder?)")
     with atomic_dir(build_dir) as work:
         report = _optimize(Path(model_dir), Path(data), work, cfg)
     _write(report_dir / "variants.json", json.dumps(report, indent=2))
@@ -87,7 +88,7 @@ def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig)
     train = evaluate.load_split(data, task, "train")
     val = evaluate.load_split(data, task, "val")
     if train.classes != labels:
-        raise ValueError(f"{data}: classes {train.classes} differ from the model's {labels}")
+        raise UserError(f"{data}: classes {train.classes} differ from the model's {labels}")
     calibration = preprocess(train.sample(cfg.calibration_images), input_spec)
     built = build_variants(block, meta, build_dir, calibration, cfg.variants)
 

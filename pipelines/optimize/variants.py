@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import UserError
 from edge.package.runtimes import import_openvino
 
 VARIANTS = ("mxnet-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16", "openvino-int8")
@@ -80,7 +81,7 @@ def build_variants(block, meta: dict, root: Path, calibration: np.ndarray,
 
     unknown = set(wanted) - set(VARIANTS)
     if unknown:
-        raise ValueError(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
+        raise UserError(f"unknown variant(s) {sorted(unknown)}; known: {', '.join(VARIANTS)}")
     root = Path(root)
     base = root / "variants"
     size = meta["input"]["size"][0]

@@ -40,6 +40,7 @@ from typing import Optional
 
 import common
 import training
+from common.errors import RunFailed, UserError
 from common.files import atomic_path, write_text
 from training.lineage import data_hash, git_commit
 
@@ -55,14 +56,12 @@ TERMINAL = ("Completed", "Failed", "Stopped")
 log = logging.getLogger(__name__)
 
 
-class SageMakerJobError(Exception):
-    """A job could not be launched, failed or stopped; the message names the cause."""
-
-    exit_code = 2
+class SageMakerJobError(UserError):
+    """A job could not be launched, or its result not read; the message names the cause."""
 
 
-class JobFailed(SageMakerJobError):
-    exit_code = 1
+class JobFailed(RunFailed):
+    """A job that failed or was stopped: SageMaker's FailureReason (or its status) in the message."""
 
 
 def import_sagemaker(*modules: str):

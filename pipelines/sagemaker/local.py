@@ -26,6 +26,7 @@ from collections import deque
 from pathlib import Path
 from typing import Optional, Sequence
 
+from common.errors import UserError
 from common.files import atomic_path
 from pipelines.sagemaker.job import ENTRY_POINT, stage_source
 
@@ -38,7 +39,7 @@ def hyperparameters_from_args(args: Sequence[str]) -> dict[str, str]:
     while items:
         key = items.pop(0)
         if not key.startswith("--") or not items or items[0].startswith("--"):
-            raise ValueError(f"hyperparameters must be '--name value' pairs; got '{key}'")
+            raise UserError(f"hyperparameters must be '--name value' pairs; got '{key}'")
         params[key[2:]] = items.pop(0)
     return params
 
@@ -93,18 +94,12 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
     `DMLC_PS_ROOT_PORT`); the entry point brings MXNet's parameter server up itself
     (training.distributed). Their checkpoint folder is shared, as one S3 checkpoint URI is.
     """
-    try:
-        hyperparameters = hyperparameters_from_args(user_args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    hyperparameters = hyperparameters_from_args(user_args)
     for name, path in (("train", data), ("validation", validation)):
         if path is not None and not Path(path).is_dir():
-            print(f"error: channel '{name}': {path} is not a folder", file=sys.stderr)
-            return 2
+            raise UserError(f"channel '{name}': {path} is not a folder")
     if instance_count < 1:
-        print(f"error: --instance-count must be at least 1, got {instance_count}", file=sys.stderr)
-        return 2
+        raise UserError(f"--instance-count must be at least 1, got {instance_count}")
     root = Path(tempfile.mkdtemp(prefix="lensops-sm-"))
     channels = {"train": Path(data), **({"validation": Path(validation)} if validation else {})}
     hosts = [f"algo-{i + 1}" for i in range(instance_count)]

@@ -30,6 +30,8 @@ from typing import Optional, Sequence
 
 import yaml
 
+from common.errors import CLI_ERRORS, print_error
+
 MODEL_KEY = "pipeline_job"  # the `models` key the steps give the trained model
 
 
@@ -111,12 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(json.dumps(report), flush=True)
         else:
             register(args.package_dir, args.data, args.model_name, args.task, args.params)
-    except Exception as exc:
-        code = getattr(exc, "exit_code", None)
-        if code is None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return code
+    except CLI_ERRORS as exc:
+        return print_error(exc)
     return 0
 
 

@@ -34,3 +34,23 @@ def test_train_help_passes_through(capsys):
     except SystemExit as exc:
         assert exc.code == 0
     assert "--init-from" in capsys.readouterr().out
+
+
+def test_the_pipeline_stages_are_named_once():
+    """`lensops STAGE` for each of pipelines.stages.STAGES, which pipelines.cli parses and dvc.yaml runs
+    (one `foreach` stage per pipeline stage, in the same order, after the training stages)."""
+    from pathlib import Path
+
+    import yaml
+
+    from lensops.cli import build_parser
+    from pipelines.cli import build_parser as pipeline_parser
+    from pipelines.stages import STAGES
+
+    def commands(parser) -> list[str]:
+        return list(next(a for a in parser._actions if a.dest == "command").choices)
+
+    assert [c for c in commands(build_parser()) if c in STAGES] == list(STAGES)
+    assert commands(pipeline_parser()) == list(STAGES)
+    stages = yaml.safe_load((Path(__file__).resolve().parents[2] / "dvc.yaml").read_text())["stages"]
+    assert [name for name, stage in stages.items() if "foreach" in stage] == list(STAGES)

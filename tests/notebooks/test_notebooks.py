@@ -73,8 +73,8 @@ def test_the_notebook_uses_the_library(name):
 
 def test_an_unknown_notebook_and_overrides_kept_in_place_are_one_clear_error(capsys):
     # an unknown name: nothing runs, the known ones are listed
-    assert notebooks_main(["1_data", "nosuch"]) == 1
+    assert notebooks_main(["1_data", "nosuch"]) == 2
     assert "nosuch: no such notebook (known: 1_data, 2_train_and_finetune" in capsys.readouterr().err
     # overridden parameters would leave other outputs in the committed notebooks than their defaults make
-    assert notebooks_main(["1_data", "-p", "generate", "10"]) == 1
+    assert notebooks_main(["1_data", "-p", "generate", "10"]) == 2
     assert "-p runs need --out DIR" in capsys.readouterr().err

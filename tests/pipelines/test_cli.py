@@ -23,7 +23,7 @@ def _params(tmp_path, colour_models, **pipeline) -> str:
 
 def test_unknown_params_key_is_named(tmp_path, colour_models, capsys):
     params = _params(tmp_path, colour_models, colour="red")
-    assert lensops(["optimize", "--params", params, "--model", "m"]) == 1
+    assert lensops(["optimize", "--params", params, "--model", "m"]) == 2
     assert "pipeline.colour" in capsys.readouterr().err
 
 
@@ -31,7 +31,7 @@ def test_missing_metrics_file_is_named(tmp_path, colour_models, capsys, monkeypa
     monkeypatch.chdir(tmp_path)
     params = _params(tmp_path, colour_models)
     assert lensops(["optimize", "--params", params, "--model", "m"]) == 0
-    assert lensops(["package", "build", "--params", params, "--model", "m"]) == 1
+    assert lensops(["package", "build", "--params", params, "--model", "m"]) == 2
     assert "reports/evaluate/m/metrics.json: missing metrics file" in capsys.readouterr().err
     assert not (tmp_path / "packages").exists(), "nothing half-written"
 
@@ -71,6 +71,6 @@ def test_unreachable_registry_is_a_clear_error(tmp_path, colour_models, capsys, 
     for command in (["evaluate"], ["optimize"], ["package", "build"]):
         assert lensops([*command, "--params", params, "--model", "m"]) == 0
     bad = _params(tmp_path, colour_models, registry={"uri": f"http://127.0.0.1:{free_port()}"})
-    assert lensops(["register", "--params", bad, "--model", "m"]) == 1
+    assert lensops(["register", "--params", bad, "--model", "m"]) == 2
     assert "unreachable" in capsys.readouterr().err
     assert not (tmp_path / "reports" / "register").exists()

@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from common.errors import UserError
+
 from pipelines.config import load_params
 
 PIPELINE = {"variants": ["onnx-fp32"], "latency_runs": 3, "promote": {"fleet": "lobby"}}
@@ -35,7 +37,7 @@ def test_models_from_another_file_use_the_pipeline_of_params_yaml(tmp_path):
 def test_an_unknown_model_names_the_file_models_came_from(tmp_path):
     params = _write(tmp_path / "params.yaml", {"pipeline": PIPELINE, "models": BASE_MODELS})
     retrain = _write(tmp_path / "params-retrain.yaml", {"models": RETRAIN_MODELS})
-    with pytest.raises(ValueError, match=r"params-retrain\.yaml: models has no 'detector' \(has detector_retrained\)"):
+    with pytest.raises(UserError, match=r"params-retrain\.yaml: models has no 'detector' \(has detector_retrained\)"):
         load_params(params, retrain).model("detector")
 
 
@@ -44,7 +46,7 @@ def test_a_pipeline_section_in_the_models_file_is_refused(tmp_path):
     params = _write(tmp_path / "params.yaml", {"pipeline": PIPELINE, "models": BASE_MODELS})
     retrain = _write(tmp_path / "params-retrain.yaml", {"models": RETRAIN_MODELS, "pipeline": PIPELINE})
     # when / then: one error naming both files, not a silently ignored copy that drifts
-    with pytest.raises(ValueError, match=r"params-retrain\.yaml: holds a `pipeline` section.*params\.yaml only"):
+    with pytest.raises(UserError, match=r"params-retrain\.yaml: holds a `pipeline` section.*params\.yaml only"):
         load_params(params, retrain)
 
 
@@ -55,5 +57,5 @@ def test_a_pipeline_section_in_the_models_file_is_refused(tmp_path):
 def test_a_bad_field_names_its_file_and_key(tmp_path, where, content, named):
     params = _write(tmp_path / "params.yaml", content if where == "params" else {"pipeline": PIPELINE})
     retrain = _write(tmp_path / "params-retrain.yaml", content if where == "models" else {"models": RETRAIN_MODELS})
-    with pytest.raises(ValueError, match=named):
+    with pytest.raises(UserError, match=named):
         load_params(params, retrain)

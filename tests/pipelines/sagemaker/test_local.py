@@ -6,6 +6,8 @@ import tarfile
 
 import pytest
 
+from common.errors import UserError
+
 from lensops.cli import main as lensops_main
 from pipelines.sagemaker.local import hyperparameters_from_args
 
@@ -44,5 +46,5 @@ def test_failed_job_writes_failure_and_no_model(tiny_cls, tmp_path, capsys):
 
 def test_hyperparameters_must_be_pairs():
     assert hyperparameters_from_args(["--epochs", "3"]) == {"epochs": "3"}
-    with pytest.raises(ValueError, match="--freeze"):
+    with pytest.raises(UserError, match="--freeze"):
         hyperparameters_from_args(["--freeze", "--epochs", "3"])
