@@ -105,7 +105,7 @@ def test_tampered_and_warm_up_failing_versions_are_rejected_while_the_old_model_
     collector = collectors(mosquitto.port, [f"lensops/{DEVICE}/#"])
     config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
                          [{"id": "door", "uri": str(video), "loop": True, "fps": 30}], tiny_packages.public_key)
-    running = run_device(config)
+    running = run_device(config)  # noqa: F841 (the runner serves while the test holds it)
     assert collector.wait_for(lambda ms: len(inference(ms)) >= 10, 60), "v1 never served"
     rejected = {}
     for role, reason in (("tampered", "differs from the registry's"), ("nan", "NaN")):

@@ -1,5 +1,4 @@
 """The `lensops` command line: data commands, exit codes, and the train passthrough."""
-import shutil
 
 from lensops.cli import main
 

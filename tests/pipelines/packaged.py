@@ -1,7 +1,6 @@
 """Build a real package from a trained model (optimize + package), for pipeline tests."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -101,7 +102,7 @@ def test_signature_must_match_the_configured_key(signed, tmp_path):
         verify_dir(unsigned, root / "key.pub")
 
 
-def _tar_with(tmp_path, name: str, member: tarfile.TarInfo, data: bytes = b"") -> "Path":
+def _tar_with(tmp_path, name: str, member: tarfile.TarInfo, data: bytes = b"") -> Path:
     path = tmp_path / name
     with tarfile.open(path, "w:gz") as tar:
         member.size = len(data)

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import mxnet as mx
-import numpy as np
 import pytest
 
 from training import runner

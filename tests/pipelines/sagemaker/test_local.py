@@ -1,7 +1,6 @@
 """SageMaker script mode, emulated locally: the entry point runs in a container-like /opt/ml tree."""
 from __future__ import annotations
 
-import json
 import tarfile
 
 import pytest

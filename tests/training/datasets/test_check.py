@@ -203,7 +203,6 @@ def test_empty_test_split_is_only_a_warning(voc):
 def _folder_with_star_as(tmp_path: Path, suffixes: tuple[str, ...]) -> Path:
     """The issue's ImageFolder: 40 images, 5 classes; `star` written only in the given formats."""
     import cv2
-    import numpy as np
 
     root = tmp_path / "shapes"
     synth_classification(root, n=40, seed=0)
