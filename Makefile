@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: env demo test bench lab notebooks clean-demo
+.PHONY: env demo test lint format bench lab notebooks clean-demo
 
 # gluoncv 0.10.5 hard-depends on opencv-python (GUI build, needs libGL) which collides with
 # opencv-python-headless over the cv2 folder; so gluoncv goes in with --no-deps and [train]
@@ -47,9 +47,18 @@ notebooks: env
 
 # The suite runs Mosquitto, Chromium, PostgreSQL, systemd-analyze and GStreamer's RTSP server for
 # real (nothing skips): tests/system_requirements.py installs them as root, or names the apt-get line.
-test: env
+test: env lint
 	$(BIN)/python -m tests.system_requirements --install
 	$(BIN)/python -m pytest -q
+
+# ruff's lint and format checks ([tool.ruff] in pyproject.toml); `make format` rewrites the files
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: env
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean-demo:
 	rm -rf data/prepared data/demo models build packages reports mlflow.db mlartifacts .lensops

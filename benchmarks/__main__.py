@@ -2,6 +2,7 @@
 
 Exits non-zero only when a section could not run; missed targets are reported, not enforced.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,14 @@ from edge.package.runtimes import default_threads
 from common.cpu import INTERESTING_FLAGS
 
 # section -> module; the runner sections last (they need the most of the device side)
-SECTIONS = {"variants": "benchmarks.variants", "publisher": "benchmarks.publisher",
-            "training": "benchmarks.training_loop", "end_to_end": "benchmarks.end_to_end",
-            "hot_swap": "benchmarks.hot_swap", "counts": "benchmarks.counts"}
+SECTIONS = {
+    "variants": "benchmarks.variants",
+    "publisher": "benchmarks.publisher",
+    "training": "benchmarks.training_loop",
+    "end_to_end": "benchmarks.end_to_end",
+    "hot_swap": "benchmarks.hot_swap",
+    "counts": "benchmarks.counts",
+}
 # run when --only is not given: the speed sections. `counts` measures the demo detector's quality and
 # needs `make demo` (or --model); it runs when named: --only counts
 DEFAULT_SECTIONS = ("variants", "publisher", "training", "end_to_end", "hot_swap")
@@ -35,14 +41,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a minute or two: fewer runs and frames (CI)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench", help="where bench.json/png go")
-    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
-                        help=f"comma-separated sections ({', '.join(SECTIONS)}; default: all but counts)")
+    parser.add_argument(
+        "--only",
+        default=",".join(DEFAULT_SECTIONS),
+        help=f"comma-separated sections ({', '.join(SECTIONS)}; default: all but counts)",
+    )
     parser.add_argument("--threads", type=int, default=default_threads(), help="inference threads (default: all cores)")
-    parser.add_argument("--model", default=None,
-                        help="counts: the detector, models:/NAME@ALIAS (registry: MLFLOW_REGISTRY_URI or "
-                             "MLFLOW_TRACKING_URI, else the project's mlflow.db) or a package .tar.gz / folder; "
-                             "default "
-                             "$LENSOPS_BENCH_MODEL, else models:/shapes-detector@production in the project's mlflow.db")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="counts: the detector, models:/NAME@ALIAS (registry: MLFLOW_REGISTRY_URI or "
+        "MLFLOW_TRACKING_URI, else the project's mlflow.db) or a package .tar.gz / folder; "
+        "default "
+        "$LENSOPS_BENCH_MODEL, else models:/shapes-detector@production in the project's mlflow.db",
+    )
     args = parser.parse_args(argv)
     args.only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.only) - set(SECTIONS)
@@ -94,9 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     others = meter.others_share()
-    result = {"schema": "lensops.bench/1", "quick": args.quick, "machine": machine, "sections": sections,
-              "targets": targets.check(sections, machine["flags"]), "others_cpu_share": others,
-              "shared": shared_note(others), "elapsed_s": round(time.monotonic() - start, 1)}
+    result = {
+        "schema": "lensops.bench/1",
+        "quick": args.quick,
+        "machine": machine,
+        "sections": sections,
+        "targets": targets.check(sections, machine["flags"]),
+        "others_cpu_share": others,
+        "shared": shared_note(others),
+        "elapsed_s": round(time.monotonic() - start, 1),
+    }
     print(report.render(result))
     json_path = report.write_json(result, args.out)
     png_path = report.write_plot(result, args.out)

@@ -11,6 +11,7 @@ anchors 25%-100% of the input.
   python -m benchmarks.anchors                                   # the demo detector on its data
   python -m benchmarks.anchors --data path/to/voc --network ssd_320_mobilenet0.25
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,22 +43,26 @@ def coverage(data: Path, network: str, split: str = "train", data_format: str = 
     net = networks.build_network(spec, index.classes)
     networks.initialize(net, spec.input_size)
     anchors = DetectionTask(index.classes, spec.input_size).anchor_boxes(net)
-    boxes = [scale_boxes(r.boxes[~r.difficult.astype(bool)], (r.height, r.width), spec.input_size)
-             for r in index.split(split)]
+    boxes = [
+        scale_boxes(r.boxes[~r.difficult.astype(bool)], (r.height, r.width), spec.input_size)
+        for r in index.split(split)
+    ]
     boxes = np.concatenate([b for b in boxes if len(b)] or [np.zeros((0, 4), np.float32)])
     row = {"network": network, "data": str(data), "split": split, "anchors": int(len(anchors)), "objects": len(boxes)}
     if not len(boxes):
         return row
     best, positives = np.empty(len(boxes)), np.empty(len(boxes), np.int64)
     for start in range(0, len(boxes), 1024):  # objects x anchors IoU in slices: bounded memory on large sets
-        iou = bbox_iou(boxes[start:start + 1024], anchors, offset=0)
-        best[start:start + 1024], positives[start:start + 1024] = iou.max(axis=1), (iou >= 0.5).sum(axis=1)
+        iou = bbox_iou(boxes[start : start + 1024], anchors, offset=0)
+        best[start : start + 1024], positives[start : start + 1024] = iou.max(axis=1), (iou >= 0.5).sum(axis=1)
     side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    return {**row,
-            "object_side_px_percentiles": [round(float(v), 1) for v in np.percentile(side, [5, 25, 50, 75, 95])],
-            "share_without_anchor_at_0.5": float((positives == 0).mean()),
-            "mean_anchors_at_0.5": float(positives.mean()),
-            "median_best_iou": float(np.median(best))}
+    return {
+        **row,
+        "object_side_px_percentiles": [round(float(v), 1) for v in np.percentile(side, [5, 25, 50, 75, 95])],
+        "share_without_anchor_at_0.5": float((positives == 0).mean()),
+        "mean_anchors_at_0.5": float(positives.mean()),
+        "median_best_iou": float(np.median(best)),
+    }
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,5 +1,6 @@
 """A local MQTT broker for the sections that publish: Mosquitto (as tests/edge/conftest.py starts one),
 or `lensops broker` (the embedded amqtt broker) where Mosquitto is not installed."""
+
 from __future__ import annotations
 
 import getpass
@@ -61,14 +62,21 @@ class Mosquitto(_BrokerProcess):
     def __init__(self, folder: Path):
         super().__init__(folder)
         # `user`: started as root, Mosquitto would switch to user mosquitto
-        lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-                 "persistence false", "max_queued_messages 1000000", f"log_dest file {self.folder / 'mosquitto.log'}"]
+        lines = [
+            f"user {getpass.getuser()}",
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "max_queued_messages 1000000",
+            f"log_dest file {self.folder / 'mosquitto.log'}",
+        ]
         self.config = self.folder / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
 
     def __enter__(self) -> "Mosquitto":
-        self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if _wait_listening(self.port):
             return self
         self.__exit__()
@@ -80,13 +88,18 @@ class EmbeddedBroker(_BrokerProcess):
 
     def __enter__(self) -> "EmbeddedBroker":
         with open(self.folder / "broker.log", "ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "lensops.cli", "broker", "--port", str(self.port)],
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "lensops.cli", "broker", "--port", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         if _wait_listening(self.port, 30):
             return self
         self.__exit__()
-        raise RuntimeError(f"lensops broker did not listen on port {self.port} within 30 s: "
-                           f"{(self.folder / 'broker.log').read_text()[-500:]}")
+        raise RuntimeError(
+            f"lensops broker did not listen on port {self.port} within 30 s: "
+            f"{(self.folder / 'broker.log').read_text()[-500:]}"
+        )
 
 
 def local_broker(folder: Path):

@@ -3,13 +3,15 @@ against the ground truth, on the demo video and on generator seeds no setting wa
 
 Scenes: the demo video (params.yaml `data.seed`, `data.video.frames` frames) and generator seeds
 101-105 with as many frames (`pipeline.score_threshold` and `hold_threshold` are chosen on seeds 1-5
-by `benchmarks.operating_point`, so those are not unseen). `training.datasets.video.synth_video` writes each (same seed, same bytes). ONE runner,
+by `benchmarks.operating_point`, so those are not unseen). `training.datasets.video.synth_video` writes each
+(same seed, same bytes). ONE runner,
 `lensops edge run --exit-when-done` as a user starts it, plays every scene as a `file` source
 (`fps: 0`, `drop: false`: every frame is inferred and published) against the detector in a
 registry; edge.mqtt.results.ResultCollector collects the inference messages from a local broker. A frame matches
 when `benchmarks.ground_truth.counts_within` holds (VOC-style: `difficult` objects optional);
 `strict` counts every listed object. Goals: >= 95% of all frames, >= 90% in the worst scene.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,13 +93,13 @@ def find_detector(spec: Optional[str], root: Path, work: Path) -> Detector:
     spec = spec or os.environ.get(MODEL_ENV) or f"models:/{DEMO_MODEL}@production"
     if not spec.startswith("models:/"):
         return _register_package(Path(spec), work)
-    name, _, alias = spec[len("models:/"):].partition("@")
+    name, _, alias = spec[len("models:/") :].partition("@")
     if not name or not alias:
         raise NoDetector(f"model {spec!r}: expected models:/NAME@ALIAS or a package .tar.gz / folder")
     uri = _registry_uri(root)
     demo_hint = "run `make demo` first (it trains, registers and promotes shapes-detector), or pass --model"
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         if not db.is_file():
             raise NoDetector(f"no registry at {db}: {demo_hint}")
         copy = work / "registry" / "mlflow.db"  # artifact URIs are absolute: a copy works, and stays untouched
@@ -119,8 +121,10 @@ def _register_package(path: Path, work: Path) -> Detector:
     from pipelines.registry import MlflowRegistryWriter
 
     if not path.exists():
-        raise NoDetector(f"model {str(path)!r}: no such package file or folder (expected a package .tar.gz / folder "
-                         "or models:/NAME@ALIAS)")
+        raise NoDetector(
+            f"model {str(path)!r}: no such package file or folder (expected a package .tar.gz / folder "
+            "or models:/NAME@ALIAS)"
+        )
     folder = work / "registry"
     if path.is_dir():
         archive = pack(path, folder / "package.tar.gz")
@@ -132,19 +136,31 @@ def _register_package(path: Path, work: Path) -> Detector:
     writer = MlflowRegistryWriter(f"sqlite:///{folder / 'mlflow.db'}")
     version = writer.register(archive, manifest, sha256_file(archive), {}).version
     writer.set_alias(manifest.name, "production", version)
-    return Detector(writer.uri, manifest.name, "production", f"package {path} ({manifest.name} {manifest.version}), "
-                                                             "registered in a scratch registry")
+    return Detector(
+        writer.uri,
+        manifest.name,
+        "production",
+        f"package {path} ({manifest.name} {manifest.version}), registered in a scratch registry",
+    )
 
 
 def device_yaml(path: Path, detector: Detector, scenes: list[Scene], broker_url: str, threads: int) -> Path:
     """One runner, one `file` source per scene, every frame inferred and published."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    config = {"device_id": DEVICE,
-              "registry": {"type": "mlflow", "uri": detector.uri, "model": detector.name, "alias": detector.alias,
-                           "poll_s": 3600},
-              "sources": [{"id": s.source, "uri": str(s.video), "fps": 0, "drop": False} for s in scenes],
-              "mqtt": {"url": broker_url, "topic_prefix": PREFIX, "qos": 1},
-              "state_dir": str(path.parent / "state"), "threads": threads}
+    config = {
+        "device_id": DEVICE,
+        "registry": {
+            "type": "mlflow",
+            "uri": detector.uri,
+            "model": detector.name,
+            "alias": detector.alias,
+            "poll_s": 3600,
+        },
+        "sources": [{"id": s.source, "uri": str(s.video), "fps": 0, "drop": False} for s in scenes],
+        "mqtt": {"url": broker_url, "topic_prefix": PREFIX, "qos": 1},
+        "state_dir": str(path.parent / "state"),
+        "threads": threads,
+    }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -154,9 +170,24 @@ def play(config: Path, timeout_s: float) -> float:
     start = time.monotonic()
     log = config.parent / "runner.log"
     with open(log, "wb") as out:
-        done = subprocess.run([sys.executable, "-m", "lensops.cli", "edge", "run", "--config", str(config),
-                               "--exit-when-done", "--log-level", "WARNING"], cwd=config.parent, stdout=out,
-                              stderr=subprocess.STDOUT, timeout=timeout_s)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lensops.cli",
+                "edge",
+                "run",
+                "--config",
+                str(config),
+                "--exit-when-done",
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=config.parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout_s,
+        )
     if done.returncode != 0:
         raise RuntimeError(f"lensops edge run exited {done.returncode}: {log.read_text()[-2000:]}")
     return time.monotonic() - start
@@ -184,18 +215,36 @@ def score_scene(scene: Scene, received: dict[int, dict]) -> dict:
             if kind != "match":
                 kinds[kind] += 1
                 if len(mismatches) < KEPT_MISMATCHES:
-                    mismatches.append({"frame": index, "kind": kind, "counts": counts,
-                                       "ground_truth": [[o["label"], o["difficult"]] for o in frame["objects"]]})
-    return {"scene": scene.label, "source": scene.source, "seed": scene.seed, "frames": n, "published": len(received),
-            "matching": matching, "share": round(matching / n, 4), "strict": strict,
-            "strict_share": round(strict / n, 4), "mismatch_kinds": kinds, "mismatches": mismatches}
+                    mismatches.append(
+                        {
+                            "frame": index,
+                            "kind": kind,
+                            "counts": counts,
+                            "ground_truth": [[o["label"], o["difficult"]] for o in frame["objects"]],
+                        }
+                    )
+    return {
+        "scene": scene.label,
+        "source": scene.source,
+        "seed": scene.seed,
+        "frames": n,
+        "published": len(received),
+        "matching": matching,
+        "share": round(matching / n, 4),
+        "strict": strict,
+        "strict_share": round(strict / n, 4),
+        "mismatch_kinds": kinds,
+        "mismatches": mismatches,
+    }
 
 
-MISMATCH_KINDS = {"under": "an object at least half in view not counted",
-                  "over": "more than the listed objects counted (a false or duplicate detection)",
-                  "both": "too few of one shape and too many of another (typically one taken for the other)",
-                  "not published": "frames the runner did not publish (the model failed on them)",
-                  "unaligned": "the rest of such a scene: its messages cannot be lined up with the ground truth"}
+MISMATCH_KINDS = {
+    "under": "an object at least half in view not counted",
+    "over": "more than the listed objects counted (a false or duplicate detection)",
+    "both": "too few of one shape and too many of another (typically one taken for the other)",
+    "not published": "frames the runner did not publish (the model failed on them)",
+    "unaligned": "the rest of such a scene: its messages cannot be lined up with the ground truth",
+}
 
 
 def _explain(kinds: dict[str, int]) -> str:
@@ -208,18 +257,23 @@ def summarize(scenes: list[dict]) -> dict:
     unseen = [s for s in scenes if s["scene"] == "unseen"]
     worst = min(scenes, key=lambda s: s["share"])
     kinds = {k: sum(s["mismatch_kinds"][k] for s in scenes) for k in scenes[0]["mismatch_kinds"]}
-    summary = {"frames": frames, "matching": sum(s["matching"] for s in scenes),
-               "share_all": round(sum(s["matching"] for s in scenes) / frames, 4),
-               "strict_all": round(sum(s["strict"] for s in scenes) / frames, 4),
-               "share_unseen": (round(sum(s["matching"] for s in unseen) / sum(s["frames"] for s in unseen), 4)
-                                if unseen else None),
-               "worst": {"seed": worst["seed"], "scene": worst["scene"], "share": worst["share"]},
-               "mismatch_kinds": kinds}
-    summary["limit_all"] = (f"{frames - summary['matching']} of {frames} frames do not match: "
-                            f"{_explain(kinds)}")
-    summary["limit_worst"] = (f"seed {worst['seed']} ({worst['scene']}): {worst['frames'] - worst['matching']} of "
-                              f"{worst['frames']} frames do not match (strict share {worst['strict_share']:.1%}): "
-                              f"{_explain(worst['mismatch_kinds'])}")
+    summary = {
+        "frames": frames,
+        "matching": sum(s["matching"] for s in scenes),
+        "share_all": round(sum(s["matching"] for s in scenes) / frames, 4),
+        "strict_all": round(sum(s["strict"] for s in scenes) / frames, 4),
+        "share_unseen": (
+            round(sum(s["matching"] for s in unseen) / sum(s["frames"] for s in unseen), 4) if unseen else None
+        ),
+        "worst": {"seed": worst["seed"], "scene": worst["scene"], "share": worst["share"]},
+        "mismatch_kinds": kinds,
+    }
+    summary["limit_all"] = f"{frames - summary['matching']} of {frames} frames do not match: {_explain(kinds)}"
+    summary["limit_worst"] = (
+        f"seed {worst['seed']} ({worst['scene']}): {worst['frames'] - worst['matching']} of "
+        f"{worst['frames']} frames do not match (strict share {worst['strict_share']:.1%}): "
+        f"{_explain(worst['mismatch_kinds'])}"
+    )
     return summary
 
 
@@ -244,23 +298,31 @@ def run(settings: Settings) -> dict:
     per_scene = [score_scene(s, received[s.source]) for s in scenes]
     first = next((r for got in received.values() for r in got.values()), None)
     model = first["model"] if first else {}
-    notes = [f"detector: {detector.note}",
-             f"scenes: the demo video (seed {demo_seed} = params.yaml data.seed) and generator seeds "
-             f"{UNSEEN_SEEDS[0]}-{UNSEEN_SEEDS[-1]}, on which no setting was chosen (the thresholds are chosen "
-             f"on seeds 1-5); {frames} frames each, generated in {generated_s:.1f} s",
-             f"one `lensops edge run` with {len(scenes)} file sources (fps 0, drop false) took {runner_s:.1f} s for "
-             f"{sum(len(s.truth) for s in scenes)} frames; broker: {type(broker).__name__}",
-             "match: counts_within (VOC-style: an object less than half in view may be counted or not); strict: "
-             "counts equal every listed object"]
+    notes = [
+        f"detector: {detector.note}",
+        f"scenes: the demo video (seed {demo_seed} = params.yaml data.seed) and generator seeds "
+        f"{UNSEEN_SEEDS[0]}-{UNSEEN_SEEDS[-1]}, on which no setting was chosen (the thresholds are chosen "
+        f"on seeds 1-5); {frames} frames each, generated in {generated_s:.1f} s",
+        f"one `lensops edge run` with {len(scenes)} file sources (fps 0, drop false) took {runner_s:.1f} s for "
+        f"{sum(len(s.truth) for s in scenes)} frames; broker: {type(broker).__name__}",
+        "match: counts_within (VOC-style: an object less than half in view may be counted or not); strict: "
+        "counts equal every listed object",
+    ]
     demo_copy = settings.root / "data" / "demo" / "video.mp4"
     if frames == demo_frames and demo_copy.is_file():
         same = demo_copy.read_bytes() == scenes[0].video.read_bytes()
         notes.append(f"the generated demo scene is {'byte for byte' if same else 'NOT'} data/demo/video.mp4")
     if settings.quick:
-        notes.append(f"quick mode: {QUICK_FRAMES} frames per scene instead of {demo_frames}: "
-                     "not the issue's measurement")
-    return {"title": f"{title}: {model.get('name', detector.name)} version {model.get('version', '?')} "
-                     f"({model.get('variant', '?')}), {len(scenes)} scenes x {frames} frames",
-            "model": model, "scenes": per_scene, "summary": summarize(per_scene),
-            "goals": {"share_all": GOAL_ALL, "share_worst": GOAL_WORST}, "runner_s": round(runner_s, 1),
-            "notes": notes}
+        notes.append(
+            f"quick mode: {QUICK_FRAMES} frames per scene instead of {demo_frames}: not the issue's measurement"
+        )
+    return {
+        "title": f"{title}: {model.get('name', detector.name)} version {model.get('version', '?')} "
+        f"({model.get('variant', '?')}), {len(scenes)} scenes x {frames} frames",
+        "model": model,
+        "scenes": per_scene,
+        "summary": summarize(per_scene),
+        "goals": {"share_all": GOAL_ALL, "share_worst": GOAL_WORST},
+        "runner_s": round(runner_s, 1),
+        "notes": notes,
+    }

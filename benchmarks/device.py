@@ -1,5 +1,6 @@
 """The device side the runner sections drive: a detector package, a registry over local archives,
 in-memory frames, a sink that timestamps each publish, and a `Runner` built from those parts."""
+
 from __future__ import annotations
 
 import shutil
@@ -88,8 +89,13 @@ class FolderRegistry:
     def notice(self, model: str, alias: str) -> dict:
         """What `promote` publishes as the retained fleet notice for what `alias` names now."""
         resolved = self.resolve(model, alias)
-        return {"model": model, "alias": alias, "version": resolved.version, "package_uri": resolved.uri,
-                "sha256": resolved.sha256}
+        return {
+            "model": model,
+            "alias": alias,
+            "version": resolved.version,
+            "package_uri": resolved.uri,
+            "sha256": resolved.sha256,
+        }
 
 
 class MemoryReader:
@@ -127,8 +133,13 @@ class PublishClock:
         self._lock = threading.Lock()
 
     def __call__(self, inferred) -> None:
-        record = Published(time.monotonic(), inferred.frame.captured, inferred.frame.index,
-                           inferred.result.model["version"], dict(inferred.result.latency_ms))
+        record = Published(
+            time.monotonic(),
+            inferred.frame.captured,
+            inferred.frame.index,
+            inferred.result.model["version"],
+            dict(inferred.result.latency_ms),
+        )
         with self._lock:
             self.records.append(record)
 
@@ -143,11 +154,17 @@ def throughput(records: list[Published]) -> dict:
     published = np.array([r.at for r in records])
     ages = np.array([(r.at - r.captured) * 1000 for r in records])
     fps = (len(published) - 1) / (published[-1] - published[0]) if len(published) > 1 else 0.0
-    inside = {f"{step}_ms": round(float(np.median([r.latency_ms[step] for r in records])), 3)
-              for step in ("preprocess", "inference", "total")}
-    return {"frames": len(records), "fps": round(float(fps), 1),
-            "age_p50_ms": round(float(np.percentile(ages, 50)), 2), "age_p99_ms": round(float(np.percentile(ages, 99)), 2),
-            "in_runner": inside}
+    inside = {
+        f"{step}_ms": round(float(np.median([r.latency_ms[step] for r in records])), 3)
+        for step in ("preprocess", "inference", "total")
+    }
+    return {
+        "frames": len(records),
+        "fps": round(float(fps), 1),
+        "age_p50_ms": round(float(np.percentile(ages, 50)), 2),
+        "age_p99_ms": round(float(np.percentile(ages, 99)), 2),
+        "in_runner": inside,
+    }
 
 
 @dataclass
@@ -161,8 +178,9 @@ class Device:
     events: list[tuple[float, dict]]
 
 
-def assemble(package: DetectorPackage, source, broker_url: str, state: Path, threads: int,
-             versions: tuple[str, ...] = ("1",)) -> Device:
+def assemble(
+    package: DetectorPackage, source, broker_url: str, state: Path, threads: int, versions: tuple[str, ...] = ("1",)
+) -> Device:
     """`edge.runner.Runner` from built parts (as `Runner.from_config` builds them), the alias on versions[0]."""
     from edge.manager import ModelManager
     from edge.mqtt import MqttConfig, Publisher
@@ -186,6 +204,7 @@ def assemble(package: DetectorPackage, source, broker_url: str, state: Path, thr
         events.append((time.monotonic(), event))
         if forward is not None:
             forward(event)
+
     manager.on_event = record
     return Device(runner, manager, registry, clock, events)
 

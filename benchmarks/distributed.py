@@ -11,6 +11,7 @@ speed-up; on SageMaker each host has its own instance. Example:
 
   python -m benchmarks.distributed --epochs 4 --n 1200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,15 +33,40 @@ def run_job(data: Path, hosts: int, epochs: int, work: Path, network: str, size:
     out = io.StringIO()
     started = time.perf_counter()
     with contextlib.redirect_stdout(out):
-        code = run_local_training(data, work / f"job-{hosts}", [
-            "--task", "classification", "--network", network, "--input-size", str(size), "--epochs", str(epochs),
-            "--batch-size", str(batch), "--optimizer", "adam", "--lr", "0.001", "--num-workers", "0",
-            "--tracking", "none", "--progress", "false"], instance_count=hosts)
+        code = run_local_training(
+            data,
+            work / f"job-{hosts}",
+            [
+                "--task",
+                "classification",
+                "--network",
+                network,
+                "--input-size",
+                str(size),
+                "--epochs",
+                str(epochs),
+                "--batch-size",
+                str(batch),
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.001",
+                "--num-workers",
+                "0",
+                "--tracking",
+                "none",
+                "--progress",
+                "false",
+            ],
+            instance_count=hosts,
+        )
     wall = time.perf_counter() - started
     if code != 0:
         raise SystemExit(f"the {hosts}-host job failed (exit {code}):\n{out.getvalue()[-3000:]}")
     per_host: dict[str, list[float]] = {}
-    for host, value in re.findall(r"^(?:\[(algo-\d+)\] )?\[metric\] train_images_per_s=([0-9.]+)", out.getvalue(), re.M):
+    for host, value in re.findall(
+        r"^(?:\[(algo-\d+)\] )?\[metric\] train_images_per_s=([0-9.]+)", out.getvalue(), re.M
+    ):
         per_host.setdefault(host or "algo-1", []).append(float(value))
     medians = {host: statistics.median(values[1:] or values) for host, values in sorted(per_host.items())}
     return {"hosts": hosts, "per_host": medians, "total": sum(medians.values()), "wall_s": wall}
@@ -61,13 +87,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = [run_job(work / "data", hosts, args.epochs, work, args.network, 64, args.batch_size) for hosts in (1, 2)]
     machine = describe(default_threads())
     print(f"CPU {machine['cpu_model']}, {machine['cores']} cores, flags {' '.join(machine['flags'])}")
-    print(f"{args.network} @ 64 px, batch {args.batch_size} per host, {args.n} images, {args.epochs} epochs, "
-          f"Adam; images/s = median over epochs 2..{args.epochs}, per host (its shard)")
+    print(
+        f"{args.network} @ 64 px, batch {args.batch_size} per host, {args.n} images, {args.epochs} epochs, "
+        f"Adam; images/s = median over epochs 2..{args.epochs}, per host (its shard)"
+    )
     print(f"{'hosts':>5}  {'images/s per host':<24} {'total images/s':>14} {'vs 1 host':>9} {'job wall s':>10}")
     base = rows[0]["total"]
     for row in rows:
         hosts = ", ".join(f"{v:.0f}" for v in row["per_host"].values())
-        print(f"{row['hosts']:>5}  {hosts:<24} {row['total']:>14.0f} {row['total'] / base:>8.2f}x {row['wall_s']:>10.1f}")
+        print(
+            f"{row['hosts']:>5}  {hosts:<24} {row['total']:>14.0f} {row['total'] / base:>8.2f}x {row['wall_s']:>10.1f}"
+        )
     return 0
 
 

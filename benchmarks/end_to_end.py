@@ -9,6 +9,7 @@ threads: decode (edge.readers), preprocess (edge.package.codec), inference (the 
 whole predict (preprocess + inference + output decoding). Efficiency = end-to-end frames/s /
 frames/s of the slowest stage among decode (file only), preprocess and inference.
 """
+
 from __future__ import annotations
 
 import resource
@@ -41,8 +42,12 @@ def timed(calls) -> dict:
         times.append((time.perf_counter() - t0) * 1000)
     wall = time.perf_counter() - start
     times.sort()
-    return {"median_ms": round(times[len(times) // 2], 3), "fps": round(len(times) / wall, 1),
-            "cpu_ms": round((_cpu_s() - cpu) / len(times) * 1000, 3), "calls": len(times)}
+    return {
+        "median_ms": round(times[len(times) // 2], 3),
+        "fps": round(len(times) / wall, 1),
+        "cpu_ms": round((_cpu_s() - cpu) / len(times) * 1000, 3),
+        "calls": len(times),
+    }
 
 
 def stages(video, package: DetectorPackage, threads: int, runs: int) -> tuple[dict, list]:
@@ -53,6 +58,7 @@ def stages(video, package: DetectorPackage, threads: int, runs: int) -> tuple[di
         frame = reader.read()
         if frame is not None and len(frames) < POOL:
             frames.append(frame)
+
     found = {"decode": timed(decode for _ in range(runs))}
     reader.release()
     spec = package.manifest.input
@@ -81,18 +87,26 @@ def efficiency(label: str, measured: dict, found: dict, names: tuple[str, ...], 
     slowest = min(names, key=lambda n: found[n]["fps"])
     predict = found["predict"]
     cpu_ms = predict["cpu_ms"] + (found["decode"]["cpu_ms"] if "decode" in names else 0.0)
-    out = {"label": label, **measured, "slowest_stage": slowest, "slowest_fps": found[slowest]["fps"],
-           "efficiency": round(measured["fps"] / found[slowest]["fps"], 3),
-           "worker_bound_fps": round(1000 / predict["median_ms"], 1), "cpu_bound_fps": round(cores * 1000 / cpu_ms, 1)}
+    out = {
+        "label": label,
+        **measured,
+        "slowest_stage": slowest,
+        "slowest_fps": found[slowest]["fps"],
+        "efficiency": round(measured["fps"] / found[slowest]["fps"], 3),
+        "worker_bound_fps": round(1000 / predict["median_ms"], 1),
+        "cpu_bound_fps": round(cores * 1000 / cpu_ms, 1),
+    }
     inside, per_frame = measured["in_runner"], 1000 / measured["fps"]
     decoding = inside["total_ms"] - inside["preprocess_ms"] - inside["inference_ms"]
-    out["limit"] = (f"{measured['fps']} frames/s = {per_frame:.1f} ms per published frame, while {slowest} alone allows "
-                    f"{found[slowest]['fps']} frames/s. Per source three threads overlap: capture (decode), inference "
-                    f"(inside the runner predict took {inside['total_ms']} ms: preprocess {inside['preprocess_ms']}, "
-                    f"inference {inside['inference_ms']}, output decoding/NMS {decoding:.2f}; alone: predict "
-                    f"{predict['median_ms']} ms) and delivery (payload, outbox commit); they share the cores and the GIL. "
-                    f"All stages together need {cpu_ms:.1f} CPU-ms per frame alone: {cores} cores allow at most "
-                    f"{out['cpu_bound_fps']} frames/s")
+    out["limit"] = (
+        f"{measured['fps']} frames/s = {per_frame:.1f} ms per published frame, while {slowest} alone allows "
+        f"{found[slowest]['fps']} frames/s. Per source three threads overlap: capture (decode), inference "
+        f"(inside the runner predict took {inside['total_ms']} ms: preprocess {inside['preprocess_ms']}, "
+        f"inference {inside['inference_ms']}, output decoding/NMS {decoding:.2f}; alone: predict "
+        f"{predict['median_ms']} ms) and delivery (payload, outbox commit); they share the cores and the GIL. "
+        f"All stages together need {cpu_ms:.1f} CPU-ms per frame alone: {cores} cores allow at most "
+        f"{out['cpu_bound_fps']} frames/s"
+    )
     return out
 
 
@@ -108,13 +122,20 @@ def run(settings: Settings) -> dict:
         file_source = Source(SourceConfig(id="h264", uri=str(video), fps=0, drop=False))
         on_file = serve(package, file_source, broker.url, settings.work / "state-file", settings.threads, 300)
         memory = MemoryReader(frames, n)
-        frame_source = Source(SourceConfig(id="frames", uri=str(video), fps=0, drop=False),
-                              open_reader=lambda _kind, _target, _timeout, _transport=None: memory)
+        frame_source = Source(
+            SourceConfig(id="frames", uri=str(video), fps=0, drop=False),
+            open_reader=lambda _kind, _target, _timeout, _transport=None: memory,
+        )
         on_frames = serve(package, frame_source, broker.url, settings.work / "state-frames", settings.threads, 300)
-    return {"title": f"Runner end to end: {package.manifest.name} ({found['inference']['variant']}, "
-                     f"{settings.threads} threads) publishing every frame at QoS 1",
-            "stages": found,
-            "file": efficiency("1080p video file", on_file, found, ("decode", "preprocess", "inference"), cores),
-            "frames": efficiency("pre-decoded 1080p frames", on_frames, found, ("preprocess", "inference"), cores),
-            "notes": [f"video: {codec}", f"package: {package.note}",
-                      "frame age = capture (frame handed over by the source thread) -> message committed to the outbox"]}
+    return {
+        "title": f"Runner end to end: {package.manifest.name} ({found['inference']['variant']}, "
+        f"{settings.threads} threads) publishing every frame at QoS 1",
+        "stages": found,
+        "file": efficiency("1080p video file", on_file, found, ("decode", "preprocess", "inference"), cores),
+        "frames": efficiency("pre-decoded 1080p frames", on_frames, found, ("preprocess", "inference"), cores),
+        "notes": [
+            f"video: {codec}",
+            f"package: {package.note}",
+            "frame age = capture (frame handed over by the source thread) -> message committed to the outbox",
+        ],
+    }

@@ -4,6 +4,7 @@
 or not; every other listed object must be. `strict` counts every listed object, however little
 of it is in view. Used by the `counts` benchmark section and tests/edge/test_runner_demo.py.
 """
+
 from __future__ import annotations
 
 

@@ -9,6 +9,7 @@ the MQTT sink): the longest in the steady stretch, and per swap the longest from
 0.5 s after activation. The stall is the worst swap's longest gap minus one frame interval, in
 frame intervals: 0 means no hiccup, 1 means one extra interval (one frame late or dropped).
 """
+
 from __future__ import annotations
 
 import time
@@ -41,6 +42,7 @@ def _swap(device, version: str) -> tuple[float, float]:
 
     def activated() -> bool:
         return any(e["state"] == "activated" and e["version"] == version for _, e in device.events)
+
     if not wait_for(activated, 120):
         raise RuntimeError(f"version {version} not activated: {[e for _, e in device.events]}")
     return notified, next(t for t, e in device.events if e["state"] == "activated" and e["version"] == version)
@@ -52,9 +54,11 @@ def run(settings: Settings) -> dict:
     package = detector_package(settings)
     frames = frames_1080p(settings.root / "data" / "demo" / "video.mp4", 16)
     versions = tuple(str(v) for v in range(1, settings.runs(4, 2) + 1))  # 3 swaps (1 quick)
-    memory = MemoryReader(frames, count=10 ** 6, fps=FPS)
-    source = Source(SourceConfig(id="camera", uri=str(package.archive), fps=FPS, drop=True),
-                    open_reader=lambda _kind, _target, _timeout, _transport=None: memory)
+    memory = MemoryReader(frames, count=10**6, fps=FPS)
+    source = Source(
+        SourceConfig(id="camera", uri=str(package.archive), fps=FPS, drop=True),
+        open_reader=lambda _kind, _target, _timeout, _transport=None: memory,
+    )
     swaps = []
     with Mosquitto(settings.work / "mosquitto-swap") as broker:
         device = assemble(package, source, broker.url, settings.work / "state-swap", settings.threads, versions)
@@ -68,8 +72,14 @@ def run(settings: Settings) -> dict:
                 drops = source.stats()["drops"]
                 notified, activated = _swap(device, version)
                 time.sleep(AFTER_S + 0.2)
-                swaps.append({"to": version, "notified": notified, "activated": activated,
-                              "drops": source.stats()["drops"] - drops})
+                swaps.append(
+                    {
+                        "to": version,
+                        "notified": notified,
+                        "activated": activated,
+                        "drops": source.stats()["drops"] - drops,
+                    }
+                )
                 time.sleep(0.5)
         finally:
             device.runner.stop()
@@ -84,12 +94,19 @@ def run(settings: Settings) -> dict:
         swap["swap_s"] = round(swap.pop("activated") - swap.pop("notified"), 2)
     worst = max(swaps, key=lambda s: s["gap_ms"])
     stall = max(0.0, worst["gap_ms"] - interval_ms) / interval_ms
-    return {"title": f"Hot swap at {FPS:g} fps (1080p frames, newest wins), {package.manifest.name} "
-                     f"{' -> '.join(versions)}",
-            "interval_ms": round(interval_ms, 1), "baseline_gap_ms": round(steady, 1), "swap_gap_ms": worst["gap_ms"],
-            "stall_intervals": round(stall, 2), "swaps": swaps,
-            "limit": (f"while the next version staged ({worst['swap_s']} s: copy, sha256, unpack, verify, load, warm-up and "
-                      f"golden samples in the manager thread) the worker shared {settings.threads} cores with it: the "
-                      f"longest gap was {worst['gap_ms']:.0f} ms against {steady:.0f} ms in the steady stretch; "
-                      f"{worst['drops']} frame(s) dropped"),
-            "notes": [f"package: {package.note}"]}
+    return {
+        "title": f"Hot swap at {FPS:g} fps (1080p frames, newest wins), {package.manifest.name} "
+        f"{' -> '.join(versions)}",
+        "interval_ms": round(interval_ms, 1),
+        "baseline_gap_ms": round(steady, 1),
+        "swap_gap_ms": worst["gap_ms"],
+        "stall_intervals": round(stall, 2),
+        "swaps": swaps,
+        "limit": (
+            f"while the next version staged ({worst['swap_s']} s: copy, sha256, unpack, verify, load, warm-up and "
+            f"golden samples in the manager thread) the worker shared {settings.threads} cores with it: the "
+            f"longest gap was {worst['gap_ms']:.0f} ms against {steady:.0f} ms in the steady stretch; "
+            f"{worst['drops']} frame(s) dropped"
+        ),
+        "notes": [f"package: {package.note}"],
+    }

@@ -1,4 +1,5 @@
 """The machine a run measured: CPU model and flags, thread counts, load; and the run's settings."""
+
 from __future__ import annotations
 
 import os
@@ -44,10 +45,16 @@ def versions() -> dict[str, Optional[str]]:
 def describe(threads: int) -> dict:
     """CPU model, the flags that decide which kernels run, threads used, load now."""
     info = cpu_info()
-    return {"cpu_model": info["model"], "flags": info["flags"], "cores": default_threads(),
-            "threads": threads, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "load_before": [round(x, 2) for x in os.getloadavg()], "versions": versions(),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "cpu_model": info["model"],
+        "flags": info["flags"],
+        "cores": default_threads(),
+        "threads": threads,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+        "versions": versions(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
 
 def _busy_jiffies() -> Optional[int]:
@@ -81,6 +88,8 @@ class CpuMeter:
 
 def shared_note(others: Optional[float]) -> Optional[str]:
     if others is not None and others > 0.1:
-        return (f"other processes used {others:.0%} of the cores' time during this run: "
-                "read the ratios (measured side by side), not the absolute times")
+        return (
+            f"other processes used {others:.0%} of the cores' time during this run: "
+            "read the ratios (measured side by side), not the absolute times"
+        )
     return None

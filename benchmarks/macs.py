@@ -5,6 +5,7 @@ Conv: N * C_out * H_out * W_out * (C_in / group) * k_h * k_w. Gemm / MatMul: the
 output's dimensions times the shared (inner) dimension. Element-wise work (BatchNorm folded or
 not, activations, softmax, box decoding) is not counted: it is a small share of these CNNs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

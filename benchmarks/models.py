@@ -6,6 +6,7 @@ the notes say so. Variants come from the pipeline's own build folder (`build/<mo
 the package ships, with their parity verdicts) when it was built from the model measured here;
 otherwise `pipelines.optimize.variants.build_variants` builds them into the scratch folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,10 @@ from pipelines.optimize.variants import build_variants
 log = logging.getLogger(__name__)
 
 # key -> (task, network, input size, name): the demo's recipe (params.yaml train_* sections)
-DEMO = {"classifier": ("classification", "mobilenet0.25", 64, "shapes-classifier"),
-        "detector": ("detection", "ssd_160_mobilenet0.25", 160, "shapes-detector")}
+DEMO = {
+    "classifier": ("classification", "mobilenet0.25", 64, "shapes-classifier"),
+    "detector": ("detection", "ssd_160_mobilenet0.25", 160, "shapes-detector"),
+}
 MOBILENET = ("classification", "mobilenet1.0", 224, "mobilenet1.0-224")
 DEMO_CLASSES = ["circle", "square", "triangle", "star", "cross"]
 
@@ -53,8 +56,12 @@ class ModelUnderTest:
 
     def input_spec(self) -> InputSpec:
         spec = self.meta["input"]
-        return InputSpec(size=tuple(spec["size"]), colour_order=spec["colour_order"], mean=tuple(spec["mean"]),
-                         std=tuple(spec["std"]))
+        return InputSpec(
+            size=tuple(spec["size"]),
+            colour_order=spec["colour_order"],
+            mean=tuple(spec["mean"]),
+            std=tuple(spec["std"]),
+        )
 
 
 def random_model_dir(out: Path, task: str, network: str, size: int, name: str, classes: list[str]) -> Path:
@@ -67,8 +74,17 @@ def random_model_dir(out: Path, task: str, network: str, size: int, name: str, c
     net = networks.build_network(spec, classes)
     networks.initialize(net, size)
     net.hybridize()
-    cfg = parse_config({"task": task, "network": network, "data": out, "model_name": name, "input_size": size,
-                        "tracking": "none", "progress": False})
+    cfg = parse_config(
+        {
+            "task": task,
+            "network": network,
+            "data": out,
+            "model_name": name,
+            "input_size": size,
+            "tracking": "none",
+            "progress": False,
+        }
+    )
     return export_model(net, cfg, classes, size, {}, {"weights": "random"}, out)
 
 
@@ -89,8 +105,16 @@ def _from_report(report: dict, build: Path) -> tuple[list[Variant], dict[str, st
     for vid, row in report["variants"].items():
         if not all((build / f).is_file() for f in row["files"]):
             continue
-        variants.append(Variant(id=vid, runtime=row["runtime"], precision=row["precision"], entry=row["entry"],
-                                files={f: "" for f in row["files"]}, cpu_features=tuple(row["cpu_features"])))
+        variants.append(
+            Variant(
+                id=vid,
+                runtime=row["runtime"],
+                precision=row["precision"],
+                entry=row["entry"],
+                files={f: "" for f in row["files"]},
+                cpu_features=tuple(row["cpu_features"]),
+            )
+        )
         gate[vid] = "passed" if row["passed"] else f"failed: {row['reason']}"
     return variants, gate
 
@@ -100,15 +124,32 @@ def _build_here(block, meta: dict, out: Path, calibration_images: int) -> list[V
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(calibration_images)]
     spec = meta["input"]
-    calibration = preprocess(frames, InputSpec(size=tuple(spec["size"]), colour_order=spec["colour_order"],
-                                               mean=tuple(spec["mean"]), std=tuple(spec["std"])))
+    calibration = preprocess(
+        frames,
+        InputSpec(
+            size=tuple(spec["size"]),
+            colour_order=spec["colour_order"],
+            mean=tuple(spec["mean"]),
+            std=tuple(spec["std"]),
+        ),
+    )
     built = build_variants(block, meta, out, calibration)
-    return [Variant(id=b.id, runtime=b.runtime, precision=b.precision, entry=b.entry,
-                    files={f: "" for f in b.files}, cpu_features=b.cpu_features) for b in built]
+    return [
+        Variant(
+            id=b.id,
+            runtime=b.runtime,
+            precision=b.precision,
+            entry=b.entry,
+            files={f: "" for f in b.files},
+            cpu_features=b.cpu_features,
+        )
+        for b in built
+    ]
 
 
-def prepare(settings: Settings, key: str, task: str, network: str, size: int, name: str,
-            classes: list[str], demo: bool) -> ModelUnderTest:
+def prepare(
+    settings: Settings, key: str, task: str, network: str, size: int, name: str, classes: list[str], demo: bool
+) -> ModelUnderTest:
     model_dir = settings.root / "models" / key
     if demo and (model_dir / "model.json").is_file():
         weights = f"trained (models/{key})"
@@ -127,8 +168,9 @@ def prepare(settings: Settings, key: str, task: str, network: str, size: int, na
         gate = {v.id: "not gated (built here, int8 calibrated on noise)" for v in variants}
         source = "built here by pipelines.optimize.variants.build_variants"
     onnx = build / next(v.entry for v in variants if v.id == "onnx-fp32")
-    return ModelUnderTest(key, meta["name"], task, size, block, meta, build, variants, weights, source, gate,
-                          count_macs(onnx))
+    return ModelUnderTest(
+        key, meta["name"], task, size, block, meta, build, variants, weights, source, gate, count_macs(onnx)
+    )
 
 
 def models_under_test(settings: Settings) -> list[ModelUnderTest]:

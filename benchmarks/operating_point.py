@@ -16,6 +16,7 @@ scene. The pair to put in params.yaml is the best share over all frames (ties: t
 
 Figures depend on the detector: a newly trained one may want another pair (re-run after training).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,9 +63,11 @@ def _seeds(text: str, reserved: set[int]) -> tuple[int, ...]:
         raise UsageError(f"--seeds: {text!r} is not a comma-separated list of integers") from None
     used = sorted(set(seeds) & reserved)
     if used:
-        raise UsageError(f"--seeds: {used} are the scenes `python -m benchmarks --only counts` reports on "
-                         f"(the demo video and the unseen seeds); a setting chosen on them would not be measured "
-                         f"on unseen scenes")
+        raise UsageError(
+            f"--seeds: {used} are the scenes `python -m benchmarks --only counts` reports on "
+            f"(the demo video and the unseen seeds); a setting chosen on them would not be measured "
+            f"on unseen scenes"
+        )
     return seeds
 
 
@@ -117,8 +120,7 @@ def play(predictor, frames: list, truth: list[dict], score: float, hold: Optiona
     from benchmarks.ground_truth import counts_within
 
     output = predictor.manifest.output.model_copy(update={"score_threshold": score, "hold_threshold": hold})
-    player = replace(predictor, manifest=predictor.manifest.model_copy(update={"output": output}),
-                     score_threshold=None)
+    player = replace(predictor, manifest=predictor.manifest.model_copy(update={"output": output}), score_threshold=None)
     previous, matching = None, 0
     for frame, expected in zip(frames, truth):
         result = player.predict(frame, previous)
@@ -138,10 +140,15 @@ def sweep(predictor, scenes: list, scores: Sequence[float], holds: Sequence[Opti
                 continue
             matched = {seed: play(predictor, frames, truth, score, hold) for seed, frames, truth in decoded}
             per = {seed: matched[seed] / len(truth) for seed, _, truth in decoded}
-            rows.append({"score_threshold": score, "hold_threshold": hold,
-                         "share_all": round(sum(matched.values()) / total, 4),
-                         "share_worst": round(min(per.values()), 4),
-                         "per_scene": {s: round(v, 4) for s, v in per.items()}})
+            rows.append(
+                {
+                    "score_threshold": score,
+                    "hold_threshold": hold,
+                    "share_all": round(sum(matched.values()) / total, 4),
+                    "share_worst": round(min(per.values()), 4),
+                    "per_scene": {s: round(v, 4) for s, v in per.items()},
+                }
+            )
     return rows
 
 
@@ -153,15 +160,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from benchmarks.counts import UNSEEN_SEEDS, demo_video_params, make_scenes
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.operating_point", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="models:/NAME@ALIAS or a package .tar.gz / folder "
-                                                      "(default models:/shapes-detector@production)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="models:/NAME@ALIAS or a package .tar.gz / folder (default models:/shapes-detector@production)",
+    )
     parser.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)), help="validation scene seeds")
     parser.add_argument("--frames", type=int, default=None, help="frames per scene (default: the demo video's)")
     parser.add_argument("--score", default=",".join(map(str, DEFAULT_SCORES)), help="score thresholds to try")
-    parser.add_argument("--hold", default=",".join("none" if h is None else str(h) for h in DEFAULT_HOLDS),
-                        help="hold thresholds to try ('none': no hold-over)")
-    parser.add_argument("--variant", default=None, help="the package variant to play (default: the one the "
-                                                        "runner would choose on this machine)")
+    parser.add_argument(
+        "--hold",
+        default=",".join("none" if h is None else str(h) for h in DEFAULT_HOLDS),
+        help="hold thresholds to try ('none': no hold-over)",
+    )
+    parser.add_argument(
+        "--variant",
+        default=None,
+        help="the package variant to play (default: the one the runner would choose on this machine)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     args = parser.parse_args(argv)
     try:
@@ -180,18 +196,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CLI_ERRORS as exc:
         return print_error(exc)
     print(f"{note}; variant {predictor.variant}")
-    print(f"validation scenes: seeds {','.join(map(str, seeds))}, {len(scenes[0].truth)} frames each; counts match "
-          "VOC-style (benchmarks.ground_truth.counts_within)")
-    print(f"{'score':>6} {'hold':>5} {'all frames':>10} {'worst':>6}  "
-          + " ".join(f"{'seed ' + str(s):>8}" for s in seeds))
+    print(
+        f"validation scenes: seeds {','.join(map(str, seeds))}, {len(scenes[0].truth)} frames each; counts match "
+        "VOC-style (benchmarks.ground_truth.counts_within)"
+    )
+    print(
+        f"{'score':>6} {'hold':>5} {'all frames':>10} {'worst':>6}  "
+        + " ".join(f"{'seed ' + str(s):>8}" for s in seeds)
+    )
     for row in rows:
         hold = "none" if row["hold_threshold"] is None else f"{row['hold_threshold']:.2f}"
-        print(f"{row['score_threshold']:>6.2f} {hold:>5} {row['share_all']:>10.1%} {row['share_worst']:>6.1%}  "
-              + " ".join(f"{row['per_scene'][s]:>8.1%}" for s in seeds))
+        print(
+            f"{row['score_threshold']:>6.2f} {hold:>5} {row['share_all']:>10.1%} {row['share_worst']:>6.1%}  "
+            + " ".join(f"{row['per_scene'][s]:>8.1%}" for s in seeds)
+        )
     chosen = best(rows)
-    print(f"best: score_threshold={chosen['score_threshold']} hold_threshold={chosen['hold_threshold']} "
-          f"({chosen['share_all']:.1%} of all frames, worst scene {chosen['share_worst']:.1%}); "
-          f"params.yaml: pipeline.score_threshold / pipeline.hold_threshold; {time.monotonic() - started:.0f} s")
+    print(
+        f"best: score_threshold={chosen['score_threshold']} hold_threshold={chosen['hold_threshold']} "
+        f"({chosen['share_all']:.1%} of all frames, worst scene {chosen['share_worst']:.1%}); "
+        f"params.yaml: pipeline.score_threshold / pipeline.hold_threshold; {time.monotonic() - started:.0f} s"
+    )
     if args.out:
         write_json(args.out, {"model": note, "seeds": seeds, "rows": rows, "best": chosen})
     return 0

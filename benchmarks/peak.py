@@ -8,6 +8,7 @@ channels at 56x56, 0.8 GFLOP) compiled with the bf16 precision hint, the layer C
 their time in; `native` says whether the CPU has bf16 instructions. The fastest of a few runs counts
 (a peak is the best the machine does; other processes on shared cores only ever slow a run down).
 """
+
 from __future__ import annotations
 
 import time
@@ -34,10 +35,17 @@ def matmul_model(dtype: str) -> bytes:
     if dtype == "fp32":
         b, op, types = rng.standard_normal((N, N)).astype(np.float32), "MatMul", (TensorProto.FLOAT, TensorProto.FLOAT)
     else:
-        b, op, types = rng.integers(-127, 128, (N, N)).astype(np.int8), "MatMulInteger", (TensorProto.UINT8,
-                                                                                           TensorProto.INT32)
-    return _model([helper.make_node(op, ["a", "b"], ["y"])], [helper.make_tensor_value_info("a", types[0], [N, N])],
-                  [helper.make_tensor_value_info("y", types[1], [N, N])], [numpy_helper.from_array(b, "b")])
+        b, op, types = (
+            rng.integers(-127, 128, (N, N)).astype(np.int8),
+            "MatMulInteger",
+            (TensorProto.UINT8, TensorProto.INT32),
+        )
+    return _model(
+        [helper.make_node(op, ["a", "b"], ["y"])],
+        [helper.make_tensor_value_info("a", types[0], [N, N])],
+        [helper.make_tensor_value_info("y", types[1], [N, N])],
+        [numpy_helper.from_array(b, "b")],
+    )
 
 
 def conv_model() -> bytes:
@@ -45,9 +53,12 @@ def conv_model() -> bytes:
 
     w = np.random.default_rng(0).standard_normal((CONV_C, CONV_C, 1, 1)).astype(np.float32)
     shape = [1, CONV_C, CONV_HW, CONV_HW]
-    return _model([helper.make_node("Conv", ["x", "w"], ["y"])],
-                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [numpy_helper.from_array(w, "w")])
+    return _model(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [numpy_helper.from_array(w, "w")],
+    )
 
 
 def _best_s(run, runs: int) -> float:
@@ -67,8 +78,12 @@ def ort_matmul(dtype: str, threads: int, runs: int) -> float:
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     session = ort.InferenceSession(matmul_model(dtype), options, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
-    a = rng.standard_normal((N, N)).astype(np.float32) if dtype == "fp32" else rng.integers(0, 256, (N, N)).astype(np.uint8)
-    return 2 * N ** 3 / _best_s(lambda: session.run(None, {"a": a}), runs) / 1e9
+    a = (
+        rng.standard_normal((N, N)).astype(np.float32)
+        if dtype == "fp32"
+        else rng.integers(0, 256, (N, N)).astype(np.uint8)
+    )
+    return 2 * N**3 / _best_s(lambda: session.run(None, {"a": a}), runs) / 1e9
 
 
 def openvino_conv(hint: str, threads: int, runs: int) -> float:
@@ -78,8 +93,11 @@ def openvino_conv(hint: str, threads: int, runs: int) -> float:
 
     core = ov.Core()
     model = core.read_model(conv_model(), ov.Tensor(np.zeros(0, np.uint8)))
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_NUM_THREADS": threads})
+    compiled = core.compile_model(
+        model,
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads},
+    )
     request = compiled.create_infer_request()
     x = np.random.default_rng(1).standard_normal((1, CONV_C, CONV_HW, CONV_HW)).astype(np.float32)
     flop = 2 * CONV_C * CONV_C * CONV_HW * CONV_HW
@@ -89,11 +107,17 @@ def openvino_conv(hint: str, threads: int, runs: int) -> float:
 def measure(threads: int, runs: int = 5) -> dict:
     """{precision: {"gflops", "how"}} for fp32, int8 (GOP/s) and bf16 at `threads` threads."""
     native_bf16 = bool({"avx512_bf16", "amx_bf16"} & cpu_features())
-    return {"threads": threads,
-            "fp32": {"gflops": round(ort_matmul("fp32", threads, runs), 1),
-                     "how": f"ONNX Runtime MatMul {N}x{N}x{N} fp32"},
-            "int8": {"gflops": round(ort_matmul("int8", threads, runs), 1),
-                     "how": f"ONNX Runtime MatMulInteger {N}x{N}x{N} u8 x s8 (GOP/s)"},
-            "bf16": {"gflops": round(openvino_conv("bf16", threads, runs), 1), "native": native_bf16,
-                     "how": f"OpenVINO 1x1 Conv {CONV_C}->{CONV_C} at {CONV_HW}x{CONV_HW}, bf16 hint"
-                            + ("" if native_bf16 else " (no avx512_bf16/AMX here: OpenVINO emulates bf16)")}}
+    return {
+        "threads": threads,
+        "fp32": {"gflops": round(ort_matmul("fp32", threads, runs), 1), "how": f"ONNX Runtime MatMul {N}x{N}x{N} fp32"},
+        "int8": {
+            "gflops": round(ort_matmul("int8", threads, runs), 1),
+            "how": f"ONNX Runtime MatMulInteger {N}x{N}x{N} u8 x s8 (GOP/s)",
+        },
+        "bf16": {
+            "gflops": round(openvino_conv("bf16", threads, runs), 1),
+            "native": native_bf16,
+            "how": f"OpenVINO 1x1 Conv {CONV_C}->{CONV_C} at {CONV_HW}x{CONV_HW}, bf16 hint"
+            + ("" if native_bf16 else " (no avx512_bf16/AMX here: OpenVINO emulates bf16)"),
+        },
+    }

@@ -8,6 +8,7 @@ Two runs of the real `edge.mqtt.Publisher` (SQLite outbox, default `process` dur
               messages/s of sending and acknowledging alone.
 p50/p99 of one `publish_inference` call (payload encoding, seq numbering, the committed insert).
 """
+
 from __future__ import annotations
 
 import time
@@ -18,13 +19,19 @@ from benchmarks.broker import Mosquitto, available
 from benchmarks.machine import Settings
 from edge.mqtt import MqttConfig, Publisher
 
-PAYLOAD = {"schema": "lensops.inference/1", "device": "bench", "source": "cam",
-           "frame_ts": "2026-11-22T05:27:55.123Z",
-           "model": {"name": "shapes-detector", "version": "7", "variant": "onnx-fp32"},
-           "latency_ms": {"preprocess": 0.9, "inference": 1.6, "total": 3.1},
-           "predictions": [{"label": "circle", "score": 0.91, "box": [0.12, 0.30, 0.25, 0.71]},
-                           {"label": "star", "score": 0.77, "box": [0.52, 0.10, 0.65, 0.41]}],
-           "counts": {"circle": 1, "star": 1}}
+PAYLOAD = {
+    "schema": "lensops.inference/1",
+    "device": "bench",
+    "source": "cam",
+    "frame_ts": "2026-11-22T05:27:55.123Z",
+    "model": {"name": "shapes-detector", "version": "7", "variant": "onnx-fp32"},
+    "latency_ms": {"preprocess": 0.9, "inference": 1.6, "total": 3.1},
+    "predictions": [
+        {"label": "circle", "score": 0.91, "box": [0.12, 0.30, 0.25, 0.71]},
+        {"label": "star", "score": 0.77, "box": [0.52, 0.10, 0.65, 0.41]},
+    ],
+    "counts": {"circle": 1, "star": 1},
+}
 
 
 def _publisher(url: str, state: str | object) -> Publisher:
@@ -60,9 +67,13 @@ def sustained(url: str, folder, n: int) -> dict:
         done = time.perf_counter()
     finally:
         publisher.stop(drain_timeout_s=2)
-    return {"messages": n, "messages_per_s": round(n / (done - start)), "enqueue_per_s": round(n / (enqueued - start)),
-            "enqueue_p50_ms": round(float(np.percentile(times, 50)), 3),
-            "enqueue_p99_ms": round(float(np.percentile(times, 99)), 3)}
+    return {
+        "messages": n,
+        "messages_per_s": round(n / (done - start)),
+        "enqueue_per_s": round(n / (enqueued - start)),
+        "enqueue_p50_ms": round(float(np.percentile(times, 50)), 3),
+        "enqueue_p99_ms": round(float(np.percentile(times, 99)), 3),
+    }
 
 
 def drain_only(url: str, folder, n: int) -> dict:
@@ -77,9 +88,13 @@ def drain_only(url: str, folder, n: int) -> dict:
         done = time.perf_counter()
     finally:
         publisher.stop(drain_timeout_s=2)
-    return {"messages": n, "messages_per_s": round(n / (done - start)), "enqueue_per_s": round(n / enqueue_s),
-            "enqueue_p50_ms": round(float(np.percentile(times, 50)), 3),
-            "enqueue_p99_ms": round(float(np.percentile(times, 99)), 3)}
+    return {
+        "messages": n,
+        "messages_per_s": round(n / (done - start)),
+        "enqueue_per_s": round(n / enqueue_s),
+        "enqueue_p50_ms": round(float(np.percentile(times, 50)), 3),
+        "enqueue_p99_ms": round(float(np.percentile(times, 99)), 3),
+    }
 
 
 def run(settings: Settings) -> dict:
@@ -87,8 +102,9 @@ def run(settings: Settings) -> dict:
         return {"title": "Publisher", "skipped": "mosquitto is not installed (apt-get install mosquitto)"}
     n = settings.runs(20000, 2000)
     with Mosquitto(settings.work / "mosquitto-publisher") as broker:
-        results = {"sustained": sustained(broker.url, settings.work / "outbox-sustained", n),
-                   "drain_only": drain_only(broker.url, settings.work / "outbox-drain", n)}
+        results = {
+            "sustained": sustained(broker.url, settings.work / "outbox-sustained", n),
+            "drain_only": drain_only(broker.url, settings.work / "outbox-drain", n),
+        }
     size = len(__import__("json").dumps(PAYLOAD))
-    return {"title": f"Publisher: QoS 1 to a local Mosquitto through the disk outbox ({size}-byte payloads)",
-            **results}
+    return {"title": f"Publisher: QoS 1 to a local Mosquitto through the disk outbox ({size}-byte payloads)", **results}

@@ -27,6 +27,7 @@ as it is. `--set` changes the named section only.
 The data sets the sections name must exist (`dvc repro prepare_silhouettes prepare_classification
 prepare_detection`, or `make demo`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,16 +97,29 @@ def run_seed(section: dict, seed: int, workdir: Path) -> dict:
     from training.runner import train
     from training.sagemaker_env import RunEnvironment
 
-    values = {**section, "seed": seed, "model_dir": workdir / f"model-{seed}",
-              "checkpoint_dir": workdir / f"ckpt-{seed}", "metrics_file": None, "plots_dir": workdir / f"plots-{seed}",
-              "tracking": "none", "progress": False, "resume": False}
+    values = {
+        **section,
+        "seed": seed,
+        "model_dir": workdir / f"model-{seed}",
+        "checkpoint_dir": workdir / f"ckpt-{seed}",
+        "metrics_file": None,
+        "plots_dir": workdir / f"plots-{seed}",
+        "tracking": "none",
+        "progress": False,
+        "resume": False,
+    }
     cfg = parse_config({k: v for k, v in values.items() if v is not None}, f"recipe seed {seed}")
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # the loop's [metric] lines; stdout keeps the table
         result = train(cfg, RunEnvironment(), ROOT)
     minutes = (time.perf_counter() - started) / 60
-    return {"seed": seed, "minutes": round(minutes, 2), "metrics": result.metrics, "epochs_run": result.epochs_run,
-            "curves": curves(workdir / f"plots-{seed}")}
+    return {
+        "seed": seed,
+        "minutes": round(minutes, 2),
+        "metrics": result.metrics,
+        "epochs_run": result.epochs_run,
+        "curves": curves(workdir / f"plots-{seed}"),
+    }
 
 
 def curves(plots_dir: Path) -> list[dict]:
@@ -124,21 +138,34 @@ def summarise(task: str, rows: list[dict], bar: float) -> list[dict]:
         hist = row["curves"]
         above = next((int(r["epoch"]) for r in hist if r.get(key, 0) > bar), None)
         at = {int(r["epoch"]): r.get(key) for r in hist}
-        table.append({"seed": row["seed"], "first_above_chance": above, "val@1": at.get(0), "val@2": at.get(1),
-                      "best_val": row["metrics"].get(f"best_{key}"), "test": row["metrics"].get(test_key),
-                      "epochs": row["epochs_run"], "minutes": row["minutes"]})
+        table.append(
+            {
+                "seed": row["seed"],
+                "first_above_chance": above,
+                "val@1": at.get(0),
+                "val@2": at.get(1),
+                "best_val": row["metrics"].get(f"best_{key}"),
+                "test": row["metrics"].get(test_key),
+                "epochs": row["epochs_run"],
+                "minutes": row["minutes"],
+            }
+        )
     return table
 
 
 def print_table(name: str, table: list[dict], bar: float, figure: str) -> None:
     print(f"\n{name}: {figure} per seed (above chance = {bar:.3f}; epochs counted from 1)")
-    print(f"{'seed':>5} {'first above chance':>19} {'val@1':>7} {'val@2':>7} {'best val':>9} {'test':>7} "
-          f"{'epochs':>7} {'minutes':>8}")
+    print(
+        f"{'seed':>5} {'first above chance':>19} {'val@1':>7} {'val@2':>7} {'best val':>9} {'test':>7} "
+        f"{'epochs':>7} {'minutes':>8}"
+    )
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else "-"  # noqa: E731
     for r in table:
         first = "never" if r["first_above_chance"] is None else str(r["first_above_chance"] + 1)
-        print(f"{r['seed']:>5} {first:>19} {fmt(r['val@1']):>7} {fmt(r['val@2']):>7} {fmt(r['best_val']):>9} "
-              f"{fmt(r['test']):>7} {r['epochs']:>7} {r['minutes']:>8.1f}")
+        print(
+            f"{r['seed']:>5} {first:>19} {fmt(r['val@1']):>7} {fmt(r['val@2']):>7} {fmt(r['best_val']):>9} "
+            f"{fmt(r['test']):>7} {r['epochs']:>7} {r['minutes']:>8.1f}"
+        )
     tests = [r["test"] for r in table if isinstance(r["test"], float)]
     if tests:
         print(f"{'min':>5} {'':>19} {'':>7} {'':>7} {'':>9} {min(tests):>7.3f}")
@@ -147,13 +174,24 @@ def print_table(name: str, table: list[dict], bar: float, figure: str) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.recipe", description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml", help="params file (default params.yaml)")
-    parser.add_argument("--section", default="train_classifier",
-                        help="params section to train (default train_classifier)")
+    parser.add_argument(
+        "--section", default="train_classifier", help="params section to train (default train_classifier)"
+    )
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a key of the section (repeatable), e.g. --set lr=0.2")
-    parser.add_argument("--no-chain", dest="chain", action="store_false",
-                        help="do not train the sections init_from names first; start from init_from as it is")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the section (repeatable), e.g. --set lr=0.2",
+    )
+    parser.add_argument(
+        "--no-chain",
+        dest="chain",
+        action="store_false",
+        help="do not train the sections init_from names first; start from init_from as it is",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the tables as JSON here")
     args = parser.parse_args(argv)
 
@@ -176,8 +214,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.chain:
             params = yaml.safe_load(args.params.read_text()) or {}
             params[args.section] = sections[args.section]
-            sections = {name: sections.get(name) or load_section(args.params, name)
-                        for name in chain(params, args.section)}
+            sections = {
+                name: sections.get(name) or load_section(args.params, name) for name in chain(params, args.section)
+            }
         indexes = {}
         for name, section in sections.items():
             missing = [key for key in ("task", "data") if key not in section]
@@ -210,11 +249,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         bar = chance_bar(len(index.classes), len(index.split("val"))) if section["task"] == "classification" else 0.05
         figure = "accuracy" if section["task"] == "classification" else "VOC mAP@0.5"
         table = summarise(section["task"], rows[name], bar)
-        changed = (", ".join(f"{k}={v}" for k, v in parse_overrides(args.overrides).items())
-                   if name == args.section else "") or "as in the params file"
+        changed = (
+            ", ".join(f"{k}={v}" for k, v in parse_overrides(args.overrides).items()) if name == args.section else ""
+        ) or "as in the params file"
         print_table(f"{name} ({changed})", table, bar, figure)
-        report["sections"][name] = {"chance_bar": bar, "rows": table,
-                                    "curves": {r["seed"]: r["curves"] for r in rows[name]}}
+        report["sections"][name] = {
+            "chance_bar": bar,
+            "rows": table,
+            "curves": {r["seed"]: r["curves"] for r in rows[name]},
+        }
     if args.out:
         from common.files import write_json
 

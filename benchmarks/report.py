@@ -1,4 +1,5 @@
 """The run's output: a plain-text table per section on stdout, bench.json and bench.png."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,89 +17,175 @@ def table(headers: list[str], rows: Iterable[list]) -> str:
 
 def _variants(section: dict) -> str:
     peaks = section["peaks"]
-    head = (f"measured peaks at {peaks['threads']} threads: fp32 {peaks['fp32']['gflops']} GFLOP/s, "
-            f"int8 {peaks['int8']['gflops']} GOP/s, bf16 {peaks['bf16']['gflops']} GFLOP/s"
-            f"{'' if peaks['bf16']['native'] else ' (emulated)'}")
+    head = (
+        f"measured peaks at {peaks['threads']} threads: fp32 {peaks['fp32']['gflops']} GFLOP/s, "
+        f"int8 {peaks['int8']['gflops']} GOP/s, bf16 {peaks['bf16']['gflops']} GFLOP/s"
+        f"{'' if peaks['bf16']['native'] else ' (emulated)'}"
+    )
     for precision in ("fp32", "int8", "bf16"):
         if not peaks[precision].get("peak", True):
-            head += (f"\n  {precision}: not a peak ({peaks[precision]['how']} does not reach this CPU's units: "
-                     f"{peaks[precision]['beaten_by']} beat it); its 'of peak' figures are over 100%")
-    rows = [[r["model"], r["batch"], r["variant"], f"{r['median_ms']:.3f}", r["images_per_s"], f"{r['vs_mxnet']:.2f}x",
-             r["gflops"], f"{r['peak_fraction']:.0%}", r["gate"][:40]] for r in section["rows"]]
-    return head + "\n" + table(["model", "batch", "variant", "median ms", "img/s", "vs MXNet", "GFLOP/s", "of peak",
-                                "parity gate"], rows)
+            head += (
+                f"\n  {precision}: not a peak ({peaks[precision]['how']} does not reach this CPU's units: "
+                f"{peaks[precision]['beaten_by']} beat it); its 'of peak' figures are over 100%"
+            )
+    rows = [
+        [
+            r["model"],
+            r["batch"],
+            r["variant"],
+            f"{r['median_ms']:.3f}",
+            r["images_per_s"],
+            f"{r['vs_mxnet']:.2f}x",
+            r["gflops"],
+            f"{r['peak_fraction']:.0%}",
+            r["gate"][:40],
+        ]
+        for r in section["rows"]
+    ]
+    return (
+        head
+        + "\n"
+        + table(
+            ["model", "batch", "variant", "median ms", "img/s", "vs MXNet", "GFLOP/s", "of peak", "parity gate"], rows
+        )
+    )
 
 
 def _end_to_end(section: dict) -> str:
     rows = []
     for kind in ("file", "frames"):
         f = section[kind]
-        rows.append([f["label"], f["fps"], f["slowest_stage"], f["slowest_fps"], f"{f['efficiency']:.2f}",
-                     f["worker_bound_fps"], f["cpu_bound_fps"], f["in_runner"]["total_ms"], f["age_p50_ms"],
-                     f["age_p99_ms"], f["frames"]])
-    stages = table(["stage alone", "median ms/frame", "frames/s", "CPU-ms/frame"],
-                   [[name, s["median_ms"], s["fps"], s["cpu_ms"]] for name, s in section["stages"].items()])
-    return stages + "\n" + table(["runner on", "frames/s", "slowest stage", "its frames/s", "efficiency",
-                                  "worker bound", "CPU bound", "predict ms in runner", "age p50 ms", "age p99 ms",
-                                  "frames"], rows)
+        rows.append(
+            [
+                f["label"],
+                f["fps"],
+                f["slowest_stage"],
+                f["slowest_fps"],
+                f"{f['efficiency']:.2f}",
+                f["worker_bound_fps"],
+                f["cpu_bound_fps"],
+                f["in_runner"]["total_ms"],
+                f["age_p50_ms"],
+                f["age_p99_ms"],
+                f["frames"],
+            ]
+        )
+    stages = table(
+        ["stage alone", "median ms/frame", "frames/s", "CPU-ms/frame"],
+        [[name, s["median_ms"], s["fps"], s["cpu_ms"]] for name, s in section["stages"].items()],
+    )
+    return (
+        stages
+        + "\n"
+        + table(
+            [
+                "runner on",
+                "frames/s",
+                "slowest stage",
+                "its frames/s",
+                "efficiency",
+                "worker bound",
+                "CPU bound",
+                "predict ms in runner",
+                "age p50 ms",
+                "age p99 ms",
+                "frames",
+            ],
+            rows,
+        )
+    )
 
 
 def _publisher(section: dict) -> str:
-    rows = [[mode, f["messages"], f["messages_per_s"], f["enqueue_per_s"], f["enqueue_p50_ms"], f["enqueue_p99_ms"]]
-            for mode, f in ((m, section[m]) for m in ("sustained", "drain_only"))]
+    rows = [
+        [mode, f["messages"], f["messages_per_s"], f["enqueue_per_s"], f["enqueue_p50_ms"], f["enqueue_p99_ms"]]
+        for mode, f in ((m, section[m]) for m in ("sustained", "drain_only"))
+    ]
     return table(["mode", "messages", "messages/s", "enqueue/s", "enqueue p50 ms", "enqueue p99 ms"], rows)
 
 
 def _training(section: dict) -> str:
     rates = section["images_per_s"]
     rows = [[mode, rate, section["cpu_ms_per_image"][mode]] for mode, rate in rates.items()]
-    return (table(["mode", "images/s", "CPU-ms/image"], rows) + f"\ndata pipeline / in-memory {section['pipeline_vs_in_memory']:.2f}, "
-            f"hybridized / imperative {section['hybridized_vs_imperative']:.2f}x, one sample "
-            f"{section['one_sample_ms']} ms in one thread; data: {section['data']}")
+    return (
+        table(["mode", "images/s", "CPU-ms/image"], rows)
+        + f"\ndata pipeline / in-memory {section['pipeline_vs_in_memory']:.2f}, "
+        f"hybridized / imperative {section['hybridized_vs_imperative']:.2f}x, one sample "
+        f"{section['one_sample_ms']} ms in one thread; data: {section['data']}"
+    )
 
 
 def _hot_swap(section: dict) -> str:
     rows = [["steady state", section["baseline_gap_ms"], "-", "-"]]
     rows += [[f"swap to {s['to']}", s["gap_ms"], s["swap_s"], s["drops"]] for s in section["swaps"]]
-    return (table(["window", "longest gap ms", "notice -> activated s", "frames dropped"], rows)
-            + f"\nframe interval {section['interval_ms']} ms; stall of the worst swap "
-              f"{section['stall_intervals']} frame intervals")
+    return (
+        table(["window", "longest gap ms", "notice -> activated s", "frames dropped"], rows)
+        + f"\nframe interval {section['interval_ms']} ms; stall of the worst swap "
+        f"{section['stall_intervals']} frame intervals"
+    )
 
 
 def _counts(section: dict) -> str:
-    rows = [[s["scene"], s["seed"], s["frames"], s["published"], s["matching"], f"{s['share']:.1%}",
-             f"{s['strict_share']:.1%}", ", ".join(f"{n} {k}" for k, n in s["mismatch_kinds"].items() if n) or "-"]
-            for s in section["scenes"]]
+    rows = [
+        [
+            s["scene"],
+            s["seed"],
+            s["frames"],
+            s["published"],
+            s["matching"],
+            f"{s['share']:.1%}",
+            f"{s['strict_share']:.1%}",
+            ", ".join(f"{n} {k}" for k, n in s["mismatch_kinds"].items() if n) or "-",
+        ]
+        for s in section["scenes"]
+    ]
     summary, goals = section["summary"], section["goals"]
     unseen = "" if summary["share_unseen"] is None else f"; unseen scenes only {summary['share_unseen']:.1%}"
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
-    return (table(["scene", "seed", "frames", "published", "matching (VOC)", "share", "strict share", "mismatches"],
-                  rows)
-            + f"\nall frames: {summary['matching']} of {summary['frames']} match, {summary['share_all']:.1%} "
-              f"(strict {summary['strict_all']:.1%}){unseen}; worst scene: seed {summary['worst']['seed']} "
-              f"({summary['worst']['scene']}) {summary['worst']['share']:.1%}"
-            + f"\ngoals: >= {goals['share_all']:.0%} of all frames {verdict(summary['share_all'] >= goals['share_all'])}, "
-              f">= {goals['share_worst']:.0%} in the worst scene "
-              f"{verdict(summary['worst']['share'] >= goals['share_worst'])}")
+    return (
+        table(["scene", "seed", "frames", "published", "matching (VOC)", "share", "strict share", "mismatches"], rows)
+        + f"\nall frames: {summary['matching']} of {summary['frames']} match, {summary['share_all']:.1%} "
+        f"(strict {summary['strict_all']:.1%}){unseen}; worst scene: seed {summary['worst']['seed']} "
+        f"({summary['worst']['scene']}) {summary['worst']['share']:.1%}"
+        + f"\ngoals: >= {goals['share_all']:.0%} of all frames {verdict(summary['share_all'] >= goals['share_all'])}, "
+        f">= {goals['share_worst']:.0%} in the worst scene "
+        f"{verdict(summary['worst']['share'] >= goals['share_worst'])}"
+    )
 
 
 def _targets(rows: list[dict]) -> str:
-    body = [[r["target"], r["measured"], r["goal"], r["unit"], r["status"].upper() if r["status"] == "missed"
-             else r["status"]] for r in rows]
+    body = [
+        [
+            r["target"],
+            r["measured"],
+            r["goal"],
+            r["unit"],
+            r["status"].upper() if r["status"] == "missed" else r["status"],
+        ]
+        for r in rows
+    ]
     text = table(["target", "measured", "goal", "unit", "status"], body)
     limits = [f"  - {r['target']}: {r['limit']}" for r in rows if r["status"] == "missed" and r["limit"]]
     return text + ("\nwhat limits the misses:\n" + "\n".join(limits) if limits else "")
 
 
-FORMATTERS = {"variants": _variants, "end_to_end": _end_to_end, "publisher": _publisher, "training": _training,
-              "hot_swap": _hot_swap, "counts": _counts}
+FORMATTERS = {
+    "variants": _variants,
+    "end_to_end": _end_to_end,
+    "publisher": _publisher,
+    "training": _training,
+    "hot_swap": _hot_swap,
+    "counts": _counts,
+}
 
 
 def render(result: dict) -> str:
     machine = result["machine"]
-    out = [f"CPU: {machine['cpu_model']}, {machine['cores']} cores; flags: {', '.join(machine['flags']) or 'none'} "
-           f"(absent: {', '.join(machine['absent_flags']) or 'none'}); threads used: {machine['threads']}",
-           f"mode: {'quick' if result['quick'] else 'full'}; elapsed {result['elapsed_s']} s"]
+    out = [
+        f"CPU: {machine['cpu_model']}, {machine['cores']} cores; flags: {', '.join(machine['flags']) or 'none'} "
+        f"(absent: {', '.join(machine['absent_flags']) or 'none'}); threads used: {machine['threads']}",
+        f"mode: {'quick' if result['quick'] else 'full'}; elapsed {result['elapsed_s']} s",
+    ]
     if result.get("shared"):
         out.append(f"NOTE: {result['shared']}")
     for name, section in result["sections"].items():
@@ -126,7 +213,9 @@ def _grouped_bars(ax, rows: list[dict], key: str, title: str) -> None:
     width = 0.8 / len(names)
     colours = {name: f"C{i}" for i, name in enumerate(dict.fromkeys(r["variant"] for r in rows))}
     for i, name in enumerate(names):
-        values = [next((r[key] for r in rows if (r["model"], r["batch"]) == g and r["variant"] == name), 0) for g in groups]
+        values = [
+            next((r[key] for r in rows if (r["model"], r["batch"]) == g and r["variant"] == name), 0) for g in groups
+        ]
         ax.bar([g + i * width for g in range(len(groups))], values, width, label=name, color=colours[name])
     labels = [f"{m.replace('shapes-', '')}\nbatch {b}" for m, b in groups]
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], labels, fontsize=7)
@@ -164,14 +253,18 @@ def write_plot(result: dict, out: Path) -> Path:
     measured = [t for t in result["targets"] if t["measured"] is not None]
     if measured:
         ratios = [_goal_ratio(t) for t in measured]
-        axes[1, 1].barh([t["target"][:48] for t in measured], ratios,
-                        color=["C2" if t["status"] == "met" else "C3" for t in measured])
+        axes[1, 1].barh(
+            [t["target"][:48] for t in measured],
+            ratios,
+            color=["C2" if t["status"] == "met" else "C3" for t in measured],
+        )
         axes[1, 1].axvline(1.0, color="black", lw=0.8)
         axes[1, 1].set_title("targets: measured / goal (>= 1 met)")
         axes[1, 1].tick_params(axis="y", labelsize=7)
     machine = result["machine"]
-    fig.suptitle(f"LensOps benchmarks: {machine['cpu_model']}, {machine['threads']} threads, "
-                 f"flags {', '.join(machine['flags'])}")
+    fig.suptitle(
+        f"LensOps benchmarks: {machine['cpu_model']}, {machine['threads']} threads, flags {', '.join(machine['flags'])}"
+    )
     fig.tight_layout()
     path = out / "bench.png"
     fig.savefig(path, dpi=110)

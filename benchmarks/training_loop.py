@@ -10,6 +10,7 @@ Same network, batch size, optimizer and worker count as `make demo`, each step t
   one sample      decode + augment + normalise of one image in the main thread (ms)
 Images/s over a fixed number of steps after warm-up; rounds alternate the modes; the best round counts.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -22,8 +23,17 @@ from benchmarks.machine import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"network": "mobilenet0.25", "input_size": 64, "batch_size": 64, "optimizer": "nag", "lr": 0.5,
-            "momentum": 0.9, "wd": 0.0001, "num_workers": 2, "seed": 0}
+DEFAULTS = {
+    "network": "mobilenet0.25",
+    "input_size": 64,
+    "batch_size": 64,
+    "optimizer": "nag",
+    "lr": 0.5,
+    "momentum": 0.9,
+    "wd": 0.0001,
+    "num_workers": 2,
+    "seed": 0,
+}
 
 
 def recipe(root: Path) -> dict:
@@ -111,8 +121,12 @@ def run(settings: Settings) -> dict:
 
     hybrid, imperative = stepper(True), stepper(False)
     steps, warmup = settings.runs(25, 5), settings.runs(3, 2)
-    measured: dict[str, list[tuple[float, float]]] = {"data_pipeline": [], "in_memory": [], "imperative": [],
-                                                      "loader_alone": []}
+    measured: dict[str, list[tuple[float, float]]] = {
+        "data_pipeline": [],
+        "in_memory": [],
+        "imperative": [],
+        "loader_alone": [],
+    }
     for _ in range(settings.runs(3, 1)):
         measured["in_memory"].append(_images_per_s(hybrid, in_memory, steps, warmup, batch_size))
         measured["data_pipeline"].append(_images_per_s(hybrid, pipeline, steps, warmup, batch_size))
@@ -125,21 +139,28 @@ def run(settings: Settings) -> dict:
     for i in range(batch_size):
         dataset[(i, 0)]
     sample_ms = (time.perf_counter() - start) / batch_size * 1000
-    return {"title": f"Training: {cfg['network']} at {size} px, batch {batch_size}, {cfg['optimizer']}, "
-                     f"{cfg['num_workers']} loader workers (threads)",
-            "images_per_s": rates,
-            "pipeline_vs_in_memory": round(rates["data_pipeline"] / rates["in_memory"], 3),
-            "hybridized_vs_imperative": round(rates["in_memory"] / rates["imperative"], 2),
-            "cpu_ms_per_image": cpu, "one_sample_ms": round(sample_ms, 3), "loader_workers": cfg["num_workers"],
-            "limit": limit(rates, cpu, settings.threads),
-            "steps": steps, "data": data_note}
+    return {
+        "title": f"Training: {cfg['network']} at {size} px, batch {batch_size}, {cfg['optimizer']}, "
+        f"{cfg['num_workers']} loader workers (threads)",
+        "images_per_s": rates,
+        "pipeline_vs_in_memory": round(rates["data_pipeline"] / rates["in_memory"], 3),
+        "hybridized_vs_imperative": round(rates["in_memory"] / rates["imperative"], 2),
+        "cpu_ms_per_image": cpu,
+        "one_sample_ms": round(sample_ms, 3),
+        "loader_workers": cfg["num_workers"],
+        "limit": limit(rates, cpu, settings.threads),
+        "steps": steps,
+        "data": data_note,
+    }
 
 
 def limit(rates: dict, cpu: dict, cores: int) -> str:
     bound = cores * 1000 / (cpu["loader_alone"] + cpu["in_memory"])
-    return (f"the loader alone supplies {rates['loader_alone']} images/s and the training step alone takes "
-            f"{rates['in_memory']}, but they share {cores} cores: the data work (JPEG decode, augmentation with float32 "
-            f"colour jitter, normalisation) costs {cpu['loader_alone']:.2f} CPU-ms per image and the training step "
-            f"{cpu['in_memory']:.2f}, so together at most ~{bound:.0f} images/s (measured {rates['data_pipeline']}); "
-            "the loader uses threads, not processes (forking MXNet can deadlock: training/loaders.py), so its Python "
-            "work also waits for the GIL")
+    return (
+        f"the loader alone supplies {rates['loader_alone']} images/s and the training step alone takes "
+        f"{rates['in_memory']}, but they share {cores} cores: the data work (JPEG decode, augmentation with float32 "
+        f"colour jitter, normalisation) costs {cpu['loader_alone']:.2f} CPU-ms per image and the training step "
+        f"{cpu['in_memory']:.2f}, so together at most ~{bound:.0f} images/s (measured {rates['data_pipeline']}); "
+        "the loader uses threads, not processes (forking MXNet can deadlock: training/loaders.py), so its Python "
+        "work also waits for the GIL"
+    )

@@ -6,6 +6,7 @@ latency is the median of its round medians (`pipelines.evaluate.latency`). Ratio
 against MXNet-native at the same batch. Achieved GFLOP/s = 2 x MACs (counted from the ONNX graph)
 x images / median time, as a fraction of the measured peak of the variant's precision.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,6 +36,7 @@ def mxnet_native(block) -> Callable[[np.ndarray], list[np.ndarray]]:
     def run(batch: np.ndarray) -> list[np.ndarray]:
         out = block(mx.nd.array(batch))
         return [o.asnumpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
+
     return run
 
 
@@ -72,10 +74,20 @@ def measure_model(model: ModelUnderTest, batch_size: int, settings: Settings) ->
     for vid, (precision, _) in timed.items():
         ms = statistics.median(medians[vid])
         gflops = 2 * model.macs * batch_size / (ms / 1000) / 1e9
-        rows.append({"model": model.name, "batch": batch_size, "variant": vid, "precision": precision,
-                     "median_ms": round(ms, 3), "images_per_s": round(batch_size / ms * 1000, 1),
-                     "vs_mxnet": round(ref_ms / ms, 2), "gflops": round(gflops, 2),
-                     "runs": runs[vid] * rounds, "gate": model.gate.get(vid, "reference")})
+        rows.append(
+            {
+                "model": model.name,
+                "batch": batch_size,
+                "variant": vid,
+                "precision": precision,
+                "median_ms": round(ms, 3),
+                "images_per_s": round(batch_size / ms * 1000, 1),
+                "vs_mxnet": round(ref_ms / ms, 2),
+                "gflops": round(gflops, 2),
+                "runs": runs[vid] * rounds,
+                "gate": model.gate.get(vid, "reference"),
+            }
+        )
     return rows
 
 
@@ -98,29 +110,47 @@ def run(settings: Settings) -> dict:
         if not settings.quick:
             samples.append(peak.measure(settings.threads, runs=5))
     peaks = mark_non_peaks(_best_peaks(samples), [r for group in measured for r in group])
-    rows = [dict(r, peak_fraction=round(r["gflops"] / peaks[r["precision"]]["gflops"], 3))
-            for group in measured for r in group]
+    rows = [
+        dict(r, peak_fraction=round(r["gflops"] / peaks[r["precision"]]["gflops"], 3))
+        for group in measured
+        for r in group
+    ]
     best = {}
     for model in models:
-        ok = [r for r in rows if r["model"] == model.name and r["batch"] == 1 and r["variant"] != REFERENCE
-              and not r["gate"].startswith("failed")]
+        ok = [
+            r
+            for r in rows
+            if r["model"] == model.name
+            and r["batch"] == 1
+            and r["variant"] != REFERENCE
+            and not r["gate"].startswith("failed")
+        ]
         top = max(ok, key=lambda r: r["vs_mxnet"])
         best[model.name] = {"variant": top["variant"], "vs_mxnet": top["vs_mxnet"], "gate": top["gate"]}
     limits = {name: limit(rows, name, peaks) for name in best}
-    notes = [f"{m.name}: {m.macs / 1e6:.1f} M MACs/image, weights {m.weights}; variants from {m.variants_from}"
-             for m in models]
+    notes = [
+        f"{m.name}: {m.macs / 1e6:.1f} M MACs/image, weights {m.weights}; variants from {m.variants_from}"
+        for m in models
+    ]
     missing_bf16 = not ({"avx512_bf16", "amx_bf16"} & cpu_features())
     if missing_bf16:
-        notes.append("openvino-bf16: this CPU has no avx512_bf16/AMX, OpenVINO emulates bf16 (the device never "
-                     "picks this variant here: it declares avx512_bf16)")
-    return {"title": "Model variants (median latency; ratio per image vs MXNet-native FP32 at the same batch)",
-            "peaks": peaks, "rows": rows, "best_batch1": best, "limits": limits, "notes": notes}
+        notes.append(
+            "openvino-bf16: this CPU has no avx512_bf16/AMX, OpenVINO emulates bf16 (the device never "
+            "picks this variant here: it declares avx512_bf16)"
+        )
+    return {
+        "title": "Model variants (median latency; ratio per image vs MXNet-native FP32 at the same batch)",
+        "peaks": peaks,
+        "rows": rows,
+        "best_batch1": best,
+        "limits": limits,
+        "notes": notes,
+    }
 
 
 def int8_units(features: set[str]) -> str:
     """The int8 matrix units this CPU's flags name (AMX, VNNI), or "no VNNI/AMX"."""
-    units = [name for name, flags in (("AMX", {"amx_int8"}), ("VNNI", {"avx512_vnni", "avx_vnni"}))
-             if flags & features]
+    units = [name for name, flags in (("AMX", {"amx_int8"}), ("VNNI", {"avx512_vnni", "avx_vnni"})) if flags & features]
     return " and ".join(units) if units else "no VNNI/AMX"
 
 
@@ -133,7 +163,9 @@ def mark_non_peaks(peaks: dict, rows: list[dict]) -> dict:
         marked[precision]["peak"] = not faster
         if faster:
             top = max(faster, key=lambda r: r["gflops"])
-            marked[precision]["beaten_by"] = f"{top['variant']} ({top['model']}, batch {top['batch']}) at {top['gflops']}"
+            marked[precision]["beaten_by"] = (
+                f"{top['variant']} ({top['model']}, batch {top['batch']}) at {top['gflops']}"
+            )
     return marked
 
 
@@ -145,7 +177,9 @@ def limit(rows: list[dict], model: str, peaks: dict) -> str:
     int8_gain = peaks["int8"]["gflops"] / peaks["fp32"]["gflops"]
     bound = max(1.0, int8_gain) / max(ref["peak_fraction"], 1e-9)
     probe = "peak" if peaks[best["precision"]].get("peak", True) else "probe (not a peak: a variant beat it)"
-    return (f"MXNet-native runs at {ref['peak_fraction']:.0%} of the fp32 peak, {best['variant']} at "
-            f"{best['peak_fraction']:.0%} of the {best['precision']} {probe}; the int8 probe here is {int8_gain:.1f}x "
-            f"the fp32 one ({int8_units(cpu_features())}), so a variant at 100% of it would be at most "
-            f"~{bound:.1f}x MXNet-native")
+    return (
+        f"MXNet-native runs at {ref['peak_fraction']:.0%} of the fp32 peak, {best['variant']} at "
+        f"{best['peak_fraction']:.0%} of the {best['precision']} {probe}; the int8 probe here is {int8_gain:.1f}x "
+        f"the fp32 one ({int8_units(cpu_features())}), so a variant at 100% of it would be at most "
+        f"~{bound:.1f}x MXNet-native"
+    )

@@ -5,6 +5,7 @@ ffmpeg binary (on PATH, or the one the imageio-ffmpeg package ships) with libx26
 (shapes the demo detector knows) scaled to 1920x1080, or FFmpeg's testsrc2 pattern without it.
 Without any ffmpeg, OpenCV writes MPEG-4 Part 2 ('mp4v') instead and the note says so.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -41,8 +42,23 @@ def make_video(out: Path, frames: int, demo_video: Optional[Path]) -> tuple[Path
         else:
             source = ["-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}"]
             what = "FFmpeg's testsrc2 pattern"
-        command = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *source, "-frames:v", str(frames),
-                   "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", str(out)]
+        command = [
+            ffmpeg,
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            *source,
+            "-frames:v",
+            str(frames),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            str(out),
+        ]
         subprocess.run(command, check=True, timeout=300)
         return out, f"H.264 (libx264, yuv420p) {WIDTH}x{HEIGHT} {FPS} fps, {frames} frames of {what}"
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
@@ -53,8 +69,10 @@ def make_video(out: Path, frames: int, demo_video: Optional[Path]) -> tuple[Path
         cv2.rectangle(frame, (100 + 10 * i % 1600, 300), (400 + 10 * i % 1600, 600), (0, 0, 255), -1)
         writer.write(frame)
     writer.release()
-    return out, (f"MPEG-4 Part 2 ('mp4v') {WIDTH}x{HEIGHT}: no ffmpeg with libx264 here (pip install imageio-ffmpeg "
-                 "or apt-get install ffmpeg for H.264)")
+    return out, (
+        f"MPEG-4 Part 2 ('mp4v') {WIDTH}x{HEIGHT}: no ffmpeg with libx264 here (pip install imageio-ffmpeg "
+        "or apt-get install ffmpeg for H.264)"
+    )
 
 
 def frames_1080p(demo_video: Optional[Path], n: int) -> list[np.ndarray]:

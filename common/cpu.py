@@ -1,4 +1,5 @@
 """What the CPU is and can do, from Linux's /proc/cpuinfo (empty where unknown, as on macOS)."""
+
 from __future__ import annotations
 
 import platform

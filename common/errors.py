@@ -9,6 +9,7 @@ pipeline stages, `python -m benchmarks`):
   or was stopped). Printed the same way; exit RUN_FAILED_EXIT (1).
 - Anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import sys
@@ -33,8 +34,9 @@ class RunFailed(Exception):
 CLI_ERRORS = (UserError, RunFailed)  # what a CLI's main() prints (`print_error`) instead of a traceback
 
 
-def print_error(exc: Union[UserError, RunFailed], stream: Optional[TextIO] = None,
-           redact: Callable[[str], str] = lambda line: line) -> int:
+def print_error(
+    exc: Union[UserError, RunFailed], stream: Optional[TextIO] = None, redact: Callable[[str], str] = lambda line: line
+) -> int:
     """Print `error: LINE` on `stream` (stderr) for each line of `exc`, each passed through `redact`
     (which strips secrets); return the exit code the CLI ends with."""
     stream = sys.stderr if stream is None else stream

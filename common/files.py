@@ -1,5 +1,6 @@
 """Atomic writes: a reader sees the old file or the new one, never half of one; a failed write leaves the
 old file (or nothing) and no temporary file behind."""
+
 from __future__ import annotations
 
 import json

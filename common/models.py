@@ -1,5 +1,6 @@
 """The strict base of every typed config and record: unknown keys are errors (a typo never passes silently)
 and values are immutable once parsed."""
+
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict

@@ -1,4 +1,5 @@
 """Predictions drawn onto a copy of a frame: boxes with label and score, or the top class."""
+
 from __future__ import annotations
 
 import zlib
@@ -8,8 +9,16 @@ import cv2
 import numpy as np
 
 # Saturated BGR colours that stay distinct from each other and from most scenes.
-PALETTE = ((0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 128, 0), (0, 128, 255), (255, 255, 0),
-           (128, 0, 255), (0, 0, 255))
+PALETTE = (
+    (0, 255, 0),
+    (255, 0, 255),
+    (0, 255, 255),
+    (255, 128, 0),
+    (0, 128, 255),
+    (255, 255, 0),
+    (128, 0, 255),
+    (0, 0, 255),
+)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -49,8 +58,7 @@ def annotate(image: np.ndarray, predictions: list[dict], model_info: Optional[di
         _text(out, f"{p['label']} {p.get('score', 0.0):.2f}", (top_left[0], top_left[1]), colour, scale)
     if predictions and not boxes:  # classification: the top class in the corner
         top = max(predictions, key=lambda p: p.get("score", 0.0))
-        _text(out, f"{top['label']} {top.get('score', 0.0):.2f}", (0, 0), label_colour(str(top["label"])),
-              scale * 1.5)
+        _text(out, f"{top['label']} {top.get('score', 0.0):.2f}", (0, 0), label_colour(str(top["label"])), scale * 1.5)
     if model_info:
         name = f"{model_info.get('name', '?')} v{model_info.get('version', '?')} {model_info.get('variant', '')}"
         _text(out, name.strip(), (0, height), (40, 40, 40), scale)

@@ -3,6 +3,7 @@
 Anonymous, in memory, one TCP listener; it runs until SIGINT or SIGTERM. For production use
 Mosquitto, EMQX, HiveMQ or AWS IoT Core: the runner speaks plain MQTT to any of them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,6 +49,7 @@ async def serve(host: str, port: int, stop: asyncio.Event) -> None:
 
 def run_broker(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Serve on host:port until SIGINT/SIGTERM. Raises RuntimeError when the port cannot be bound."""
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -67,8 +69,11 @@ def run_broker(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="lensops broker", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}; "
-                                                            "0.0.0.0 to accept cameras on the network)")
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0 to accept cameras on the network)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

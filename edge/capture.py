@@ -13,6 +13,7 @@ module (training/datasets/captures.py; `lensops data import-capture`). A sidecar
 height, model ({name, version, variant}), predictions, files (relative paths) and bytes. Change it
 only together with that reader.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,9 +43,15 @@ class CapturePolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    below_confidence: Optional[float] = Field(None, gt=0, le=1, description=(
-        "keep a frame the model is unsure of: top score (classification) or lowest box score (detection) "
-        "below this; frames without predictions are not 'unsure'"))
+    below_confidence: Optional[float] = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "keep a frame the model is unsure of: top score (classification) or lowest box score (detection) "
+            "below this; frames without predictions are not 'unsure'"
+        ),
+    )
     random_rate: float = Field(0.0, ge=0, le=1, description="keep this fraction of all other frames at random")
     seed: Optional[int] = Field(None, description="seed of the random choice (tests, reproducible runs)")
 
@@ -106,8 +113,11 @@ class Capture:
         remove_unfinished(self.root)
         self._captures = list_captured(self.root)  # id -> sidecar, oldest first
         labels_file = self.root / "labels.txt"
-        self._labels = ([line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-                        if labels_file.is_file() else [])
+        self._labels = (
+            [line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if labels_file.is_file()
+            else []
+        )
 
     @classmethod
     def from_config(cls, config: CaptureConfig) -> "Capture":
@@ -123,8 +133,14 @@ class Capture:
             return "random"
         return None
 
-    def offer(self, image: np.ndarray, predictions: list[dict], source_id: str, labels: tuple[str, ...] = (),
-              model: Optional[dict] = None) -> Optional[Path]:
+    def offer(
+        self,
+        image: np.ndarray,
+        predictions: list[dict],
+        source_id: str,
+        labels: tuple[str, ...] = (),
+        model: Optional[dict] = None,
+    ) -> Optional[Path]:
         """Save the frame when the policy wants it; the saved image's path, else None.
 
         `labels` are the model's class names (all of them go to labels.txt); `model` is {name, version, variant}.
@@ -132,8 +148,15 @@ class Capture:
         reason = self.wants(predictions)
         return self.save(image, predictions, source_id, labels, model, reason) if reason else None
 
-    def save(self, image: np.ndarray, predictions: list[dict], source_id: str, labels: tuple[str, ...] = (),
-             model: Optional[dict] = None, reason: str = "manual") -> Optional[Path]:
+    def save(
+        self,
+        image: np.ndarray,
+        predictions: list[dict],
+        source_id: str,
+        labels: tuple[str, ...] = (),
+        model: Optional[dict] = None,
+        reason: str = "manual",
+    ) -> Optional[Path]:
         """Save one frame and its predictions, then remove the oldest captures beyond the bound."""
         names = [str(p["label"]) for p in predictions]
         folder = self.config.task == "classification"
@@ -148,8 +171,11 @@ class Capture:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"captures": len(self._captures), "bytes": sum(c["bytes"] for c in self._captures.values()),
-                    "deleted": self.deleted}
+            return {
+                "captures": len(self._captures),
+                "bytes": sum(c["bytes"] for c in self._captures.values()),
+                "deleted": self.deleted,
+            }
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -162,8 +188,10 @@ class Capture:
         jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])[1].tobytes()
         height, width = image.shape[:2]
         if self.config.task == "detection":
-            files = {f"JPEGImages/{capture_id}.jpg": jpeg,
-                     f"Annotations/{capture_id}.xml": voc_xml(capture_id, width, height, predictions)}
+            files = {
+                f"JPEGImages/{capture_id}.jpg": jpeg,
+                f"Annotations/{capture_id}.xml": voc_xml(capture_id, width, height, predictions),
+            }
         else:
             top = max(predictions, key=lambda p: p.get("score", 0.0))
             files = {f"{split}/{top['label']}/{capture_id}.jpg": jpeg}
@@ -173,10 +201,21 @@ class Capture:
             write_bytes(self.root / "labels.txt", "".join(f"{n}\n" for n in self._labels).encode())
         for relative, data in files.items():
             write_bytes(self.root / relative, data)
-        sidecar = {"schema": "lensops.capture/1", "id": capture_id, "split": split, "reason": reason,
-                   "source": source_id, "time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                   "task": self.config.task, "width": width, "height": height, "model": model,
-                   "predictions": predictions, "files": sorted(files), "bytes": sum(len(d) for d in files.values())}
+        sidecar = {
+            "schema": "lensops.capture/1",
+            "id": capture_id,
+            "split": split,
+            "reason": reason,
+            "source": source_id,
+            "time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "task": self.config.task,
+            "width": width,
+            "height": height,
+            "model": model,
+            "predictions": predictions,
+            "files": sorted(files),
+            "bytes": sum(len(d) for d in files.values()),
+        }
         body = json.dumps(sidecar, indent=1, default=float).encode()
         sidecar["bytes"] += len(body)
         write_bytes(self.root / "predictions" / f"{capture_id}.json", body)
@@ -196,7 +235,8 @@ class Capture:
         max_files, max_bytes = self.config.max_files, self.config.max_bytes
         total = sum(c["bytes"] for c in self._captures.values())
         return (max_files is not None and len(self._captures) > max_files) or (
-            max_bytes is not None and total > max_bytes)
+            max_bytes is not None and total > max_bytes
+        )
 
     def _enforce_bound(self) -> None:
         """Remove the oldest captures (not the newest, and not the last of a split) until within the bound."""
@@ -216,4 +256,3 @@ class Capture:
         for split in ("train", "val"):
             ids = [i for i, c in self._captures.items() if c["split"] == split]
             write_bytes(self.root / "ImageSets" / "Main" / f"{split}.txt", "".join(f"{i}\n" for i in ids).encode())
-

@@ -1,4 +1,5 @@
 """The files of a capture folder: atomic writes, VOC annotations, and the captures found on disk."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,13 @@ def voc_xml(capture_id: str, width: int, height: int, predictions: list[dict]) -
         if right - left < 1 or bottom - top < 1:
             continue
         obj = ET.SubElement(root, "object")
-        for tag, value in (("name", p["label"]), ("pose", "Unspecified"), ("truncated", 0), ("difficult", 0),
-                           ("score", f"{float(p.get('score', 0.0)):.4f}")):
+        for tag, value in (
+            ("name", p["label"]),
+            ("pose", "Unspecified"),
+            ("truncated", 0),
+            ("difficult", 0),
+            ("score", f"{float(p.get('score', 0.0)):.4f}"),
+        ):
             ET.SubElement(obj, tag).text = str(value)
         box = ET.SubElement(obj, "bndbox")
         for tag, value in (("xmin", left + 1), ("ymin", top + 1), ("xmax", right), ("ymax", bottom)):

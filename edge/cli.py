@@ -5,8 +5,10 @@
 
 Exit codes (common.errors, the contract of every LensOps CLI): 0 done; 2 a user error (bad config or
 usage, an unknown registry backend: restarting will not fix it); 1 the runner could not start (the stream
-port is taken) or, with --exit-when-done, sources failed or messages were not delivered. SIGTERM and SIGINT stop the runner cleanly (the outbox is kept for the next start).
+port is taken) or, with --exit-when-done, sources failed or messages were not delivered. SIGTERM and SIGINT
+stop the runner cleanly (the outbox is kept for the next start).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +33,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="serve: pull the promoted model, infer on every frame, publish")
     run.add_argument("--config", type=Path, required=True, help="device YAML file")
     run.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
-    run.add_argument("--exit-when-done", action="store_true",
-                     help="exit once every source ended (video files, folders) and the outbox drained")
-    run.add_argument("--print-messages", type=int, default=0, metavar="N",
-                     help="print the first N inference messages as the broker delivers them back")
+    run.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit once every source ended (video files, folders) and the outbox drained",
+    )
+    run.add_argument(
+        "--print-messages",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the first N inference messages as the broker delivers them back",
+    )
     run.add_argument("--state-dir", type=Path, default=None, help="outbox and package cache (overrides state_dir)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = sub.add_parser("check", help="validate a device config and print what it resolves to")
@@ -80,14 +90,17 @@ def undecodable_sources(config: DeviceConfig, path: Path) -> list[str]:
 
 def summary(config: DeviceConfig) -> str:
     sources = ", ".join(f"{s.id} ({s.kind} {s.uri}) -> {config.model_for(s)}" for s in config.sources)
-    return redact(f"ok: device {config.device_id}, registry {config.registry.type} "
-                  f"{getattr(config.registry, 'uri', '') or ''} @{config.registry.alias}, sources: {sources}, "
-                  f"mqtt {config.mqtt.url}, state {config.state_path}")
+    return redact(
+        f"ok: device {config.device_id}, registry {config.registry.type} "
+        f"{getattr(config.registry, 'uri', '') or ''} @{config.registry.alias}, sources: {sources}, "
+        f"mqtt {config.mqtt.url}, state {config.state_path}"
+    )
 
 
 def run(config: DeviceConfig, args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     install_log_redaction()  # camera and registry URLs carry passwords: never into the log
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a progress bar per model download
     for noisy in ("alembic", "mlflow", "botocore", "urllib3"):
@@ -135,6 +148,7 @@ def print_first(runner, count: int) -> None:
                 return
             printed[0] += 1
         print(f"{topic} {payload.decode('utf-8', 'replace')}", flush=True)
+
     runner.publisher.subscribe(f"{topics.prefix}/{topics.device}/+/inference", show)
 
 
@@ -154,6 +168,7 @@ def stop_on_signals(stopping: threading.Event) -> Callable[[], None]:
     def restore() -> None:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
     for sig in previous:
         signal.signal(sig, handle)
     return restore

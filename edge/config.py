@@ -18,6 +18,7 @@ Unknown keys are errors naming the key and where it is. Secrets are never in the
 MQTT password comes from `password_env` or `password_file`, AWS credentials from the usual
 AWS environment or instance role.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,9 +44,17 @@ ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = r"^[A-Za-z0-9_.-]+$"  # usable as an MQTT topic level, a folder name and an AWS IoT thing name
 MLFLOW_SCHEMES = ("sqlite", "http", "https", "file", "databricks")
 # config keys that hold paths, resolved against the config file's folder before validation
-PATH_KEYS = (("state_dir",), ("registry", "public_key"), ("registry", "cache_dir"), ("capture", "dir"),
-             ("mqtt", "password_file"), ("mqtt", "outbox", "path"), ("mqtt", "tls", "ca_file"),
-             ("mqtt", "tls", "cert_file"), ("mqtt", "tls", "key_file"))
+PATH_KEYS = (
+    ("state_dir",),
+    ("registry", "public_key"),
+    ("registry", "cache_dir"),
+    ("capture", "dir"),
+    ("mqtt", "password_file"),
+    ("mqtt", "outbox", "path"),
+    ("mqtt", "tls", "ca_file"),
+    ("mqtt", "tls", "cert_file"),
+    ("mqtt", "tls", "key_file"),
+)
 
 
 class ConfigError(UserError):
@@ -55,10 +64,16 @@ class ConfigError(UserError):
 class _RegistryCommon(StrictModel):
     model: str = Field(description="registered model the sources use unless a source names its own")
     alias: str = Field("production", description="alias (or fleet alias such as fleet-lobby) the device follows")
-    public_key: Optional[Path] = Field(None, description="Ed25519 public key (PEM): refuse unsigned or mis-signed packages")
-    poll_s: float = Field(30.0, gt=0, description="seconds between alias checks (the fleet notice triggers one at once)")
+    public_key: Optional[Path] = Field(
+        None, description="Ed25519 public key (PEM): refuse unsigned or mis-signed packages"
+    )
+    poll_s: float = Field(
+        30.0, gt=0, description="seconds between alias checks (the fleet notice triggers one at once)"
+    )
     cache_dir: Optional[Path] = Field(None, description="package cache (last-known-good); default <state_dir>/models")
-    prefer_variant: Optional[str] = Field(None, description="serve only this package variant (default: fastest runnable)")
+    prefer_variant: Optional[str] = Field(
+        None, description="serve only this package variant (default: fastest runnable)"
+    )
     keep: int = Field(1, ge=0, description="older package versions kept on disk besides current and previous")
 
     @field_validator("public_key")
@@ -80,8 +95,10 @@ class MlflowRegistryConfig(_RegistryCommon):
     def _known_uri(cls, uri: str, info: ValidationInfo) -> str:
         parts = urlsplit(uri)
         if parts.scheme not in MLFLOW_SCHEMES:
-            raise ValueError(f"uri: scheme {parts.scheme + '://' if parts.scheme else 'missing'} in {uri!r} is not one "
-                             f"of {', '.join(s + '://' for s in MLFLOW_SCHEMES)}")
+            raise ValueError(
+                f"uri: scheme {parts.scheme + '://' if parts.scheme else 'missing'} in {uri!r} is not one "
+                f"of {', '.join(s + '://' for s in MLFLOW_SCHEMES)}"
+            )
         if parts.scheme in ("http", "https"):
             try:
                 port_ok = parts.port is None or parts.port > 0
@@ -92,12 +109,14 @@ class MlflowRegistryConfig(_RegistryCommon):
         if parts.scheme == "sqlite":
             if not uri.startswith("sqlite:///"):
                 raise ValueError(f"uri: {uri!r} must be sqlite:///relative/path or sqlite:////absolute/path")
-            path = Path(uri[len("sqlite:///"):])
+            path = Path(uri[len("sqlite:///") :])
             base = (info.context or {}).get("base_dir")
             path = path if path.is_absolute() or base is None else Path(base) / path
             if not path.is_file():
-                raise ValueError(f"uri: sqlite database {str(path)!r} does not exist (run `lensops register` first, "
-                                 "or point at an mlflow server)")
+                raise ValueError(
+                    f"uri: sqlite database {str(path)!r} does not exist (run `lensops register` first, "
+                    "or point at an mlflow server)"
+                )
             uri = f"sqlite:///{path.resolve()}"
         return uri
 
@@ -123,8 +142,13 @@ class SageMakerRegistryConfig(_RegistryCommon):
         return url
 
     def options(self) -> dict[str, Any]:
-        return {"region": self.region, "endpoint_url": self.endpoint_url, "s3_bucket": self.s3_bucket,
-                "s3_prefix": self.s3_prefix, "approved_alias": self.approved_alias}
+        return {
+            "region": self.region,
+            "endpoint_url": self.endpoint_url,
+            "s3_bucket": self.s3_bucket,
+            "s3_prefix": self.s3_prefix,
+            "approved_alias": self.approved_alias,
+        }
 
 
 RegistryConfig = Annotated[Union[MlflowRegistryConfig, SageMakerRegistryConfig], Field(discriminator="type")]
@@ -134,19 +158,25 @@ class DeviceConfig(StrictModel):
     """Everything the runner needs: who the device is, where models come from, frames, MQTT, HTTP."""
 
     device_id: str = Field(pattern=NAME, description="device name in topics; the thing name on AWS IoT Core")
-    fleet: Optional[str] = Field(None, pattern=NAME, description="fleet whose retained deployment notice the device follows")
+    fleet: Optional[str] = Field(
+        None, pattern=NAME, description="fleet whose retained deployment notice the device follows"
+    )
     registry: RegistryConfig = Field(description="where models are resolved and downloaded (type: mlflow | sagemaker)")
     sources: list[SourceConfig] = Field(min_length=1, description="cameras, streams, video files, image folders")
     mqtt: MqttConfig = Field(description="the broker and what is published")
     stream: Optional[StreamConfig] = Field(None, description="the device's HTTP page and MJPEG streams (off if unset)")
     capture: Optional[CaptureConfig] = Field(None, description="save frames for retraining (off if unset)")
-    state_dir: Optional[Path] = Field(None, description="outbox, package cache; default .lensops/<device_id> "
-                                                        "next to the config file")
+    state_dir: Optional[Path] = Field(
+        None, description="outbox, package cache; default .lensops/<device_id> next to the config file"
+    )
     threads: Optional[int] = Field(None, ge=1, description="inference threads per model (default: the runtime's)")
     latency_budget_ms: Optional[float] = Field(None, gt=0, description="roll back a new model slower than this")
     status_interval_s: float = Field(5.0, gt=0, description="seconds between retained status updates")
-    exit_when_done: bool = Field(False, description="exit once every source has ended and the outbox is drained "
-                                                    "(replays); default: keep serving until stopped")
+    exit_when_done: bool = Field(
+        False,
+        description="exit once every source has ended and the outbox is drained "
+        "(replays); default: keep serving until stopped",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -218,8 +248,9 @@ def load_config(path: Path) -> DeviceConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError(f"{path}: not valid YAML: {where}{getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys (device_id, registry, sources, mqtt, ...), "
-                          f"got {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys (device_id, registry, sources, mqtt, ...), got {type(raw).__name__}"
+        )
     base = path.resolve().parent
     raw = _with_environment(raw, path, "")
     try:
@@ -245,4 +276,5 @@ def _with_environment(value: Any, path: Path, where: str) -> Any:
         if name not in os.environ:
             raise ConfigError(f"{path}: {where}: environment variable {name} is not set (used as ${{{name}}})")
         return os.environ[name]
+
     return ENV_REFERENCE.sub(lookup, value)

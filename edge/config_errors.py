@@ -1,4 +1,5 @@
 """Validation errors of the device config as one readable line each, naming the key path and the value."""
+
 from __future__ import annotations
 
 import difflib
@@ -19,14 +20,21 @@ def describe(error: ValidationError) -> list[str]:
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1], item["loc"])
             hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            lines.append(f"{where}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                         + (f"; expected one of: {', '.join(allowed)}" if allowed else ""))
+            lines.append(
+                f"{where}: unknown key"
+                + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
+            )
             continue
         message = _strip_prefix(str(item["msg"]), "Value error, ")
         last = str(loc[-1]) if loc else ""
         message = _strip_prefix(message, f"{last}: ") if last else message
-        if item["type"] not in ("missing", "union_tag_invalid", "union_tag_not_found") and "input" in item \
-                and not isinstance(item["input"], (dict, list)) and "value_error" not in item["type"]:
+        if (
+            item["type"] not in ("missing", "union_tag_invalid", "union_tag_not_found")
+            and "input" in item
+            and not isinstance(item["input"], (dict, list))
+            and "value_error" not in item["type"]
+        ):
             message += f" (got {item['input']!r})"
         lines.append(f"{where}: {message}" if where else message)
     return lines
@@ -70,4 +78,4 @@ def _model_in(annotation: Any, tags: list) -> Any:
 
 def _strip_prefix(text: str, prefix: str) -> str:
     """str.removeprefix, which Python 3.8 (the SageMaker MXNet container the pipeline steps run in) lacks."""
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text

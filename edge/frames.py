@@ -1,4 +1,5 @@
 """The handoff between a capture thread and its consumer: a frame and a one-frame slot."""
+
 from __future__ import annotations
 
 import threading

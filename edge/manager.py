@@ -9,6 +9,7 @@ in memory. A bad version is not tried again until the alias moves. The last-know
 stays on disk (package_cache.py) for booting while the registry is unreachable. Events are dicts
 in the `lensops.deployment/1` shape (the publisher adds schema and device).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,11 +43,21 @@ class Active:
 
 
 class ModelManager:
-    def __init__(self, registry: Registry, model: str, alias: str, cache_dir: Path,
-                 public_key: Optional[Path] = None, poll_s: float = 30.0,
-                 latency_budget_ms: Optional[float] = None, on_event: Optional[EventSink] = None,
-                 prefer_variant: Optional[str] = None, threads: Optional[int] = None, keep: int = 1,
-                 policy: RollbackPolicy = RollbackPolicy()):
+    def __init__(
+        self,
+        registry: Registry,
+        model: str,
+        alias: str,
+        cache_dir: Path,
+        public_key: Optional[Path] = None,
+        poll_s: float = 30.0,
+        latency_budget_ms: Optional[float] = None,
+        on_event: Optional[EventSink] = None,
+        prefer_variant: Optional[str] = None,
+        threads: Optional[int] = None,
+        keep: int = 1,
+        policy: RollbackPolicy = RollbackPolicy(),
+    ):
         self.registry, self.model, self.alias = registry, model, alias
         self.public_key, self.poll_s, self.latency_budget_ms = public_key, poll_s, latency_budget_ms
         self.on_event, self.prefer_variant, self.threads, self.policy = on_event, prefer_variant, threads, policy
@@ -96,8 +107,9 @@ class ModelManager:
                 if self._frames >= self.policy.probation_frames:
                     self._previous = None  # passed probation: release the old model's memory
                 return
-            rolled = self._roll_back(f"latency {ms:.1f} ms over the {self.latency_budget_ms:g} ms budget "
-                                     f"for {self._slow} consecutive frames")
+            rolled = self._roll_back(
+                f"latency {ms:.1f} ms over the {self.latency_budget_ms:g} ms budget for {self._slow} consecutive frames"
+            )
         self._emit(**rolled)
 
     def notify(self, notice: dict) -> bool:
@@ -105,8 +117,9 @@ class ModelManager:
         if notice.get("model") != self.model or notice.get("alias", self.alias) != self.alias:
             return False
         try:
-            self._notice = Resolved(self.model, self.alias, str(notice["version"]), str(notice["package_uri"]),
-                                    str(notice["sha256"]))
+            self._notice = Resolved(
+                self.model, self.alias, str(notice["version"]), str(notice["package_uri"]), str(notice["sha256"])
+            )
         except KeyError as exc:
             log.warning("fleet deployment notice without %s ignored: %s", exc, notice)
             return False
@@ -118,11 +131,15 @@ class ModelManager:
         active, previous = self._active, self._previous
         with self._lock:
             bad = sorted(self._bad)
-        return {"model": self.model, "alias": self.alias,
-                "version": active.entry.version if active else None,
-                "variant": active.predictor.variant if active else None,
-                "previous": previous.entry.version if previous else None,
-                "bad": bad, "last_error": self.last_error}
+        return {
+            "model": self.model,
+            "alias": self.alias,
+            "version": active.entry.version if active else None,
+            "variant": active.predictor.variant if active else None,
+            "previous": previous.entry.version if previous else None,
+            "bad": bad,
+            "last_error": self.last_error,
+        }
 
     def start(self) -> "ModelManager":
         """Boot (cache or registry) and poll in a background thread."""
@@ -196,8 +213,13 @@ class ModelManager:
             return None
         if previous and previous.entry == entry:  # the alias went back: the old model is still loaded
             self._swap(previous)
-            return self._emit("activated", entry.version, "the previous model, still loaded",
-                              variant=previous.predictor.variant, sha256=entry.sha256)
+            return self._emit(
+                "activated",
+                entry.version,
+                "the previous model, still loaded",
+                variant=previous.predictor.variant,
+                sha256=entry.sha256,
+            )
         return self._deploy(resolved, entry)
 
     def _deploy(self, resolved: Resolved, entry: CachedPackage) -> dict:
@@ -219,8 +241,10 @@ class ModelManager:
                 actual = sha256_file(archive)
                 if actual != sha:
                     archive.unlink(missing_ok=True)
-                    raise PackageError(f"archive sha256 {actual[:16]}... differs from the registry's {sha[:16]}... "
-                                       "(tampered or corrupt)")
+                    raise PackageError(
+                        f"archive sha256 {actual[:16]}... differs from the registry's {sha[:16]}... "
+                        "(tampered or corrupt)"
+                    )
                 folder, manifest = self.cache.unpack(archive, entry, self.public_key)
             if manifest.name != self.model:
                 raise PackageError(f"package is model '{manifest.name}', expected '{self.model}'")
@@ -249,8 +273,13 @@ class ModelManager:
                 self.cache.forget(entry)
                 continue
             self._swap(Active(predictor, entry), keep_previous=False)
-            return self._emit("activated", entry.version, f"booted from the cached last-known-good: {why}",
-                              variant=predictor.variant, sha256=entry.sha256)
+            return self._emit(
+                "activated",
+                entry.version,
+                f"booted from the cached last-known-good: {why}",
+                variant=predictor.variant,
+                sha256=entry.sha256,
+            )
         self.last_error = f"no model to serve: {why}; no usable cached package"
         log.error("%s", self.last_error)
         return None
@@ -277,8 +306,13 @@ class ModelManager:
         self._active, self._previous = back, None
         self._failures = self._slow = self._frames = 0
         self._wake.set()  # the manager thread persists the rollback
-        return {"state": "rolled_back", "version": failed.entry.version, "reason": reason,
-                "variant": back.predictor.variant, "restored": back.entry.version}
+        return {
+            "state": "rolled_back",
+            "version": failed.entry.version,
+            "reason": reason,
+            "variant": back.predictor.variant,
+            "restored": back.entry.version,
+        }
 
     def _persist(self) -> None:
         with self._lock:
@@ -286,10 +320,17 @@ class ModelManager:
         self.cache.record(active.entry if active else None, bad)
 
     def _emit(self, state: str, version: str, reason: Optional[str], **extra) -> dict:
-        event = {"state": state, "model": self.model, "version": version, "reason": reason,
-                 "ts": utc_timestamp(), **extra}
+        event = {
+            "state": state,
+            "model": self.model,
+            "version": version,
+            "reason": reason,
+            "ts": utc_timestamp(),
+            **extra,
+        }
         (log.warning if state in ("rejected", "rolled_back") else log.info)(
-            "%s %s: %s%s", self.model, version, state, f" ({reason})" if reason else "")
+            "%s %s: %s%s", self.model, version, state, f" ({reason})" if reason else ""
+        )
         if self.on_event is not None:
             try:
                 self.on_event(event)

@@ -1,4 +1,5 @@
 """The runner's numbers in the Prometheus text exposition format (version 0.0.4)."""
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,7 @@ class MetricsText:
     def __init__(self) -> None:
         self._lines: list[str] = []
 
-    def family(self, name: str, kind: str, help_text: str,
-               samples: Iterable[tuple[str, dict, object]]) -> None:
+    def family(self, name: str, kind: str, help_text: str, samples: Iterable[tuple[str, dict, object]]) -> None:
         """Samples as (suffix, labels, value); a value that is not a number is left out."""
         lines = []
         for suffix, labels, value in samples:
@@ -56,30 +56,77 @@ def render_metrics(stats: dict, models: dict[str, dict], latency: dict[str, dict
     def per_source(key: str):
         return (("", {"source": sid}, s.get(key)) for sid, s in sources.items())
 
-    out.family("lensops_source_state", "gauge", "1 for the state the source is in.",
-               (("", {"source": sid, "state": state}, int(s.get("state") == state))
-                for sid, s in sources.items() for state in SOURCE_STATES))
-    out.family("lensops_source_fps", "gauge", "Frames per second read from the source (last 2 s).",
-               per_source("fps"))
+    out.family(
+        "lensops_source_state",
+        "gauge",
+        "1 for the state the source is in.",
+        (
+            ("", {"source": sid, "state": state}, int(s.get("state") == state))
+            for sid, s in sources.items()
+            for state in SOURCE_STATES
+        ),
+    )
+    out.family("lensops_source_fps", "gauge", "Frames per second read from the source (last 2 s).", per_source("fps"))
     out.family("lensops_source_frames_total", "counter", "Frames read from the source.", per_source("frames"))
-    out.family("lensops_source_drops_total", "counter", "Frames overwritten before inference (newest wins).",
-               per_source("drops"))
-    out.family("lensops_source_reconnects_total", "counter", "Reconnect attempts after a failure or stall.",
-               per_source("reconnects"))
-    out.family("lensops_inference_latency_seconds", "summary", "Time from frame to predictions (total).",
-               [s for sid, lat in latency.items()
-                for s in (("_sum", {"source": sid}, lat["sum_s"]), ("_count", {"source": sid}, lat["count"]))])
-    out.family("lensops_inference_last_latency_seconds", "gauge", "Latency of the newest frame by stage.",
-               (("", {"source": sid, "stage": stage}, ms / 1000 if _number(ms) else None)
-                for sid, lat in latency.items() for stage, ms in (lat.get("last_ms") or {}).items()))
-    out.family("lensops_outbox_depth", "gauge", "Messages waiting in the MQTT outbox.",
-               [("", {}, stats.get("outbox_depth"))])
-    out.family("lensops_outbox_dead_letters", "gauge", "Messages in the outbox's dead-letter table "
-               "(too large for the broker, or a poison message it disconnects on).",
-               [("", {}, stats.get("mqtt_dead_letters"))])
-    out.family("lensops_model_info", "gauge", "The model serving each source (value is always 1).",
-               (("", {"source": sid, "name": m.get("name", ""), "version": m.get("version", ""),
-                      "variant": m.get("variant", "")}, 1) for sid, m in models.items() if m))
-    out.family("lensops_stream_clients", "gauge", "MJPEG clients connected to the project stream.",
-               [("", {}, clients)])
+    out.family(
+        "lensops_source_drops_total",
+        "counter",
+        "Frames overwritten before inference (newest wins).",
+        per_source("drops"),
+    )
+    out.family(
+        "lensops_source_reconnects_total",
+        "counter",
+        "Reconnect attempts after a failure or stall.",
+        per_source("reconnects"),
+    )
+    out.family(
+        "lensops_inference_latency_seconds",
+        "summary",
+        "Time from frame to predictions (total).",
+        [
+            s
+            for sid, lat in latency.items()
+            for s in (("_sum", {"source": sid}, lat["sum_s"]), ("_count", {"source": sid}, lat["count"]))
+        ],
+    )
+    out.family(
+        "lensops_inference_last_latency_seconds",
+        "gauge",
+        "Latency of the newest frame by stage.",
+        (
+            ("", {"source": sid, "stage": stage}, ms / 1000 if _number(ms) else None)
+            for sid, lat in latency.items()
+            for stage, ms in (lat.get("last_ms") or {}).items()
+        ),
+    )
+    out.family(
+        "lensops_outbox_depth", "gauge", "Messages waiting in the MQTT outbox.", [("", {}, stats.get("outbox_depth"))]
+    )
+    out.family(
+        "lensops_outbox_dead_letters",
+        "gauge",
+        "Messages in the outbox's dead-letter table (too large for the broker, or a poison message it disconnects on).",
+        [("", {}, stats.get("mqtt_dead_letters"))],
+    )
+    out.family(
+        "lensops_model_info",
+        "gauge",
+        "The model serving each source (value is always 1).",
+        (
+            (
+                "",
+                {
+                    "source": sid,
+                    "name": m.get("name", ""),
+                    "version": m.get("version", ""),
+                    "variant": m.get("variant", ""),
+                },
+                1,
+            )
+            for sid, m in models.items()
+            if m
+        ),
+    )
+    out.family("lensops_stream_clients", "gauge", "MJPEG clients connected to the project stream.", [("", {}, clients)])
     return out.text()

@@ -6,6 +6,7 @@ kept folder with the archive sha256 it was verified against. It is replaced atom
 power cut leaves either the old pointer or the new one. Disk stays bounded: current +
 previous + `keep` other versions. One thread (the model manager's) owns a cache.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,13 @@ class PackageCache:
 
     def save(self) -> None:
         """Write `current.json` atomically (temp file, fsync, rename)."""
-        data = {"current": _raw(self.current), "previous": _raw(self.previous), "bad": self.bad,
-                "packages": [_raw(p) for p in self.packages], "updated": time.time()}
+        data = {
+            "current": _raw(self.current),
+            "previous": _raw(self.previous),
+            "bad": self.bad,
+            "packages": [_raw(p) for p in self.packages],
+            "updated": time.time(),
+        }
         write_json(self.folder / POINTER, data)
 
     # -- package folders ----------------------------------------------------------------------
@@ -93,8 +99,10 @@ class PackageCache:
         """Safely extract and verify `archive` into the folder of `entry.version`; nothing kept on failure."""
         dest = self.package_dir(entry.version)
         if any(p.version == entry.version for p in (self.current, self.previous) if p):
-            raise PackageError(f"version {entry.version} is already installed with another archive "
-                               f"(sha256 {entry.sha256[:16]}...); refusing to replace a package in use")
+            raise PackageError(
+                f"version {entry.version} is already installed with another archive "
+                f"(sha256 {entry.sha256[:16]}...); refusing to replace a package in use"
+            )
         shutil.rmtree(dest, ignore_errors=True)
         self.packages = [p for p in self.packages if p.version != entry.version]
         try:
@@ -139,7 +147,7 @@ class PackageCache:
         """Keep current, previous and the `keep` newest other packages; remove every other folder."""
         pinned = [p for p in (self.current, self.previous) if p]
         others = [p for p in self.packages if p not in pinned and p.version not in self.bad]
-        kept = pinned + (others[-self.keep:] if self.keep > 0 else [])
+        kept = pinned + (others[-self.keep :] if self.keep > 0 else [])
         self.packages = [p for p in self.packages if p in kept]
         names = {p.version for p in self.packages}
         for path in self.folder.iterdir():

@@ -6,6 +6,7 @@ golden outputs is refused (the next runnable variant is tried). Nothing serves a
 before it passed. `predict` raises `ModelFailure` when the model errs or outputs NaN/inf,
 so the model manager can roll back.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,8 +41,12 @@ class Result:
 
     def payload(self) -> dict:
         """The model part of an inference payload (the runner adds schema, device, source, seq, frame_ts)."""
-        return {"model": dict(self.model), "latency_ms": dict(self.latency_ms),
-                "predictions": [dict(p) for p in self.predictions], "counts": dict(self.counts)}
+        return {
+            "model": dict(self.model),
+            "latency_ms": dict(self.latency_ms),
+            "predictions": [dict(p) for p in self.predictions],
+            "counts": dict(self.counts),
+        }
 
 
 @dataclass
@@ -56,9 +61,15 @@ class Predictor:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def load(cls, package_dir: Path, manifest: Manifest, prefer_variant: Optional[str] = None,
-             threads: Optional[int] = None, version: Optional[str] = None,
-             score_threshold: Optional[float] = None) -> "Predictor":
+    def load(
+        cls,
+        package_dir: Path,
+        manifest: Manifest,
+        prefer_variant: Optional[str] = None,
+        threads: Optional[int] = None,
+        version: Optional[str] = None,
+        score_threshold: Optional[float] = None,
+    ) -> "Predictor":
         """A warmed-up predictor whose variant reproduced the golden samples; PackageError naming why not.
 
         With `prefer_variant` only that variant is tried; otherwise runnable variants are tried
@@ -75,28 +86,38 @@ class Predictor:
                     raise
                 if remaining.variants:  # the rest cannot run on this machine
                     reasons.append(str(exc))
-                raise PackageError(f"{manifest.name} {version or manifest.version}: no variant passed staging "
-                                   f"({'; '.join(reasons)})") from None
+                raise PackageError(
+                    f"{manifest.name} {version or manifest.version}: no variant passed staging ({'; '.join(reasons)})"
+                ) from None
             try:
                 session = open_session(package_dir, manifest, variant, threads)
                 predictor = cls(session, manifest, package_dir, version or manifest.version, score_threshold)
                 predictor.warm_up()
                 checked = check_samples(package_dir, manifest, session)
             except Exception as exc:  # PackageError, ModelFailure, or the runtime's own error in a golden sample
-                reasons.append(f"{variant.id}: {exc}" if isinstance(exc, (PackageError, ModelFailure))
-                               else f"{variant.id}: {type(exc).__name__}: {exc}")
-                log.warning("%s %s: variant %s refused: %s", manifest.name, version or manifest.version,
-                            variant.id, exc)
+                reasons.append(
+                    f"{variant.id}: {exc}"
+                    if isinstance(exc, (PackageError, ModelFailure))
+                    else f"{variant.id}: {type(exc).__name__}: {exc}"
+                )
+                log.warning(
+                    "%s %s: variant %s refused: %s", manifest.name, version or manifest.version, variant.id, exc
+                )
                 if prefer_variant:
                     raise PackageError(reasons[-1]) from None
                 remaining = remaining.model_copy(
-                    update={"variants": tuple(v for v in remaining.variants if v.id != variant.id)})
+                    update={"variants": tuple(v for v in remaining.variants if v.id != variant.id)}
+                )
                 continue
             if not checked:
-                log.warning("%s %s: package has no golden samples; loaded unchecked", manifest.name,
-                            predictor.version)
-            log.info("%s %s: serving variant %s (%d golden samples agree)", manifest.name, predictor.version,
-                     variant.id, checked)
+                log.warning("%s %s: package has no golden samples; loaded unchecked", manifest.name, predictor.version)
+            log.info(
+                "%s %s: serving variant %s (%d golden samples agree)",
+                manifest.name,
+                predictor.version,
+                variant.id,
+                checked,
+            )
             return predictor
 
     @property
@@ -123,12 +144,14 @@ class Predictor:
             with self._lock:  # one OpenVINO infer request per session: never used by two threads at once
                 outputs = self.session.run(batch)
         except Exception as exc:  # runtimes raise their own types
-            raise ModelFailure(f"{self.name} {self.version} ({self.variant}) failed: "
-                               f"{type(exc).__name__}: {exc}") from exc
+            raise ModelFailure(
+                f"{self.name} {self.version} ({self.variant}) failed: {type(exc).__name__}: {exc}"
+            ) from exc
         for name, output in zip(self.manifest.output.names, outputs):
             if not np.all(np.isfinite(output)):
-                raise ModelFailure(f"{self.name} {self.version} ({self.variant}): output '{name}' "
-                                   "has NaN or infinite values")
+                raise ModelFailure(
+                    f"{self.name} {self.version} ({self.variant}): output '{name}' has NaN or infinite values"
+                )
         return outputs
 
     def predict(self, frame_bgr: np.ndarray, previous: Optional[list[dict]] = None) -> Result:
@@ -152,7 +175,9 @@ class Predictor:
             predictions = decode(outputs, list(self.manifest.labels), spec, threshold)[0]
         found = counts(predictions, self.manifest.task)
         done = time.perf_counter()
-        latency = {"preprocess": round((prepared - start) * 1000, 3),
-                   "inference": round((inferred - prepared) * 1000, 3),
-                   "total": round((done - start) * 1000, 3)}
+        latency = {
+            "preprocess": round((prepared - start) * 1000, 3),
+            "inference": round((inferred - prepared) * 1000, 3),
+            "total": round((done - start) * 1000, 3),
+        }
         return Result(predictions, found, latency, self.model)

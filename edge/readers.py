@@ -5,6 +5,7 @@ Kinds: `camera` (an index such as `0`, or `/dev/video0`), `stream` (`rtsp://`, `
 A reader is opened by the capture thread, returns one BGR uint8 image per `read()` (None when
 a file or folder has no more frames, or a live read failed) and is released by the same thread.
 """
+
 from __future__ import annotations
 
 import logging
@@ -85,13 +86,14 @@ def classify_uri(uri: str, base_dir: Optional[Path] = None) -> tuple[Kind, str]:
     if scheme:
         name = scheme.group(1).lower()
         if name == "file":
-            text = text[len("file://"):]
+            text = text[len("file://") :]
         elif name in STREAM_SCHEMES:
             return "stream", text
         else:
-            raise ValueError(f"unknown scheme '{name}://' in {redact(uri)!r}; expected a camera index, /dev/video*, "
-                             f"a video file, an image folder or one of: "
-                             + ", ".join(f"{s}://" for s in STREAM_SCHEMES))
+            raise ValueError(
+                f"unknown scheme '{name}://' in {redact(uri)!r}; expected a camera index, /dev/video*, "
+                f"a video file, an image folder or one of: " + ", ".join(f"{s}://" for s in STREAM_SCHEMES)
+            )
     if text.startswith("/dev/video"):
         return "camera", text
     path = Path(text)
@@ -107,8 +109,11 @@ def classify_uri(uri: str, base_dir: Optional[Path] = None) -> tuple[Kind, str]:
 
 
 def folder_images(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
 
 
 class Reader(Protocol):

@@ -5,6 +5,7 @@ A camera URL such as `rtsp://admin:pw@10.0.0.5:554/live` is redacted to `rtsp://
 wherever text leaves the process: log records (a filter on the root handlers), the retained MQTT status,
 /healthz, the device page and /metrics (all built from the runner's status) and deployment events.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,9 @@ _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[
 _QUERY = re.compile(
     r"(?P<key>[?&;](?:user|username|login|password|passwd|pwd|pass|token|access_token|auth|authorization|"
     r"key|apikey|api_key|secret|passphrase|signature|sig|credential|x-amz-signature|x-amz-credential|"
-    r"x-amz-security-token)=)(?P<value>[^&;\s'\"#<>]*)", re.IGNORECASE)
+    r"x-amz-security-token)=)(?P<value>[^&;\s'\"#<>]*)",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:

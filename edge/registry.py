@@ -5,6 +5,7 @@ artifacts are the package; tags carry its sha256) and a SageMaker Model Package 
 (`Approved` = production; the package lives in S3). The write side (register, move aliases)
 is in pipelines/registry.py.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,17 +82,24 @@ class MlflowRegistry:
         except MlflowException as exc:
             # Over HTTP MLflow wraps connection failures in MlflowException too: tell them apart by code.
             if exc.error_code in NOT_FOUND_CODES:
-                raise RegistryError(f"registry {self.uri}: cannot resolve {model}@{alias}: {_short(exc)}",
-                                    not_found=True) from None
-            raise RegistryError(f"registry {self.uri} unreachable while resolving {model}@{alias}: {_short(exc)}") from None
+                raise RegistryError(
+                    f"registry {self.uri}: cannot resolve {model}@{alias}: {_short(exc)}", not_found=True
+                ) from None
+            raise RegistryError(
+                f"registry {self.uri} unreachable while resolving {model}@{alias}: {_short(exc)}"
+            ) from None
         except Exception as exc:  # connection errors surface as requests/sqlalchemy exceptions
-            raise RegistryError(f"registry {self.uri} unreachable while resolving {model}@{alias}: {_short(exc)}") from None
+            raise RegistryError(
+                f"registry {self.uri} unreachable while resolving {model}@{alias}: {_short(exc)}"
+            ) from None
         sha = version.tags.get("sha256")
         if not sha:
-            raise RegistryError(f"registry {self.uri}: {model} version {version.version} has no sha256 tag "
-                                "(not registered by lensops)")
-        return Resolved(model, alias, str(version.version), f"{version.source.rstrip('/')}/{package_file(version.tags)}",
-                        sha)
+            raise RegistryError(
+                f"registry {self.uri}: {model} version {version.version} has no sha256 tag (not registered by lensops)"
+            )
+        return Resolved(
+            model, alias, str(version.version), f"{version.source.rstrip('/')}/{package_file(version.tags)}", sha
+        )
 
     def download(self, resolved: Resolved, dest: Path) -> Path:
         import mlflow
@@ -100,16 +108,18 @@ class MlflowRegistry:
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
             try:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=resolved.uri, dst_path=tmp,
-                                                            tracking_uri=self.uri)
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=resolved.uri, dst_path=tmp, tracking_uri=self.uri
+                )
             except Exception as exc:
                 raise RegistryError(f"cannot download {resolved.uri}: {_short(exc)}") from None
             shutil.move(local, dest)
         return dest
 
 
-def download_package(registry: Registry, resolved: Resolved, archive: Path, workdir: Path,
-                     public_key: Optional[Path] = None):
+def download_package(
+    registry: Registry, resolved: Resolved, archive: Path, workdir: Path, public_key: Optional[Path] = None
+):
     """Download `resolved` to `archive`, check its sha256 against the registry's, unpack it under
     `workdir` and verify every file (and the signature with `public_key`): (package folder, Manifest).
     RegistryError when the download fails or the archive's sha256 differs; PackageError from the checks."""
@@ -118,8 +128,10 @@ def download_package(registry: Registry, resolved: Resolved, archive: Path, work
     registry.download(resolved, archive)
     actual = sha256_file(archive)
     if actual != resolved.sha256:
-        raise RegistryError(f"{resolved.model} v{resolved.version}: downloaded package sha256 {actual[:16]}... "
-                            f"does not match the registry's {resolved.sha256[:16]}...")
+        raise RegistryError(
+            f"{resolved.model} v{resolved.version}: downloaded package sha256 {actual[:16]}... "
+            f"does not match the registry's {resolved.sha256[:16]}..."
+        )
     return open_package(archive, workdir, public_key)
 
 

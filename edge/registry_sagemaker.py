@@ -19,6 +19,7 @@ Aliases (SageMaker has none; this is how they map):
   sees either the old or the new holder. `candidate` falls back to the newest package of the group
   when no package carries the marker (packages registered by other tools).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,13 +47,18 @@ def alias_key(alias: str) -> str:
 
 def check_group_name(model: str) -> None:
     if not GROUP_NAME.match(model):
-        raise RegistryError(f"'{model}' cannot be a SageMaker model package group name "
-                            "(letters, digits and hyphens, at most 63 characters)")
+        raise RegistryError(
+            f"'{model}' cannot be a SageMaker model package group name "
+            "(letters, digits and hyphens, at most 63 characters)"
+        )
 
 
 def _missing(code: str, message: str) -> bool:
-    return (code in ("ResourceNotFound", "NoSuchKey", "NoSuchBucket", "404")
-            or "does not exist" in message or "not found" in message.lower())
+    return (
+        code in ("ResourceNotFound", "NoSuchKey", "NoSuchBucket", "404")
+        or "does not exist" in message
+        or "not found" in message.lower()
+    )
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -63,23 +69,34 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class SageMakerRegistry:
-    def __init__(self, region: Optional[str] = None, endpoint_url: Optional[str] = None,
-                 s3_bucket: Optional[str] = None, s3_prefix: str = "lensops/packages",
-                 approved_alias: str = "production", **ignored):
+    def __init__(
+        self,
+        region: Optional[str] = None,
+        endpoint_url: Optional[str] = None,
+        s3_bucket: Optional[str] = None,
+        s3_prefix: str = "lensops/packages",
+        approved_alias: str = "production",
+        **ignored,
+    ):
         try:
             import boto3
             from botocore.config import Config
         except ImportError:
-            raise RegistryError("the SageMaker registry backend needs boto3: pip install 'lensops[edge-aws]' "
-                                "(or pip install boto3)") from None
+            raise RegistryError(
+                "the SageMaker registry backend needs boto3: pip install 'lensops[edge-aws]' (or pip install boto3)"
+            ) from None
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.endpoint_url = endpoint_url
         self.s3_bucket, self.s3_prefix = s3_bucket, s3_prefix.strip("/")
         self.approved_alias = approved_alias
         self.where = f"SageMaker registry at {endpoint_url}" if endpoint_url else f"SageMaker registry ({self.region})"
         # fail within seconds when the endpoint is unreachable instead of botocore's long retry loop
-        config = Config(connect_timeout=3, read_timeout=30, retries={"max_attempts": 2, "mode": "standard"},
-                        s3={"addressing_style": "path"} if endpoint_url else None)
+        config = Config(
+            connect_timeout=3,
+            read_timeout=30,
+            retries={"max_attempts": 2, "mode": "standard"},
+            s3={"addressing_style": "path"} if endpoint_url else None,
+        )
         session = boto3.session.Session(region_name=self.region)
         self.sagemaker = session.client("sagemaker", endpoint_url=endpoint_url, config=config)
         self.s3 = session.client("s3", endpoint_url=endpoint_url, config=config)
@@ -87,8 +104,15 @@ class SageMakerRegistry:
     def _call(self, what: str, fn, *args, missing=None, **kwargs):
         """fn(*args, **kwargs) with AWS errors as RegistryError; `missing` is returned for a not-found answer."""
         from boto3.exceptions import S3UploadFailedError
-        from botocore.exceptions import (BotoCoreError, ClientError, ConnectionClosedError, ConnectTimeoutError,
-                                         EndpointConnectionError, NoCredentialsError, ReadTimeoutError)
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            ReadTimeoutError,
+        )
 
         try:
             return fn(*args, **kwargs)
@@ -106,8 +130,12 @@ class SageMakerRegistry:
             raise RegistryError(f"{self.where}: {what} failed: {_short(exc)}") from None
 
     def _group_exists(self, model: str) -> bool:
-        found = self._call(f"looking up model package group {model}", self.sagemaker.describe_model_package_group,
-                           ModelPackageGroupName=model, missing=False)
+        found = self._call(
+            f"looking up model package group {model}",
+            self.sagemaker.describe_model_package_group,
+            ModelPackageGroupName=model,
+            missing=False,
+        )
         return found is not False
 
     def _packages(self, model: str) -> list[dict]:
@@ -116,7 +144,8 @@ class SageMakerRegistry:
 
         def fetch() -> list[dict]:
             pages = self.sagemaker.get_paginator("list_model_packages").paginate(
-                ModelPackageGroupName=model, SortBy="CreationTime", SortOrder="Descending")
+                ModelPackageGroupName=model, SortBy="CreationTime", SortOrder="Descending"
+            )
             return [s for page in pages for s in page.get("ModelPackageSummaryList", [])]
 
         summaries = self._call(f"listing the packages of {model}", fetch, missing=[])
@@ -162,8 +191,10 @@ class SageMakerRegistry:
                 return described
         if alias == CANDIDATE:
             return self._describe(summaries[0]["ModelPackageArn"])
-        raise AliasNotFound(f"{self.where}: no package of {model} holds alias {alias} "
-                            f"(metadata key {key}; {self.approved_alias} = newest Approved)")
+        raise AliasNotFound(
+            f"{self.where}: no package of {model} holds alias {alias} "
+            f"(metadata key {key}; {self.approved_alias} = newest Approved)"
+        )
 
     def _resolved(self, model: str, alias: str, described: dict) -> Resolved:
         props = described.get("CustomerMetadataProperties") or {}
@@ -172,8 +203,10 @@ class SageMakerRegistry:
         uri = props.get(URI_KEY) or containers[0].get("ModelDataUrl")
         sha = props.get(SHA_KEY)
         if not sha or not uri:
-            raise RegistryError(f"{self.where}: {model} version {version} has no {SHA_KEY}/{URI_KEY} metadata "
-                                "(not registered by lensops)")
+            raise RegistryError(
+                f"{self.where}: {model} version {version} has no {SHA_KEY}/{URI_KEY} metadata "
+                "(not registered by lensops)"
+            )
         return Resolved(model, alias, version, uri, sha)
 
     def resolve(self, model: str, alias: str) -> Resolved:
@@ -185,13 +218,18 @@ class SageMakerRegistry:
         dest = Path(dest)
         with atomic_path(dest) as tmp:
             with open(tmp, "wb") as fh:
-                found = self._call(f"downloading {resolved.uri}", self.s3.download_fileobj, bucket, key, fh,
-                                   missing=False)
+                found = self._call(
+                    f"downloading {resolved.uri}", self.s3.download_fileobj, bucket, key, fh, missing=False
+                )
             if found is False:
-                raise RegistryError(f"{self.where}: {resolved.model} version {resolved.version}: "
-                                    f"package {resolved.uri} is missing from S3")
+                raise RegistryError(
+                    f"{self.where}: {resolved.model} version {resolved.version}: "
+                    f"package {resolved.uri} is missing from S3"
+                )
             digest = sha256_file(tmp)
             if digest != resolved.sha256:
-                raise RegistryError(f"{resolved.uri}: sha256 {digest[:16]}... does not match the "
-                                    f"registry's {resolved.sha256[:16]}... ({resolved.model} v{resolved.version})")
+                raise RegistryError(
+                    f"{resolved.uri}: sha256 {digest[:16]}... does not match the "
+                    f"registry's {resolved.sha256[:16]}... ({resolved.model} v{resolved.version})"
+                )
         return dest

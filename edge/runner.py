@@ -7,6 +7,7 @@ once after a deployment event): per source its state, model, fps, drops and last
 outbox depth; `degraded` while any source is. `Runner.from_config` builds everything from a
 `DeviceConfig`; `__init__` takes built parts, so tests can hand in their own.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,10 +35,18 @@ WORKER_STOP_S = 5.0  # on a stop, how long the workers may take to finish their 
 
 
 class Runner:
-    def __init__(self, device_id: str, sources: list[Source], managers: dict[str, ModelManager],
-                 source_models: dict[str, str], publisher: Publisher, fleet: Optional[str] = None,
-                 stream: Optional[StreamServer] = None, capture: Optional[Capture] = None,
-                 status_interval_s: float = 5.0):
+    def __init__(
+        self,
+        device_id: str,
+        sources: list[Source],
+        managers: dict[str, ModelManager],
+        source_models: dict[str, str],
+        publisher: Publisher,
+        fleet: Optional[str] = None,
+        stream: Optional[StreamServer] = None,
+        capture: Optional[Capture] = None,
+        status_interval_s: float = 5.0,
+    ):
         self.device_id, self.fleet = device_id, fleet
         self.sources, self.managers, self.publisher, self.stream = sources, managers, publisher, stream
         self.status_interval_s = status_interval_s
@@ -64,16 +73,36 @@ class Runner:
         reg = config.registry
         registry = open_registry(reg.type, getattr(reg, "uri", None), **reg.options())
         cache = reg.cache_dir or state / "models"
-        managers = {name: ModelManager(registry, name, reg.alias, cache, public_key=reg.public_key, poll_s=reg.poll_s,
-                                       latency_budget_ms=config.latency_budget_ms, prefer_variant=reg.prefer_variant,
-                                       threads=config.threads, keep=reg.keep)
-                    for name in config.models}
+        managers = {
+            name: ModelManager(
+                registry,
+                name,
+                reg.alias,
+                cache,
+                public_key=reg.public_key,
+                poll_s=reg.poll_s,
+                latency_budget_ms=config.latency_budget_ms,
+                prefer_variant=reg.prefer_variant,
+                threads=config.threads,
+                keep=reg.keep,
+            )
+            for name in config.models
+        }
         sources = [Source.from_config(s) for s in config.sources]
         publisher = Publisher.from_config(config.mqtt, config.device_id, state)
         stream = StreamServer.from_config(config.stream) if config.stream else None
         capture = Capture.from_config(config.capture) if config.capture else None
-        return cls(config.device_id, sources, managers, {s.id: config.model_for(s) for s in config.sources},
-                   publisher, config.fleet, stream, capture, config.status_interval_s)
+        return cls(
+            config.device_id,
+            sources,
+            managers,
+            {s.id: config.model_for(s) for s in config.sources},
+            publisher,
+            config.fleet,
+            stream,
+            capture,
+            config.status_interval_s,
+        )
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -100,8 +129,13 @@ class Runner:
         self._status_due.set()  # the first full status at once
         self._status_thread = threading.Thread(target=self._status_loop, name="device-status", daemon=True)
         self._status_thread.start()
-        log.info("runner %s: %d source(s), model(s) %s%s", self.device_id, len(self.sources),
-                 ", ".join(self.managers), f", page at {self.stream.url}" if self.stream else "")
+        log.info(
+            "runner %s: %d source(s), model(s) %s%s",
+            self.device_id,
+            len(self.sources),
+            ", ".join(self.managers),
+            f", page at {self.stream.url}" if self.stream else "",
+        )
         return self
 
     @property
@@ -111,15 +145,21 @@ class Runner:
 
     def problems(self) -> list[str]:
         """After stop(): what a run that had to finish its work did not do (failed sources, undelivered messages)."""
-        found = [f"source {source.id} failed: {source.stats()['last_error']}" for source in self.sources if source.failed]
+        found = [
+            f"source {source.id} failed: {source.stats()['last_error']}" for source in self.sources if source.failed
+        ]
         dead = self.publisher.dead_letters_this_run
         if dead:
-            found.append(f"{dead} message(s) dead-lettered (too large for the broker, or refused by it; "
-                         "kept in the outbox's dead_letters table, see the log)")
+            found.append(
+                f"{dead} message(s) dead-lettered (too large for the broker, or refused by it; "
+                "kept in the outbox's dead_letters table, see the log)"
+            )
         if self.publisher.undelivered:
-            found.append(f"{self.publisher.undelivered} message(s) not delivered (MQTT: "
-                         f"{self.publisher.last_error or 'no error reported'}); they stay in the outbox "
-                         f"and go out on the next start")
+            found.append(
+                f"{self.publisher.undelivered} message(s) not delivered (MQTT: "
+                f"{self.publisher.last_error or 'no error reported'}); they stay in the outbox "
+                f"and go out on the next start"
+            )
         return found
 
     def run(self, max_seconds: Optional[float] = None, exit_when_done: bool = False) -> None:
@@ -182,8 +222,9 @@ class Runner:
             return
         for manager in self.managers.values():
             if manager.notify(notice):
-                log.info("fleet notice: %s %s version %s", notice.get("model"), notice.get("alias"),
-                         notice.get("version"))
+                log.info(
+                    "fleet notice: %s %s version %s", notice.get("model"), notice.get("alias"), notice.get("version")
+                )
 
     def _status_loop(self) -> None:
         while not self.stopping.is_set():
@@ -212,12 +253,18 @@ class Runner:
             if problem and state in ("starting", "ok"):
                 state = "degraded"
             sources[worker.id] = {
-                "state": state, "model": predictor.model if predictor else None, "fps": stats["fps"],
-                "frames": stats["frames"], "drops": stats["drops"], "reconnects": stats["reconnects"],
-                "inferred": work["inferred"], "failed": work["failed"],
+                "state": state,
+                "model": predictor.model if predictor else None,
+                "fps": stats["fps"],
+                "frames": stats["frames"],
+                "drops": stats["drops"],
+                "reconnects": stats["reconnects"],
+                "inferred": work["inferred"],
+                "failed": work["failed"],
                 "published": self.publish_sink.published.get(worker.id, 0),
                 "last_seq": self.publish_sink.last_seq.get(worker.id),
-                "last_error": problem or stats["last_error"] or work["last_error"]}
+                "last_error": problem or stats["last_error"] or work["last_error"],
+            }
         models = {name: manager.status() for name, manager in self.managers.items()}
         errors = [s["last_error"] for s in sources.values() if s["state"] in ("degraded", "failed") and s["last_error"]]
         errors += [m["last_error"] for m in models.values() if m["last_error"]]
@@ -227,8 +274,12 @@ class Runner:
         if mqtt.client_id_conflict:
             errors.insert(0, f"mqtt: {mqtt.client_id_conflict}")
         degraded = any(s["state"] in ("degraded", "failed") for s in sources.values()) or bool(mqtt.client_id_conflict)
-        status = {"state": "degraded" if degraded else "online", "sources": sources, "models": models,
-                  "last_error": errors[0] if errors else None}
+        status = {
+            "state": "degraded" if degraded else "online",
+            "sources": sources,
+            "models": models,
+            "last_error": errors[0] if errors else None,
+        }
         if mqtt.client_id_conflict:
             status["client_id_conflict"] = mqtt.client_id_conflict
         if self.fleet:
@@ -240,7 +291,13 @@ class Runner:
     def stream_stats(self, status: dict) -> dict:
         """What the page and /metrics show, from a status."""
         mqtt = self.publisher.stats()
-        return {"sources": status["sources"], "outbox_depth": mqtt.outbox_depth, "state": status["state"],
-                "mqtt_connected": mqtt.connected, "mqtt_dropped": mqtt.dropped,
-                "mqtt_dead_letters": mqtt.dead_letters, "client_id_conflict": status.get("client_id_conflict"),
-                "last_error": status["last_error"]}
+        return {
+            "sources": status["sources"],
+            "outbox_depth": mqtt.outbox_depth,
+            "state": status["state"],
+            "mqtt_connected": mqtt.connected,
+            "mqtt_dropped": mqtt.dropped,
+            "mqtt_dead_letters": mqtt.dead_letters,
+            "client_id_conflict": status.get("client_id_conflict"),
+            "last_error": status["last_error"],
+        }

@@ -1,4 +1,5 @@
 """Passwords for the broker and for cameras: never in the YAML, read from an environment variable or a file."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Each sink is a plain callable taking an `Inferred`. The capture sink hands frames to its own
 thread (saving a frame takes ~30 ms) through a small queue and counts what it had to skip.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,8 +23,13 @@ log = logging.getLogger(__name__)
 def inference_payload(device_id: str, inferred: Inferred) -> dict:
     """The `lensops.inference/1` payload without `seq` (the publisher numbers it)."""
     frame = inferred.frame
-    return {"schema": INFERENCE, "device": device_id, "source": frame.source_id,
-            "frame_ts": utc_timestamp(frame.timestamp), **inferred.result.payload()}
+    return {
+        "schema": INFERENCE,
+        "device": device_id,
+        "source": frame.source_id,
+        "frame_ts": utc_timestamp(frame.timestamp),
+        **inferred.result.payload(),
+    }
 
 
 class PublishSink:
@@ -50,8 +56,9 @@ class StreamSink:
 
     def __call__(self, inferred: Inferred) -> None:
         result = inferred.result
-        self.state.update_frame(inferred.frame.source_id, inferred.frame.image, result.predictions, result.model,
-                                result.latency_ms)
+        self.state.update_frame(
+            inferred.frame.source_id, inferred.frame.image, result.predictions, result.model, result.latency_ms
+        )
 
 
 class CaptureSink:
@@ -90,7 +97,8 @@ class CaptureSink:
                 return
             result = inferred.result
             try:
-                self.capture.offer(inferred.frame.image, result.predictions, inferred.frame.source_id,
-                                   inferred.labels, result.model)
+                self.capture.offer(
+                    inferred.frame.image, result.predictions, inferred.frame.source_id, inferred.labels, result.model
+                )
             except Exception:  # a full disk or a bad frame must not stop capturing the next ones
                 log.exception("capture of a frame of %s failed", inferred.frame.source_id)

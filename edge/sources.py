@@ -7,6 +7,7 @@ for the consumer, so every frame of a replay is seen (`drop: false`). A watchdog
 capture thread reconnects after an exponential backoff. Failures are caught and shown in
 `stats()`; they never leave the source's own threads.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,22 +40,32 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="name in topics, URLs and metrics")
-    uri: str = Field(description="camera index (0) or /dev/video0, a video file, an image folder, "
-                                             "or an rtsp://, rtsps://, http:// or https:// stream")
+    uri: str = Field(
+        description="camera index (0) or /dev/video0, a video file, an image folder, "
+        "or an rtsp://, rtsps://, http:// or https:// stream"
+    )
     loop: bool = Field(False, description="files and folders: start again at the end")
-    fps: Optional[float] = Field(None, ge=0, description="files and folders: pace to this rate; default the "
-                                                          "file's own rate (folders: 0); 0 = as fast as possible")
-    drop: Optional[bool] = Field(None, description="true: newest frame wins, overwritten frames are counted; "
-                                                   "false: wait for the consumer, never drop. Default: true for "
-                                                   "cameras and streams, false for files and folders")
+    fps: Optional[float] = Field(
+        None,
+        ge=0,
+        description="files and folders: pace to this rate; default the "
+        "file's own rate (folders: 0); 0 = as fast as possible",
+    )
+    drop: Optional[bool] = Field(
+        None,
+        description="true: newest frame wins, overwritten frames are counted; "
+        "false: wait for the consumer, never drop. Default: true for "
+        "cameras and streams, false for files and folders",
+    )
     model: Optional[str] = Field(None, description="registered model for this source (default: the runner's)")
     stall_timeout_s: float = Field(5.0, gt=0, description="reconnect when an open or read takes longer")
     reconnect_backoff_max_s: float = Field(30.0, gt=0, description="cap of the exponential reconnect backoff")
     username: Optional[str] = Field(None, description="streams: user for the camera's RTSP/HTTP authentication")
     password_env: Optional[str] = Field(None, description="streams: environment variable holding the password")
     password_file: Optional[Path] = Field(None, description="streams: file holding the password")
-    transport: Optional[Literal["tcp", "udp"]] = Field(None, description="RTSP: RTP over tcp (through NAT and "
-                                                       "firewalls) or udp; default OpenCV's (tcp preferred)")
+    transport: Optional[Literal["tcp", "udp"]] = Field(
+        None, description="RTSP: RTP over tcp (through NAT and firewalls) or udp; default OpenCV's (tcp preferred)"
+    )
 
     _kind: Kind = PrivateAttr("file")
 
@@ -80,8 +91,10 @@ class SourceConfig(BaseModel):
         if self.kind in ("camera", "stream"):
             for name in ("loop", "fps"):
                 if getattr(self, name) not in (None, False):
-                    raise ValueError(f"source '{self.id}': {name} applies to video files and image folders, "
-                                     f"not to the {self.kind} {redact(self.uri)!r}")
+                    raise ValueError(
+                        f"source '{self.id}': {name} applies to video files and image folders, "
+                        f"not to the {self.kind} {redact(self.uri)!r}"
+                    )
         shown = redact(self.uri)
         if self.kind != "stream":
             for name in ("username", "password_env", "password_file", "transport"):
@@ -186,8 +199,14 @@ class Source:
         with self._lock:
             recent = [t for t in self._recent if now - t <= FPS_WINDOW_S]
             fps = (len(recent) - 1) / (now - recent[0]) if len(recent) > 1 else 0.0  # falls off during a stall
-            return {"state": self._state, "fps": round(fps, 2), "frames": self._frames,
-                    "drops": self._slot.drops, "reconnects": self._reconnects, "last_error": self._last_error}
+            return {
+                "state": self._state,
+                "fps": round(fps, 2),
+                "frames": self._frames,
+                "drops": self._slot.drops,
+                "reconnects": self._reconnects,
+                "last_error": self._last_error,
+            }
 
     # -- capture thread ----------------------------------------------------------------------------
 
@@ -249,9 +268,12 @@ class Source:
             with self._lock:
                 self._reconnects += 1
         try:
-            reader = self._timed(generation, lambda: self._open_reader(self.config.kind, self.config.open_target(),
-                                                                       self.config.stall_timeout_s,
-                                                                       self.config.transport))
+            reader = self._timed(
+                generation,
+                lambda: self._open_reader(
+                    self.config.kind, self.config.open_target(), self.config.stall_timeout_s, self.config.transport
+                ),
+            )
         except UndecodableSource as exc:
             self._undecodable_try(str(exc))
             return None

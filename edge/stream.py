@@ -7,6 +7,7 @@ Endpoints: `/` the page; `/status.json`; `/stream.mjpg?source=ID&kind=project|de
 `/healthz` (200 while no source is degraded or failed and no other client uses our MQTT client id,
 503 naming them otherwise: a finished file replay is healthy); `/metrics` (Prometheus text).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ KEEPALIVE_S = 1.0
 def placeholder_jpeg(source_id: str) -> bytes:
     """What a stream shows before its source's first frame."""
     image = np.full((240, 320, 3), 48, np.uint8)
-    cv2.putText(image, f"waiting for '{source_id}'", (12, 124), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (220, 220, 220), 1,
-                cv2.LINE_AA)
+    cv2.putText(
+        image, f"waiting for '{source_id}'", (12, 124), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (220, 220, 220), 1, cv2.LINE_AA
+    )
     return cv2.imencode(".jpg", image)[1].tobytes()
 
 
@@ -72,8 +74,14 @@ class StreamState:
         self._closed = False
         self.clients = 0
 
-    def update_frame(self, source_id: str, device_frame_bgr: np.ndarray, predictions: list[dict],
-                     model_info: Optional[dict], latency_ms: Optional[dict] = None) -> None:
+    def update_frame(
+        self,
+        source_id: str,
+        device_frame_bgr: np.ndarray,
+        predictions: list[dict],
+        model_info: Optional[dict],
+        latency_ms: Optional[dict] = None,
+    ) -> None:
         """The newest frame of a source (kept by reference: do not change it afterwards), its predictions
         as in the inference payload, the model {name, version, variant} and optionally its latency_ms."""
         with self._cond:
@@ -109,9 +117,14 @@ class StreamState:
             stats = dict(self._stats)
             sources_stats = stats.pop("sources", None) or {}
             ids = list(dict.fromkeys([*sources_stats, *self._latest]))
-            sources = {sid: {"model": self._latest[sid].model if sid in self._latest else {},
-                             "predictions": self._latest[sid].predictions if sid in self._latest else [],
-                             "stats": sources_stats.get(sid, {})} for sid in ids}
+            sources = {
+                sid: {
+                    "model": self._latest[sid].model if sid in self._latest else {},
+                    "predictions": self._latest[sid].predictions if sid in self._latest else [],
+                    "stats": sources_stats.get(sid, {}),
+                }
+                for sid in ids
+            }
             return {"sources": sources, "device": stats}
 
     def health(self) -> tuple[bool, dict]:
@@ -134,6 +147,7 @@ class StreamState:
     def next_jpeg(self, source_id: str, kind: str, after: int, timeout: float) -> tuple[int, Optional[bytes]]:
         """(version, JPEG) of the first frame newer than `after`; (after, None) on timeout or close."""
         with self._cond:
+
             def newer():
                 latest = self._latest.get(source_id)
                 return self._closed or (latest is not None and latest.version > after and latest.image is not None)
@@ -222,8 +236,10 @@ class _Handler(BaseHTTPRequestHandler):
                 # no new frame: repeat the last one (or a placeholder), so clients and proxies see a live stream
                 jpeg = jpeg or last or placeholder_jpeg(source_id)
                 last = jpeg
-                self.wfile.write(b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n--%s\r\n"
-                                 % (len(jpeg), jpeg, BOUNDARY.encode()))
+                self.wfile.write(
+                    b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n--%s\r\n"
+                    % (len(jpeg), jpeg, BOUNDARY.encode())
+                )
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass  # the client went away
@@ -255,8 +271,9 @@ class StreamServer:
         except OSError as exc:
             raise OSError(f"stream: cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from exc
         self._http.state = self.state
-        self._thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="stream-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.2}, name="stream-http", daemon=True
+        )
         self._thread.start()
         return self
 

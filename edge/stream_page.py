@@ -1,6 +1,7 @@
 """The device's page: per source the annotated project stream, the raw device stream, the model and
 live stats. Rendered with the current values on the server; a script refreshes the text every second
 from `/status.json`."""
+
 from __future__ import annotations
 
 import json
@@ -50,8 +51,10 @@ def model_text(model: dict | None) -> str:
 
 def _stream(source_id: str, kind: str, caption: str) -> str:
     src = f"/stream.mjpg?source={quote(source_id, safe='')}&kind={kind}"
-    return (f'<figure><img class="stream" src="{escape(src)}" alt="{escape(caption)} of {escape(source_id)}">'
-            f"<figcaption>{escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img class="stream" src="{escape(src)}" alt="{escape(caption)} of {escape(source_id)}">'
+        f"<figcaption>{escape(caption)}</figcaption></figure>"
+    )
 
 
 def _source(source_id: str, entry: dict) -> str:
@@ -60,18 +63,23 @@ def _source(source_id: str, entry: dict) -> str:
         f'<dt>{field}</dt><dd data-stat="{field}"'
         + (f' class="state-{escape(str(stats.get(field)))}"' if field == "state" else "")
         + f">{escape('' if stats.get(field) is None else str(stats.get(field)))}</dd>"
-        for field in STAT_FIELDS)
-    return (f'<section data-source="{escape(source_id)}"><h2>{escape(source_id)}</h2>'
-            f'<p>model: <span class="model">{escape(model_text(entry.get("model")))}</span></p>'
-            f'<div class="streams">{_stream(source_id, "project", "project stream (annotated)")}'
-            f'{_stream(source_id, "device", "device stream (raw)")}</div><dl>{rows}</dl></section>')
+        for field in STAT_FIELDS
+    )
+    return (
+        f'<section data-source="{escape(source_id)}"><h2>{escape(source_id)}</h2>'
+        f'<p>model: <span class="model">{escape(model_text(entry.get("model")))}</span></p>'
+        f'<div class="streams">{_stream(source_id, "project", "project stream (annotated)")}'
+        f"{_stream(source_id, 'device', 'device stream (raw)')}</div><dl>{rows}</dl></section>"
+    )
 
 
 def render_page(status: dict, title: str = "LensOps device") -> str:
     """The HTML page for a status as served at /status.json."""
     sections = "".join(_source(sid, entry) for sid, entry in status.get("sources", {}).items())
     device = escape(json.dumps(status.get("device") or {}, default=str))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{escape(title)}</h1>"
-            f"{sections or '<p>No sources yet.</p>'}<p>device: <code id='device'>{device}</code></p>"
-            f"<script>{_SCRIPT}</script></body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{escape(title)}</h1>"
+        f"{sections or '<p>No sources yet.</p>'}<p>device: <code id='device'>{device}</code></p>"
+        f"<script>{_SCRIPT}</script></body></html>"
+    )

@@ -10,6 +10,7 @@ so the outbox commit of frame N overlaps the inference of frame N+1. They are jo
 queue (DELIVERY_DEPTH): when the sinks fall behind, inference waits rather than piling frames up.
 Sinks are plain callables; one that raises is logged and counted, and the others still get the frame.
 """
+
 from __future__ import annotations
 
 import logging
@@ -106,8 +107,14 @@ class InferenceWorker:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"inferred": self._inferred, "failed": self._failed, "sink_errors": self._sink_errors,
-                    "failing": self._failing, "model": self._model, "last_error": self._last_error}
+            return {
+                "inferred": self._inferred,
+                "failed": self._failed,
+                "sink_errors": self._sink_errors,
+                "failing": self._failing,
+                "model": self._model,
+                "last_error": self._last_error,
+            }
 
     # -- the threads ----------------------------------------------------------------------------
 
@@ -126,8 +133,9 @@ class InferenceWorker:
                 if frame is None and self.source.ended:
                     frame = self.source.get(timeout=0)  # a frame handed over just before the end
                     if frame is None:
-                        log.info("source %s %s; %d frames inferred", self.id, self.source.stats()["state"],
-                                 self._inferred)
+                        log.info(
+                            "source %s %s; %d frames inferred", self.id, self.source.stats()["state"], self._inferred
+                        )
                         self._ended = True
                         return
                 if frame is not None:
@@ -178,8 +186,11 @@ class InferenceWorker:
             predictor = self.manager.current()
             if predictor is None or any(p is predictor for p in tried):
                 self._previous_from = None
-                self._note(failed=True, error=f"frame {frame.index} not inferred: "
-                                              f"{'no model' if predictor is None else 'the model failed'}")
+                self._note(
+                    failed=True,
+                    error=f"frame {frame.index} not inferred: "
+                    f"{'no model' if predictor is None else 'the model failed'}",
+                )
                 return None
             tried.append(predictor)
             previous = self._previous if self._previous_from is predictor and self._stream else None

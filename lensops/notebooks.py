@@ -7,6 +7,7 @@ the digest of their current code, so a notebook edited without being re-run fail
 to run only those; `-p NAME VALUE` overrides a parameter (YAML value), `--out DIR` writes the executed
 copies there instead of in place. The kernel is the project's environment ("python3" of its venv).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,7 @@ def path_of(name: str) -> Path:
     return path
 
 
-def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path = ROOT,
-            timeout_s: int = 1800) -> dict:
+def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path = ROOT, timeout_s: int = 1800) -> dict:
     """Run notebook `name` top to bottom in `cwd` with `parameters` injected after its `parameters`
     cell (papermill) and write the executed notebook to `out`, stamped with its code digest.
     Returns the executed notebook (nbformat JSON). Errors: NotebookFailed naming the notebook and cell."""
@@ -73,11 +73,20 @@ def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path =
     started = time.monotonic()
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        papermill.execute_notebook(str(source), str(out), parameters=parameters or {}, cwd=str(cwd),
-                                   kernel_name="python3", progress_bar=False, execution_timeout=timeout_s)
+        papermill.execute_notebook(
+            str(source),
+            str(out),
+            parameters=parameters or {},
+            cwd=str(cwd),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout_s,
+        )
     except PapermillExecutionError as err:
-        raise NotebookFailed(f"{source.name}: cell {err.exec_count} raised {err.ename}: {err.evalue} "
-                            f"(the executed copy with the traceback: {out})") from None
+        raise NotebookFailed(
+            f"{source.name}: cell {err.exec_count} raised {err.ename}: {err.evalue} "
+            f"(the executed copy with the traceback: {out})"
+        ) from None
     except (CellTimeoutError, DeadKernelError) as err:
         raise NotebookFailed(f"{source.name}: {type(err).__name__}: {err}") from None
     finally:
@@ -88,11 +97,14 @@ def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path =
                 os.environ[key] = value
     notebook = json.loads(out.read_text())
     if code_digest(json.loads(source.read_text())) != digest:
-        raise NotebookError(f"{source.name} changed while it ran: its outputs would not be its code's "
-                            f"(the executed copy: {out})")
-    notebook["metadata"][DIGEST_KEY] = {"code_sha256": digest,
-                                        "parameters": parameters or {},
-                                        "seconds": round(time.monotonic() - started, 1)}
+        raise NotebookError(
+            f"{source.name} changed while it ran: its outputs would not be its code's (the executed copy: {out})"
+        )
+    notebook["metadata"][DIGEST_KEY] = {
+        "code_sha256": digest,
+        "parameters": parameters or {},
+        "seconds": round(time.monotonic() - started, 1),
+    }
     write_json(out, notebook, indent=1, ensure_ascii=False)
     return notebook
 
@@ -100,8 +112,15 @@ def execute(name: str, out: Path, parameters: Optional[dict] = None, cwd: Path =
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lensops.notebooks", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help=f"notebooks to run (default: all: {', '.join(NOTEBOOKS)})")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                        help="override a parameter of the notebooks' `parameters` cell (YAML value)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override a parameter of the notebooks' `parameters` cell (YAML value)",
+    )
     parser.add_argument("--out", type=Path, help="write executed copies here (default: in place)")
     args = parser.parse_args(argv)
     parameters = {name: yaml.safe_load(value) for name, value in args.parameter}

@@ -5,6 +5,7 @@ keys they use; with --models-from FILE, `models` comes from FILE (the retrain mo
 params-retrain.yaml, which `dvc repro` does not run). Errors print one line naming the file, field
 or value and exit non-zero.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,9 @@ def cmd_evaluate(args, params: Params) -> int:
     from pipelines.evaluate_stage import evaluate_model
 
     entry = params.model(args.model)
-    metrics = evaluate_model(entry.model_dir, entry.data, Path(args.out or f"reports/evaluate/{args.model}"), args.split)
+    metrics = evaluate_model(
+        entry.model_dir, entry.data, Path(args.out or f"reports/evaluate/{args.model}"), args.split
+    )
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -49,8 +52,13 @@ def cmd_optimize(args, params: Params) -> int:
     from pipelines.optimize.stage import optimize
 
     entry = params.model(args.model)
-    report = optimize(entry.model_dir, entry.data, Path(args.build or f"build/{args.model}"),
-                      Path(args.report or f"reports/optimize/{args.model}"), params.pipeline)
+    report = optimize(
+        entry.model_dir,
+        entry.data,
+        Path(args.build or f"build/{args.model}"),
+        Path(args.report or f"reports/optimize/{args.model}"),
+        params.pipeline,
+    )
     from pipelines.report import variant_table
 
     print(variant_table(report))
@@ -73,12 +81,28 @@ def cmd_package(args, params: Optional[Params]) -> int:
     if not evaluation.is_file():
         raise UserError(f"{evaluation}: missing metrics file (run `lensops evaluate --model {args.model}` first)")
     archive = Path(args.out or f"packages/{args.model}.tar.gz")
-    manifest, sha = build_and_pack(Path(args.build or f"build/{args.model}"), archive.with_suffix("").with_suffix(""),
-                                   archive, _load_json(evaluation), params.pipeline.sign_key)
-    _write_json(Path(f"reports/package/{args.model}.json"),
-                {"name": manifest.name, "version": manifest.version, "archive": str(archive), "sha256": sha,
-                 "variants": [v.id for v in manifest.variants], "signed": params.pipeline.sign_key is not None})
-    print(f"{archive}: {manifest.name} {manifest.version}, variants {', '.join(v.id for v in manifest.variants)}, sha256 {sha}")
+    manifest, sha = build_and_pack(
+        Path(args.build or f"build/{args.model}"),
+        archive.with_suffix("").with_suffix(""),
+        archive,
+        _load_json(evaluation),
+        params.pipeline.sign_key,
+    )
+    _write_json(
+        Path(f"reports/package/{args.model}.json"),
+        {
+            "name": manifest.name,
+            "version": manifest.version,
+            "archive": str(archive),
+            "sha256": sha,
+            "variants": [v.id for v in manifest.variants],
+            "signed": params.pipeline.sign_key is not None,
+        },
+    )
+    print(
+        f"{archive}: {manifest.name} {manifest.version}, "
+        f"variants {', '.join(v.id for v in manifest.variants)}, sha256 {sha}"
+    )
     return 0
 
 
@@ -90,7 +114,10 @@ def _package_verify(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         _, manifest = open_package(args.path, Path(tmp), args.pubkey)
     signed = " and signature" if args.pubkey else ""
-    print(f"{args.path}: OK ({manifest.name} {manifest.version}, {len(manifest.all_files())} files match their sha256{signed})")
+    print(
+        f"{args.path}: OK ({manifest.name} {manifest.version}, "
+        f"{len(manifest.all_files())} files match their sha256{signed})"
+    )
     return 0
 
 
@@ -108,15 +135,27 @@ def cmd_register(args, params: Params) -> int:
     with tempfile.TemporaryDirectory() as tmp:  # register what the archive holds, verified
         _, manifest = open_package(archive, Path(tmp))
     if manifest.name != entry.name:
-        raise UserError(f"{archive}: package name '{manifest.name}' differs from {params.models_file} "
-                         f"models.{args.model}.name '{entry.name}'")
+        raise UserError(
+            f"{archive}: package name '{manifest.name}' differs from {params.models_file} "
+            f"models.{args.model}.name '{entry.name}'"
+        )
     writer = open_writer(cfg.type, cfg.uri, **cfg.model_dump(exclude={"type", "uri"}))
     registered = writer.register(archive, manifest, sha256_file(archive), {"dvc_stage": f"register@{args.model}"})
-    _write_json(Path(args.out or f"reports/register/{args.model}.json"),
-                {"model": registered.model, "version": registered.version, "sha256": registered.sha256,
-                 "uri": registered.uri, "alias": "candidate", "newly_registered": registered.created})
-    print(f"{registered.model} version {registered.version} -> alias candidate"
-          f"{'' if registered.created else ' (already registered)'}")
+    _write_json(
+        Path(args.out or f"reports/register/{args.model}.json"),
+        {
+            "model": registered.model,
+            "version": registered.version,
+            "sha256": registered.sha256,
+            "uri": registered.uri,
+            "alias": "candidate",
+            "newly_registered": registered.created,
+        },
+    )
+    print(
+        f"{registered.model} version {registered.version} -> alias candidate"
+        f"{'' if registered.created else ' (already registered)'}"
+    )
     return 0
 
 
@@ -131,30 +170,51 @@ def cmd_promote(args, params: Params) -> int:
     task = args.task or _load_json(Path(entry.model_dir) / "model.json").get("task")
     if task not in ("classification", "detection"):
         raise UserError(f"{Path(entry.model_dir) / 'model.json'}: task {task!r} is not classification or detection")
-    report = promote(writer, entry.name, entry.data, task, cfg.promote, cfg.parity,
-                     Path(args.out or f"reports/promote/{args.model}"), dry_run=args.dry_run)
-    print("\n".join([f"{entry.name}: {'PROMOTE' if report['promote'] else 'KEEP'} ({report['action']})"]
-                    + [f"  - {r}" for r in report["reasons"]]))
+    report = promote(
+        writer,
+        entry.name,
+        entry.data,
+        task,
+        cfg.promote,
+        cfg.parity,
+        Path(args.out or f"reports/promote/{args.model}"),
+        dry_run=args.dry_run,
+    )
+    print(
+        "\n".join(
+            [f"{entry.name}: {'PROMOTE' if report['promote'] else 'KEEP'} ({report['action']})"]
+            + [f"  - {r}" for r in report["reasons"]]
+        )
+    )
     # Re-published while the challenger holds the alias, so a notice lost to a broker outage is sent next time.
     holds = report["production_version"] == report["challenger"]["version"]
     if cfg.promote.mqtt_url and holds and not args.dry_run:
         c = report["challenger"]
-        topic = fleet.publish_notice(cfg.promote.mqtt_url, cfg.promote.topic_prefix, cfg.promote.fleet,
-                                     fleet.notice(entry.name, cfg.promote.alias, c["version"], c["uri"], c["sha256"]))
+        topic = fleet.publish_notice(
+            cfg.promote.mqtt_url,
+            cfg.promote.topic_prefix,
+            cfg.promote.fleet,
+            fleet.notice(entry.name, cfg.promote.alias, c["version"], c["uri"], c["sha256"]),
+        )
         print(f"  published the retained fleet notice on {topic}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lensops", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lensops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def params_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--params", type=Path, default=Path("params.yaml"), help="`pipeline` (and `models`) from here")
-        p.add_argument("--models-from", type=Path, metavar="FILE",
-                       help="read `models` from this file instead of --params "
-                            "(params-retrain.yaml: the retrain models, kept out of dvc repro)")
+        p.add_argument(
+            "--models-from",
+            type=Path,
+            metavar="FILE",
+            help="read `models` from this file instead of --params "
+            "(params-retrain.yaml: the retrain models, kept out of dvc repro)",
+        )
         p.add_argument("--model", required=True, help="key under `models` (e.g. classifier)")
 
     def stage(name: str, func, help_text: str) -> argparse.ArgumentParser:

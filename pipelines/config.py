@@ -3,6 +3,7 @@ are errors).
 
 `models` may come from another file (the CLI's --models-from): the retrain models are kept in
 params-retrain.yaml, out of `dvc repro`, and use params.yaml's `pipeline`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -60,8 +61,11 @@ class RegistryConfig(StrictModel):
     s3_prefix: str = "lensops/packages"
     region: Optional[str] = None
     endpoint_url: Optional[str] = Field(None, description="SageMaker backend: AWS endpoint (moto in tests)")
-    approved_alias: str = Field("production", description="SageMaker backend: the alias backed by ModelApprovalStatus "
-                                "Approved (other aliases are metadata markers)")
+    approved_alias: str = Field(
+        "production",
+        description="SageMaker backend: the alias backed by ModelApprovalStatus "
+        "Approved (other aliases are metadata markers)",
+    )
 
 
 class PromoteConfig(StrictModel):
@@ -81,8 +85,13 @@ class PipelineConfig(StrictModel):
     latency_runs: int = Field(50, ge=3)
     golden_samples: int = Field(4, ge=0)
     score_threshold: float = Field(0.5, gt=0, lt=1, description="device-side detection threshold in the manifest")
-    hold_threshold: Optional[float] = Field(None, gt=0, lt=1, description="detection on a stream: a lower threshold "
-                                            "for boxes that continue one of the previous frame (the manifest's)")
+    hold_threshold: Optional[float] = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="detection on a stream: a lower threshold "
+        "for boxes that continue one of the previous frame (the manifest's)",
+    )
     sign_key: Optional[Path] = Field(None, description="Ed25519 private key (PEM) to sign packages with")
     parity: ParityGate = ParityGate()
     promote: PromoteConfig = PromoteConfig()
@@ -90,7 +99,9 @@ class PipelineConfig(StrictModel):
     @model_validator(mode="after")
     def _hold_below_score(self) -> "PipelineConfig":
         if self.hold_threshold is not None and self.hold_threshold >= self.score_threshold:
-            raise ValueError(f"hold_threshold {self.hold_threshold} must be below score_threshold {self.score_threshold}")
+            raise ValueError(
+                f"hold_threshold {self.hold_threshold} must be below score_threshold {self.score_threshold}"
+            )
         return self
 
 
@@ -156,7 +167,8 @@ def load_params(path: Path, models_path: Optional[Path] = None) -> Params:
     if models_path.resolve() != path.resolve():
         models_raw = _read_mapping(models_path)
         if "pipeline" in models_raw:  # two pipeline sections would drift apart; one is read
-            raise UserError(f"{models_path}: holds a `pipeline` section, but `pipeline` is read from {path} only: "
-                             "remove it there")
+            raise UserError(
+                f"{models_path}: holds a `pipeline` section, but `pipeline` is read from {path} only: remove it there"
+            )
     models = _validated(_MODELS.validate_python, models_raw.get("models") or {}, models_path, "models")
     return Params(pipeline=pipeline, models=models, models_file=models_path)

@@ -3,6 +3,7 @@
 The same code scores the MXNet reference, every optimized variant, and champion vs challenger
 at promotion, so their numbers are comparable by construction.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -54,11 +55,17 @@ def load_split(data: Path, task: str, split: str) -> Split:
     return Split(task, index.classes, records)
 
 
-def predict(run: Run, split: Split, input_spec: InputSpec, output_spec: OutputSpec,
-            batch_size: int = 16, threshold: float = EVAL_SCORE_THRESHOLD) -> list[list[dict]]:
+def predict(
+    run: Run,
+    split: Split,
+    input_spec: InputSpec,
+    output_spec: OutputSpec,
+    batch_size: int = 16,
+    threshold: float = EVAL_SCORE_THRESHOLD,
+) -> list[list[dict]]:
     out: list[list[dict]] = []
     for start in range(0, len(split.records), batch_size):
-        frames = [_read(r.path) for r in split.records[start:start + batch_size]]
+        frames = [_read(r.path) for r in split.records[start : start + batch_size]]
         outputs = run(preprocess(frames, input_spec))
         out.extend(decode(outputs, split.classes, output_spec, threshold))
     return out
@@ -82,9 +89,14 @@ def score(split: Split, predictions: list[list[dict]]) -> dict[str, float]:
         boxes = np.array([p["box"] for p in preds], np.float32).reshape(-1, 4) * scale
         ids = np.array([index[p["label"]] for p in preds], np.float32).reshape(-1, 1)
         scores = np.array([p["score"] for p in preds], np.float32).reshape(-1, 1)
-        metric.update(boxes[None], ids[None], scores[None], record.boxes[None].astype(np.float32),
-                      record.labels[None, :, None].astype(np.float32),
-                      record.difficult[None, :, None].astype(np.float32))
+        metric.update(
+            boxes[None],
+            ids[None],
+            scores[None],
+            record.boxes[None].astype(np.float32),
+            record.labels[None, :, None].astype(np.float32),
+            record.difficult[None, :, None].astype(np.float32),
+        )
     names, values = metric.get()
     result = {"map": float(values[-1])}
     result.update({f"ap_{n}": float(v) for n, v in zip(names[:-1], values[:-1])})
@@ -106,7 +118,8 @@ def latency(run: Run, batch: np.ndarray, warmup: int = 5, runs: int = 30) -> dic
         run(batch)
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
-    return {"median_ms": round(statistics.median(times), 4), "p90_ms": round(times[int(0.9 * (len(times) - 1))], 4),
-            "runs": runs}
-
-
+    return {
+        "median_ms": round(statistics.median(times), 4),
+        "p90_ms": round(times[int(0.9 * (len(times) - 1))], 4),
+        "runs": runs,
+    }

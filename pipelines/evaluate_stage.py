@@ -3,6 +3,7 @@
 Writes <out>/metrics.json (test_accuracy or test_map + per-class AP) and a plot file:
 plots/confusion.csv (actual, predicted) for classifiers, plots/ap.csv (class, ap) for detectors.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +38,9 @@ def evaluate_model(model_dir: Path, data: Path, out: Path, split_name: str = "te
     metrics[f"{split_name}_images"] = len(split.records)
     out = Path(out)
     if split.task == "classification":
-        rows = ["actual,predicted"] + [f"{split.classes[r.label]},{p[0]['label']}" for r, p in zip(split.records, predictions)]
+        rows = ["actual,predicted"] + [
+            f"{split.classes[r.label]},{p[0]['label']}" for r, p in zip(split.records, predictions)
+        ]
         write_text(out / "plots" / "confusion.csv", "\n".join(rows) + "\n")
     else:
         rows = ["class,ap"] + [f"{c},{scores[f'ap_{c}']:.6f}" for c in split.classes]

@@ -1,4 +1,5 @@
 """The retained fleet deployment notice `promote` publishes (DESIGN.md, `<prefix>/fleets/<fleet>/deployment`)."""
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,15 @@ NOTICE_SCHEMA = "lensops.fleet-deployment/1"
 
 
 def notice(model: str, alias: str, version: str, package_uri: str, sha256: str) -> dict:
-    return {"schema": NOTICE_SCHEMA, "model": model, "alias": alias, "version": str(version),
-            "package_uri": package_uri, "sha256": sha256,
-            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+    return {
+        "schema": NOTICE_SCHEMA,
+        "model": model,
+        "alias": alias,
+        "version": str(version),
+        "package_uri": package_uri,
+        "sha256": sha256,
+        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
 
 
 def publish_notice(url: str, topic_prefix: str, fleet: str, payload: dict, timeout: float = 10.0) -> str:

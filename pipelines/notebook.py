@@ -1,5 +1,6 @@
 """What the notebooks show of a trained model and of the optimize, register and promote stages: figures
 and tables built from the stages' own predictions and reports (nothing here scores or decides)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -26,8 +27,11 @@ def predictions(model_dir: Path, data: Path, split: str = "val") -> tuple[Split,
 def confusion(split: Split, preds: list[list[dict]]) -> np.ndarray:
     """Classification: int (C, C) counts, rows the actual class, columns the predicted one."""
     index = {c: i for i, c in enumerate(split.classes)}
-    return confusion_matrix(np.array([r.label for r in split.records], int),
-                            np.array([index[top[0]["label"]] for top in preds], int), len(split.classes))
+    return confusion_matrix(
+        np.array([r.label for r in split.records], int),
+        np.array([index[top[0]["label"]] for top in preds], int),
+        len(split.classes),
+    )
 
 
 def confusion_plot(split: Split, preds: list[list[dict]], name: str = "val"):
@@ -46,8 +50,9 @@ def _right(split: Split, record, preds: list[dict]) -> bool:
     return all(required[label] <= shown[label] <= listed[label] for label in set(shown) | set(listed))
 
 
-def prediction_grid(split: Split, preds: list[list[dict]], which: Literal["right", "wrong"] = "wrong",
-                    n: int = 8, seed: int = 0):
+def prediction_grid(
+    split: Split, preds: list[list[dict]], which: Literal["right", "wrong"] = "wrong", n: int = 8, seed: int = 0
+):
     """Up to `n` images the model gets right or wrong (see _right), drawn at random with `seed`:
     the predicted label and score in the caption (classification) or the predicted boxes in cyan over
     the labelled ones in yellow (detection). Returns (figure, how many images were `which`)."""
@@ -62,8 +67,10 @@ def prediction_grid(split: Split, preds: list[list[dict]], which: Literal["right
     records = [split.records[i] for i in picks]
     index = DatasetIndex(split.task, Path("."), split.classes, {"shown": records})
     if split.task == "classification":
-        captions = [f"{split.classes[split.records[i].label]} -> {preds[i][0]['label']} ({preds[i][0]['score']:.2f})"
-                    for i in picks]
+        captions = [
+            f"{split.classes[split.records[i].label]} -> {preds[i][0]['label']} ({preds[i][0]['score']:.2f})"
+            for i in picks
+        ]
         return sample_grid(index, records=records, captions=captions), len(chosen)
     drawn = []
     for i in picks:
@@ -109,8 +116,9 @@ def results_plot(inference: dict[str, dict[int, dict]]):
         times = [t - stamps[0] for t in stamps]
         labels = sorted({label for p in payloads for label in p["counts"]})
         if labels:
-            row[0].stackplot(times, [[p["counts"].get(label, 0) for p in payloads] for label in labels], labels=labels,
-                             step="post")
+            row[0].stackplot(
+                times, [[p["counts"].get(label, 0) for p in payloads] for label in labels], labels=labels, step="post"
+            )
             row[0].legend(fontsize=7, loc="upper right")
         row[0].set_title(f"{source}: objects counted"), row[0].set_xlabel("frame time (s)")
         row[1].plot(times, [p["latency_ms"]["total"] for p in payloads], label="total", linewidth=0.8)

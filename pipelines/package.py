@@ -4,6 +4,7 @@ Only variants that passed their parity gate go in; the rest stay in the optimize
 their reason. Every file is pinned by sha256 in manifest.json; with a key the manifest is
 signed (Ed25519). The folder is packed into a reproducible .tar.gz and verified once more.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,14 +33,16 @@ def _metrics(report: dict, evaluation: Optional[dict]) -> dict[str, float]:
 def _lineage(report: dict) -> dict:
     source = report.get("source_model", {})
     lineage = dict(source.get("lineage", {}))
-    lineage["training_params"] = {k: v for k, v in source.get("params", {}).items()
-                                  if k not in ("progress", "tracking")}
+    lineage["training_params"] = {
+        k: v for k, v in source.get("params", {}).items() if k not in ("progress", "tracking")
+    }
     lineage["cpu_measured_on"] = report["cpu"]
     return lineage
 
 
-def build_package(build_dir: Path, out_dir: Path, evaluation: Optional[dict] = None,
-                  sign_key: Optional[Path] = None, before_swap=None) -> Manifest:
+def build_package(
+    build_dir: Path, out_dir: Path, evaluation: Optional[dict] = None, sign_key: Optional[Path] = None, before_swap=None
+) -> Manifest:
     """Write the package folder `out_dir` (replaced if present) from an optimize build folder."""
     build_dir, out_dir = Path(build_dir), Path(out_dir)
     report_path = build_dir / "optimize.json"
@@ -63,13 +66,24 @@ def build_package(build_dir: Path, out_dir: Path, evaluation: Optional[dict] = N
             for rel in row["files"]:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(build_dir / rel, tmp / rel)
-            variants.append(Variant(
-                id=vid, runtime=row["runtime"], precision=row["precision"], entry=row["entry"],
-                files={rel: sha256_file(tmp / rel) for rel in row["files"]}, cpu_features=tuple(row["cpu_features"]),
-                parity={k: float(v) for k, v in row["parity"].items()},
-                latency=Latency(median_ms=row["latency"]["median_ms"], p90_ms=row["latency"]["p90_ms"],
-                                batch=row["latency"]["batch"], threads=row["latency"]["threads"],
-                                runs=row["latency"]["runs"])))
+            variants.append(
+                Variant(
+                    id=vid,
+                    runtime=row["runtime"],
+                    precision=row["precision"],
+                    entry=row["entry"],
+                    files={rel: sha256_file(tmp / rel) for rel in row["files"]},
+                    cpu_features=tuple(row["cpu_features"]),
+                    parity={k: float(v) for k, v in row["parity"].items()},
+                    latency=Latency(
+                        median_ms=row["latency"]["median_ms"],
+                        p90_ms=row["latency"]["p90_ms"],
+                        batch=row["latency"]["batch"],
+                        threads=row["latency"]["threads"],
+                        runs=row["latency"]["runs"],
+                    ),
+                )
+            )
         samples, sample_files = [], {}
         (tmp / "samples").mkdir()
         for image in sorted((build_dir / "samples").glob("*.png")):
@@ -80,14 +94,23 @@ def build_package(build_dir: Path, out_dir: Path, evaluation: Optional[dict] = N
             (tmp / exp_rel).write_text(json.dumps(expected, indent=1, sort_keys=True))
             samples.append(Sample(image=img_rel, expected=exp_rel))
             sample_files.update({img_rel: sha256_file(tmp / img_rel), exp_rel: sha256_file(tmp / exp_rel)})
-        content = hashlib.sha256(json.dumps(
-            [sorted(v.files.items()) for v in variants] + [sorted(sample_files.items())]).encode()).hexdigest()
+        content = hashlib.sha256(
+            json.dumps([sorted(v.files.items()) for v in variants] + [sorted(sample_files.items())]).encode()
+        ).hexdigest()
         manifest = Manifest(
-            name=report["model"], version=content[:12], task=report["task"], labels=tuple(report["labels"]),
+            name=report["model"],
+            version=content[:12],
+            task=report["task"],
+            labels=tuple(report["labels"]),
             created=report.get("built_at") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            input=InputSpec(**report["input"]), output=OutputSpec(**report["output"]),
-            variants=tuple(variants), samples=tuple(samples), sample_files=sample_files,
-            metrics=_metrics(report, evaluation), lineage=_lineage(report))
+            input=InputSpec(**report["input"]),
+            output=OutputSpec(**report["output"]),
+            variants=tuple(variants),
+            samples=tuple(samples),
+            sample_files=sample_files,
+            metrics=_metrics(report, evaluation),
+            lineage=_lineage(report),
+        )
         (tmp / MANIFEST).write_text(manifest.to_json())
         if sign_key:
             sign_manifest(tmp, sign_key)
@@ -103,8 +126,9 @@ def build_package(build_dir: Path, out_dir: Path, evaluation: Optional[dict] = N
         raise
 
 
-def build_and_pack(build_dir: Path, out_dir: Path, archive: Path, evaluation: Optional[dict] = None,
-                   sign_key: Optional[Path] = None) -> tuple[Manifest, str]:
+def build_and_pack(
+    build_dir: Path, out_dir: Path, archive: Path, evaluation: Optional[dict] = None, sign_key: Optional[Path] = None
+) -> tuple[Manifest, str]:
     """Package folder + .tar.gz; returns the manifest and the archive's sha256. The archive is written
     (atomically) before the folder is swapped in, so folder and archive never disagree."""
     manifest = build_package(build_dir, out_dir, evaluation, sign_key, before_swap=lambda tmp: pack(tmp, archive))

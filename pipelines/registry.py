@@ -5,6 +5,7 @@ Package Groups (pipelines/registry_sagemaker.py). The read side a device uses is
 Registration is idempotent (a package already registered, by sha256, is not registered twice)
 and leaves nothing half-made: a failure after the run was created deletes what was created.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,11 +40,15 @@ class RegistryWriter(Registry, Protocol):
 
 
 def version_tags(manifest: Manifest, sha256: str, extra: dict[str, str]) -> dict[str, str]:
-    tags = {"sha256": sha256, "package_version": manifest.version, "task": manifest.task,
-            "variants": ",".join(v.id for v in manifest.variants),
-            "git_commit": str(manifest.lineage.get("git_commit") or ""),
-            "data_hash": str(manifest.lineage.get("data_hash") or ""),
-            "training_run_id": str(manifest.lineage.get("mlflow_run_id") or "")}
+    tags = {
+        "sha256": sha256,
+        "package_version": manifest.version,
+        "task": manifest.task,
+        "variants": ",".join(v.id for v in manifest.variants),
+        "git_commit": str(manifest.lineage.get("git_commit") or ""),
+        "data_hash": str(manifest.lineage.get("data_hash") or ""),
+        "training_run_id": str(manifest.lineage.get("mlflow_run_id") or ""),
+    }
     if manifest.lineage.get("sagemaker_job"):  # trained as a SageMaker job (lensops sagemaker attach)
         tags["sagemaker_job"] = str(manifest.lineage["sagemaker_job"])
     tags.update({f"metric.{k}": f"{v:.6g}" for k, v in manifest.metrics.items()})
@@ -87,13 +92,18 @@ class MlflowRegistryWriter(MlflowRegistry):
         if existing is not None:
             log.info("%s: package %s already registered as version %s", model, sha256[:12], existing.version)
             self.set_alias(model, "candidate", existing.version)
-            return Registered(model, str(existing.version), f"{existing.source}/{package_file(existing.tags)}", sha256,
-                              False)
+            return Registered(
+                model, str(existing.version), f"{existing.source}/{package_file(existing.tags)}", sha256, False
+            )
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-            EXPERIMENT, artifact_location=_artifact_location(self.uri))
-        run = self.client.create_run(experiment_id, run_name=f"register {model} {manifest.version}",
-                                     tags={"lensops.stage": "register"})
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else self.client.create_experiment(EXPERIMENT, artifact_location=_artifact_location(self.uri))
+        )
+        run = self.client.create_run(
+            experiment_id, run_name=f"register {model} {manifest.version}", tags={"lensops.stage": "register"}
+        )
         run_id, version = run.info.run_id, None
         try:
             with tempfile.TemporaryDirectory() as tmp:
@@ -109,15 +119,18 @@ class MlflowRegistryWriter(MlflowRegistry):
                     raise
             all_tags = {**version_tags(manifest, sha256, tags), "package_file": PACKAGE_FILE}
             source = f"{run.info.artifact_uri.rstrip('/')}/package"
-            version = self.client.create_model_version(model, source=source, run_id=run_id, tags=all_tags,
-                                                       description=f"package {manifest.version}")
+            version = self.client.create_model_version(
+                model, source=source, run_id=run_id, tags=all_tags, description=f"package {manifest.version}"
+            )
             self.set_alias(model, "candidate", version.version)
             self.client.set_terminated(run_id, "FINISHED")
             return Registered(model, str(version.version), f"{source}/{PACKAGE_FILE}", sha256, True)
         except BaseException as exc:
             kept = []
-            for what, undo in (("version", lambda: version is not None and self.client.delete_model_version(model, version.version)),
-                               ("run", lambda: self.client.delete_run(run_id))):
+            for what, undo in (
+                ("version", lambda: version is not None and self.client.delete_model_version(model, version.version)),
+                ("run", lambda: self.client.delete_run(run_id)),
+            ):
                 try:
                     undo()
                 except Exception:
@@ -131,8 +144,9 @@ class MlflowRegistryWriter(MlflowRegistry):
         try:
             self.client.set_registered_model_alias(model, alias, str(version))
         except Exception as exc:
-            raise RegistryError(f"registry {self.uri}: cannot point {model}@{alias} at version {version}: "
-                                f"{_short(exc)}") from None
+            raise RegistryError(
+                f"registry {self.uri}: cannot point {model}@{alias} at version {version}: {_short(exc)}"
+            ) from None
 
     def alias_version(self, model: str, alias: str) -> Optional[str]:
         try:
@@ -150,7 +164,7 @@ def _artifact_location(uri: str) -> Optional[str]:
     """For the embedded SQLite store: ./mlartifacts beside the database (as training runs use)."""
     if not uri.startswith("sqlite:///"):
         return None
-    return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlartifacts").as_uri()
 
 
 def open_writer(kind: str, uri: Optional[str] = None, **options) -> RegistryWriter:

@@ -20,6 +20,7 @@ is correct under both it and AWS): UpdateModelPackage replaces CustomerMetadataP
 ModelApprovalStatus/ApprovalDescription when left out, so each update re-sends them; packages are
 addressed by ARN (moto does not resolve "group/version" names); DeleteModelPackage is absent (unused).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,18 @@ from typing import Optional
 
 from edge.package import Manifest
 from edge.registry import RegistryError
-from edge.registry_sagemaker import (APPROVED, CANDIDATE, PENDING, REJECTED, SHA_KEY, URI_KEY, AliasNotFound,
-                                     SageMakerRegistry, alias_key, check_group_name)
+from edge.registry_sagemaker import (
+    APPROVED,
+    CANDIDATE,
+    PENDING,
+    REJECTED,
+    SHA_KEY,
+    URI_KEY,
+    AliasNotFound,
+    SageMakerRegistry,
+    alias_key,
+    check_group_name,
+)
 from pipelines.registry import Registered, version_tags
 
 log = logging.getLogger(__name__)
@@ -80,8 +91,12 @@ class SageMakerRegistryWriter(SageMakerRegistry):
         if self._group_exists(model):
             return
         try:
-            self._call(f"creating model package group {model}", self.sagemaker.create_model_package_group,
-                       ModelPackageGroupName=model, ModelPackageGroupDescription=f"LensOps {task} model packages")
+            self._call(
+                f"creating model package group {model}",
+                self.sagemaker.create_model_package_group,
+                ModelPackageGroupName=model,
+                ModelPackageGroupDescription=f"LensOps {task} model packages",
+            )
         except RegistryError as exc:
             if "already exists" not in str(exc):
                 raise
@@ -93,8 +108,14 @@ class SageMakerRegistryWriter(SageMakerRegistry):
                 return described
         return None
 
-    def _update(self, described: dict, status: Optional[str] = None, note: Optional[str] = None,
-                add: Optional[dict] = None, remove: tuple = ()) -> None:
+    def _update(
+        self,
+        described: dict,
+        status: Optional[str] = None,
+        note: Optional[str] = None,
+        add: Optional[dict] = None,
+        remove: tuple = (),
+    ) -> None:
         """Change approval and/or metadata. The whole metadata map is sent each time: SageMaker merges it,
         moto replaces it (and would lose it if left out)."""
         old = dict(described.get("CustomerMetadataProperties") or {})
@@ -102,8 +123,9 @@ class SageMakerRegistryWriter(SageMakerRegistry):
         for key in remove:
             props.pop(key, None)
         if len(props) > MAX_ENTRIES:
-            raise RegistryError(f"{self.where}: {described['ModelPackageArn']} would have more than "
-                                f"{MAX_ENTRIES} metadata entries")
+            raise RegistryError(
+                f"{self.where}: {described['ModelPackageArn']} would have more than {MAX_ENTRIES} metadata entries"
+            )
         kwargs = {"ModelPackageArn": described["ModelPackageArn"], "CustomerMetadataProperties": props}
         gone = [key for key in remove if key in old]
         if gone:
@@ -142,19 +164,32 @@ class SageMakerRegistryWriter(SageMakerRegistry):
         key = f"{self.s3_prefix}/{model}/{sha256}.tar.gz".lstrip("/")
         uri = f"s3://{self.s3_bucket}/{key}"
         existed = self._call(f"checking {uri}", self.s3.head_object, Bucket=self.s3_bucket, Key=key, missing=False)
-        self._call(f"uploading {uri}", self.s3.upload_file, str(archive), self.s3_bucket, key,
-                   ExtraArgs={"Metadata": {"sha256": sha256}})
-        props = metadata(version_tags(manifest, sha256, tags),
-                         {SHA_KEY: sha256, URI_KEY: uri, alias_key(CANDIDATE): _now()})
+        self._call(
+            f"uploading {uri}",
+            self.s3.upload_file,
+            str(archive),
+            self.s3_bucket,
+            key,
+            ExtraArgs={"Metadata": {"sha256": sha256}},
+        )
+        props = metadata(
+            version_tags(manifest, sha256, tags), {SHA_KEY: sha256, URI_KEY: uri, alias_key(CANDIDATE): _now()}
+        )
         try:
-            arn = self._call(f"creating a model package in {model}", self.sagemaker.create_model_package,
-                             ModelPackageGroupName=model, ModelApprovalStatus=PENDING,
-                             ModelPackageDescription=clean(f"LensOps {manifest.task} package {manifest.version}", 1024),
-                             InferenceSpecification={"Containers": [{"ModelDataUrl": uri}],
-                                                     "SupportedContentTypes": ["application/x-image"],
-                                                     "SupportedResponseMIMETypes": ["application/json"]},
-                             CustomerMetadataProperties=props,
-                             ClientToken=hashlib.sha256(f"{model}/{sha256}".encode()).hexdigest()[:32])["ModelPackageArn"]
+            arn = self._call(
+                f"creating a model package in {model}",
+                self.sagemaker.create_model_package,
+                ModelPackageGroupName=model,
+                ModelApprovalStatus=PENDING,
+                ModelPackageDescription=clean(f"LensOps {manifest.task} package {manifest.version}", 1024),
+                InferenceSpecification={
+                    "Containers": [{"ModelDataUrl": uri}],
+                    "SupportedContentTypes": ["application/x-image"],
+                    "SupportedResponseMIMETypes": ["application/json"],
+                },
+                CustomerMetadataProperties=props,
+                ClientToken=hashlib.sha256(f"{model}/{sha256}".encode()).hexdigest()[:32],
+            )["ModelPackageArn"]
         except BaseException as exc:
             made = self._made_anyway(model, sha256)  # e.g. a timeout after SageMaker had created it
             if made is not None:
@@ -193,8 +228,9 @@ class SageMakerRegistryWriter(SageMakerRegistry):
             self._update(target, status=APPROVED, note=f"lensops: {alias} -> version {version}")
         for described in self._holders(model, alias):
             if described["ModelPackageArn"] != target["ModelPackageArn"]:
-                self._update(described, status=REJECTED,
-                             note=f"lensops: superseded as {alias} by version {version} on {_now()}")
+                self._update(
+                    described, status=REJECTED, note=f"lensops: superseded as {alias} by version {version} on {_now()}"
+                )
 
     def alias_version(self, model: str, alias: str) -> Optional[str]:
         try:

@@ -14,6 +14,7 @@ not run reruns nothing. The closure is computed from the source with `ast`; no p
 `python -m pipelines.stage_deps` prints, per stage, the code deps it should have (docs/architecture.md,
 "Pipeline dependencies").
 """
+
 from __future__ import annotations
 
 import ast
@@ -79,7 +80,7 @@ def _imported(nodes: Iterable[ast.AST], module: str, root: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parent + ([base] if base else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names if module_file(f"{base}.{alias.name}", root))
@@ -141,10 +142,12 @@ def entry_points(cmd: str) -> tuple[str, ...]:
     if len(words) >= 3 and Path(words[0]).name.startswith("python") and words[1] == "-m":
         main = f"{words[2]}.__main__"  # `python -m PACKAGE` runs its __init__.py and __main__.py
         return (words[2], main) if module_file(main) else (words[2],)
-    matches = [key for key in ENTRY_POINTS if tuple(words[:len(key)]) == key]
+    matches = [key for key in ENTRY_POINTS if tuple(words[: len(key)]) == key]
     if not matches:
-        raise LookupError(f"`{cmd}`: unknown entry point (a `python -m MODULE` command, or add its handlers to "
-                          "pipelines.stage_deps.ENTRY_POINTS)")
+        raise LookupError(
+            f"`{cmd}`: unknown entry point (a `python -m MODULE` command, or add its handlers to "
+            "pipelines.stage_deps.ENTRY_POINTS)"
+        )
     return ENTRY_POINTS[max(matches, key=len)]
 
 
@@ -207,12 +210,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Print, per dvc.yaml stage, the code deps it should have (in YAML list form); --write puts them there."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pipelines.stage_deps", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", nargs="*", help="stage names (e.g. train_detector, evaluate@classifier); "
-                                                 "default all")
-    parser.add_argument("--write", action="store_true",
-                        help="rewrite every stage's code deps in dvc.yaml (other lines and comments kept)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.stage_deps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("stage", nargs="*", help="stage names (e.g. train_detector, evaluate@classifier); default all")
+    parser.add_argument(
+        "--write",
+        action="store_true",
+        help="rewrite every stage's code deps in dvc.yaml (other lines and comments kept)",
+    )
     args = parser.parse_args(argv)
     if args.write:
         changed = write_code_deps()

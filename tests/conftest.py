@@ -1,4 +1,5 @@
 """Shared fixtures: tiny generated data sets (seconds to make) and an isolated MLflow store."""
+
 from __future__ import annotations
 
 import logging

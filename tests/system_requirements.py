@@ -4,6 +4,7 @@
 installs them with apt-get if it runs as root on a Debian-like system (`--install`), or else stops at
 once with one line naming the command to run. `.ci/run` and the Makefile use this one list.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,9 +15,11 @@ import subprocess
 import sys
 from typing import Callable
 
-GI_CHECK = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
-            "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
-            "assert all(Gst.ElementFactory.find(e) for e in ('multifilesrc', 'jpegdec', 'x264enc', 'rtph264pay'))")
+GI_CHECK = (
+    "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+    "from gi.repository import Gst, GstRtspServer; Gst.init(None); "
+    "assert all(Gst.ElementFactory.find(e) for e in ('multifilesrc', 'jpegdec', 'x264enc', 'rtph264pay'))"
+)
 
 
 def _gst_rtsp() -> bool:
@@ -26,15 +29,31 @@ def _gst_rtsp() -> bool:
 
 # (what the tests need, the Debian packages that provide it, how to tell it is there)
 REQUIREMENTS: list[tuple[str, tuple[str, ...], Callable[[], bool]]] = [
-    ("Mosquitto (the edge tests' broker)", ("mosquitto",),
-     lambda: shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin") is not None),
+    (
+        "Mosquitto (the edge tests' broker)",
+        ("mosquitto",),
+        lambda: shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin") is not None,
+    ),
     ("Chromium (the device page in a headless browser)", ("chromium",), lambda: os.path.exists("/usr/bin/chromium")),
     ("systemd-analyze (the unit file in deploy/)", ("systemd",), lambda: shutil.which("systemd-analyze") is not None),
-    ("PostgreSQL (the multi-user registry's backend store)", ("postgresql",),
-     lambda: bool(glob.glob("/usr/lib/postgresql/*/bin/initdb"))),
-    ("GStreamer's RTSP server with H.264 (the RTSP camera tests)",
-     ("gstreamer1.0-rtsp", "gir1.2-gst-rtsp-server-1.0", "gir1.2-gstreamer-1.0", "gstreamer1.0-plugins-base",
-      "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-ugly", "python3-gi"), _gst_rtsp),
+    (
+        "PostgreSQL (the multi-user registry's backend store)",
+        ("postgresql",),
+        lambda: bool(glob.glob("/usr/lib/postgresql/*/bin/initdb")),
+    ),
+    (
+        "GStreamer's RTSP server with H.264 (the RTSP camera tests)",
+        (
+            "gstreamer1.0-rtsp",
+            "gir1.2-gst-rtsp-server-1.0",
+            "gir1.2-gstreamer-1.0",
+            "gstreamer1.0-plugins-base",
+            "gstreamer1.0-plugins-good",
+            "gstreamer1.0-plugins-ugly",
+            "python3-gi",
+        ),
+        _gst_rtsp,
+    ),
 ]
 
 
@@ -63,8 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         print(f"installing the system packages the tests need: {' '.join(names)}", flush=True)
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdin=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-qq", *names], check=True, env=env, stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *names],
+            check=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
         lacking = missing()
         if not lacking:
             return 0

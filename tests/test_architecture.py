@@ -1,4 +1,5 @@
 """The rooms' import arrows (DESIGN.md), enforced with import-linter's contracts in pyproject.toml."""
+
 import subprocess
 import sys
 from pathlib import Path

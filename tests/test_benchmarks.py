@@ -1,4 +1,5 @@
 """The benchmark harness runs end to end in quick mode (figures are not judged here: no thresholds in CI)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ def test_quick_benchmarks_write_every_section_and_the_plot(tmp_path):
     out = tmp_path / "bench"
 
     # when: the quick mode runs as CI runs it
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
     # then: every section ran, the targets were checked, the table and both files exist
     assert done.returncode == 0, f"benchmarks failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
@@ -44,8 +50,13 @@ def test_counts_without_a_detector_fails_the_run_naming_make_demo(tmp_path, monk
     out = tmp_path / "bench"
 
     # when: the counts section is asked for
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "counts", "--quick", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "counts", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
     # then: the run fails, says what to run, and creates no registry
     assert done.returncode == 1, f"expected exit 1:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
@@ -58,9 +69,11 @@ def test_counts_scoring_lines_frames_up_only_when_every_frame_was_published(tmp_
     from benchmarks.counts import Scene, score_scene, summarize
 
     # given: a three-frame scene (the second frame has one object mostly out of view)
-    truth = [{"objects": [{"label": "circle", "difficult": False}]},
-             {"objects": [{"label": "circle", "difficult": False}, {"label": "star", "difficult": True}]},
-             {"objects": [{"label": "square", "difficult": False}]}]
+    truth = [
+        {"objects": [{"label": "circle", "difficult": False}]},
+        {"objects": [{"label": "circle", "difficult": False}, {"label": "star", "difficult": True}]},
+        {"objects": [{"label": "square", "difficult": False}]},
+    ]
     scene = Scene("seed101", "unseen", 101, tmp_path / "video.mp4", truth)
     published = {0: {"counts": {"circle": 1}}, 1: {"counts": {"circle": 1}}, 2: {"counts": {"circle": 1}}}
 
@@ -83,9 +96,24 @@ def test_quick_counts_section_runs_on_a_tiny_detector_package(tiny_packages, tmp
     out = tmp_path / "bench"
 
     # when: the counts section runs in quick mode on it
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "counts", "--quick", "--out", str(out),
-                           "--model", str(tiny_packages.detector.archive)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--only",
+            "counts",
+            "--quick",
+            "--out",
+            str(out),
+            "--model",
+            str(tiny_packages.detector.archive),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
     # then: every scene was played by one runner, every frame published and scored, both goals checked
     assert done.returncode == 0, f"benchmarks failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
@@ -134,9 +162,12 @@ def test_recipe_chain_follows_init_from_to_the_section_that_trains_it_and_names_
     from benchmarks.recipe import chain
     from common.errors import UserError
 
-    params = {"first": {"model_dir": "models/a"}, "second": {"model_dir": "models/b", "init_from": "models/a"},
-              "third": {"model_dir": "models/c", "init_from": "models/b"},
-              "outside": {"model_dir": "models/d", "init_from": "/elsewhere/model"}}
+    params = {
+        "first": {"model_dir": "models/a"},
+        "second": {"model_dir": "models/b", "init_from": "models/a"},
+        "third": {"model_dir": "models/c", "init_from": "models/b"},
+        "outside": {"model_dir": "models/d", "init_from": "/elsewhere/model"},
+    }
     assert chain(params, "third") == ["first", "second", "third"]
     assert chain(params, "outside") == ["outside"], "an init_from no section trains starts the chain"
     params["first"]["init_from"] = "models/c"
@@ -149,10 +180,16 @@ def test_a_probe_a_variant_beats_is_no_peak_and_the_int8_text_follows_the_cpu_fl
     from benchmarks.variants import int8_units, mark_non_peaks
 
     # the issue's AMX machine: openvino-bf16 at 2.3x "of peak"
-    peaks = {"threads": 2, "fp32": {"gflops": 100.0, "how": "ORT MatMul"}, "int8": {"gflops": 400.0, "how": "ORT MatMulInteger"},
-             "bf16": {"gflops": 50.0, "native": True, "how": "OpenVINO 1x1 Conv, bf16 hint"}}
-    rows = [{"model": "m", "batch": 1, "variant": "openvino-bf16", "precision": "bf16", "gflops": 115.0},
-            {"model": "m", "batch": 1, "variant": "onnx-int8", "precision": "int8", "gflops": 90.0}]
+    peaks = {
+        "threads": 2,
+        "fp32": {"gflops": 100.0, "how": "ORT MatMul"},
+        "int8": {"gflops": 400.0, "how": "ORT MatMulInteger"},
+        "bf16": {"gflops": 50.0, "native": True, "how": "OpenVINO 1x1 Conv, bf16 hint"},
+    }
+    rows = [
+        {"model": "m", "batch": 1, "variant": "openvino-bf16", "precision": "bf16", "gflops": 115.0},
+        {"model": "m", "batch": 1, "variant": "onnx-int8", "precision": "int8", "gflops": 90.0},
+    ]
     marked = mark_non_peaks(peaks, rows)
     assert marked["bf16"]["peak"] is False and "openvino-bf16" in marked["bf16"]["beaten_by"], marked["bf16"]
     assert marked["int8"]["peak"] and marked["fp32"]["peak"] and "peak" not in peaks["bf16"], "inputs untouched"
@@ -199,16 +236,29 @@ def test_operating_point_refuses_the_scenes_counts_reports_on_and_bad_thresholds
 
 
 @pytest.mark.slow
-def test_operating_point_plays_validation_scenes_through_the_package_for_every_pair(
-        tiny_packages, tmp_path, capsys):  # noqa: F811
+def test_operating_point_plays_validation_scenes_through_the_package_for_every_pair(tiny_packages, tmp_path, capsys):  # noqa: F811
     from benchmarks.operating_point import main
 
     # given: the session's tiny detector package (its shares are meaningless: only the harness is judged)
     out = tmp_path / "rows.json"
 
     # when: two validation scenes of 10 frames are played for a 2 x 2 grid
-    code = main(["--model", str(tiny_packages.detector.archive), "--seeds", "1,2", "--frames", "10",
-                 "--score", "0.3,0.5", "--hold", "none,0.4", "--out", str(out)])
+    code = main(
+        [
+            "--model",
+            str(tiny_packages.detector.archive),
+            "--seeds",
+            "1,2",
+            "--frames",
+            "10",
+            "--score",
+            "0.3,0.5",
+            "--hold",
+            "none,0.4",
+            "--out",
+            str(out),
+        ]
+    )
 
     # then: one row per pair with hold below score (0.3/0.4 is left out), shares per scene, and the best pair
     assert code == 0, capsys.readouterr().err

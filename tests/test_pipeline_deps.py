@@ -3,6 +3,7 @@
 Static (ast, DVC's own dvc.yaml parser): nothing is trained or run. `python -m pipelines.stage_deps` prints
 the code deps each stage should have (docs/architecture.md, "Pipeline dependencies").
 """
+
 import shlex
 from pathlib import Path
 
@@ -29,11 +30,14 @@ def test_each_stage_lists_exactly_the_code_it_runs(stages):
         runs = set(closure(entry_points(stage.cmd)))
         listed = {d.def_path for d in stage.deps if not isinstance(d, ParamsDependency) and is_code_dep(d.def_path)}
         problems += [f"{stage.addressing}: runs {path}, missing from its deps" for path in sorted(runs - listed)]
-        problems += [f"{stage.addressing}: deps list {path}, which it does not run"
-                     + (" (a code folder: list its files)" if (ROOT / path).is_dir() else "")
-                     for path in sorted(listed - runs)]
-    assert not problems, ("\n".join(problems)
-                          + "\n(`python -m pipelines.stage_deps STAGE` prints the code deps a stage should have)")
+        problems += [
+            f"{stage.addressing}: deps list {path}, which it does not run"
+            + (" (a code folder: list its files)" if (ROOT / path).is_dir() else "")
+            for path in sorted(listed - runs)
+        ]
+    assert not problems, (
+        "\n".join(problems) + "\n(`python -m pipelines.stage_deps STAGE` prints the code deps a stage should have)"
+    )
 
 
 def test_entry_points_are_the_handlers_the_clis_dispatch_to(stages):
@@ -76,26 +80,39 @@ def _write(root: Path, files: dict) -> None:
 
 
 def test_closure_follows_a_cli_into_the_chosen_handler_only(tmp_path):
-    _write(tmp_path, {
-        "lensops/__init__.py": "",
-        "lensops/cli.py": "import sys\n\n"
-                          "def _one(args):\n    from training.one import run\n    return _helper()\n\n"
-                          "def _helper():\n    from training import helper\n\n"
-                          "def _two(args):\n    from training.two import run\n",
-        "training/__init__.py": "",
-        "training/one.py": "from .shared import x\n\ndef run():\n    from training import lazy\n",
-        "training/two.py": "",
-        "training/shared.py": "x = 1\n",
-        "training/lazy.py": "",
-        "training/helper.py": "",
-        "training/notebook.py": "from training.one import run\n",  # runs for no command: a file split
-    })
+    _write(
+        tmp_path,
+        {
+            "lensops/__init__.py": "",
+            "lensops/cli.py": "import sys\n\n"
+            "def _one(args):\n    from training.one import run\n    return _helper()\n\n"
+            "def _helper():\n    from training import helper\n\n"
+            "def _two(args):\n    from training.two import run\n",
+            "training/__init__.py": "",
+            "training/one.py": "from .shared import x\n\ndef run():\n    from training import lazy\n",
+            "training/two.py": "",
+            "training/shared.py": "x = 1\n",
+            "training/lazy.py": "",
+            "training/helper.py": "",
+            "training/notebook.py": "from training.one import run\n",  # runs for no command: a file split
+        },
+    )
     assert closure(["lensops.cli:_one"], tmp_path) == [
-        "lensops/__init__.py", "lensops/cli.py", "training/__init__.py", "training/helper.py",
-        "training/lazy.py", "training/one.py", "training/shared.py"]
+        "lensops/__init__.py",
+        "lensops/cli.py",
+        "training/__init__.py",
+        "training/helper.py",
+        "training/lazy.py",
+        "training/one.py",
+        "training/shared.py",
+    ]
     # `python -m MODULE`: the whole module runs (imports inside its functions too), not what imports it
     assert closure(["training.one"], tmp_path) == [
-        "training/__init__.py", "training/lazy.py", "training/one.py", "training/shared.py"]
+        "training/__init__.py",
+        "training/lazy.py",
+        "training/one.py",
+        "training/shared.py",
+    ]
 
 
 def test_write_puts_back_what_a_stage_runs_and_keeps_the_rest(tmp_path):
@@ -105,8 +122,7 @@ def test_write_puts_back_what_a_stage_runs_and_keeps_the_rest(tmp_path):
     import sys
 
     for item in ("dvc.yaml", "params.yaml", *stage_deps.PACKAGES):
-        (tmp_path / item).symlink_to(ROOT / item) if item in stage_deps.PACKAGES else shutil.copy(ROOT / item,
-                                                                                                  tmp_path)
+        (tmp_path / item).symlink_to(ROOT / item) if item in stage_deps.PACKAGES else shutil.copy(ROOT / item, tmp_path)
     subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     original = (tmp_path / "dvc.yaml").read_text()
     edited = original.replace("      - training/datasets/synth.py\n", "      - training/notebook.py\n", 1)

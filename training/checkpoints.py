@@ -7,6 +7,7 @@ Layout of the checkpoint folder (SageMaker syncs /opt/ml/checkpoints to S3 for s
   epoch-0003.json     epoch, step, early-stopping state, metric history
   best.params         weights of the best epoch so far
 """
+
 from __future__ import annotations
 
 import json
@@ -71,6 +72,6 @@ class CheckpointStore:
 
     def _prune(self) -> None:
         epochs = sorted(int(m.group(1)) for f in self.folder.glob("epoch-*.json") if (m := _EPOCH.match(f.name)))
-        for old in epochs[:-self.keep]:
+        for old in epochs[: -self.keep]:
             for suffix in (".json", ".params", ".states"):
                 (self.folder / f"epoch-{old:04d}{suffix}").unlink(missing_ok=True)

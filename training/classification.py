@@ -1,4 +1,5 @@
 """Classification: loss, one training step and evaluation (accuracy + confusion matrix)."""
+
 from __future__ import annotations
 
 import numpy as np

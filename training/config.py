@@ -1,4 +1,5 @@
 """Typed training configuration, parsed once in `training.train.main()`."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,27 +37,40 @@ class TrainConfig(StrictModel):
     wd: float = Field(4e-5, ge=0, description="Weight decay.")
     num_workers: int = Field(2, ge=0, description="Data loading worker processes (0 = in the main process).")
     seed: int = Field(0, description="Seed for weights, sampling and augmentation.")
-    early_stopping_patience: int = Field(0, ge=0, description="Stop after this many epochs without improvement (0 = off).")
-    max_train_samples: Optional[int] = Field(None, ge=1, description="Use at most this many training samples (tests, smoke runs).")
+    early_stopping_patience: int = Field(
+        0, ge=0, description="Stop after this many epochs without improvement (0 = off)."
+    )
+    max_train_samples: Optional[int] = Field(
+        None, ge=1, description="Use at most this many training samples (tests, smoke runs)."
+    )
     pretrained: bool = Field(False, description="Start from GluonCV pretrained weights found in the local cache.")
-    pretrained_cache: Optional[Path] = Field(None, description="GluonCV/MXNet model cache folder (default ~/.mxnet/models).")
-    init_from: Optional[str] = Field(None, description="Fine-tune from a model folder, a SageMaker model.tar.gz, a LensOps package "
-                                     "(folder or .tar.gz), runs:/RUN_ID/PATH, or models:/NAME@ALIAS or models:/NAME/VERSION "
-                                     "(registry: MLFLOW_REGISTRY_URI, else the tracking store).")
+    pretrained_cache: Optional[Path] = Field(
+        None, description="GluonCV/MXNet model cache folder (default ~/.mxnet/models)."
+    )
+    init_from: Optional[str] = Field(
+        None,
+        description="Fine-tune from a model folder, a SageMaker model.tar.gz, a LensOps package "
+        "(folder or .tar.gz), runs:/RUN_ID/PATH, or models:/NAME@ALIAS or models:/NAME/VERSION "
+        "(registry: MLFLOW_REGISTRY_URI, else the tracking store).",
+    )
     freeze_backbone: bool = Field(False, description="Train only the head when fine-tuning.")
     model_dir: Path = Field(Path("models/model"), description="Where the exported model goes.")
     checkpoint_dir: Optional[Path] = Field(None, description="Where per-epoch checkpoints go (default MODEL_DIR.ckpt).")
     resume: bool = Field(True, description="Resume from the newest checkpoint in checkpoint_dir when present.")
     metrics_file: Optional[Path] = Field(None, description="Where the final metrics JSON goes (DVC metrics).")
     plots_dir: Optional[Path] = Field(None, description="Where curves/confusion/PR CSV+PNG go (DVC plots).")
-    tracking: Literal["auto", "mlflow", "none"] = Field("auto", description="MLflow tracking (auto = on unless inside SageMaker without a URI).")
+    tracking: Literal["auto", "mlflow", "none"] = Field(
+        "auto", description="MLflow tracking (auto = on unless inside SageMaker without a URI)."
+    )
     experiment: str = Field("lensops", description="MLflow experiment name.")
     progress: bool = Field(True, description="Show progress bars.")
 
     @model_validator(mode="after")
     def _rules(self) -> "TrainConfig":
         if self.freeze_backbone and not (self.pretrained or self.init_from):
-            raise ValueError("freeze_backbone requires pretrained or init_from (a frozen random backbone learns nothing)")
+            raise ValueError(
+                "freeze_backbone requires pretrained or init_from (a frozen random backbone learns nothing)"
+            )
         if self.pretrained and self.init_from:
             raise ValueError("pretrained and init_from are exclusive: pick one starting point")
         return self

@@ -1,4 +1,5 @@
 """Detection (SSD): targets, multibox loss, one training step and VOC mAP@0.5 evaluation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,7 +45,8 @@ class DetectionTask:
 
         Padding rows (-1) have zero IoU with every anchor, so neither matcher picks them while the
         image has a real object and the real rows come first (an anchor overlapping no object has
-        all IoUs 0, and its argmax, the first row, must be a real one: rows are sorted so). An image without objects is the exception: GluonCV's bipartite matcher
+        all IoUs 0, and its argmax, the first row, must be a real one: rows are sorted so). An image without objects is
+        the exception: GluonCV's bipartite matcher
         would match every anchor to its first padding row (a box of zero area, encoded as log(0)),
         so its targets are set to background. Difficult objects (label column 5) are targets like
         the others, as in GluonCV's VOC and COCO (use_crowd) training: left out, the anchors on them
@@ -70,9 +72,11 @@ class DetectionTask:
             total, cls_loss, box_loss = self.loss([cls_preds], [box_preds], [cls_targets], [box_targets])
         autograd.backward(total)
         trainer.step(1)  # SSDMultiBoxLoss already normalises by the number of positives
-        return {"loss": float(total[0].mean().asscalar()),
-                "cls_loss": float(cls_loss[0].mean().asscalar()),
-                "box_loss": float(box_loss[0].mean().asscalar())}
+        return {
+            "loss": float(total[0].mean().asscalar()),
+            "cls_loss": float(cls_loss[0].mean().asscalar()),
+            "box_loss": float(box_loss[0].mean().asscalar()),
+        }
 
     def evaluate(self, net, loader, prefix: str = "val") -> tuple[dict[str, float], dict]:
         from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
@@ -92,8 +96,10 @@ class DetectionTask:
         names, values = metric.get()
         per_class = {n: float(v) for n, v in zip(names[:-1], values[:-1])}
         recall, precision = metric._recall_prec()
-        curves = {name: (np.asarray(r if r is not None else []), np.asarray(p if p is not None else []))
-                  for name, r, p in zip(self.classes, recall, precision)}
+        curves = {
+            name: (np.asarray(r if r is not None else []), np.asarray(p if p is not None else []))
+            for name, r, p in zip(self.classes, recall, precision)
+        }
         metrics = {f"{prefix}_map": float(values[-1])}
         metrics.update({f"{prefix}_ap_{n}": v for n, v in per_class.items()})
         return metrics, {"pr_curves": curves}

@@ -8,6 +8,7 @@ with the project's code on PYTHONPATH) and must not touch `mxnet` at import: a s
 `import mxnet`, where the package is still partly initialised. MXNet's Optimizer needs only what
 `mx.lr_scheduler.LRScheduler` offers it: a `base_lr` attribute and `__call__(num_update)`.
 """
+
 from __future__ import annotations
 
 from training.schedule import lr_at
@@ -22,5 +23,6 @@ class StepSchedule:
         self.total_steps, self.warmup_steps, self.schedule, self.offset = total_steps, warmup_steps, schedule, offset
 
     def __call__(self, num_update: int) -> float:
-        return lr_at(self.offset + max(num_update - 1, 0), self.total_steps, self.base_lr, self.warmup_steps,
-                     self.schedule)
+        return lr_at(
+            self.offset + max(num_update - 1, 0), self.total_steps, self.base_lr, self.warmup_steps, self.schedule
+        )

@@ -17,10 +17,12 @@ address, port 8000 (the toolkit's). `DMLC_NUM_WORKER` = `DMLC_NUM_SERVER` = the 
 `lensops sagemaker train` leaves the SDK's own parameter-server option off, so these roles always run
 with the project's code importable (the servers unpickle the optimizer and its learning-rate
 schedule, training.dist_schedule). When a container has brought the roles up anyway
-(`DMLC_ROLE` set in the entry point's environment), nothing is started twice. On one machine (the local emulation, the tests) every
+(`DMLC_ROLE` set in the entry point's environment), nothing is started twice. On one machine (the local emulation,
+the tests) every
 "host" is 127.0.0.1: `DMLC_PS_ROOT_URI` and `DMLC_NODE_HOST` set in the environment win over name
 resolution.
 """
+
 from __future__ import annotations
 
 import gc
@@ -52,8 +54,9 @@ def role_environment(role: str, env: RunEnvironment, base: Mapping[str, str]) ->
     return out
 
 
-def start_parameter_server(env: RunEnvironment, environ: Optional[MutableMapping[str, str]] = None
-                           ) -> list[subprocess.Popen]:
+def start_parameter_server(
+    env: RunEnvironment, environ: Optional[MutableMapping[str, str]] = None
+) -> list[subprocess.Popen]:
     """Start this host's scheduler (first host only) and server; set the worker role in `environ`.
 
     Returns the started role processes (empty when the container already started them or the run
@@ -72,8 +75,12 @@ def start_parameter_server(env: RunEnvironment, environ: Optional[MutableMapping
     path = os.pathsep.join(p for p in (code, environ.get("PYTHONPATH", "")) if p)
     started = []
     for role in roles:
-        started.append(subprocess.Popen([sys.executable, "-c", "import mxnet"],
-                                        env={**environ, "PYTHONPATH": path, **role_environment(role, env, environ)}))
+        started.append(
+            subprocess.Popen(
+                [sys.executable, "-c", "import mxnet"],
+                env={**environ, "PYTHONPATH": path, **role_environment(role, env, environ)},
+            )
+        )
     environ.update(role_environment("worker", env, environ))
     return started
 
@@ -82,8 +89,9 @@ def _address(host: str) -> str:
     try:
         return socket.gethostbyname(host)
     except OSError as exc:
-        raise ConfigError(f"SM_HOSTS: cannot resolve host '{host}' ({exc}); "
-                          f"on one machine set DMLC_PS_ROOT_URI=127.0.0.1") from None
+        raise ConfigError(
+            f"SM_HOSTS: cannot resolve host '{host}' ({exc}); on one machine set DMLC_PS_ROOT_URI=127.0.0.1"
+        ) from None
 
 
 def stop_roles(processes: list[subprocess.Popen], timeout: float = 60.0, failed: bool = False) -> None:

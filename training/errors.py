@@ -1,5 +1,6 @@
 """Errors a user can cause in training. Each carries one clear message naming the file, field or value;
 all are `common.errors.UserError`s (one error contract for every CLI: `error: MESSAGE`, exit 2)."""
+
 from common.errors import UserError
 
 

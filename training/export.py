@@ -1,9 +1,10 @@
 """The exported model folder: hybridized symbol + params (no pickle) and model.json, written atomically.
 
-  model-symbol.json   the hybridized graph (inference mode; SSD includes decoding + NMS)
-  model-0000.params   weights, keyed arg:/aux: + parameter name
-  model.json          task, classes, input spec (preprocessing), outputs, metrics, lineage
+model-symbol.json   the hybridized graph (inference mode; SSD includes decoding + NMS)
+model-0000.params   weights, keyed arg:/aux: + parameter name
+model.json          task, classes, input spec (preprocessing), outputs, metrics, lineage
 """
+
 from __future__ import annotations
 
 import json
@@ -20,20 +21,32 @@ MODEL_SCHEMA = "lensops.model/1"
 
 
 def input_spec(size: int) -> dict:
-    return {"size": [size, size], "layout": "NCHW", "colour_order": "RGB", "resize": "stretch",
-            "scale": 1.0, "mean": [round(m * 255, 3) for m in IMAGENET_MEAN],
-            "std": [round(s * 255, 3) for s in IMAGENET_STD], "dtype": "float32"}
+    return {
+        "size": [size, size],
+        "layout": "NCHW",
+        "colour_order": "RGB",
+        "resize": "stretch",
+        "scale": 1.0,
+        "mean": [round(m * 255, 3) for m in IMAGENET_MEAN],
+        "std": [round(s * 255, 3) for s in IMAGENET_STD],
+        "dtype": "float32",
+    }
 
 
 def output_spec(task: str) -> dict:
     if task == "classification":
         return {"type": "logits", "names": ["logits"]}
-    return {"type": "ssd", "names": ["class_ids", "scores", "boxes"],
-            "boxes": "x_min,y_min,x_max,y_max in network-input pixels", "nms": "in graph"}
+    return {
+        "type": "ssd",
+        "names": ["class_ids", "scores", "boxes"],
+        "boxes": "x_min,y_min,x_max,y_max in network-input pixels",
+        "nms": "in graph",
+    }
 
 
-def export_model(net, cfg: TrainConfig, classes: list[str], size: int, metrics: dict, lineage: dict,
-                 out_dir: Path) -> Path:
+def export_model(
+    net, cfg: TrainConfig, classes: list[str], size: int, metrics: dict, lineage: dict, out_dir: Path
+) -> Path:
     """Write the model folder next to its final place, then swap it in with a rename."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)

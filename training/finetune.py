@@ -1,5 +1,6 @@
 """Fine-tuning: carry starting weights (found by training/init_source.py) into a network with a new
 class list, optionally freeze the backbone."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -15,8 +16,9 @@ def class_layers(net, task: str) -> list[str]:
     return list(block.collect_params().keys())
 
 
-def transfer_weights(net, source: dict, class_params: tuple = (), row_map: Optional[list] = None
-                     ) -> tuple[int, list[str]]:
+def transfer_weights(
+    net, source: dict, class_params: tuple = (), row_map: Optional[list] = None
+) -> tuple[int, list[str]]:
     """Copy every parameter whose name and shape match; return (copied, reinitialised names).
 
     `class_params` are per-class layers: with a `row_map` (for each target class, its row in the
@@ -27,8 +29,7 @@ def transfer_weights(net, source: dict, class_params: tuple = (), row_map: Optio
     for name, param in net.collect_params().items():
         value = source.get(name)
         if name in class_params:
-            if row_map is None or value is None or value.shape[1:] != param.shape[1:] \
-                    or max(row_map) >= value.shape[0]:
+            if row_map is None or value is None or value.shape[1:] != param.shape[1:] or max(row_map) >= value.shape[0]:
                 skipped.append(name)
                 continue
             rows = param.data().asnumpy()
@@ -49,8 +50,9 @@ def transfer_weights(net, source: dict, class_params: tuple = (), row_map: Optio
         else:
             skipped.append(name)
     if copied == 0:
-        raise ConfigError("init_from: no parameter of the source model matches this network "
-                          "(different network architecture?)")
+        raise ConfigError(
+            "init_from: no parameter of the source model matches this network (different network architecture?)"
+        )
     return copied, skipped
 
 

@@ -14,6 +14,7 @@ See docs/architecture.md, "Where a version's trainable network lives".
 `training` imports nothing from `edge`, so the few package rules needed here (manifest fields,
 sha256 of the variant files, safe unpacking) are read locally, following edge/package.
 """
+
 from __future__ import annotations
 
 import json
@@ -87,12 +88,14 @@ def load_model_folder(model_dir: Path, context: str = "") -> tuple[dict, dict]:
         if missing:
             raise KeyError(missing[0])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{context}{model_dir / 'model.json'} is not a LensOps model.json "
-                          f"({type(exc).__name__}: {exc})") from None
+        raise ConfigError(
+            f"{context}{model_dir / 'model.json'} is not a LensOps model.json ({type(exc).__name__}: {exc})"
+        ) from None
     return _load_params(params, context), meta
 
 
 # --- registry and runs -----------------------------------------------------------------------------
+
 
 def _parse_models(ref: str) -> tuple[str, Optional[str], Optional[str]]:
     match = _MODELS.match(ref)
@@ -105,8 +108,11 @@ def _parse_models(ref: str) -> tuple[str, Optional[str], Optional[str]]:
 def _prompt_http() -> Iterator[None]:
     """MLflow retries an unreachable server for minutes by default; a training start wants a prompt
     answer. Only for resolving init_from: the run's own tracking keeps MLflow's (or the user's) settings."""
-    wanted = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+    wanted = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    }
     added = [k for k in wanted if k not in os.environ]
     os.environ.update({k: wanted[k] for k in added})
     try:
@@ -136,9 +142,11 @@ def _registry_env(registry: Optional[str]) -> Iterator[None]:
 
 def _check_store(uri: str, ref: str, what: str) -> None:
     # MLflow would create an empty database at a missing sqlite path and then report "not found".
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
-        raise ConfigError(f"init_from: {ref}: no {what} at {uri} (the database file does not exist; "
-                          f"set MLFLOW_TRACKING_URI{' or MLFLOW_REGISTRY_URI' if what == 'registry' else ''})")
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///") :]).is_file():
+        raise ConfigError(
+            f"init_from: {ref}: no {what} at {uri} (the database file does not exist; "
+            f"set MLFLOW_TRACKING_URI{' or MLFLOW_REGISTRY_URI' if what == 'registry' else ''})"
+        )
 
 
 def _model_version(name: str, alias: Optional[str], version: Optional[str], uri: str, ref: str):
@@ -153,8 +161,9 @@ def _model_version(name: str, alias: Optional[str], version: Optional[str], uri:
         except MlflowException as exc:
             if exc.error_code in NOT_FOUND_CODES:
                 what = f"alias '{alias}' of" if alias else f"version {version} of"
-                raise ConfigError(f"init_from: {ref}: the registry {uri} has no {what} model '{name}' "
-                                  f"({_short(exc)})") from None
+                raise ConfigError(
+                    f"init_from: {ref}: the registry {uri} has no {what} model '{name}' ({_short(exc)})"
+                ) from None
             raise ConfigError(f"init_from: {ref}: registry {uri} unreachable: {_short(exc)}") from None
         except Exception as exc:  # connection errors surface as requests/sqlalchemy exceptions
             raise ConfigError(f"init_from: {ref}: registry {uri} unreachable: {_short(exc)}") from None
@@ -171,11 +180,14 @@ def _registered(ref: str, workdir: Path, tracking: str) -> SourceNetwork:
     sha = found.tags.get("sha256")
     archives = sorted(p for p in local.rglob("*") if p.name.endswith(ARCHIVE_SUFFIXES)) if local.is_dir() else [local]
     if sha and len(archives) != 1:
-        raise ConfigError(f"init_from: {ref}: version {found.version} holds {len(archives)} package archives, "
-                          f"expected one")
+        raise ConfigError(
+            f"init_from: {ref}: version {found.version} holds {len(archives)} package archives, expected one"
+        )
     if sha and _sha256(archives[0]) != sha:
-        raise ConfigError(f"init_from: {ref}: {archives[0].name} of version {found.version} does not match "
-                          f"its sha256 tag ({sha[:16]}...)")
+        raise ConfigError(
+            f"init_from: {ref}: {archives[0].name} of version {found.version} does not match "
+            f"its sha256 tag ({sha[:16]}...)"
+        )
     source = _from_local(local, f"{ref} (version {found.version})" if alias else ref, workdir, tracking)
     return replace(source, identity=sha or f"models:/{name}/{found.version}")
 
@@ -187,8 +199,12 @@ def _download(uri_to_fetch: str, tracking: str, workdir: Path, registry: Optiona
     target = Path(tempfile.mkdtemp(prefix="init-from-", dir=workdir))
     with _prompt_http(), _registry_env(registry):
         try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri_to_fetch, dst_path=str(target),
-                                                        tracking_uri=tracking, registry_uri=registry or tracking)
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri_to_fetch,
+                dst_path=str(target),
+                tracking_uri=tracking,
+                registry_uri=registry or tracking,
+            )
         except Exception as exc:  # unknown run or path, unreachable server
             raise ConfigError(f"init_from: cannot fetch {uri_to_fetch} from {tracking}: {_short(exc)}") from None
     return Path(local)
@@ -215,8 +231,9 @@ def _from_local(path: Path, ref: str, workdir: Path, tracking: str, depth: int =
         # a registry version's folder holding its package archive; an archive of a model folder
         return _from_local(entries[0], ref, workdir, tracking, depth + 1)
     held = ", ".join(p.name for p in entries[:5]) or "nothing"
-    raise ConfigError(f"init_from: {ref} holds no trainable network (no model.json or package manifest.json; "
-                      f"it holds {held})")
+    raise ConfigError(
+        f"init_from: {ref} holds no trainable network (no model.json or package manifest.json; it holds {held})"
+    )
 
 
 def _from_model_dir(model_dir: Path, ref: str) -> SourceNetwork:
@@ -239,8 +256,10 @@ def _from_package(package_dir: Path, ref: str, workdir: Path, tracking: str) -> 
             if not isinstance(variant.get("files") or {}, dict):
                 raise ValueError(f"variants[{i}] ({variant['id']}): 'files' is not an object")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"init_from: {ref}: {package_dir / 'manifest.json'} is not a LensOps package manifest "
-                          f"({type(exc).__name__}: {exc})") from None
+        raise ConfigError(
+            f"init_from: {ref}: {package_dir / 'manifest.json'} is not a LensOps package manifest "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     what = f"package {manifest.get('name')} {manifest.get('version')}"
     network = (lineage.get("training_params") or {}).get("network")
     mxnet = sorted((v for v in variants if v.get("runtime") == "mxnet"), key=lambda v: v.get("precision") != "fp32")
@@ -249,8 +268,9 @@ def _from_package(package_dir: Path, ref: str, workdir: Path, tracking: str) -> 
         files = variant.get("files") or {}
         for rel, digest in sorted(files.items()):
             if Path(rel).is_absolute() or ".." in Path(rel).parts:  # package_dir / "/x" would be /x
-                raise ConfigError(f"init_from: {ref}: {what}: file {rel} of variant {variant['id']} is not a path "
-                                  "inside the package")
+                raise ConfigError(
+                    f"init_from: {ref}: {what}: file {rel} of variant {variant['id']} is not a path inside the package"
+                )
             path = package_dir / rel
             if not path.is_file() or path.is_symlink():
                 raise ConfigError(f"init_from: {ref}: {what}: file {rel} of variant {variant['id']} is missing")
@@ -259,25 +279,40 @@ def _from_package(package_dir: Path, ref: str, workdir: Path, tracking: str) -> 
         params = [rel for rel in files if rel.endswith(".params")]
         if len(params) != 1:
             raise ConfigError(f"init_from: {ref}: {what}: variant {variant['id']} has {len(params)} .params files")
-        return SourceNetwork(_load_params(package_dir / params[0], f"init_from: {ref}: "), task, labels, network,
-                             f"{ref} ({what}, variant {variant['id']})")
+        return SourceNetwork(
+            _load_params(package_dir / params[0], f"init_from: {ref}: "),
+            task,
+            labels,
+            network,
+            f"{ref} ({what}, variant {variant['id']})",
+        )
     run_id = lineage.get("mlflow_run_id")
     have = ", ".join(str(v.get("id")) for v in variants) or "none"
-    hint = ("add mxnet-fp32 to pipeline.variants when packaging, or fine-tune from the model folder "
-            "or runs:/RUN_ID/model")
+    hint = (
+        "add mxnet-fp32 to pipeline.variants when packaging, or fine-tune from the model folder or runs:/RUN_ID/model"
+    )
     if not run_id:
-        raise ConfigError(f"init_from: {ref}: {what} holds no trainable network: no mxnet variant (has {have}) "
-                          f"and its lineage names no training run; {hint}")
+        raise ConfigError(
+            f"init_from: {ref}: {what} holds no trainable network: no mxnet variant (has {have}) "
+            f"and its lineage names no training run; {hint}"
+        )
     run_ref = f"runs:/{run_id}/model"
     try:
         source = _from_local(_download(run_ref, tracking, workdir), run_ref, workdir, tracking)
     except ConfigError as exc:
-        raise ConfigError(f"init_from: {ref}: {what} holds no trainable network: no mxnet variant (has {have}), "
-                          f"and its training run's model is not available ({_strip_prefix(str(exc), 'init_from: ')}); "
-                          f"{hint}") from None
+        raise ConfigError(
+            f"init_from: {ref}: {what} holds no trainable network: no mxnet variant (has {have}), "
+            f"and its training run's model is not available ({_strip_prefix(str(exc), 'init_from: ')}); "
+            f"{hint}"
+        ) from None
     log.warning("init_from: %s has no mxnet variant; starting from its training run's model %s", what, run_ref)
-    return SourceNetwork(source.weights, task, labels, network or source.network,
-                         f"{ref} ({what} has no mxnet variant: its training run {run_ref})")
+    return SourceNetwork(
+        source.weights,
+        task,
+        labels,
+        network or source.network,
+        f"{ref} ({what} has no mxnet variant: its training run {run_ref})",
+    )
 
 
 def _load_params(params: Path, context: str) -> dict:
@@ -310,8 +345,9 @@ def extract_archive(archive: Path, workdir: Path, context: str) -> Path:
                     raise ConfigError(f"{context}{archive.name} member '{member.name}' is a link or device")
                 total += member.size
                 if member.size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
-                    raise ConfigError(f"{context}{archive.name} unpacks to more than the size limit "
-                                      f"(at '{member.name}')")
+                    raise ConfigError(
+                        f"{context}{archive.name} unpacks to more than the size limit (at '{member.name}')"
+                    )
                 dest = target.joinpath(*parts)
                 if member.isdir():
                     dest.mkdir(parents=True, exist_ok=True)
@@ -330,7 +366,7 @@ def extract_archive(archive: Path, workdir: Path, context: str) -> Path:
 
 def _strip_prefix(text: str, prefix: str) -> str:
     """str.removeprefix, which Python 3.8 (the SageMaker MXNet container) lacks."""
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 def _sha256(path: Path) -> str:

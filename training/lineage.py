@@ -1,4 +1,5 @@
 """Lineage of a run: the data's content hash (DVC's directory-hash scheme) and the git commit."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +23,9 @@ def data_hash(root: Path) -> str:
     root = Path(root)
     if root.is_file():
         return file_hash(root)
-    entries = [{"md5": file_hash(p), "relpath": p.relative_to(root).as_posix()}
-               for p in sorted(root.rglob("*")) if p.is_file()]
+    entries = [
+        {"md5": file_hash(p), "relpath": p.relative_to(root).as_posix()} for p in sorted(root.rglob("*")) if p.is_file()
+    ]
     blob = json.dumps(entries, sort_keys=True).encode()
     return hashlib.md5(blob).hexdigest() + ".dir"
 
@@ -31,9 +33,16 @@ def data_hash(root: Path) -> str:
 def git_commit(cwd: Optional[Path] = None) -> Optional[str]:
     """The current commit (with `-dirty` when the tree has changes), or None outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None

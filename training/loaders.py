@@ -1,5 +1,6 @@
 """Gluon datasets and loaders over a DatasetIndex. Samples are keyed by (index, epoch) so
 augmentation is repeatable with any number of worker processes."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -10,15 +11,15 @@ import numpy as np
 from mxnet import gluon
 
 from training.datasets.records import DetectionRecord
-from training.transforms import (augment_classification, augment_detection, read_rgb, resize,
-                                 scale_boxes, to_tensor)
+from training.transforms import augment_classification, augment_detection, read_rgb, resize, scale_boxes, to_tensor
 
 
 class EpochBatchSampler(gluon.data.Sampler):
     """Shuffled (train) or ordered batches of (index, epoch) keys; call set_epoch() before iterating."""
 
-    def __init__(self, length: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool,
-                 shard: tuple[int, int] = (0, 1)):
+    def __init__(
+        self, length: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool, shard: tuple[int, int] = (0, 1)
+    ):
         self.length, self.batch_size, self.shuffle = length, batch_size, shuffle
         self.seed, self.drop_last, self.shard = seed, drop_last, shard
         self.epoch = 0
@@ -34,13 +35,13 @@ class EpochBatchSampler(gluon.data.Sampler):
         rank, workers = self.shard  # multi-host: each host takes every n-th sample
         # of a multiple of `workers` samples, so every host runs the same number of steps (dist_sync
         # waits for all: one host with an extra batch would wait forever)
-        order = order[:len(order) - len(order) % workers]
+        order = order[: len(order) - len(order) % workers]
         return order[rank::workers]
 
     def __iter__(self):
         order = self._order()
         for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
+            batch = order[start : start + self.batch_size]
             if self.drop_last and len(batch) < self.batch_size:
                 return
             yield [(int(i), self.epoch) for i in batch]
@@ -102,13 +103,24 @@ def on_cpu(batch):
     return [x.as_in_context(mx.cpu()) for x in batch]
 
 
-def make_loader(dataset: gluon.data.Dataset, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int, drop_last: bool, shard: tuple[int, int] = (0, 1)):
+def make_loader(
+    dataset: gluon.data.Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int,
+    drop_last: bool,
+    shard: tuple[int, int] = (0, 1),
+):
     sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last, shard)
     # Worker threads, not processes: forking a process that already runs MXNet's engine and
     # OpenMP pools can deadlock the child (seen under pytest); decoding and resizing in OpenCV
     # release the GIL, so threads keep the cores busy.
-    loader = gluon.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers,
-                                   thread_pool=num_workers > 0,
-                                   prefetch=2 * num_workers if num_workers else None)
+    loader = gluon.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        thread_pool=num_workers > 0,
+        prefetch=2 * num_workers if num_workers else None,
+    )
     return loader, sampler

@@ -1,4 +1,5 @@
 """Network registry: Gluon/GluonCV classifiers and small-input SSD detectors, built by name."""
+
 from __future__ import annotations
 
 import math
@@ -12,10 +13,21 @@ import mxnet as mx
 from training.errors import ConfigError, PretrainedWeightsMissing
 
 CLASSIFIERS = (
-    "mobilenet0.25", "mobilenet0.5", "mobilenet0.75", "mobilenet1.0",
-    "mobilenetv2_0.25", "mobilenetv2_0.5", "mobilenetv2_0.75", "mobilenetv2_1.0",
-    "resnet18_v1", "resnet18_v2", "resnet34_v1", "resnet50_v1",
-    "cifar_resnet20_v1", "cifar_resnet20_v2", "cifar_resnet56_v1",
+    "mobilenet0.25",
+    "mobilenet0.5",
+    "mobilenet0.75",
+    "mobilenet1.0",
+    "mobilenetv2_0.25",
+    "mobilenetv2_0.5",
+    "mobilenetv2_0.75",
+    "mobilenetv2_1.0",
+    "resnet18_v1",
+    "resnet18_v2",
+    "resnet34_v1",
+    "resnet50_v1",
+    "cifar_resnet20_v1",
+    "cifar_resnet20_v2",
+    "cifar_resnet56_v1",
 )
 # Backbone -> the two internal outputs (stride 16, stride 32) the SSD heads read.
 SSD_BACKBONES = {
@@ -95,8 +107,9 @@ def ssd_layout(size: int) -> dict:
     }
 
 
-def build_network(spec: NetworkSpec, classes: list[str], pretrained: bool = False,
-                  cache: Optional[Path] = None) -> mx.gluon.HybridBlock:
+def build_network(
+    spec: NetworkSpec, classes: list[str], pretrained: bool = False, cache: Optional[Path] = None
+) -> mx.gluon.HybridBlock:
     """Build an uninitialised network for `classes`; with `pretrained` the base comes from the cache."""
     # A fresh name scope makes parameter names identical in every process and every build,
     # so weights transfer by name between runs (fine-tuning, resume, init-from).
@@ -115,9 +128,18 @@ def _build(spec: NetworkSpec, classes: list[str], pretrained: bool, cache: Optio
     root = str(Path(cache or default_cache()).expanduser())
     if pretrained:
         pretrained_file(spec.base, cache)
-    return SSD(spec.base, spec.input_size, features=SSD_BACKBONES[spec.base], num_filters=layout["num_filters"],
-               sizes=layout["sizes"], ratios=layout["ratios"], steps=layout["steps"], classes=classes,
-               pretrained=pretrained, root=root)
+    return SSD(
+        spec.base,
+        spec.input_size,
+        features=SSD_BACKBONES[spec.base],
+        num_filters=layout["num_filters"],
+        sizes=layout["sizes"],
+        ratios=layout["ratios"],
+        steps=layout["steps"],
+        classes=classes,
+        pretrained=pretrained,
+        root=root,
+    )
 
 
 def initialize(net: mx.gluon.HybridBlock, input_size: int) -> None:

@@ -5,6 +5,7 @@ Figures are matplotlib `Figure`s made outside pyplot (training.plots._figure): `
 PNG in Jupyter whatever the process's matplotlib backend is, so a notebook run by papermill keeps them
 in its outputs.
 """
+
 from __future__ import annotations
 
 import io
@@ -95,9 +96,15 @@ def _labels(records: Sequence[Record]) -> list[int]:
     return labels
 
 
-def sample_grid(index: DatasetIndex, split: str = "train", n: int = 8, seed: int = 0,
-                records: Optional[Sequence[Record]] = None, captions: Optional[Sequence[str]] = None,
-                predicted: Optional[Sequence[tuple[np.ndarray, Sequence[str]]]] = None):
+def sample_grid(
+    index: DatasetIndex,
+    split: str = "train",
+    n: int = 8,
+    seed: int = 0,
+    records: Optional[Sequence[Record]] = None,
+    captions: Optional[Sequence[str]] = None,
+    predicted: Optional[Sequence[tuple[np.ndarray, Sequence[str]]]] = None,
+):
     """`n` images of a split (drawn with `seed`) with their labels: boxes and class names for detection
     (yellow; difficult objects dashed), the class name for classification. `records`/`captions` show
     chosen records with a caption each instead, and `predicted` (per record: pixel boxes (K, 4) and
@@ -129,16 +136,18 @@ def sample_grid(index: DatasetIndex, split: str = "train", n: int = 8, seed: int
     return fig
 
 
-def _draw_boxes(ax, boxes: np.ndarray, names: Sequence[str], dashed: Optional[Sequence[bool]] = None,
-                colour: str = "yellow") -> None:
+def _draw_boxes(
+    ax, boxes: np.ndarray, names: Sequence[str], dashed: Optional[Sequence[bool]] = None, colour: str = "yellow"
+) -> None:
     """Pixel [x0, y0, x1, y1] boxes with their names on an image axis."""
     from matplotlib.patches import Rectangle
 
     for k, (box, name) in enumerate(zip(boxes, names)):
         x0, y0, x1, y1 = (float(v) for v in box)
         style = "--" if dashed is not None and dashed[k] else "-"
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2,
-                               linestyle=style))
+        ax.add_patch(
+            Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2, linestyle=style)
+        )
         ax.text(x0, y0, name, color="black", backgroundcolor=colour, fontsize=6, va="bottom")
 
 
@@ -184,10 +193,15 @@ def capture_grid(folder, n: int = 8, seed: int = 0):
     for frame in (frames[i] for i in pick(len(frames), n, seed)):
         scale = np.array([frame.width, frame.height] * 2, np.float32)
         boxed = [p for p in frame.predictions if "box" in p]
-        records.append(DetectionRecord(frame.image, frame.width, frame.height, np.zeros((0, 4), np.float32),
-                                       np.zeros(0, np.int32)))
-        predicted.append((np.array([p["box"] for p in boxed], np.float32).reshape(-1, 4) * scale,
-                          [f"{p['label']} {p['score']:.2f}" for p in boxed]))
+        records.append(
+            DetectionRecord(frame.image, frame.width, frame.height, np.zeros((0, 4), np.float32), np.zeros(0, np.int32))
+        )
+        predicted.append(
+            (
+                np.array([p["box"] for p in boxed], np.float32).reshape(-1, 4) * scale,
+                [f"{p['label']} {p['score']:.2f}" for p in boxed],
+            )
+        )
         scores = [p["score"] for p in frame.predictions]
         read = "no predictions"
         if scores:

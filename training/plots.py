@@ -1,4 +1,5 @@
 """Plots of a run: figures (shown by notebooks) written as PNG (MLflow) next to their CSV (DVC plots)."""
+
 from __future__ import annotations
 
 import csv

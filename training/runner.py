@@ -1,4 +1,5 @@
 """One training run, end to end: data -> network -> epochs (checkpointed) -> test -> export -> tracking."""
+
 from __future__ import annotations
 
 import hashlib
@@ -93,12 +94,14 @@ def _task(cfg: TrainConfig, classes: list[str], size: int):
     return DetectionTask(classes, size)
 
 
-def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], size: int,
-              found: Optional[SourceNetwork]):
+def build_net(
+    cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], size: int, found: Optional[SourceNetwork]
+):
     """Network with its starting weights: random, GluonCV pretrained (cache only) or a previous model
     (`found`, the resolved cfg.init_from)."""
-    net = networks.build_network(spec, classes, pretrained=cfg.pretrained and cfg.task == "detection",
-                                 cache=cfg.pretrained_cache)
+    net = networks.build_network(
+        spec, classes, pretrained=cfg.pretrained and cfg.task == "detection", cache=cfg.pretrained_cache
+    )
     networks.initialize(net, size)
     info = {"init": "random"}
     if cfg.pretrained and cfg.task == "classification":
@@ -122,16 +125,26 @@ def build_net(cfg: TrainConfig, spec: networks.NetworkSpec, classes: list[str], 
         if cfg.task == "classification" or (source_classes == classes and found.task == cfg.task):
             row_map = [source_classes.index(c) if c in source_classes else -1 for c in classes]
         copied, skipped = finetune.transfer_weights(net, weights, tuple(finetune.class_layers(net, cfg.task)), row_map)
-        info = {"init": cfg.init_from, "source": found.origin, "copied": copied, "reinitialised": len(skipped),
-                "source_classes": source_classes,
-                "new_classes": [c for c in classes if c not in source_classes]}
+        info = {
+            "init": cfg.init_from,
+            "source": found.origin,
+            "copied": copied,
+            "reinitialised": len(skipped),
+            "source_classes": source_classes,
+            "new_classes": [c for c in classes if c not in source_classes],
+        }
     if cfg.freeze_backbone:
         info["frozen"] = finetune.freeze_backbone(net, cfg.task)
     return net, info
 
 
-def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."),
-          on_epoch: Optional[Callable[[dict], None]] = None, metric_lines: bool = True) -> RunResult:
+def train(
+    cfg: TrainConfig,
+    env: RunEnvironment,
+    project_root: Path = Path("."),
+    on_epoch: Optional[Callable[[dict], None]] = None,
+    metric_lines: bool = True,
+) -> RunResult:
     """Train `cfg` end to end; returns the exported model folder, the final metrics and the MLflow run.
 
     `on_epoch` is called after every epoch with that epoch's row (epoch, lr, train_loss,
@@ -146,20 +159,25 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."),
     classes = index.classes
     train_set, val_set, test_set = _datasets(cfg, index, size)
     if len(train_set) < cfg.batch_size:
-        raise DatasetError(f"{cfg.data}: train split has {len(train_set)} samples, fewer than batch_size={cfg.batch_size}")
+        raise DatasetError(
+            f"{cfg.data}: train split has {len(train_set)} samples, fewer than batch_size={cfg.batch_size}"
+        )
     seed_everything(cfg.seed)
     with tempfile.TemporaryDirectory(prefix="lensops-train-") as tmp:
         workdir = Path(tmp)  # init_from downloads/extractions and default plots; gone afterwards
         # A model folder, SageMaker model.tar.gz, package (folder or .tar.gz), runs:/ or models:/ reference,
         # resolved once: its identity (an alias's version now) goes into the checkpoint fingerprint too.
-        found = (resolve_init_from(cfg.init_from, workdir, project_root)
-                 if cfg.init_from and not cfg.pretrained else None)
+        found = (
+            resolve_init_from(cfg.init_from, workdir, project_root) if cfg.init_from and not cfg.pretrained else None
+        )
         net, init_info = build_net(cfg, spec, classes, size, found)
         net.hybridize(static_alloc=True, static_shape=True)
         task = _task(cfg, classes, size)
 
         shard = (env.rank, len(env.hosts)) if env.is_distributed else (0, 1)
-        train_loader, train_sampler = make_loader(train_set, cfg.batch_size, True, cfg.seed, cfg.num_workers, True, shard)
+        train_loader, train_sampler = make_loader(
+            train_set, cfg.batch_size, True, cfg.seed, cfg.num_workers, True, shard
+        )
         val_loader, _ = make_loader(val_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, False)
         kvstore = "dist_sync" if env.is_distributed else "device"
         opt_params = {"learning_rate": cfg.lr, "wd": cfg.wd}
@@ -190,8 +208,11 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."),
         if env.is_distributed and patience:
             # every host must run the same number of dist_sync steps; hosts' validation figures can differ
             # (BatchNorm statistics are per host), so a per-host stopping decision could leave one waiting
-            print(f"early_stopping_patience={patience} is ignored in a multi-host run: every host runs all "
-                  f"{cfg.epochs} epochs", flush=True)
+            print(
+                f"early_stopping_patience={patience} is ignored in a multi-host run: every host runs all "
+                f"{cfg.epochs} epochs",
+                flush=True,
+            )
             patience = 0
         stopper = EarlyStopping(patience)
         # A multi-host run checkpoints weights and loop state from the first host only (SageMaker gives
@@ -208,19 +229,41 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."),
             start_epoch = latest + 1
             print(f"resuming from checkpoint epoch {latest} in {store.folder}", flush=True)
 
-        tracker = Tracker(enabled=_tracking_enabled(cfg, env) and is_chief, uri=tracking_uri(project_root),
-                          experiment=cfg.experiment, artifact_root=project_root / "mlartifacts")
-        lineage = {"data_hash": data_digest, "data_path": str(cfg.data), "git_commit": git_commit(project_root),
-                   "init": init_info}
-        tracker.start(f"{cfg.model_name}-train", json.loads(cfg.model_dump_json()),
-                      {"task": cfg.task, "network": cfg.network, "data_hash": lineage["data_hash"],
-                       "git_commit": lineage["git_commit"], "init": init_info["init"],
-                       "resumed_from_epoch": latest})
+        tracker = Tracker(
+            enabled=_tracking_enabled(cfg, env) and is_chief,
+            uri=tracking_uri(project_root),
+            experiment=cfg.experiment,
+            artifact_root=project_root / "mlartifacts",
+        )
+        lineage = {
+            "data_hash": data_digest,
+            "data_path": str(cfg.data),
+            "git_commit": git_commit(project_root),
+            "init": init_info,
+        }
+        tracker.start(
+            f"{cfg.model_name}-train",
+            json.loads(cfg.model_dump_json()),
+            {
+                "task": cfg.task,
+                "network": cfg.network,
+                "data_hash": lineage["data_hash"],
+                "git_commit": lineage["git_commit"],
+                "init": init_info["init"],
+                "resumed_from_epoch": latest,
+            },
+        )
         ok = False
         try:
             epoch = start_epoch - 1
-            for epoch in tqdm(range(start_epoch, cfg.epochs), desc=f"{cfg.model_name} epochs", initial=start_epoch,
-                              total=cfg.epochs, disable=not cfg.progress, file=sys.stderr):
+            for epoch in tqdm(
+                range(start_epoch, cfg.epochs),
+                desc=f"{cfg.model_name} epochs",
+                initial=start_epoch,
+                total=cfg.epochs,
+                disable=not cfg.progress,
+                file=sys.stderr,
+            ):
                 if stopper.should_stop:
                     break
                 train_sampler.set_epoch(epoch)
@@ -237,10 +280,17 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."),
                 # this host's training throughput (its shard in a multi-host run), data loading included
                 images_per_s = len(losses) * cfg.batch_size / max(time.perf_counter() - started, 1e-9)
                 if not np.isfinite(train_loss):
-                    raise ConfigError(f"training diverged at epoch {epoch} (loss {train_loss}); lower lr (now {cfg.lr})")
+                    raise ConfigError(
+                        f"training diverged at epoch {epoch} (loss {train_loss}); lower lr (now {cfg.lr})"
+                    )
                 metrics, _ = task.evaluate(net, val_loader, "val")
-                row = {"epoch": epoch, "train_loss": train_loss, "lr": lr,
-                       "train_images_per_s": images_per_s, **metrics}
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "lr": lr,
+                    "train_images_per_s": images_per_s,
+                    **metrics,
+                }
                 history.append(row)
                 if on_epoch is not None:
                     on_epoch(row)
@@ -250,12 +300,20 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."),
                 tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 improved = stopper.update(epoch, metrics[task.primary_metric])
                 if is_chief or not env.is_distributed:
-                    store.save(epoch, net, states_from, {"early_stopping": stopper.to_dict(), "history": history,
-                                                         "fingerprint": fingerprint}, improved)
+                    store.save(
+                        epoch,
+                        net,
+                        states_from,
+                        {"early_stopping": stopper.to_dict(), "history": history, "fingerprint": fingerprint},
+                        improved,
+                    )
             epochs_run = len(history)
             if stopper.should_stop:
-                print(f"early stopping: no improvement of {task.primary_metric} for {stopper.patience} epochs "
-                      f"(best {stopper.best:.4f} at epoch {stopper.best_epoch})", flush=True)
+                print(
+                    f"early stopping: no improvement of {task.primary_metric} for {stopper.patience} epochs "
+                    f"(best {stopper.best:.4f} at epoch {stopper.best_epoch})",
+                    flush=True,
+                )
             if env.is_distributed:
                 # the same digest on every host shows the workers ended in sync. The model is the last
                 # epoch's: MXNet cannot load other weights into parameters a dist_sync kvstore holds.
@@ -265,7 +323,10 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."),
 
             final = {"best_epoch": stopper.best_epoch, f"best_{task.primary_metric}": stopper.best}
             if env.is_distributed and history:  # the model kept is the last epoch's (above)
-                final = {"best_epoch": history[-1]["epoch"], f"best_{task.primary_metric}": history[-1][task.primary_metric]}
+                final = {
+                    "best_epoch": history[-1]["epoch"],
+                    f"best_{task.primary_metric}": history[-1][task.primary_metric],
+                }
             test_loader, _ = make_loader(test_set, cfg.batch_size, False, cfg.seed, cfg.num_workers, False)
             plots_dir = cfg.plots_dir or workdir / "plots"
             write_curves(history, plots_dir, task.primary_metric)
@@ -283,8 +344,9 @@ def train(cfg: TrainConfig, env: RunEnvironment, project_root: Path = Path("."),
             final["data_check"] = check
             model_dir = None
             if is_chief:
-                model_dir = export_model(net, cfg, classes, size, final, {**lineage, "mlflow_run_id": tracker.run_id},
-                                         cfg.model_dir)
+                model_dir = export_model(
+                    net, cfg, classes, size, final, {**lineage, "mlflow_run_id": tracker.run_id}, cfg.model_dir
+                )
                 tracker.log_artifacts(model_dir, "model")
                 tracker.log_artifacts(plots_dir, "plots")
                 if cfg.metrics_file:
@@ -310,8 +372,17 @@ def config_fingerprint(cfg: TrainConfig, data_digest: str, init_identity: Option
     """Hash of everything that shapes the weights (config, data, starting model); a checkpoint
     resumes only the same run, never one whose data or init_from model has changed since.
     `init_identity` is the resolved init_from's SourceNetwork.identity (an alias: the version it points at now)."""
-    ignore = {"progress", "resume", "tracking", "experiment", "metrics_file", "plots_dir", "model_dir",
-              "checkpoint_dir", "num_workers"}
+    ignore = {
+        "progress",
+        "resume",
+        "tracking",
+        "experiment",
+        "metrics_file",
+        "plots_dir",
+        "model_dir",
+        "checkpoint_dir",
+        "num_workers",
+    }
     config = {k: v for k, v in json.loads(cfg.model_dump_json()).items() if k not in ignore}
     blob = json.dumps({"config": config, "data": data_digest, "init": init_identity}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

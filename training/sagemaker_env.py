@@ -2,6 +2,7 @@
 
 Never read at import time or in argparse defaults: outside SageMaker these variables do not exist.
 """
+
 from __future__ import annotations
 
 import json

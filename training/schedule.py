@@ -1,4 +1,5 @@
 """Learning-rate schedule and early stopping: pure functions of the step / the metric history."""
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,13 @@ class EarlyStopping:
         return self.patience > 0 and self.bad_epochs >= self.patience
 
     def to_dict(self) -> dict:
-        return {"patience": self.patience, "best": self.best, "best_epoch": self.best_epoch,
-                "bad_epochs": self.bad_epochs, "history": self.history}
+        return {
+            "patience": self.patience,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "EarlyStopping":

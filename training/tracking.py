@@ -1,4 +1,5 @@
 """MLflow tracking for a training run; a no-op Tracker when tracking is off."""
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,13 @@ def tracking_uri(root: Path) -> str:
 class Tracker:
     """One MLflow run. With enabled=False every call does nothing (SageMaker without a server)."""
 
-    def __init__(self, enabled: bool, uri: Optional[str] = None, experiment: str = "lensops",
-                 artifact_root: Optional[Path] = None):
+    def __init__(
+        self,
+        enabled: bool,
+        uri: Optional[str] = None,
+        experiment: str = "lensops",
+        artifact_root: Optional[Path] = None,
+    ):
         self.enabled, self.uri, self.experiment = enabled, uri, experiment
         self.artifact_root = artifact_root
         self.run_id: Optional[str] = None
@@ -34,7 +40,11 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         try:
             if mlflow.get_experiment_by_name(self.experiment) is None:
-                location = self.artifact_root.resolve().as_uri() if self.artifact_root and self.uri.startswith("sqlite") else None
+                location = (
+                    self.artifact_root.resolve().as_uri()
+                    if self.artifact_root and self.uri.startswith("sqlite")
+                    else None
+                )
                 mlflow.create_experiment(self.experiment, artifact_location=location)
             mlflow.set_experiment(self.experiment)
             run = mlflow.start_run(run_name=run_name)

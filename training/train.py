@@ -3,6 +3,7 @@
 Precedence: params.yaml section (--params/--section) < command-line hyperparameters <
 SageMaker channels/dirs for paths not given. SageMaker passes hyperparameters as `--key value`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ from training.sagemaker_env import RunEnvironment, read_environment
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", type=Path, help="params.yaml to read a section from")
     parser.add_argument("--section", help="section of the params file (e.g. train_classifier)")
     for name, field in TrainConfig.model_fields.items():

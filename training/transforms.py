@@ -1,5 +1,6 @@
 """Image preprocessing and augmentation. Every random choice comes from an explicit Generator,
 so a (seed, epoch, index) triple always produces the same sample, whichever worker builds it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,15 +70,16 @@ def augment_classification(image: np.ndarray, rng: np.random.Generator, size: in
     ch = int(min(h, round(np.sqrt(area / aspect))))
     x0 = int(rng.integers(0, w - cw + 1))
     y0 = int(rng.integers(0, h - ch + 1))
-    image = image[y0:y0 + ch, x0:x0 + cw]
+    image = image[y0 : y0 + ch, x0 : x0 + cw]
     if rng.random() < 0.5:
         image = image[:, ::-1]
     image = np.rot90(image, int(rng.integers(0, 4)))
     return colour_jitter(resize(np.ascontiguousarray(image), size), rng)
 
 
-def augment_detection(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def augment_detection(
+    image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """SSD-style: colour jitter, zoom-out (expand), crop keeping box centres, horizontal flip.
 
     `labels` ((N,) or (N, k): per-object values such as class and difficult) keep their boxes' order
@@ -92,7 +94,7 @@ def augment_detection(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
         ox, oy = int(rng.integers(0, ew - w + 1)), int(rng.integers(0, eh - h + 1))
         canvas = np.empty((eh, ew, 3), dtype=np.uint8)
         canvas[:] = _MEAN.astype(np.uint8)
-        canvas[oy:oy + h, ox:ox + w] = image
+        canvas[oy : oy + h, ox : ox + w] = image
         image, boxes = canvas, boxes + np.array([ox, oy, ox, oy], dtype=np.float32)
         h, w = eh, ew
     if rng.random() < 0.4 and len(boxes):
@@ -103,7 +105,7 @@ def augment_detection(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
             centres = (boxes[:, :2] + boxes[:, 2:]) / 2
             keep = (centres[:, 0] > x0) & (centres[:, 0] < x0 + cw) & (centres[:, 1] > y0) & (centres[:, 1] < y0 + ch)
             if keep.any():
-                image = image[y0:y0 + ch, x0:x0 + cw]
+                image = image[y0 : y0 + ch, x0 : x0 + cw]
                 boxes = boxes[keep] - np.array([x0, y0, x0, y0], dtype=np.float32)
                 boxes = np.clip(boxes, 0, [cw, ch, cw, ch]).astype(np.float32)
                 labels = labels[keep]

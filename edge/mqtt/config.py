@@ -7,6 +7,7 @@ mqtt: {url: "mqtt://127.0.0.1:1883", topic_prefix: lensops, qos: 1}
 Secrets are never read from the YAML: `password_env` names an environment variable and
 `password_file` a file that holds the password.
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -53,7 +54,9 @@ def _existing_file(field: str, value: Optional[Path]) -> Optional[Path]:
 class TlsConfig(StrictModel):
     """TLS towards the broker; `cert_file` + `key_file` make it mutual TLS (AWS IoT Core)."""
 
-    ca_file: Optional[Path] = Field(None, description="CA bundle that signed the broker's certificate; system CAs if unset")
+    ca_file: Optional[Path] = Field(
+        None, description="CA bundle that signed the broker's certificate; system CAs if unset"
+    )
     cert_file: Optional[Path] = Field(None, description="client certificate (PEM) for mutual TLS")
     key_file: Optional[Path] = Field(None, description="private key (PEM) of the client certificate")
     insecure: bool = Field(False, description="skip the broker host name check (test brokers only)")
@@ -75,7 +78,9 @@ class OutboxConfig(StrictModel):
 
     path: Optional[Path] = Field(None, description="SQLite file; default <state dir>/outbox.sqlite")
     max_messages: int = Field(100_000, gt=0, description="bound; beyond it the oldest message is dropped (and counted)")
-    durability: Durability = Field(Durability.PROCESS, description="process (survives kill -9) or power (fsync each message)")
+    durability: Durability = Field(
+        Durability.PROCESS, description="process (survives kill -9) or power (fsync each message)"
+    )
     sync_interval_s: float = Field(1.0, gt=0, description="how often the log is fsynced in `process` durability")
 
 
@@ -85,23 +90,35 @@ class MqttConfig(StrictModel):
     url: str = Field(description="mqtt://host[:port] or mqtts://host[:port] (TLS, port 8883 by default)")
     topic_prefix: str = Field("lensops", description="first level of every topic")
     qos: Literal[0, 1] = Field(1, description="QoS of inference and deployment messages (1 = at least once)")
-    client_id: Optional[str] = Field(None, description="MQTT client id; default lensops-<device id> (the thing name in aws_iot mode)")
+    client_id: Optional[str] = Field(
+        None, description="MQTT client id; default lensops-<device id> (the thing name in aws_iot mode)"
+    )
     keepalive: int = Field(30, ge=5, le=1200, description="seconds between keep-alive pings")
     username: Optional[str] = Field(None, description="broker user name")
     password_env: Optional[str] = Field(None, description="name of the environment variable holding the password")
     password_file: Optional[Path] = Field(None, description="file holding the password")
     tls: Optional[TlsConfig] = Field(None, description="TLS settings; needs an mqtts:// URL")
-    aws_iot: bool = Field(False, description="AWS IoT Core limits: thing-name client id, 128 KB payloads, 100 publishes/s")
-    deeplens_topic: bool = Field(False, description="also publish inference to $aws/things/<thing>/infer (aws_iot only)")
+    aws_iot: bool = Field(
+        False, description="AWS IoT Core limits: thing-name client id, 128 KB payloads, 100 publishes/s"
+    )
+    deeplens_topic: bool = Field(
+        False, description="also publish inference to $aws/things/<thing>/infer (aws_iot only)"
+    )
     inflight: int = Field(100, ge=1, le=65535, description="QoS 1 messages sent but not yet acknowledged")
     max_publishes_per_s: Optional[float] = Field(None, gt=0, description="rate limit; 100 in aws_iot mode")
-    max_payload_bytes: Optional[int] = Field(None, ge=64, description="largest payload the broker takes "
-                                             "(Mosquitto's max_packet_size less the topic and ~8 bytes of header); a larger message goes "
-                                             "to the dead-letter table at enqueue; 131072 (and at most that) in aws_iot mode")
+    max_payload_bytes: Optional[int] = Field(
+        None,
+        ge=64,
+        description="largest payload the broker takes "
+        "(Mosquitto's max_packet_size less the topic and ~8 bytes of header); a larger message goes "
+        "to the dead-letter table at enqueue; 131072 (and at most that) in aws_iot mode",
+    )
     reconnect_max_s: float = Field(30.0, gt=0, le=300, description="cap of the jittered exponential reconnect backoff")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="disk-backed outbox")
     publish_policy: PublishPolicy = Field(PublishPolicy.EVERY_FRAME, description="every_frame, on_change or interval")
-    interval_s: Optional[float] = Field(None, gt=0, description="seconds between publishes (interval); heartbeat for on_change")
+    interval_s: Optional[float] = Field(
+        None, gt=0, description="seconds between publishes (interval); heartbeat for on_change"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -121,7 +138,9 @@ class MqttConfig(StrictModel):
         except ValueError:
             raise ValueError(f"url: {url!r} has an invalid port") from None
         if parts.path not in ("", "/") or parts.query or parts.username:
-            raise ValueError(f"url: {url!r} must be scheme://host[:port] only (credentials go in username/password_env)")
+            raise ValueError(
+                f"url: {url!r} must be scheme://host[:port] only (credentials go in username/password_env)"
+            )
         return url
 
     @field_validator("topic_prefix")
@@ -156,13 +175,16 @@ class MqttConfig(StrictModel):
         if not self.use_tls:
             raise ValueError(f"aws_iot: AWS IoT Core needs TLS, but url {self.url!r} is not mqtts://")
         if self.max_publishes_per_s is not None and self.max_publishes_per_s > AWS_IOT_MAX_PUBLISHES_PER_S:
-            raise ValueError(f"max_publishes_per_s: {self.max_publishes_per_s} is over AWS IoT Core's "
-                             f"{AWS_IOT_MAX_PUBLISHES_PER_S} per connection")
+            raise ValueError(
+                f"max_publishes_per_s: {self.max_publishes_per_s} is over AWS IoT Core's "
+                f"{AWS_IOT_MAX_PUBLISHES_PER_S} per connection"
+            )
         if self.inflight > AWS_IOT_MAX_INFLIGHT:
             raise ValueError(f"inflight: {self.inflight} is over AWS IoT Core's {AWS_IOT_MAX_INFLIGHT}")
         if self.max_payload_bytes is not None and self.max_payload_bytes > AWS_IOT_MAX_PAYLOAD_BYTES:
-            raise ValueError(f"max_payload_bytes: {self.max_payload_bytes} is over AWS IoT Core's "
-                             f"{AWS_IOT_MAX_PAYLOAD_BYTES}")
+            raise ValueError(
+                f"max_payload_bytes: {self.max_payload_bytes} is over AWS IoT Core's {AWS_IOT_MAX_PAYLOAD_BYTES}"
+            )
 
     @property
     def use_tls(self) -> bool:
@@ -194,8 +216,9 @@ class MqttConfig(StrictModel):
         """The client id: the thing name (= device id) in aws_iot mode, else `client_id` or lensops-<device>."""
         if self.aws_iot:
             if self.client_id not in (None, device_id):
-                raise ValueError(f"client_id: {self.client_id!r} must equal the device id / thing name "
-                                 f"{device_id!r} in aws_iot mode")
+                raise ValueError(
+                    f"client_id: {self.client_id!r} must equal the device id / thing name {device_id!r} in aws_iot mode"
+                )
             return device_id
         return self.client_id or f"lensops-{device_id}"
 

@@ -4,6 +4,7 @@ The publisher opens a fresh client for every connection attempt (its own outbox,
 memory, is what gets resent), and runs its network loop itself, so paho never reconnects on
 its own.
 """
+
 from __future__ import annotations
 
 import random
@@ -51,8 +52,13 @@ class ClientOpener:
         self._ssl = ssl_context(config)
 
     def open(self) -> mqtt.Client:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, clean_session=True,
-                             protocol=mqtt.MQTTv311, reconnect_on_failure=False)
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=True,
+            protocol=mqtt.MQTTv311,
+            reconnect_on_failure=False,
+        )
         client.connect_timeout = CONNECT_TIMEOUT_S
         client.will_set(self.will[0], self.will[1], qos=1, retain=True)
         if self.config.username:
@@ -90,8 +96,9 @@ def pump(client: mqtt.Client, timeout: float) -> bool:
         return False
     pending = sock.pending() if hasattr(sock, "pending") else 0
     try:
-        readable, writable, _ = select.select([sock], [sock] if client.want_write() else [], [],
-                                              0.0 if pending else timeout)
+        readable, writable, _ = select.select(
+            [sock], [sock] if client.want_write() else [], [], 0.0 if pending else timeout
+        )
     except (OSError, ValueError, TypeError):
         return False
     if (readable or pending) and client.loop_read() != OK:

@@ -13,6 +13,7 @@ row, names the conflict, unless the last two losses had the same oldest message 
 progress between them is a refused message, not another client. It lasts until a connection holds
 TAKEOVER_CLEAR_S.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,9 @@ log = logging.getLogger("edge.mqtt.publisher")
 TAKEOVER_WINDOW_S = 1.0  # a connection closed this soon after it was made ...
 TAKEOVER_LOSSES = 3  # ... this many times in a row: another client has our client id
 TAKEOVER_CLEAR_S = 30.0  # the conflict is over once a connection held this long
-POISON_STRIKES = 3  # a message alone in flight when the broker closed the connection this many times in a row is dead-lettered
+POISON_STRIKES = (
+    3  # a message alone in flight when the broker closed the connection this many times in a row is dead-lettered
+)
 
 
 class LossTracker:
@@ -80,9 +83,11 @@ class LossTracker:
         recent = self._quick_losses
         stuck = len(recent) >= 2 and recent[-1] is not None and recent[-1] == recent[-2]
         if len(recent) >= TAKEOVER_LOSSES and not stuck and not self.conflict:
-            self.conflict = (f"client id {self.client_id!r} is in use by another client: the broker closed "
-                             f"this connection within {TAKEOVER_WINDOW_S:g} s of connecting {TAKEOVER_LOSSES} "
-                             "times in a row (two runners with one device_id or client_id?)")
+            self.conflict = (
+                f"client id {self.client_id!r} is in use by another client: the broker closed "
+                f"this connection within {TAKEOVER_WINDOW_S:g} s of connecting {TAKEOVER_LOSSES} "
+                "times in a row (two runners with one device_id or client_id?)"
+            )
             log.error("MQTT: %s", self.conflict)
 
     def current_conflict(self, connected: bool, now: float) -> Optional[str]:

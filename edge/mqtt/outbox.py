@@ -11,6 +11,7 @@ oldest when the bound is reached (counted, persistently), or into the `dead_lett
 counted, kept for inspection with their reason). Per-key sequence numbers live in
 the same file and are advanced in the same transaction as the messages they number.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -114,13 +115,17 @@ class OutboxStore:
         If `build` raises, nothing is written and the number is not used. Numbers start at 0.
         """
         with self._lock:
+
             def numbered() -> int:
                 row = self._db.execute("SELECT last FROM sequences WHERE key = ?", (key,)).fetchone()
                 seq = 0 if row is None else row[0] + 1
                 self._insert(build(seq))
-                self._db.execute("INSERT INTO sequences(key, last) VALUES(?, ?) "
-                                 "ON CONFLICT(key) DO UPDATE SET last = excluded.last", (key, seq))
+                self._db.execute(
+                    "INSERT INTO sequences(key, last) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET last = excluded.last",
+                    (key, seq),
+                )
                 return seq
+
             return self._write(numbered)
 
     def last_seq(self, key: str) -> Optional[int]:
@@ -144,22 +149,29 @@ class OutboxStore:
     def _insert(self, messages: Sequence[Message]) -> None:
         self._db.executemany(
             "INSERT INTO messages(topic, payload, qos, retain) VALUES(?, ?, ?, ?)",
-            [(m.topic, bytes(m.payload), int(m.qos), int(m.retain)) for m in messages])
+            [(m.topic, bytes(m.payload), int(m.qos), int(m.retain)) for m in messages],
+        )
         self._depth += len(messages)
         excess = self._depth - self.max_messages
         if excess > 0:
-            self._db.execute("DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?)",
-                             (excess,))
+            self._db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages ORDER BY id LIMIT ?)", (excess,)
+            )
             self._depth -= excess
             self._dropped += excess
-            self._db.execute("INSERT INTO counters(name, value) VALUES('dropped', ?) "
-                             "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (self._dropped,))
+            self._db.execute(
+                "INSERT INTO counters(name, value) VALUES('dropped', ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (self._dropped,),
+            )
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[StoredMessage]:
         """Up to `limit` messages with id > `after_id`, oldest first."""
         with self._lock:
-            rows = self._db.execute("SELECT id, topic, payload, qos, retain FROM messages WHERE id > ? "
-                                    "ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+            rows = self._db.execute(
+                "SELECT id, topic, payload, qos, retain FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
         return [StoredMessage(i, t, bytes(p), q, bool(r)) for i, t, p, q, r in rows]
 
     def remove(self, ids: Iterable[int]) -> int:
@@ -182,17 +194,25 @@ class OutboxStore:
         """Put a message in the dead-letter table (and take it out of the queue if it is there), at once.
         The table keeps the newest DEAD_LETTERS_KEPT; the count of all of them is kept in `counters`."""
         with self._lock:
+
             def move() -> None:
-                self._db.execute("INSERT INTO dead_letters(topic, payload, qos, retain, reason, ts) "
-                                 "VALUES(?, ?, ?, ?, ?, strftime('%s', 'now'))",
-                                 (message.topic, bytes(message.payload), int(message.qos), int(message.retain), reason))
-                self._db.execute("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?",
-                                 (DEAD_LETTERS_KEPT,))
+                self._db.execute(
+                    "INSERT INTO dead_letters(topic, payload, qos, retain, reason, ts) "
+                    "VALUES(?, ?, ?, ?, ?, strftime('%s', 'now'))",
+                    (message.topic, bytes(message.payload), int(message.qos), int(message.retain), reason),
+                )
+                self._db.execute(
+                    "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?", (DEAD_LETTERS_KEPT,)
+                )
                 if isinstance(message, StoredMessage):
                     gone = self._db.execute("DELETE FROM messages WHERE id = ?", (message.id,)).rowcount
                     self._depth -= gone
-                self._db.execute("INSERT INTO counters(name, value) VALUES('dead_letters', ?) "
-                                 "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (self._dead + 1,))
+                self._db.execute(
+                    "INSERT INTO counters(name, value) VALUES('dead_letters', ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    (self._dead + 1,),
+                )
+
             self._write(move)
             self._dead += 1
 

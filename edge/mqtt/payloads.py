@@ -1,9 +1,11 @@
 """Payload names, encoding and the JSON Schemas shipped in `edge/schemas/`."""
+
 from __future__ import annotations
 
 import json
 import time
 from datetime import datetime, timezone
+
 try:  # importlib.resources.files is Python 3.9+; the SageMaker pipeline steps run 3.8 (importlib_resources)
     from importlib.resources import files as _package_files
 except ImportError:  # pragma: no cover - Python 3.8
@@ -15,8 +17,12 @@ STATUS = "lensops.status/1"
 DEPLOYMENT = "lensops.deployment/1"
 FLEET_DEPLOYMENT = "lensops.fleet_deployment/1"
 
-SCHEMA_FILES = {INFERENCE: "inference", STATUS: "status", DEPLOYMENT: "deployment",
-                FLEET_DEPLOYMENT: "fleet_deployment"}
+SCHEMA_FILES = {
+    INFERENCE: "inference",
+    STATUS: "status",
+    DEPLOYMENT: "deployment",
+    FLEET_DEPLOYMENT: "fleet_deployment",
+}
 
 
 class PayloadTooLarge(ValueError):
@@ -40,15 +46,16 @@ def encode(payload: Union[dict, list, str, bytes]) -> bytes:
 
 def check_size(topic: str, payload: bytes, limit: Optional[int]) -> None:
     if limit is not None and len(payload) > limit:
-        raise PayloadTooLarge(f"payload for {topic!r} is {len(payload)} bytes, over the {limit}-byte limit "
-                              f"({limit // 1024} KB, mqtt.max_payload_bytes or AWS IoT Core's); "
-                              "publish fewer predictions per message")
+        raise PayloadTooLarge(
+            f"payload for {topic!r} is {len(payload)} bytes, over the {limit}-byte limit "
+            f"({limit // 1024} KB, mqtt.max_payload_bytes or AWS IoT Core's); "
+            "publish fewer predictions per message"
+        )
 
 
 def status_payload(device: str, status: dict[str, Any], outbox: dict[str, int], offline: bool = False) -> dict:
     """The retained status: the runner's last status (state `online` unless it said otherwise), the outbox figures."""
-    body = {"schema": STATUS, "device": device, "state": "online", "outbox": outbox, **status,
-            "ts": utc_timestamp()}
+    body = {"schema": STATUS, "device": device, "state": "online", "outbox": outbox, **status, "ts": utc_timestamp()}
     if offline:
         body["state"] = "offline"
     return body

@@ -5,6 +5,7 @@ published ones (and, with `interval_s`, at least every `interval_s` as a heartbe
 publishes at most one result per source every `interval_s`. Skipped results take no `seq`, so
 `seq` stays contiguous over what is published.
 """
+
 from __future__ import annotations
 
 import threading
@@ -18,8 +19,12 @@ from edge.mqtt.config import PublishPolicy
 class PublishGate:
     """Decides per source whether a result is published; thread-safe (one call per frame)."""
 
-    def __init__(self, policy: PublishPolicy = PublishPolicy.EVERY_FRAME, interval_s: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        policy: PublishPolicy = PublishPolicy.EVERY_FRAME,
+        interval_s: Optional[float] = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         policy = PublishPolicy(policy)
         if policy is PublishPolicy.INTERVAL and not interval_s:
             raise ValueError("publish_policy interval requires interval_s")

@@ -7,6 +7,7 @@ again from the oldest unacknowledged message on a new connection (after a jitter
 capped at `reconnect_max_s`). Delivery is at least once: a message whose PUBACK was lost is
 sent again, with the same `seq`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,7 @@ from edge.mqtt.config import MqttConfig
 from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener, Opener, drop, pump
 from edge.mqtt.losses import POISON_STRIKES, LossTracker
 from edge.mqtt.outbox import Message, OutboxStore, StoredMessage
-from edge.mqtt.payloads import (DEPLOYMENT, STATUS, PayloadTooLarge, check_size, encode, status_payload,
-                                utc_timestamp)
+from edge.mqtt.payloads import DEPLOYMENT, STATUS, PayloadTooLarge, check_size, encode, status_payload, utc_timestamp
 from edge.mqtt.policy import PublishGate, RateLimiter
 from edge.mqtt.topics import Topics, check_aws_topic
 from edge.redact import redact_all
@@ -45,9 +45,15 @@ class PublisherSettings:
 
     @classmethod
     def from_config(cls, config: MqttConfig) -> "PublisherSettings":
-        return cls(qos=config.qos, inflight=config.inflight, max_payload_bytes=config.payload_limit,
-                   max_publishes_per_s=config.publish_rate_limit, reconnect_max_s=config.reconnect_max_s,
-                   sync_interval_s=config.outbox.sync_interval_s, aws_iot=config.aws_iot)
+        return cls(
+            qos=config.qos,
+            inflight=config.inflight,
+            max_payload_bytes=config.payload_limit,
+            max_publishes_per_s=config.publish_rate_limit,
+            reconnect_max_s=config.reconnect_max_s,
+            sync_interval_s=config.outbox.sync_interval_s,
+            aws_iot=config.aws_iot,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,14 @@ class PublisherStats:
 class Publisher:
     """Enqueue from any thread; `start()` the drain thread; `stop()` drains briefly and says offline."""
 
-    def __init__(self, store: OutboxStore, opener: Opener, topics: Topics,
-                 settings: PublisherSettings = PublisherSettings(), gate: Optional[PublishGate] = None):
+    def __init__(
+        self,
+        store: OutboxStore,
+        opener: Opener,
+        topics: Topics,
+        settings: PublisherSettings = PublisherSettings(),
+        gate: Optional[PublishGate] = None,
+    ):
         self.store = store
         self.topics = topics
         self.settings = settings
@@ -102,8 +114,13 @@ class Publisher:
         opener = ClientOpener(config, config.effective_client_id(device_id), topics.status, will)
         outbox = config.outbox
         store = OutboxStore(outbox.path or Path(state_dir) / "outbox.sqlite", outbox.max_messages, outbox.durability)
-        return cls(store, opener, topics, PublisherSettings.from_config(config),
-                   PublishGate(config.publish_policy, config.interval_s))
+        return cls(
+            store,
+            opener,
+            topics,
+            PublisherSettings.from_config(config),
+            PublishGate(config.publish_policy, config.interval_s),
+        )
 
     # -- what the runner calls ------------------------------------------------------------
 
@@ -121,6 +138,7 @@ class Publisher:
         def build(seq: int) -> list[Message]:
             body = encode({**payload, "seq": seq, "instance": self.instance})
             return [self._checked(Message(topic, body, self.settings.qos)) for topic in targets]
+
         try:
             return self.store.append_numbered(source_id, build)
         except PayloadTooLarge as exc:  # takes no seq: the next result gets this one's number
@@ -140,8 +158,9 @@ class Publisher:
         self._status = redact_all(dict(status))
         self._status_due.set()
 
-    def enqueue(self, topic: str, payload: Union[dict, list, str, bytes], qos: Optional[int] = None,
-                retain: bool = False) -> None:
+    def enqueue(
+        self, topic: str, payload: Union[dict, list, str, bytes], qos: Optional[int] = None, retain: bool = False
+    ) -> None:
         """Commit one message to the outbox; it is sent in order once connected (a payload over
         max_payload_bytes goes to the dead-letter table instead)."""
         qos = self.settings.qos if qos is None else qos
@@ -162,10 +181,16 @@ class Publisher:
 
     def stats(self) -> PublisherStats:
         conflict = self._losses.current_conflict(self._connected, time.monotonic())
-        return PublisherStats(connected=self._connected, outbox_depth=self.store.depth(),
-                              dropped=self.store.dropped(), sent=self._sent,
-                              reconnects=max(0, self._connections - 1), last_error=self._last_error,
-                              dead_letters=self.store.dead_letters(), client_id_conflict=conflict)
+        return PublisherStats(
+            connected=self._connected,
+            outbox_depth=self.store.depth(),
+            dropped=self.store.dropped(),
+            sent=self._sent,
+            reconnects=max(0, self._connections - 1),
+            last_error=self._last_error,
+            dead_letters=self.store.dead_letters(),
+            client_id_conflict=conflict,
+        )
 
     @property
     def last_error(self) -> Optional[str]:
@@ -264,25 +289,35 @@ class Publisher:
             row = inflight.pop(mid, None)
             if row is not None:
                 acked.append(row.id)
+
         control: set[int] = set()  # mids of this connection's status publishes not yet acknowledged
 
         def on_publish_or_control(client_, userdata, mid: int, code, props) -> None:
             control.discard(mid)
             on_publish(client_, userdata, mid, code, props)
+
         try:
             self._serve_rows(client, inflight, acked, on_publish_or_control, control)
         finally:
             poison = None if self._stopping.is_set() else self._losses.lost(list(inflight.values()), bool(control))
             if poison is not None:
-                self._dead_letter(poison, f"the broker closed the connection {POISON_STRIKES} times in a row while "
-                                          f"it was in flight (over the broker's packet size limit, or refused by its ACL?)")
+                self._dead_letter(
+                    poison,
+                    f"the broker closed the connection {POISON_STRIKES} times in a row while "
+                    f"it was in flight (over the broker's packet size limit, or refused by its ACL?)",
+                )
 
     def _dead_letter(self, message: Message | StoredMessage, reason: str) -> None:
         self.store.dead_letter(message, reason)
         self._dead_logged += 1
         if self._dead_logged <= 10 or self._dead_logged % 100 == 0:  # a source that is always too big: not every frame
-            log.error("MQTT: dead-lettered a %d-byte message for %r (%d this run): %s", len(message.payload),
-                      message.topic, self._dead_logged, reason)
+            log.error(
+                "MQTT: dead-lettered a %d-byte message for %r (%d this run): %s",
+                len(message.payload),
+                message.topic,
+                self._dead_logged,
+                reason,
+            )
 
     def _serve_rows(self, client: mqtt.Client, inflight: dict, acked: list, on_publish, control: set) -> None:
         client.on_publish = on_publish
@@ -339,12 +374,17 @@ class Publisher:
 
     def _status_payload(self, offline: bool = False) -> dict[str, Any]:
         stats = self.stats()
-        outbox = {"depth": stats.outbox_depth, "dropped": stats.dropped, "sent": stats.sent,
-                  "dead_letters": stats.dead_letters}
+        outbox = {
+            "depth": stats.outbox_depth,
+            "dropped": stats.dropped,
+            "sent": stats.sent,
+            "dead_letters": stats.dead_letters,
+        }
         status = {**self._status, "instance": self.instance}
         if stats.client_id_conflict:
-            status.update(state="degraded", client_id_conflict=stats.client_id_conflict,
-                          last_error=stats.client_id_conflict)
+            status.update(
+                state="degraded", client_id_conflict=stats.client_id_conflict, last_error=stats.client_id_conflict
+            )
         return status_payload(self.topics.device, status, outbox, offline)
 
     def _say_offline(self, client: mqtt.Client) -> None:
@@ -365,4 +405,3 @@ class Publisher:
         # One warning per outage; the retries of the same outage go to debug.
         (log.debug if self._last_error else log.warning)("MQTT: %s", message)
         self._last_error = message
-

@@ -3,6 +3,7 @@
 For notebooks, benchmarks and operators' scripts (the fleet side); a device never needs it. Messages
 arrive at least once (QoS 1), so `inference` keeps one payload per (source, seq).
 """
+
 from __future__ import annotations
 
 import json

@@ -8,6 +8,7 @@
 | `<prefix>/fleets/<fleet>/deployment`    | yes      |
 | `$aws/things/<thing>/infer` (DeepLens)  | no       |
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,8 +48,10 @@ def check_aws_topic(topic: str) -> str:
     """`topic` if AWS IoT Core accepts it (<= 256 bytes, <= 7 slashes), else ValueError naming it."""
     counted = topic.split("/", 3)[-1] if topic.startswith("$aws/things/") else topic
     if len(topic.encode()) > AWS_IOT_MAX_TOPIC_BYTES or counted.count("/") > AWS_IOT_MAX_SLASHES:
-        raise ValueError(f"topic {topic!r} is over AWS IoT Core's limits "
-                         f"({AWS_IOT_MAX_TOPIC_BYTES} bytes, {AWS_IOT_MAX_SLASHES} slashes)")
+        raise ValueError(
+            f"topic {topic!r} is over AWS IoT Core's limits "
+            f"({AWS_IOT_MAX_TOPIC_BYTES} bytes, {AWS_IOT_MAX_SLASHES} slashes)"
+        )
     return topic
 
 

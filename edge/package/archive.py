@@ -4,6 +4,7 @@ A package travels as one `.tar.gz`. Unpacking rejects absolute paths, `..`, link
 oversize members; verification checks every file against the manifest's sha256 (and the
 signature when a public key is given) before anything is loaded, and refuses unlisted files.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -61,8 +62,9 @@ def pack(package_dir: Path, out: Path) -> Path:
     """A reproducible .tar.gz (sorted members, zeroed owners and times), written atomically."""
     root = Path(package_dir)
     out = Path(out)
-    with atomic_path(out) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+    with atomic_path(out) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(
+        fileobj=raw, mode="wb", mtime=0
+    ) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(p for p in root.rglob("*") if p.is_file()):
             info = tar.gettarinfo(str(path), arcname=path.relative_to(root).as_posix())
             info.uid = info.gid = 0
@@ -74,8 +76,9 @@ def pack(package_dir: Path, out: Path) -> Path:
     return out
 
 
-def safe_extract(archive: Path, dest: Path, max_member: int = MAX_MEMBER_BYTES,
-                 max_total: int = MAX_TOTAL_BYTES) -> Path:
+def safe_extract(
+    archive: Path, dest: Path, max_member: int = MAX_MEMBER_BYTES, max_total: int = MAX_TOTAL_BYTES
+) -> Path:
     """Unpack `archive` into the new folder `dest`; nothing is left behind when a member is refused."""
     archive, dest = Path(archive), Path(dest)
     if dest.exists():

@@ -3,6 +3,7 @@
 Used on the device and by the pipeline (parity, golden samples), so both sides agree by construction.
 Frames are OpenCV images: HxWx3 uint8 in BGR order.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -55,8 +56,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def decode_detection(scores: np.ndarray, boxes: np.ndarray, labels: list[str], spec: OutputSpec,
-                     score_threshold: float | None = None) -> list[dict]:
+def decode_detection(
+    scores: np.ndarray, boxes: np.ndarray, labels: list[str], spec: OutputSpec, score_threshold: float | None = None
+) -> list[dict]:
     """One image's per-class scores [A, C] and normalized boxes [A, 4] -> predictions, best first."""
     threshold = spec.score_threshold if score_threshold is None else score_threshold
     found = []
@@ -87,8 +89,12 @@ def box_iou(a: list[float], b: list[float]) -> float:
 def hold_over(candidates: list[dict], previous: list[dict], score_threshold: float) -> list[dict]:
     """The candidates scoring at least `score_threshold`, and those below it that continue a box of the
     same label in `previous` (the last frame's predictions; IoU >= HOLD_IOU). Order is kept."""
-    return [p for p in candidates if p["score"] >= score_threshold
-            or any(q["label"] == p["label"] and box_iou(q["box"], p["box"]) >= HOLD_IOU for q in previous)]
+    return [
+        p
+        for p in candidates
+        if p["score"] >= score_threshold
+        or any(q["label"] == p["label"] and box_iou(q["box"], p["box"]) >= HOLD_IOU for q in previous)
+    ]
 
 
 def decode_classification(probs: np.ndarray, labels: list[str], top_k: int = 3) -> list[dict]:
@@ -96,8 +102,9 @@ def decode_classification(probs: np.ndarray, labels: list[str], top_k: int = 3) 
     return [{"label": labels[i], "score": float(probs[i])} for i in order]
 
 
-def decode(outputs: list[np.ndarray], labels: list[str], spec: OutputSpec,
-           score_threshold: float | None = None) -> list[list[dict]]:
+def decode(
+    outputs: list[np.ndarray], labels: list[str], spec: OutputSpec, score_threshold: float | None = None
+) -> list[list[dict]]:
     """Runtime outputs for a batch -> one prediction list per image."""
     if spec.type == "probabilities":
         return [decode_classification(p, labels) for p in outputs[0]]

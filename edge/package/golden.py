@@ -3,6 +3,7 @@
 A device runs them after loading a variant; a variant that no longer reproduces its own outputs
 (corrupt weights, a runtime that computes differently) is refused before it serves a frame.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,9 @@ def run_sample(package_dir: Path, manifest: Manifest, session: Session, image: s
     try:
         outputs = session.run(preprocess([frame], manifest.input))
     except Exception as exc:  # a runtime that cannot run the sample is a package fault
-        raise PackageError(f"{image}: variant {session.variant.id} failed on its golden sample "
-                           f"({type(exc).__name__}: {exc})") from None
+        raise PackageError(
+            f"{image}: variant {session.variant.id} failed on its golden sample ({type(exc).__name__}: {exc})"
+        ) from None
     return decode(outputs, list(manifest.labels), manifest.output)[0]
 
 

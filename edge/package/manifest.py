@@ -3,6 +3,7 @@
 Every file of a package is listed here with its sha256 (variant files under their variant, the
 golden samples under `samples`), so a device can verify the whole package before loading any of it.
 """
+
 from __future__ import annotations
 
 import json
@@ -60,7 +61,9 @@ class OutputSpec(StrictModel):
         if self.type != "scores_boxes":
             raise ValueError("hold_threshold applies to detection outputs (scores_boxes) only")
         if self.hold_threshold >= self.score_threshold:
-            raise ValueError(f"hold_threshold {self.hold_threshold} must be below score_threshold {self.score_threshold}")
+            raise ValueError(
+                f"hold_threshold {self.hold_threshold} must be below score_threshold {self.score_threshold}"
+            )
         return self
 
 
@@ -151,7 +154,9 @@ def parse_manifest(data: bytes, where: str = MANIFEST) -> Manifest:
     if not manifest.variants:
         raise PackageError(f"{where}: field 'variants': a package holds at least one variant")
     seen: dict[str, str] = {}
-    listed = [(p, h) for p, h in manifest.sample_files.items()] + [(p, h) for v in manifest.variants for p, h in v.files.items()]
+    listed = [(p, h) for p, h in manifest.sample_files.items()] + [
+        (p, h) for v in manifest.variants for p, h in v.files.items()
+    ]
     for path, digest in listed:
         if path.startswith("/") or ".." in Path(path).parts or path in (MANIFEST, SIGNATURE):
             raise PackageError(f"{where}: file path '{path}' is not allowed")

@@ -2,6 +2,7 @@
 
 Every session returns the outputs named by the manifest, in that order, as float32 numpy arrays.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -41,8 +42,7 @@ def supported(variant: Variant, features: frozenset[str] | None = None) -> Optio
     return None
 
 
-def choose_variant(manifest: Manifest, prefer: Optional[str] = None,
-                   features: frozenset[str] | None = None) -> Variant:
+def choose_variant(manifest: Manifest, prefer: Optional[str] = None, features: frozenset[str] | None = None) -> Variant:
     """`prefer` if given and runnable, else the runnable variant with the lowest measured latency."""
     if prefer:
         variant = manifest.variant(prefer)
@@ -70,8 +70,9 @@ def _opt_out_of_openvino_telemetry() -> None:
     except ImportError:  # an OpenVINO without telemetry
         return
     try:
-        telemetry = openvino_telemetry.Telemetry(app_name="lensops", app_version="0", tid="none",
-                                                 enable_opt_in_dialog=True)  # no consent file: declined, no dialog
+        telemetry = openvino_telemetry.Telemetry(
+            app_name="lensops", app_version="0", tid="none", enable_opt_in_dialog=True
+        )  # no consent file: declined, no dialog
         telemetry.consent = False
         telemetry.init = lambda *args, **kwargs: None  # OpenVINO's own init would consent again
     except Exception as exc:  # a telemetry library that changed shape must not stop OpenVINO loading
@@ -116,8 +117,11 @@ class OpenVinoSession:
         ov = import_openvino()
 
         core = ov.Core()
-        config = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[variant.precision],
-                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        config = {
+            "INFERENCE_PRECISION_HINT": _PRECISION_HINT[variant.precision],
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads,
+        }
         model = core.read_model(str(path))
         self.variant = variant
         self._compiled = core.compile_model(model, "CPU", config)
@@ -152,8 +156,9 @@ def open_session(package_dir: Path, manifest: Manifest, variant: Variant, thread
     return open_variant(package_dir, variant, manifest.output.names, threads)
 
 
-def open_variant(package_dir: Path, variant: Variant, output_names: tuple[str, ...],
-                 threads: Optional[int] = None) -> Session:
+def open_variant(
+    package_dir: Path, variant: Variant, output_names: tuple[str, ...], threads: Optional[int] = None
+) -> Session:
     """A session on one variant's files under `package_dir` (a package or a build folder)."""
     # CPU features are the chooser's business (choose_variant): the pipeline measures every variant.
     if not runtime_available(variant.runtime):

@@ -1,4 +1,5 @@
 """Detached Ed25519 signature over `manifest.json` (the manifest pins every file by sha256)."""
+
 from __future__ import annotations
 
 import base64
@@ -19,11 +20,13 @@ def generate_keypair(private_path: Path, public_path: Path) -> None:
     serialization, ed25519 = _crypto()
     key = ed25519.Ed25519PrivateKey.generate()
     private_path, public_path = Path(private_path), Path(public_path)
-    private_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+    private_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     private_path.chmod(0o600)
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+    public_path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 def _load(path: Path, private: bool):
@@ -34,8 +37,11 @@ def _load(path: Path, private: bool):
     except OSError as exc:
         raise PackageError(f"{path}: cannot read key file ({exc.strerror})") from None
     try:
-        key = (serialization.load_pem_private_key(data, password=None) if private
-               else serialization.load_pem_public_key(data))
+        key = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
     except (ValueError, TypeError) as exc:
         raise PackageError(f"{path}: not a PEM {'private' if private else 'public'} key ({exc})") from None
     wanted = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey

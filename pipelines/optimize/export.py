@@ -5,6 +5,7 @@ dropped) and normalized corner boxes [N, A, 4]; the anchors are baked in as a co
 box decoding is plain arithmetic, so no MXNet-only operator (box_nms, box_decode, slice_like)
 reaches the ONNX graph. NMS runs on the device (edge.package.codec), identically for every variant.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,13 @@ class ScoresBoxes(mx.gluon.HybridBlock):
         stds = ssd.bbox_decoder._stds
         with self.name_scope():
             self.centre = self.params.get_constant("centre", mx.nd.array(anchors[:, :, :2]))
-            self.scale_xy = self.params.get_constant("scale_xy", mx.nd.array(anchors[:, :, 2:] * np.array(stds[:2], np.float32)))
+            self.scale_xy = self.params.get_constant(
+                "scale_xy", mx.nd.array(anchors[:, :, 2:] * np.array(stds[:2], np.float32))
+            )
             self.wh = self.params.get_constant("wh", mx.nd.array(anchors[:, :, 2:] / 2))
-            self.stds_wh = self.params.get_constant("stds_wh", mx.nd.array(np.array(stds[2:], np.float32).reshape(1, 1, 2)))
+            self.stds_wh = self.params.get_constant(
+                "stds_wh", mx.nd.array(np.array(stds[2:], np.float32).reshape(1, 1, 2))
+            )
         self._num = ssd.num_classes + 1
 
     def hybrid_forward(self, F, x, centre, scale_xy, wh, stds_wh):
@@ -116,9 +121,17 @@ def export_onnx(symbol: Path, params: Path, task: str, size: int, out: Path) -> 
     """ONNX (opset 13) with a dynamic batch dimension and the contract's output names."""
     import onnx
 
-    mx.onnx.export_model(mx.sym.load(str(symbol)), _fixed_gamma_params(symbol, params), in_shapes=[(1, 3, size, size)], in_types=[np.float32],
-                         onnx_file_path=str(out), dynamic=True, dynamic_input_shapes=[(None, 3, size, size)],
-                         run_shape_inference=True, verbose=False)
+    mx.onnx.export_model(
+        mx.sym.load(str(symbol)),
+        _fixed_gamma_params(symbol, params),
+        in_shapes=[(1, 3, size, size)],
+        in_types=[np.float32],
+        onnx_file_path=str(out),
+        dynamic=True,
+        dynamic_input_shapes=[(None, 3, size, size)],
+        run_shape_inference=True,
+        verbose=False,
+    )
     model = onnx.load(str(out))
     # Weights are initializers, not inputs: otherwise ONNX Runtime cannot constant-fold them.
     weights = {init.name for init in model.graph.initializer}

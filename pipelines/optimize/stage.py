@@ -4,6 +4,7 @@
 Writes into the build folder: variants/<id>/..., samples/NNN.png + NNN.json, optimize.json.
 Writes the report folder: variants.json (the full table), metrics.json, latency.csv (plot data).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,8 @@ from pipelines.optimize.export import OUTPUT_NAMES, inference_block
 from pipelines.optimize.variants import build_variants
 
 log = logging.getLogger(__name__)
+
+
 def cpu_info() -> dict:
     """The CPU model, the flags of INTERESTING_FLAGS it has, and the threads a session uses."""
     flags = cpu_features()
@@ -36,21 +39,29 @@ def cpu_info() -> dict:
 
 def specs(meta: dict, score_threshold: float, hold_threshold: Optional[float] = None) -> tuple[InputSpec, OutputSpec]:
     spec = meta["input"]
-    input_spec = InputSpec(size=tuple(spec["size"]), colour_order=spec["colour_order"], mean=tuple(spec["mean"]),
-                           std=tuple(spec["std"]))
+    input_spec = InputSpec(
+        size=tuple(spec["size"]), colour_order=spec["colour_order"], mean=tuple(spec["mean"]), std=tuple(spec["std"])
+    )
     task = meta["task"]
-    output_spec = OutputSpec(type="probabilities" if task == "classification" else "scores_boxes",
-                             names=OUTPUT_NAMES[task], score_threshold=score_threshold,
-                             hold_threshold=hold_threshold if task == "detection" else None)
+    output_spec = OutputSpec(
+        type="probabilities" if task == "classification" else "scores_boxes",
+        names=OUTPUT_NAMES[task],
+        score_threshold=score_threshold,
+        hold_threshold=hold_threshold if task == "detection" else None,
+    )
     return input_spec, output_spec
 
 
-def parity(task: str, ref_metrics: dict, metrics: dict, ref_preds: list, preds: list, cfg: PipelineConfig) -> tuple[dict, str | None]:
+def parity(
+    task: str, ref_metrics: dict, metrics: dict, ref_preds: list, preds: list, cfg: PipelineConfig
+) -> tuple[dict, str | None]:
     """Parity figures and the reason a variant fails the gate (None when it passes)."""
     if task == "classification":
-        figures = {"top1_agreement": round(evaluate.top1_agreement(ref_preds, preds), 5),
-                   "accuracy_drop_pt": round((ref_metrics["accuracy"] - metrics["accuracy"]) * 100, 3),
-                   "accuracy": metrics["accuracy"]}
+        figures = {
+            "top1_agreement": round(evaluate.top1_agreement(ref_preds, preds), 5),
+            "accuracy_drop_pt": round((ref_metrics["accuracy"] - metrics["accuracy"]) * 100, 3),
+            "accuracy": metrics["accuracy"],
+        }
     else:
         figures = {"map_drop_pt": round((ref_metrics["map"] - metrics["map"]) * 100, 3), "map": metrics["map"]}
     failures = cfg.parity.failures(task, figures)
@@ -61,6 +72,7 @@ def _reference_run(block):
     def run(batch: np.ndarray) -> list[np.ndarray]:
         out = block(mx.nd.array(batch))
         return [o.asnumpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
+
     return run
 
 
@@ -100,14 +112,27 @@ def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig)
     log.info("reference (mxnet hybridized fp32): %s, %.3f ms", ref_metrics, ref_latency["median_ms"])
 
     sample_frames = val.sample(cfg.golden_samples, seed=1)
-    samples = {"reference": [decode(reference(preprocess([f], input_spec)), labels, output_spec)[0] for f in sample_frames],
-               "variants": {}}
+    samples = {
+        "reference": [decode(reference(preprocess([f], input_spec)), labels, output_spec)[0] for f in sample_frames],
+        "variants": {},
+    }
     rows = {}
     for b in built:
-        variant = Variant(id=b.id, runtime=b.runtime, precision=b.precision, entry=b.entry,
-                          files={f: "" for f in b.files}, cpu_features=b.cpu_features)
-        row = {"runtime": b.runtime, "precision": b.precision, "entry": b.entry, "files": b.files,
-               "cpu_features": list(b.cpu_features)}
+        variant = Variant(
+            id=b.id,
+            runtime=b.runtime,
+            precision=b.precision,
+            entry=b.entry,
+            files={f: "" for f in b.files},
+            cpu_features=b.cpu_features,
+        )
+        row = {
+            "runtime": b.runtime,
+            "precision": b.precision,
+            "entry": b.entry,
+            "files": b.files,
+            "cpu_features": list(b.cpu_features),
+        }
         try:
             session = open_variant(build_dir, variant, output_spec.names)
             preds = evaluate.predict(session.run, val, input_spec, output_spec)
@@ -116,8 +141,9 @@ def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig)
             row["latency"] = evaluate.latency(session.run, one, runs=cfg.latency_runs)
             row["latency"].update(batch=1, threads=default_threads())
             row["speedup_vs_mxnet"] = round(ref_latency["median_ms"] / row["latency"]["median_ms"], 3)
-            samples["variants"][b.id] = [decode(session.run(preprocess([f], input_spec)), labels, output_spec)[0]
-                                         for f in sample_frames]
+            samples["variants"][b.id] = [
+                decode(session.run(preprocess([f], input_spec)), labels, output_spec)[0] for f in sample_frames
+            ]
         except Exception as exc:  # a variant that cannot even run fails its gate, with the reason
             log.exception("variant %s failed", b.id)
             reason = f"{type(exc).__name__}: {exc}"
@@ -135,18 +161,34 @@ def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig)
     sample_dir.mkdir()
     for k, frame in enumerate(sample_frames):
         cv2.imwrite(str(sample_dir / f"{k:03d}.png"), frame)
-        expected = {"reference": samples["reference"][k],
-                    "variants": {vid: outs[k] for vid, outs in samples["variants"].items()}}
+        expected = {
+            "reference": samples["reference"][k],
+            "variants": {vid: outs[k] for vid, outs in samples["variants"].items()},
+        }
         (sample_dir / f"{k:03d}.json").write_text(json.dumps(expected, indent=1))
 
     built_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    report = {"model": meta["name"], "task": task, "labels": labels, "cpu": cpu_info(), "built_at": built_at,
-              "input": input_spec.model_dump(mode="json"), "output": output_spec.model_dump(mode="json"),
-              "reference": {"variant": "mxnet-native-fp32 (hybridized, oneDNN)", "metrics": ref_metrics,
-                            "latency": ref_latency},
-              "gate": cfg.parity.model_dump(), "variants": rows,
-              "source_model": {"metrics": meta.get("metrics", {}), "lineage": meta.get("lineage", {}),
-                               "params": meta.get("params", {})}}
+    report = {
+        "model": meta["name"],
+        "task": task,
+        "labels": labels,
+        "cpu": cpu_info(),
+        "built_at": built_at,
+        "input": input_spec.model_dump(mode="json"),
+        "output": output_spec.model_dump(mode="json"),
+        "reference": {
+            "variant": "mxnet-native-fp32 (hybridized, oneDNN)",
+            "metrics": ref_metrics,
+            "latency": ref_latency,
+        },
+        "gate": cfg.parity.model_dump(),
+        "variants": rows,
+        "source_model": {
+            "metrics": meta.get("metrics", {}),
+            "lineage": meta.get("lineage", {}),
+            "params": meta.get("params", {}),
+        },
+    }
     (build_dir / "optimize.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -154,9 +196,13 @@ def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig)
 def _write_plot_and_metrics(report: dict, report_dir: Path) -> None:
     key = "accuracy" if report["task"] == "classification" else "map"
     lines = [f"variant,latency_ms,{key},passed"]
-    lines.append(f"mxnet-native,{report['reference']['latency']['median_ms']},{report['reference']['metrics'][key]},True")
-    metrics = {f"reference_{key}": report["reference"]["metrics"][key],
-               "reference_latency_ms": report["reference"]["latency"]["median_ms"]}
+    lines.append(
+        f"mxnet-native,{report['reference']['latency']['median_ms']},{report['reference']['metrics'][key]},True"
+    )
+    metrics = {
+        f"reference_{key}": report["reference"]["metrics"][key],
+        "reference_latency_ms": report["reference"]["latency"]["median_ms"],
+    }
     passed = {vid: row for vid, row in report["variants"].items() if row["passed"]}
     for vid, row in report["variants"].items():
         if "latency" in row:

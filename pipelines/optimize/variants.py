@@ -1,12 +1,13 @@
 """Build the runtime variants of one trained model from its exported graph.
 
-  mxnet-fp32      the hybridized MXNet graph (the reference; runs only where mxnet is installed)
-  onnx-fp32       ONNX Runtime, all graph optimizations on at load
-  onnx-int8       ONNX Runtime, static QDQ quantization, per-channel weights, calibrated on training images
-  openvino-fp32   OpenVINO IR converted from the ONNX graph
-  openvino-bf16   the same IR compiled with a bf16 precision hint (native on avx512_bf16 / AMX CPUs)
-  openvino-int8   OpenVINO IR converted from the int8 QDQ graph (int8 kernels; VNNI/AMX make them fast)
+mxnet-fp32      the hybridized MXNet graph (the reference; runs only where mxnet is installed)
+onnx-fp32       ONNX Runtime, all graph optimizations on at load
+onnx-int8       ONNX Runtime, static QDQ quantization, per-channel weights, calibrated on training images
+openvino-fp32   OpenVINO IR converted from the ONNX graph
+openvino-bf16   the same IR compiled with a bf16 precision hint (native on avx512_bf16 / AMX CPUs)
+openvino-int8   OpenVINO IR converted from the int8 QDQ graph (int8 kernels; VNNI/AMX make them fast)
 """
+
 from __future__ import annotations
 
 import shutil
@@ -46,7 +47,7 @@ class CalibrationReader:
     """Feeds preprocessed training images to ONNX Runtime's calibrator one at a time."""
 
     def __init__(self, batch: np.ndarray, input_name: str = "data"):
-        self._items = iter([{input_name: batch[i:i + 1]} for i in range(len(batch))])
+        self._items = iter([{input_name: batch[i : i + 1]} for i in range(len(batch))])
 
     def get_next(self):
         return next(self._items, None)
@@ -60,9 +61,17 @@ def quantize_int8(onnx_fp32: Path, out: Path, calibration: np.ndarray) -> Path:
 
     prepared = out.with_name("prepared.onnx")
     quant_pre_process(str(onnx_fp32), str(prepared), skip_symbolic_shape=True)
-    quantize_static(str(prepared), str(out), CalibrationReader(calibration), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["Conv", "MatMul", "Gemm"], calibrate_method=CalibrationMethod.MinMax)
+    quantize_static(
+        str(prepared),
+        str(out),
+        CalibrationReader(calibration),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+        calibrate_method=CalibrationMethod.MinMax,
+    )
     prepared.unlink()
     return out
 
@@ -74,8 +83,9 @@ def to_openvino(onnx_path: Path, out_xml: Path) -> Path:
     return out_xml
 
 
-def build_variants(block, meta: dict, root: Path, calibration: np.ndarray,
-                   wanted: tuple[str, ...] = VARIANTS) -> list[BuiltVariant]:
+def build_variants(
+    block, meta: dict, root: Path, calibration: np.ndarray, wanted: tuple[str, ...] = VARIANTS
+) -> list[BuiltVariant]:
     """Write each wanted variant under root/variants/<id>/; returns what was built (paths relative to root)."""
     from pipelines.optimize.export import export_mxnet, export_onnx
 
@@ -105,8 +115,11 @@ def build_variants(block, meta: dict, root: Path, calibration: np.ndarray,
         int8.parent.mkdir(parents=True, exist_ok=True)
         quantize_int8(fp32, int8, calibration)
         built["onnx-int8"] = BuiltVariant("onnx-int8", rel(int8), [rel(int8)])
-    for vid, source in (("openvino-fp32", fp32), ("openvino-bf16", fp32),
-                        ("openvino-int8", base / "onnx-int8" / "model.onnx")):
+    for vid, source in (
+        ("openvino-fp32", fp32),
+        ("openvino-bf16", fp32),
+        ("openvino-int8", base / "onnx-int8" / "model.onnx"),
+    ):
         if vid in wanted:
             xml = to_openvino(source, base / vid / "model.xml")
             built[vid] = BuiltVariant(vid, rel(xml), [rel(xml), rel(xml.with_suffix(".bin"))])

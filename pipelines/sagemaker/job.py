@@ -25,6 +25,7 @@ Errors a user can cause (no credentials, unknown role, missing bucket, a mistype
 or stopped job) are one `SageMakerJobError` line naming the thing; nothing is launched or downloaded
 half-way (a download goes to a temporary name first).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,18 @@ FRAMEWORK_VERSION, PY_VERSION = "1.9.0", "py38"
 # What the entry point imports beyond what AWS's MXNet training container has (mxnet, numpy).
 # gluoncv is listed without opencv-python's GUI build conflicts in mind: the container has libGL.
 REQUIREMENTS = ["gluoncv==0.10.5.post0", "opencv-python-headless", "pydantic>=2", "pyyaml", "tqdm", "matplotlib"]
-METRICS = ("train_loss", "train_images_per_s", "val_loss", "val_accuracy", "val_map", "best_val_accuracy", "best_val_map",
-           "test_accuracy", "test_map", "test_loss")
+METRICS = (
+    "train_loss",
+    "train_images_per_s",
+    "val_loss",
+    "val_accuracy",
+    "val_map",
+    "best_val_accuracy",
+    "best_val_map",
+    "test_accuracy",
+    "test_map",
+    "test_loss",
+)
 _S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(/[^\s]*)?$")
 TERMINAL = ("Completed", "Failed", "Stopped")
 log = logging.getLogger(__name__)
@@ -73,8 +84,11 @@ def import_sagemaker(*modules: str):
     (of `modules` too, e.g. "sagemaker.workflow.pipeline"); the root logger is put back as it was."""
     if "SAGEMAKER_USER_CONFIG_OVERRIDE" not in os.environ:
         config = Path(tempfile.gettempdir()) / f"lensops-sagemaker-config-{os.getuid()}.yaml"
-        write_text(config, "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n",
-                   fsync=False)
+        write_text(
+            config,
+            "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n",
+            fsync=False,
+        )
         os.environ["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(config)
     logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
     root = logging.getLogger()
@@ -104,11 +118,17 @@ def stage_source(dest: Path) -> Path:
     and requirements.txt."""
     dest.mkdir(parents=True, exist_ok=True)
     for package in (common, training):
-        shutil.copytree(Path(package.__file__).parent, dest / package.__name__, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    (dest / ENTRY_POINT).write_text('"""SageMaker script-mode entry point: the project\'s training.train."""\n'
-                                    "import sys\n\nfrom training.train import main\n\n"
-                                    "if __name__ == \"__main__\":\n    sys.exit(main())\n")
+        shutil.copytree(
+            Path(package.__file__).parent,
+            dest / package.__name__,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    (dest / ENTRY_POINT).write_text(
+        '"""SageMaker script-mode entry point: the project\'s training.train."""\n'
+        "import sys\n\nfrom training.train import main\n\n"
+        'if __name__ == "__main__":\n    sys.exit(main())\n'
+    )
     (dest / "requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
     return dest
 
@@ -158,8 +178,10 @@ class SageMakerJobs:
         except BotoCoreError as exc:  # e.g. ProfileNotFound for a mistyped AWS_PROFILE
             raise SageMakerJobError(f"AWS credentials: {exc}") from None
         if credentials is None:
-            raise SageMakerJobError("no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
-                                    "AWS_SECRET_ACCESS_KEY, or run where an instance role is available")
+            raise SageMakerJobError(
+                "no AWS credentials found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, or run where an instance role is available"
+            )
         self.region = region
         self.s3 = self.boto.client("s3")
         self.client = self.boto.client("sagemaker")
@@ -227,8 +249,15 @@ class SageMakerJobs:
         return uri, digest
 
     # -- the job -----------------------------------------------------------------------------------
-    def estimator(self, request: JobRequest, role_arn: str, source_dir: str, tags: list[dict], session=None,
-                  job_name: Optional[str] = None):
+    def estimator(
+        self,
+        request: JobRequest,
+        role_arn: str,
+        source_dir: str,
+        tags: list[dict],
+        session=None,
+        job_name: Optional[str] = None,
+    ):
         """The SDK's MXNet estimator for `request` (`session`: a PipelineSession inside a pipeline)."""
         sagemaker = import_sagemaker()
         MXNet = sagemaker.mxnet.MXNet
@@ -238,16 +267,27 @@ class SageMakerJobs:
         if request.spot and not checkpoint:
             # one folder per job: SageMaker copies it in at every (re)start of that job only
             checkpoint = f"s3://{request.bucket}/{request.prefix}/checkpoints/{job_name or request.base_job_name}"
-        return MXNet(entry_point=ENTRY_POINT, source_dir=source_dir, role=role_arn,
-                     framework_version=FRAMEWORK_VERSION, py_version=PY_VERSION,
-                     instance_count=request.instance_count, instance_type=request.instance_type,
-                     hyperparameters=request.hyperparameters, metric_definitions=metric_definitions(),
-                     use_spot_instances=request.spot, max_run=request.max_run,
-                     max_wait=(request.max_wait or request.max_run * 2) if request.spot else None,
-                     checkpoint_s3_uri=checkpoint,
-                     output_path=request.output_path or f"s3://{request.bucket}/{request.prefix}/jobs",
-                     base_job_name=request.base_job_name, tags=tags, sagemaker_session=session,
-                     disable_profiler=True, debugger_hook_config=False)
+        return MXNet(
+            entry_point=ENTRY_POINT,
+            source_dir=source_dir,
+            role=role_arn,
+            framework_version=FRAMEWORK_VERSION,
+            py_version=PY_VERSION,
+            instance_count=request.instance_count,
+            instance_type=request.instance_type,
+            hyperparameters=request.hyperparameters,
+            metric_definitions=metric_definitions(),
+            use_spot_instances=request.spot,
+            max_run=request.max_run,
+            max_wait=(request.max_wait or request.max_run * 2) if request.spot else None,
+            checkpoint_s3_uri=checkpoint,
+            output_path=request.output_path or f"s3://{request.bucket}/{request.prefix}/jobs",
+            base_job_name=request.base_job_name,
+            tags=tags,
+            sagemaker_session=session,
+            disable_profiler=True,
+            debugger_hook_config=False,
+        )
 
     def launch(self, request: JobRequest, dry_run: bool = False) -> dict:
         """Check, upload and create the job; return {"job_name", "request"}. A dry run checks the
@@ -275,8 +315,11 @@ class SageMakerJobs:
 
         self.boto.events.register("provide-client-params.sagemaker.CreateTrainingJob", capture)
         with tempfile.TemporaryDirectory(prefix="lensops-source-") as tmp:
-            source_dir = (f"s3://{request.bucket}/{request.prefix}/source/sourcedir.tar.gz" if dry_run
-                          else str(stage_source(Path(tmp) / "source")))
+            source_dir = (
+                f"s3://{request.bucket}/{request.prefix}/source/sourcedir.tar.gz"
+                if dry_run
+                else str(stage_source(Path(tmp) / "source"))
+            )
             from sagemaker.utils import name_from_base
 
             job_name = name_from_base(request.base_job_name)
@@ -306,8 +349,10 @@ class SageMakerJobs:
                 log.info("waiting for %s ended with %s", job_name, type(exc).__name__)
             description = self.describe(job_name)
             if description["TrainingJobStatus"] not in TERMINAL:
-                raise SageMakerJobError(f"training job '{job_name}' is still {description['TrainingJobStatus']}; "
-                                        f"follow it with: lensops sagemaker attach {job_name}")
+                raise SageMakerJobError(
+                    f"training job '{job_name}' is still {description['TrainingJobStatus']}; "
+                    f"follow it with: lensops sagemaker attach {job_name}"
+                )
         print(f"{job_name}: {description['TrainingJobStatus']}", flush=True)
         outcome(description)
         return description
@@ -320,7 +365,9 @@ class SageMakerJobs:
         except BotoCoreError as exc:
             raise SageMakerJobError(f"training job '{job_name}': SageMaker not reachable ({exc})") from None
         except ClientError as exc:
-            raise SageMakerJobError(f"training job '{job_name}': {exc.response.get('Error', {}).get('Message', exc)}") from None
+            raise SageMakerJobError(
+                f"training job '{job_name}': {exc.response.get('Error', {}).get('Message', exc)}"
+            ) from None
 
     def download_model(self, description: dict, out: Path) -> Path:
         """The job's model.tar.gz into out/ (written under a temporary name, then renamed)."""
@@ -333,15 +380,19 @@ class SageMakerJobs:
         try:
             self.s3.head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
-            raise SageMakerJobError(f"training job '{description['TrainingJobName']}' completed but {uri} "
-                                    f"cannot be read ({exc.response.get('Error', {}).get('Code')})") from None
+            raise SageMakerJobError(
+                f"training job '{description['TrainingJobName']}' completed but {uri} "
+                f"cannot be read ({exc.response.get('Error', {}).get('Code')})"
+            ) from None
         target = out / "model.tar.gz"
         try:
             with atomic_path(target) as tmp:
                 self.s3.download_file(bucket, key, str(tmp))
         except ClientError as exc:
-            raise SageMakerJobError(f"training job '{description['TrainingJobName']}': downloading {uri} failed "
-                                    f"({exc.response.get('Error', {}).get('Code')})") from None
+            raise SageMakerJobError(
+                f"training job '{description['TrainingJobName']}': downloading {uri} failed "
+                f"({exc.response.get('Error', {}).get('Code')})"
+            ) from None
         return target
 
 
@@ -381,8 +432,10 @@ def outcome(description: dict) -> None:
     if status == "Failed":
         raise JobFailed(f"training job '{name}' failed: {description.get('FailureReason', 'no reason given')}")
     if status == "Stopped":
-        raise JobFailed(f"training job '{name}' was stopped ({description.get('SecondaryStatus', 'Stopped')}); "
-                        f"no model was taken from it")
+        raise JobFailed(
+            f"training job '{name}' was stopped ({description.get('SecondaryStatus', 'Stopped')}); "
+            f"no model was taken from it"
+        )
     if status != "Completed":
         raise JobFailed(f"training job '{name}' ended as {status}")
 

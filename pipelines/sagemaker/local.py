@@ -8,6 +8,7 @@ and on success leaves `model.tar.gz` (the contents of /opt/ml/model) and `output
 (/opt/ml/output/data) in the output folder, as SageMaker does in S3. On failure it writes
 /opt/ml/output/failure and leaves no model.tar.gz behind.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,13 @@ def hyperparameters_from_args(args: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def build_tree(root: Path, channels: dict[str, Path], hyperparameters: dict[str, str],
-               hosts: Sequence[str] = (HOST,), current_host: str = HOST) -> dict[str, str]:
+def build_tree(
+    root: Path,
+    channels: dict[str, Path],
+    hyperparameters: dict[str, str],
+    hosts: Sequence[str] = (HOST,),
+    current_host: str = HOST,
+) -> dict[str, str]:
     """Create /opt/ml under root for `current_host` of `hosts`; return the SM_* environment for the job."""
     ml = root / "opt" / "ml"
     for sub in ("input/config", "input/data", "model", "checkpoints", "output/data", "code"):
@@ -54,10 +60,12 @@ def build_tree(root: Path, channels: dict[str, Path], hyperparameters: dict[str,
     for name, source in channels.items():
         shutil.copytree(source, ml / "input" / "data" / name)
     (ml / "input/config/hyperparameters.json").write_text(json.dumps(hyperparameters))
-    (ml / "input/config/resourceconfig.json").write_text(json.dumps({"current_host": current_host,
-                                                                     "hosts": list(hosts)}))
+    (ml / "input/config/resourceconfig.json").write_text(
+        json.dumps({"current_host": current_host, "hosts": list(hosts)})
+    )
     (ml / "input/config/inputdataconfig.json").write_text(
-        json.dumps({name: {"TrainingInputMode": "File"} for name in channels}))
+        json.dumps({name: {"TrainingInputMode": "File"} for name in channels})
+    )
     env = {
         "SM_MODEL_DIR": str(ml / "model"),
         "SM_OUTPUT_DATA_DIR": str(ml / "output/data"),
@@ -84,8 +92,14 @@ def _tar(folder: Path, archive: Path) -> None:
             tar.add(item, arcname=item.name)
 
 
-def run_local_training(data: Path, out: Path, user_args: Sequence[str], validation: Optional[Path] = None,
-                       keep: bool = False, instance_count: int = 1) -> int:
+def run_local_training(
+    data: Path,
+    out: Path,
+    user_args: Sequence[str],
+    validation: Optional[Path] = None,
+    keep: bool = False,
+    instance_count: int = 1,
+) -> int:
     """Run the job on `instance_count` emulated hosts; return its exit code (the first failing host's).
 
     Output goes to out/model.tar.gz and out/output.tar.gz (the first host's, as the entry point writes
@@ -103,8 +117,11 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
     root = Path(tempfile.mkdtemp(prefix="lensops-sm-"))
     channels = {"train": Path(data), **({"validation": Path(validation)} if validation else {})}
     hosts = [f"algo-{i + 1}" for i in range(instance_count)]
-    loopback = {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_NODE_HOST": "127.0.0.1",
-                "DMLC_PS_ROOT_PORT": str(_free_port())} if instance_count > 1 else {}
+    loopback = (
+        {"DMLC_PS_ROOT_URI": "127.0.0.1", "DMLC_NODE_HOST": "127.0.0.1", "DMLC_PS_ROOT_PORT": str(_free_port())}
+        if instance_count > 1
+        else {}
+    )
     args = [x for k, v in hyperparameters.items() for x in (f"--{k}", v)]
     procs: list[subprocess.Popen] = []
     try:
@@ -115,19 +132,31 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
             if instance_count > 1:
                 env["SM_CHECKPOINT_DIR"] = str(root / "checkpoints")
             # a session of its own: the host's parameter-server roles go with it when it is stopped
-            procs.append(subprocess.Popen([sys.executable, ENTRY_POINT, *args],
-                                          cwd=host_root / "opt/ml/code", env=env, start_new_session=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, ENTRY_POINT, *args],
+                    cwd=host_root / "opt/ml/code",
+                    env=env,
+                    start_new_session=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
     except BaseException:
         _stop(procs)
         shutil.rmtree(root, ignore_errors=True)
         raise
     ml = (root / hosts[0] if instance_count > 1 else root) / "opt/ml"
-    print(f"SageMaker local emulation: /opt/ml = {ml}" + (f" (hosts {', '.join(hosts)})" if instance_count > 1 else ""),
-          flush=True)
+    print(
+        f"SageMaker local emulation: /opt/ml = {ml}" + (f" (hosts {', '.join(hosts)})" if instance_count > 1 else ""),
+        flush=True,
+    )
     tails = [deque(maxlen=20) for _ in hosts]
-    readers = [threading.Thread(target=_relay, args=(proc, tail, f"[{host}] " if instance_count > 1 else ""))
-               for proc, tail, host in zip(procs, tails, hosts)]
+    readers = [
+        threading.Thread(target=_relay, args=(proc, tail, f"[{host}] " if instance_count > 1 else ""))
+        for proc, tail, host in zip(procs, tails, hosts)
+    ]
     for reader in readers:
         reader.start()
     try:
@@ -143,8 +172,10 @@ def run_local_training(data: Path, out: Path, user_args: Sequence[str], validati
             host, code_, tail = failed
             host_ml = (root / host if instance_count > 1 else root) / "opt/ml"
             (host_ml / "output/failure").write_text("".join(tail))
-            print(f"error: training job failed on {host} (exit {code_}); see {host_ml / 'output/failure'}",
-                  file=sys.stderr)
+            print(
+                f"error: training job failed on {host} (exit {code_}); see {host_ml / 'output/failure'}",
+                file=sys.stderr,
+            )
             return code_
         out.mkdir(parents=True, exist_ok=True)
         _tar(ml / "model", out / "model.tar.gz")

@@ -19,6 +19,7 @@ evaluation.json:
 Run locally the same way (`python -m pipelines.sagemaker.steps ship --model-dir DIR ...`), which is how
 the tests run them: moto's pipeline executions do not run steps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,15 @@ from common.errors import CLI_ERRORS, print_error
 MODEL_KEY = "pipeline_job"  # the `models` key the steps give the trained model
 
 
-def ship(model_dir: Path, data: Path, out: Path, package_out: Path, model_name: str, job_name: str,
-         params: Path = Path("params.yaml")) -> dict:
+def ship(
+    model_dir: Path,
+    data: Path,
+    out: Path,
+    package_out: Path,
+    model_name: str,
+    job_name: str,
+    params: Path = Path("params.yaml"),
+) -> dict:
     """Unpack, evaluate, optimize and package the training step's model; write out/evaluation.json."""
     from pipelines.cli import main as lensops  # what `lensops evaluate|optimize|...` runs
     from pipelines.sagemaker.job import SageMakerJobError, unpack_model
@@ -47,8 +55,9 @@ def ship(model_dir: Path, data: Path, out: Path, package_out: Path, model_name: 
     work = out.parent / "work"
     model = unpack_model(archives[0], work, job_name, f"{model_dir}/{archives[0].name}")
     models = work / "models.yaml"
-    models.write_text(yaml.safe_dump({"models": {MODEL_KEY: {"name": model_name, "model_dir": str(model),
-                                                              "data": str(data)}}}))
+    models.write_text(
+        yaml.safe_dump({"models": {MODEL_KEY: {"name": model_name, "model_dir": str(model), "data": str(data)}}})
+    )
     package = package_out / f"{model_name}.tar.gz"
     package_out.mkdir(parents=True, exist_ok=True)
     common = ["--params", str(params), "--models-from", str(models), "--model", MODEL_KEY]
@@ -61,8 +70,14 @@ def ship(model_dir: Path, data: Path, out: Path, package_out: Path, model_name: 
     metric = "test_map" if "test_map" in metrics else "test_accuracy"
     variants = json.loads((Path("build") / MODEL_KEY / "optimize.json").read_text())["variants"]
     passed = sorted(vid for vid, row in variants.items() if row.get("passed"))
-    report = {"model": model_name, "metric": metric, "value": float(metrics[metric]), "parity_ok": bool(passed),
-              "variants_passed": passed, "sagemaker_job": job_name}
+    report = {
+        "model": model_name,
+        "metric": metric,
+        "value": float(metrics[metric]),
+        "parity_ok": bool(passed),
+        "variants_passed": passed,
+        "sagemaker_job": job_name,
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     return report
@@ -88,8 +103,9 @@ def register(package_dir: Path, data: Path, model_name: str, task: str, params: 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="lensops_pipeline_step.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lensops_pipeline_step.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     steps = parser.add_subparsers(dest="step", required=True)
     s = steps.add_parser("ship")
     s.add_argument("--model-dir", type=Path, required=True)
@@ -108,8 +124,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.step == "ship":
-            report = ship(args.model_dir, args.data, args.out, args.package_out, args.model_name, args.job_name,
-                          args.params)
+            report = ship(
+                args.model_dir, args.data, args.out, args.package_out, args.model_name, args.job_name, args.params
+            )
             print(json.dumps(report), flush=True)
         else:
             register(args.package_dir, args.data, args.model_name, args.task, args.params)

@@ -1,4 +1,5 @@
 """Edge fixtures: a real Mosquitto the suite starts and stops, and a subscriber that collects messages."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -60,24 +61,32 @@ def make_tls_files(folder: Path, client_name: str = "cam-01") -> TlsFiles:
     def write(name: str, cert, key) -> tuple[Path, Path]:
         cert_path, key_path = folder / f"{name}.crt", folder / f"{name}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         return cert_path, key_path
 
     def issue(common_name: str, issuer_name, issuer_key, extensions, key=None):
         key = key or ec.generate_private_key(ec.SECP256R1())
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-                   .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1)))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(issuer_name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
         for extension, critical in extensions:
             builder = builder.add_extension(extension, critical)
         return builder.sign(issuer_key or key, hashes.SHA256()), key
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert, _ = issue("lensops test CA", None, None, [(x509.BasicConstraints(ca=True, path_length=None), True)],
-                       key=ca_key)
+    ca_cert, _ = issue(
+        "lensops test CA", None, None, [(x509.BasicConstraints(ca=True, path_length=None), True)], key=ca_key
+    )
     ca_path, _ = write("ca", ca_cert, ca_key)
     leaf = [(x509.BasicConstraints(ca=False, path_length=None), True)]
     san = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
@@ -96,14 +105,23 @@ class Mosquitto:
         self.tls = tls
         self.log = folder / "mosquitto.log"
         # `user`: started as root, Mosquitto would switch to user mosquitto, which cannot write into tmp_path
-        lines = [f"user {getpass.getuser()}", f"listener {self.port} 127.0.0.1", "allow_anonymous true",
-                 f"log_dest file {self.log}",
-                 "max_queued_messages 1000000", f"persistence {'true' if persistence else 'false'}"]
+        lines = [
+            f"user {getpass.getuser()}",
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            f"log_dest file {self.log}",
+            "max_queued_messages 1000000",
+            f"persistence {'true' if persistence else 'false'}",
+        ]
         if persistence:  # only so a test's subscriber keeps its session across a broker restart
             lines += [f"persistence_location {folder}/", "autosave_interval 1"]
         if tls:
-            lines += [f"cafile {tls.ca}", f"certfile {tls.server_cert}", f"keyfile {tls.server_key}",
-                      "require_certificate true"]
+            lines += [
+                f"cafile {tls.ca}",
+                f"certfile {tls.server_cert}",
+                f"keyfile {tls.server_key}",
+                "require_certificate true",
+            ]
         self.config = folder / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
         self.process: Optional[subprocess.Popen] = None
@@ -115,8 +133,9 @@ class Mosquitto:
     def start(self) -> "Mosquitto":
         assert self.process is None, "mosquitto is already running"
         with open(self.folder / "stderr.log", "ab") as stderr:
-            self.process = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                            stderr=stderr)
+            self.process = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=stderr
+            )
         try:
             wait_for_port(self.port)
         except TimeoutError:
@@ -135,8 +154,11 @@ class Mosquitto:
 def _require_mosquitto() -> None:
     """Fail, never skip: CI installs Mosquitto, so a missing one is a broken setup, not an optional test."""
     if not Path(MOSQUITTO).exists():
-        pytest.fail(f"mosquitto is not installed ({MOSQUITTO}): install it (apt-get install mosquitto); "
-                    "the MQTT tests run against a real broker", pytrace=False)
+        pytest.fail(
+            f"mosquitto is not installed ({MOSQUITTO}): install it (apt-get install mosquitto); "
+            "the MQTT tests run against a real broker",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
@@ -157,6 +179,7 @@ def make_mosquitto(tmp_path):
     def make(**options) -> Mosquitto:
         brokers.append(Mosquitto(tmp_path / f"mosquitto-{len(brokers)}", **options).start())
         return brokers[-1]
+
     yield make
     for broker in brokers:
         broker.stop()
@@ -176,14 +199,19 @@ class Received:
 class Collector:
     """A paho subscriber (QoS 1) that collects what it receives; reconnects by itself."""
 
-    def __init__(self, port: int, topics: list[str], client_id: str = "", persistent: bool = False,
-                 tls: Optional[TlsFiles] = None):
+    def __init__(
+        self,
+        port: int,
+        topics: list[str],
+        client_id: str = "",
+        persistent: bool = False,
+        tls: Optional[TlsFiles] = None,
+    ):
         self.messages: list[Received] = []
         self._changed = threading.Condition()
         self._subscribed = threading.Event()
         self.topics = topics
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=not persistent)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent)
         self.client.reconnect_delay_set(0.1, 0.5)
         if tls:
             self.client.tls_set(ca_certs=str(tls.ca), certfile=str(tls.client_cert), keyfile=str(tls.client_key))
@@ -200,8 +228,9 @@ class Collector:
 
     def _on_message(self, _client, _userdata, message) -> None:
         with self._changed:
-            self.messages.append(Received(message.topic, bytes(message.payload), bool(message.retain),
-                                          time.monotonic()))
+            self.messages.append(
+                Received(message.topic, bytes(message.payload), bool(message.retain), time.monotonic())
+            )
             self._changed.notify_all()
 
     def wait_for(self, done: Callable[[list[Received]], bool], timeout_s: float = 10.0) -> bool:
@@ -231,6 +260,7 @@ def collectors():
     def make(*args, **kwargs) -> Collector:
         made.append(Collector(*args, **kwargs))
         return made[-1]
+
     yield make
     for collector in made:
         collector.close()

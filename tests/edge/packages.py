@@ -4,6 +4,7 @@
 variants and packs them (signed). Helpers make the bad packages the device must refuse: a model
 file altered but re-hashed in the manifest (golden mismatch), garbage weights (cannot load).
 """
+
 from __future__ import annotations
 
 import json
@@ -61,17 +62,23 @@ def make_tiny_packages(root: Path, cls_data: Path, det_data: Path) -> TinyPackag
     cfg = PipelineConfig(variants=VARIANTS, latency_runs=5, golden_samples=2, calibration_images=16)
     built = {}
     for task, data, name, extra in (
-            ("classification", cls_data, "tiny-classifier", {}),
-            ("detection", det_data, "tiny-detector", {"input_size": 96, "batch_size": 8})):
-        result = train(quick_config(data, root / task, task=task, model_name=name, epochs=1, **extra),
-                       RunEnvironment(), root)
+        ("classification", cls_data, "tiny-classifier", {}),
+        ("detection", det_data, "tiny-detector", {"input_size": 96, "batch_size": 8}),
+    ):
+        result = train(
+            quick_config(data, root / task, task=task, model_name=name, epochs=1, **extra), RunEnvironment(), root
+        )
         optimize(result.model_dir, data, root / f"build-{task}", root / f"report-{task}", cfg)
         built[task] = root / f"build-{task}"
     return TinyPackages(
         classifier=build(built["classification"], root / "pkg-cls-a", {"accuracy": 0.5}, private_key),
         classifier_b=build(built["classification"], root / "pkg-cls-b", {"accuracy": 0.6}, private_key),
         detector=build(built["detection"], root / "pkg-det", {"map": 0.5}, private_key),
-        private_key=private_key, public_key=public_key, classifier_build=built["classification"], root=root)
+        private_key=private_key,
+        public_key=public_key,
+        classifier_build=built["classification"],
+        root=root,
+    )
 
 
 _made: dict[str, TinyPackages] = {}
@@ -85,8 +92,14 @@ def tiny_packages(tmp_path_factory, tiny_cls, tiny_det) -> TinyPackages:
     return _made["packages"]
 
 
-def rewrite(package: BuiltPackage, out: Path, variant_id: str, change, key: Optional[Path] = None,
-            evaluation: Optional[dict] = None) -> BuiltPackage:
+def rewrite(
+    package: BuiltPackage,
+    out: Path,
+    variant_id: str,
+    change,
+    key: Optional[Path] = None,
+    evaluation: Optional[dict] = None,
+) -> BuiltPackage:
     """A copy of `package` with only `variant_id`, its entry file changed by `change(path)`, the manifest
     re-hashed (so sha256 verification passes) and re-signed with `key`; packed next to `out`."""
     shutil.copytree(package.folder, out)

@@ -6,6 +6,7 @@ run by Debian's /usr/bin/python3 (python3-gi), serving JPEG frames as a looping 
 Prints "ready" once it listens; stops on SIGTERM. With a user, every request needs HTTP basic
 authentication (RTSPAuth); the password is read from a file, never from the command line.
 """
+
 import argparse
 import signal
 import sys
@@ -36,7 +37,8 @@ def main() -> int:
     factory.set_launch(
         f"( multifilesrc location={args.frames}/%05d.jpg loop=true caps=image/jpeg,framerate={args.fps}/1 "
         "! jpegdec ! videoconvert ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 "
-        "! rtph264pay name=pay0 pt=96 config-interval=1 )")
+        "! rtph264pay name=pay0 pt=96 config-interval=1 )"
+    )
     factory.set_shared(True)
     if args.tcp_only:
         factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)

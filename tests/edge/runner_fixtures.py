@@ -1,4 +1,5 @@
 """Fixtures shared by the runner test modules (imported by name, like tests/edge/packages.py)."""
+
 from __future__ import annotations
 
 import threading
@@ -31,8 +32,9 @@ class Running:
     def __init__(self, config_path: Path, exit_when_done: bool = False):
         self.runner = Runner.from_config(load_config(config_path))
         self.runner.start()
-        self.thread = threading.Thread(target=self.runner.run, kwargs={"exit_when_done": exit_when_done},
-                                       name="test-runner", daemon=True)
+        self.thread = threading.Thread(
+            target=self.runner.run, kwargs={"exit_when_done": exit_when_done}, name="test-runner", daemon=True
+        )
         self.thread.start()
 
     def wait(self, timeout_s: float) -> bool:
@@ -54,6 +56,7 @@ def run_device():
     def start(config_path: Path, exit_when_done: bool = False) -> Running:
         made.append(Running(config_path, exit_when_done))
         return made[-1]
+
     yield start
     for running in made:
         running.stop()

@@ -5,6 +5,7 @@ test, so each test moves its own aliases. Versions: `v1` and `v2` (good, differ 
 manifest), `tampered` (its stored archive swapped for another package), `nan` (loads, but warm-up
 outputs NaN).
 """
+
 from __future__ import annotations
 
 import json
@@ -85,9 +86,16 @@ class DeviceRegistry:
     def fleet_notice(self, port: int, fleet: str = FLEET, prefix: str = "lensops") -> dict:
         """Publish the retained fleet deployment notice for what production names now (as `promote` does)."""
         resolved = MlflowRegistry(self.uri).resolve(MODEL, "production")
-        notice = {"schema": FLEET_DEPLOYMENT, "fleet": fleet, "model": MODEL, "alias": "production",
-                  "version": resolved.version, "package_uri": resolved.uri, "sha256": resolved.sha256,
-                  "ts": utc_timestamp()}
+        notice = {
+            "schema": FLEET_DEPLOYMENT,
+            "fleet": fleet,
+            "model": MODEL,
+            "alias": "production",
+            "version": resolved.version,
+            "package_uri": resolved.uri,
+            "sha256": resolved.sha256,
+            "ts": utc_timestamp(),
+        }
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         client.connect("127.0.0.1", port)
         client.loop_start()
@@ -103,16 +111,34 @@ def copy_registry(template: RegistryTemplate, folder: Path) -> DeviceRegistry:
     return DeviceRegistry(f"sqlite:///{folder / 'mlflow.db'}", dict(template.versions), dict(template.models))
 
 
-def device_yaml(path: Path, registry: DeviceRegistry, mqtt_url: str, sources: list[dict], public_key: Path,
-                **overrides: Any) -> Path:
+def device_yaml(
+    path: Path, registry: DeviceRegistry, mqtt_url: str, sources: list[dict], public_key: Path, **overrides: Any
+) -> Path:
     """A device config as a user writes it (fast status and reconnects for tests), written to `path`."""
-    mqtt_section = {"url": mqtt_url, "topic_prefix": "lensops", "qos": 1, "reconnect_max_s": 1.0,
-                    **overrides.pop("mqtt", {})}
-    config = {"device_id": DEVICE, "fleet": FLEET,
-              "registry": {"type": "mlflow", "uri": registry.uri, "model": MODEL, "alias": "production",
-                           "public_key": str(public_key), "poll_s": 3600},
-              "sources": sources, "mqtt": mqtt_section, "status_interval_s": 0.5,
-              "state_dir": str(path.parent / "state"), **overrides}
+    mqtt_section = {
+        "url": mqtt_url,
+        "topic_prefix": "lensops",
+        "qos": 1,
+        "reconnect_max_s": 1.0,
+        **overrides.pop("mqtt", {}),
+    }
+    config = {
+        "device_id": DEVICE,
+        "fleet": FLEET,
+        "registry": {
+            "type": "mlflow",
+            "uri": registry.uri,
+            "model": MODEL,
+            "alias": "production",
+            "public_key": str(public_key),
+            "poll_s": 3600,
+        },
+        "sources": sources,
+        "mqtt": mqtt_section,
+        "status_interval_s": 0.5,
+        "state_dir": str(path.parent / "state"),
+        **overrides,
+    }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

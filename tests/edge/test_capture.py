@@ -1,4 +1,5 @@
 """Capture for retraining: policy, bounded disk, crash leftovers, and the training data check reading the folder."""
+
 from __future__ import annotations
 
 import random
@@ -37,6 +38,7 @@ def on_disk(root, pattern: str) -> list:
 
 # -- policy --------------------------------------------------------------------------------------
 
+
 def test_confidence_is_top_score_or_weakest_box():
     assert confidence([box("circle", 0.9), box("square", 0.4)], "detection") == 0.4
     assert confidence([{"label": "cat", "score": 0.7}, {"label": "dog", "score": 0.2}], "classification") == 0.7
@@ -54,19 +56,23 @@ def test_below_confidence_picks_unsure_frames_only(tmp_path):
 
 
 def test_random_rate_keeps_about_that_fraction(tmp_path):
-    cap = Capture(CaptureConfig(dir=tmp_path, task="detection", policy={"random_rate": 0.1}, max_files=10),
-                  rng=random.Random(7))
+    cap = Capture(
+        CaptureConfig(dir=tmp_path, task="detection", policy={"random_rate": 0.1}, max_files=10), rng=random.Random(7)
+    )
     kept = sum(cap.wants([box("circle", 0.99)]) == "random" for _ in range(4000))
     assert 320 <= kept <= 480, f"{kept} of 4000 kept at rate 0.1"
 
 
-@pytest.mark.parametrize("fields, named", [
-    ({"policy": {}}, "below_confidence and/or random_rate"),
-    ({"policy": {"random_rate": 1.5}}, "random_rate"),
-    ({"policy": {"random_rate": 0.1}, "max_files": None}, "max_files and/or max_bytes"),
-    ({"policy": {"random_rate": 0.1}, "keep": "all"}, "keep"),
-    ({"policy": {"random_rate": 0.1}, "task": "segmentation"}, "task"),
-])
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"policy": {}}, "below_confidence and/or random_rate"),
+        ({"policy": {"random_rate": 1.5}}, "random_rate"),
+        ({"policy": {"random_rate": 0.1}, "max_files": None}, "max_files and/or max_bytes"),
+        ({"policy": {"random_rate": 0.1}, "keep": "all"}, "keep"),
+        ({"policy": {"random_rate": 0.1}, "task": "segmentation"}, "task"),
+    ],
+)
 def test_bad_config_names_the_field(tmp_path, fields, named):
     config = {"dir": str(tmp_path), "task": "detection", "max_files": 5, **fields}
     with pytest.raises(ValueError, match=named):
@@ -74,6 +80,7 @@ def test_bad_config_names_the_field(tmp_path, fields, named):
 
 
 # -- the layout the training data check accepts --------------------------------------------------
+
 
 def test_detection_captures_are_a_voc_set_the_data_check_accepts(tmp_path):
     cap = capture(tmp_path, policy={"random_rate": 1.0})
@@ -97,7 +104,9 @@ def test_classification_captures_are_an_image_folder_the_data_check_accepts(tmp_
     labels = ("cat", "dog", "bird")
     for i, (top, score) in enumerate([("cat", 0.6), ("dog", 0.7), ("dog", 0.9), ("bird", 0.5), ("cat", 0.3)]):
         cap.offer(image(30 * i), [{"label": top, "score": score}, {"label": "dog", "score": 0.05}], "door", labels)
-    index, report = check_dataset(load_dataset(cap.root, "classification", "imagefolder"), policy="fail", every_class_trained=False)
+    index, report = check_dataset(
+        load_dataset(cap.root, "classification", "imagefolder"), policy="fail", every_class_trained=False
+    )
     assert report.ok and sum(report.split_sizes.values()) == 4, report.summary()
     assert index.classes == ["cat", "dog", "bird"], "labels.txt keeps the model's class order"
     assert [p.parent.name for p in on_disk(cap.root, "*.jpg")].count("cat") == 2
@@ -111,14 +120,18 @@ def test_a_label_that_cannot_be_a_folder_is_not_saved(tmp_path):
 
 # -- bounded disk and crashes ---------------------------------------------------------------------
 
+
 def test_oldest_captures_go_beyond_max_files(tmp_path):
     cap = capture(tmp_path, policy={"random_rate": 1.0}, max_files=3)
     saved = [cap.offer(image(20 * i), [box("circle", 0.9)], "door", DETECTOR_LABELS) for i in range(10)]
     kept = on_disk(cap.root, "*.jpg")
     # the oldest go first, except the last val capture (kept so that the set stays checkable)
     assert len(kept) == 3 and set(saved[-2:]) <= set(kept) and saved[0] not in kept, (saved, kept)
-    listed = {line for split in ("train", "val")
-              for line in (cap.root / "ImageSets" / "Main" / f"{split}.txt").read_text().split()}
+    listed = {
+        line
+        for split in ("train", "val")
+        for line in (cap.root / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
+    }
     assert listed == {p.stem for p in kept}, "split lists name exactly the images on disk"
     assert len(on_disk(cap.root, "*.xml")) == len(on_disk(cap.root, "*.json")) == 3
     assert cap.stats()["deleted"] == 7

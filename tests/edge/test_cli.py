@@ -1,4 +1,5 @@
 """`lensops edge`: bad configs give one clear error line and exit 2; `check` says what a config resolves to."""
+
 from __future__ import annotations
 
 import signal
@@ -27,12 +28,20 @@ def config(folder: Path, text: str) -> Path:
     return folder / "device.yaml"
 
 
-@pytest.mark.parametrize("case, old, new, named", [
-    ("unknown key", "stream: {port: 8080}", "stream: {port: 8080, colour: red}", "stream.colour: unknown key"),
-    ("wrong type", "qos: 1}", "qos: high}", "mqtt.qos: Input should be 0 or 1"),
-    ("missing file", "data/demo/video.mp4", "data/demo/gone.mp4", "sources[0].uri: video file or image folder not found"),
-    ("bad URL", "mqtt://127.0.0.1:1883", "tcp://127.0.0.1:1883", "mqtt.url: scheme 'tcp'"),
-])
+@pytest.mark.parametrize(
+    "case, old, new, named",
+    [
+        ("unknown key", "stream: {port: 8080}", "stream: {port: 8080, colour: red}", "stream.colour: unknown key"),
+        ("wrong type", "qos: 1}", "qos: high}", "mqtt.qos: Input should be 0 or 1"),
+        (
+            "missing file",
+            "data/demo/video.mp4",
+            "data/demo/gone.mp4",
+            "sources[0].uri: video file or image folder not found",
+        ),
+        ("bad URL", "mqtt://127.0.0.1:1883", "tcp://127.0.0.1:1883", "mqtt.url: scheme 'tcp'"),
+    ],
+)
 def test_bad_config_is_one_error_line_and_exit_2(project, capsys, case, old, new, named):
     path = config(project, MINIMAL.replace(old, new))
     code = main(["run", "--config", str(path)])
@@ -69,9 +78,16 @@ def test_a_taken_stream_port_exits_1_and_leaves_signal_handlers_alone(project, c
 
 def test_the_installed_command_exits_2_on_a_bad_config(project):
     path = config(project, MINIMAL.replace("fleet: demo", "fleet: demo\nfleets: [a]"))
-    done = subprocess.run([sys.executable, "-m", "lensops.cli", "edge", "run", "--config", str(path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "lensops.cli", "edge", "run", "--config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done
-    assert done.stderr.strip() == f"error: {path}: fleets: unknown key (did you mean 'fleet'?); expected one of: " \
-                                  "device_id, fleet, registry, sources, mqtt, stream, capture, state_dir, threads, " \
-                                  "latency_budget_ms, status_interval_s, exit_when_done", done.stderr
+    assert (
+        done.stderr.strip() == f"error: {path}: fleets: unknown key (did you mean 'fleet'?); expected one of: "
+        "device_id, fleet, registry, sources, mqtt, stream, capture, state_dir, threads, "
+        "latency_budget_ms, status_interval_s, exit_when_done"
+    ), done.stderr

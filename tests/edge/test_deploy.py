@@ -1,5 +1,6 @@
 """The deployment files: the systemd unit passes `systemd-analyze verify`; the Greengrass recipe is a
 well-formed v2 recipe that installs lensops[edge] and runs `lensops edge run --config {configuration:/configPath}`."""
+
 from __future__ import annotations
 
 import configparser
@@ -38,14 +39,16 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
     lensops = Path(sys.executable).with_name("lensops")
     unit = tmp_path / UNIT.name
     unit.write_text(UNIT.read_text().replace("/opt/lensops/bin/lensops", str(lensops)))
-    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and not (done.stdout + done.stderr).strip(), done.stdout + done.stderr
     # and the check is real: an unknown key is reported
     broken = tmp_path / "broken.service"
     broken.write_text(unit.read_text().replace("[Service]", "[Service]\nRestartt=always"))
-    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(broken)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(broken)], capture_output=True, text=True, timeout=60
+    )
     assert "Restartt" in done.stdout + done.stderr
 
 

@@ -3,6 +3,7 @@
 The registry is filled once per module (register = what `lensops register` does) and copied per
 test, so each test moves aliases on its own copy. The manager reads through edge.registry.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,12 +50,25 @@ def template(tiny_packages, tmp_path_factory) -> Template:
     roles: dict[str, BuiltPackage] = {
         "good": packages.classifier,
         "good_b": packages.classifier_b,
-        "golden_broken": rewrite(packages.classifier, root / "golden-broken", "onnx-fp32", perturb_onnx_weights,
-                                 key=packages.private_key),
-        "tampered": rewrite(packages.classifier, root / "to-tamper", "onnx-fp32", lambda _: None,
-                            key=packages.private_key, evaluation={"accuracy": 0.7}),
-        "stranger": rewrite(packages.classifier, root / "stranger", "onnx-fp32", lambda _: None,
-                            key=other_private, evaluation={"accuracy": 0.8}),
+        "golden_broken": rewrite(
+            packages.classifier, root / "golden-broken", "onnx-fp32", perturb_onnx_weights, key=packages.private_key
+        ),
+        "tampered": rewrite(
+            packages.classifier,
+            root / "to-tamper",
+            "onnx-fp32",
+            lambda _: None,
+            key=packages.private_key,
+            evaluation={"accuracy": 0.7},
+        ),
+        "stranger": rewrite(
+            packages.classifier,
+            root / "stranger",
+            "onnx-fp32",
+            lambda _: None,
+            key=other_private,
+            evaluation={"accuracy": 0.8},
+        ),
     }
     writer = MlflowRegistryWriter(f"sqlite:///{root / 'mlflow.db'}")
     versions, shas = {}, {}
@@ -78,8 +92,15 @@ class Setup:
 
     def manager(self, registry=None, **options) -> ModelManager:
         options.setdefault("public_key", self.public_key)
-        return ModelManager(registry or MlflowRegistry(self.uri), MODEL, "production", self.cache,
-                            on_event=self.events.append, poll_s=3600, **options)
+        return ModelManager(
+            registry or MlflowRegistry(self.uri),
+            MODEL,
+            "production",
+            self.cache,
+            on_event=self.events.append,
+            poll_s=3600,
+            **options,
+        )
 
     def promote(self, role: str) -> None:
         self.writer.set_alias(MODEL, "production", self.versions[role])
@@ -94,8 +115,7 @@ def setup(template, tiny_packages, tmp_path) -> Setup:
 
     shutil.copyfile(template.db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    made = Setup(uri, MlflowRegistryWriter(uri), tmp_path / "cache", [], template.versions,
-                 tiny_packages.public_key)
+    made = Setup(uri, MlflowRegistryWriter(uri), tmp_path / "cache", [], template.versions, tiny_packages.public_key)
     yield made
     schema = load_schema(DEPLOYMENT)
     for event in made.events:  # every event is a valid deployment payload once the publisher adds these
@@ -132,9 +152,14 @@ def test_activates_the_promoted_candidate_then_follows_the_alias(setup):
     assert pointer["current"]["version"] == setup.versions["good_b"] and pointer["previous"]["version"] == good
 
 
-@pytest.mark.parametrize("role, reason", [("tampered", "differs from the registry's"),
-                                          ("golden_broken", "golden output"),
-                                          ("stranger", "signature does not match")])
+@pytest.mark.parametrize(
+    "role, reason",
+    [
+        ("tampered", "differs from the registry's"),
+        ("golden_broken", "golden output"),
+        ("stranger", "signature does not match"),
+    ],
+)
 def test_bad_package_is_rejected_and_the_current_model_keeps_serving(setup, role, reason):
     # given a device serving a good version
     setup.promote("good")
@@ -248,10 +273,18 @@ def test_fleet_notice_triggers_a_deploy_without_blocking_frames(setup):
         # when the retained fleet notice names version b
         setup.promote("good_b")
         resolved = MlflowRegistry(setup.uri).resolve(MODEL, "production")
-        assert manager.notify({"model": MODEL, "alias": "production", "version": resolved.version,
-                               "package_uri": resolved.uri, "sha256": resolved.sha256})
-        assert not manager.notify({"model": "someone-else", "alias": "production", "version": "1",
-                                   "package_uri": "x", "sha256": "0" * 64}), "another model's notice is ignored"
+        assert manager.notify(
+            {
+                "model": MODEL,
+                "alias": "production",
+                "version": resolved.version,
+                "package_uri": resolved.uri,
+                "sha256": resolved.sha256,
+            }
+        )
+        assert not manager.notify(
+            {"model": "someone-else", "alias": "production", "version": "1", "package_uri": "x", "sha256": "0" * 64}
+        ), "another model's notice is ignored"
         # then while the download is stuck, frames are still served by the old model at once
         assert registry.waiting.wait(60), "the notice did not start a download"
         started = time.monotonic()

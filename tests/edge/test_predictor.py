@@ -1,4 +1,5 @@
 """Predictor on real tiny packages: payload format, variant choice, golden check, tampering, NaN outputs."""
+
 from __future__ import annotations
 
 import shutil
@@ -20,8 +21,14 @@ def frame(height: int = 120, width: int = 200, seed: int = 0) -> np.ndarray:
 
 
 def full_payload(result) -> dict:
-    return {"schema": INFERENCE, "device": "cam-01", "source": "door", "seq": 0, "frame_ts": utc_timestamp(),
-            **result.payload()}
+    return {
+        "schema": INFERENCE,
+        "device": "cam-01",
+        "source": "door",
+        "seq": 0,
+        "frame_ts": utc_timestamp(),
+        **result.payload(),
+    }
 
 
 def test_classifier_result_is_a_valid_inference_payload(tiny_packages):

@@ -1,6 +1,7 @@
 """RTSP sources against a real RTSP server (GStreamer's gst-rtsp-server, tests/edge/rtsp_server.py)
 serving the demo video as H.264: frames flow; the server stops and comes back (stall, reconnect);
 a server that requires a user and password (from password_env or a file); RTP over TCP."""
+
 from __future__ import annotations
 
 import signal
@@ -68,6 +69,7 @@ def servers(frames):
     def make(**options) -> RtspServer:
         made.append(RtspServer(frames, free_port(), **options).start())
         return made[-1]
+
     yield make
     for server in made:
         server.stop()
@@ -81,6 +83,7 @@ def sources():
         # stall_timeout_s 5: an RTSP open takes ~2 s here, longer on a busy machine
         made.append(Source(SourceConfig(id="cam", stall_timeout_s=5, reconnect_backoff_max_s=0.5, **config)).start())
         return made[-1]
+
     yield start
     for source in made:
         source.stop()
@@ -109,8 +112,9 @@ def test_frames_flow_and_a_server_that_stops_and_comes_back_is_reconnected(serve
     assert stats["state"] == "ok" and stats["reconnects"] >= 1, stats
 
 
-def test_a_camera_that_requires_a_user_and_password_from_the_environment_or_a_file(servers, sources, tmp_path,
-                                                                                  monkeypatch):
+def test_a_camera_that_requires_a_user_and_password_from_the_environment_or_a_file(
+    servers, sources, tmp_path, monkeypatch
+):
     # given a camera that requires basic authentication
     secret = tmp_path / "camera.secret"
     secret.write_text(PASSWORD + "\n")
@@ -119,8 +123,10 @@ def test_a_camera_that_requires_a_user_and_password_from_the_environment_or_a_fi
     # when the password comes from an environment variable, or a file, frames flow
     from_env = sources(uri=server.url, username="viewer", password_env="CAM_PASSWORD")
     from_file = sources(uri=server.url, username="viewer", password_file=str(secret))
-    assert wait_until(lambda: frames_of(from_env) >= 10 and frames_of(from_file) >= 10, 60), \
-        (from_env.stats(), from_file.stats())
+    assert wait_until(lambda: frames_of(from_env) >= 10 and frames_of(from_file) >= 10, 60), (
+        from_env.stats(),
+        from_file.stats(),
+    )
     # and a wrong password is refused, shown without the password
     monkeypatch.setenv("WRONG", "not-" + PASSWORD)
     refused = sources(uri=server.url, username="viewer", password_env="WRONG")

@@ -3,6 +3,7 @@
 Every frame published with contiguous seq and valid payloads; a promotion hot-swaps between two
 frames within 10 s; tampered and warm-up-failing versions are rejected while the old model serves.
 """
+
 from __future__ import annotations
 
 import time
@@ -17,7 +18,9 @@ from tests.edge.runner_setup import DEVICE, MODEL, copy_registry, device_yaml, i
 
 pytestmark = pytest.mark.slow  # the packages come from a real (tiny) training run
 
-VALIDATORS = {name: jsonschema.Draft202012Validator(load_schema(name)) for name in ("inference", "status", "deployment")}
+VALIDATORS = {
+    name: jsonschema.Draft202012Validator(load_schema(name)) for name in ("inference", "status", "deployment")
+}
 
 
 def validate_all(messages) -> None:
@@ -28,15 +31,26 @@ def validate_all(messages) -> None:
 
 
 def test_every_frame_is_published_with_contiguous_seq_and_valid_payloads(
-        registry_template, tiny_packages, video, mosquitto, collectors, run_device, tmp_path):
+    registry_template, tiny_packages, video, mosquitto, collectors, run_device, tmp_path
+):
     # given v1 in production and a device replaying a 120-frame video
     registry = copy_registry(registry_template, tmp_path / "registry")
     v1 = registry.promote("v1")
     collector = collectors(mosquitto.port, ["lensops/#"])
-    capture = {"dir": str(tmp_path / "capture"), "task": "detection", "policy": {"random_rate": 1.0, "seed": 0},
-               "max_files": 5}
-    config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
-                         [{"id": "door", "uri": str(video), "fps": 60}], tiny_packages.public_key, capture=capture)
+    capture = {
+        "dir": str(tmp_path / "capture"),
+        "task": "detection",
+        "policy": {"random_rate": 1.0, "seed": 0},
+        "max_files": 5,
+    }
+    config = device_yaml(
+        tmp_path / "device.yaml",
+        registry,
+        mosquitto.url,
+        [{"id": "door", "uri": str(video), "fps": 60}],
+        tiny_packages.public_key,
+        capture=capture,
+    )
     # when the runner plays it to the end
     started = time.monotonic()
     running = run_device(config, exit_when_done=True)
@@ -67,13 +81,15 @@ def test_every_frame_is_published_with_contiguous_seq_and_valid_payloads(
 
 
 def test_promotion_swaps_between_frames_within_10_s_without_gap_or_lost_frame(
-        registry_template, tiny_packages, video, mosquitto, collectors, run_device, tmp_path):
+    registry_template, tiny_packages, video, mosquitto, collectors, run_device, tmp_path
+):
     # given a device serving v1 on a 120-frame replay at 15 fps (8 s), polling the registry only hourly
     registry = copy_registry(registry_template, tmp_path / "registry")
     v1 = registry.promote("v1")
     collector = collectors(mosquitto.port, [f"lensops/{DEVICE}/#"])
-    config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
-                         [{"id": "door", "uri": str(video)}], tiny_packages.public_key)
+    config = device_yaml(
+        tmp_path / "device.yaml", registry, mosquitto.url, [{"id": "door", "uri": str(video)}], tiny_packages.public_key
+    )
     running = run_device(config, exit_when_done=True)
     seen: list[int] = []
     running.runner.workers[0].sinks.append(("record", lambda inferred: seen.append(inferred.frame.index)))
@@ -85,7 +101,9 @@ def test_promotion_swaps_between_frames_within_10_s_without_gap_or_lost_frame(
     # then the device switches within 10 s ...
     first_v2 = collector.wait_for(lambda ms: any(r["model"]["version"] == v2 for r in inference(ms)), 10)
     assert first_v2, f"no v2 result within 10 s: {of_topic(collector.messages, 'deployment')}"
-    switched = next(m.at for m in collector.messages if m.topic.endswith("/inference") and m.json()["model"]["version"] == v2)
+    switched = next(
+        m.at for m in collector.messages if m.topic.endswith("/inference") and m.json()["model"]["version"] == v2
+    )
     assert running.wait(60), "the runner did not finish the video"
     # ... between two frames: all v1, then all v2, seq contiguous, every frame inferred exactly once
     results = inference(collector.messages)
@@ -98,13 +116,19 @@ def test_promotion_swaps_between_frames_within_10_s_without_gap_or_lost_frame(
 
 
 def test_tampered_and_warm_up_failing_versions_are_rejected_while_the_old_model_serves(
-        registry_template, tiny_packages, video, mosquitto, collectors, run_device, tmp_path):
+    registry_template, tiny_packages, video, mosquitto, collectors, run_device, tmp_path
+):
     # given a device serving v1 on a looping replay
     registry = copy_registry(registry_template, tmp_path / "registry")
     v1 = registry.promote("v1")
     collector = collectors(mosquitto.port, [f"lensops/{DEVICE}/#"])
-    config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
-                         [{"id": "door", "uri": str(video), "loop": True, "fps": 30}], tiny_packages.public_key)
+    config = device_yaml(
+        tmp_path / "device.yaml",
+        registry,
+        mosquitto.url,
+        [{"id": "door", "uri": str(video), "loop": True, "fps": 30}],
+        tiny_packages.public_key,
+    )
     running = run_device(config)  # noqa: F841 (the runner serves while the test holds it)
     assert collector.wait_for(lambda ms: len(inference(ms)) >= 10, 60), "v1 never served"
     rejected = {}
@@ -113,11 +137,13 @@ def test_tampered_and_warm_up_failing_versions_are_rejected_while_the_old_model_
         bad = registry.promote(role)
         registry.fleet_notice(mosquitto.port)
         # then it is rejected, saying why
-        event = collector.wait_for(lambda ms: any(e["state"] == "rejected" and e["version"] == bad
-                                                  for e in of_topic(ms, "deployment")), 30)
+        event = collector.wait_for(
+            lambda ms: any(e["state"] == "rejected" and e["version"] == bad for e in of_topic(ms, "deployment")), 30
+        )
         assert event, of_topic(collector.messages, "deployment")
-        rejected[role] = next(e for e in of_topic(collector.messages, "deployment") if e["version"] == bad
-                              and e["state"] == "rejected")
+        rejected[role] = next(
+            e for e in of_topic(collector.messages, "deployment") if e["version"] == bad and e["state"] == "rejected"
+        )
         assert reason in rejected[role]["reason"], rejected[role]
     # and v1 kept serving every frame throughout, without a gap
     count = len(inference(collector.messages))
@@ -125,10 +151,20 @@ def test_tampered_and_warm_up_failing_versions_are_rejected_while_the_old_model_
     results = inference(collector.messages)
     assert {r["model"]["version"] for r in results} == {v1}
     assert [r["seq"] for r in results] == list(range(len(results)))
-    assert not [e for e in of_topic(collector.messages, "deployment") if e["state"] == "activated" and e["version"] != v1]
+    assert not [
+        e for e in of_topic(collector.messages, "deployment") if e["state"] == "activated" and e["version"] != v1
+    ]
     # and the retained status names the bad versions and still says v1
     nan = registry.versions["nan"]
-    status = wait_until(lambda: [s for s in of_topic(collector.messages, "status")
-                                 if nan in s.get("models", {}).get(MODEL, {}).get("bad", [])], 5)
-    assert status and status[-1]["sources"]["door"]["model"]["version"] == v1, of_topic(collector.messages, "status")[-1]
+    status = wait_until(
+        lambda: [
+            s
+            for s in of_topic(collector.messages, "status")
+            if nan in s.get("models", {}).get(MODEL, {}).get("bad", [])
+        ],
+        5,
+    )
+    assert status and status[-1]["sources"]["door"]["model"]["version"] == v1, of_topic(collector.messages, "status")[
+        -1
+    ]
     validate_all(collector.messages)

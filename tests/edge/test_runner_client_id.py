@@ -1,5 +1,6 @@
 """Two runners started from one config (one device_id, so one MQTT client id): each says so, by name,
 in its log, its retained status and /healthz; every payload carries a per-start instance id."""
+
 from __future__ import annotations
 
 import json
@@ -29,13 +30,19 @@ def _healthz(port: int) -> tuple[int, dict]:
 
 
 def test_two_runners_with_one_client_id_each_name_the_conflict_and_their_payloads_differ_by_instance(
-        registry_template, tiny_packages, video, mosquitto, collectors, tmp_path):
+    registry_template, tiny_packages, video, mosquitto, collectors, tmp_path
+):
     # given one device config, copied to two boxes (own state folder and page port each)
     registry = copy_registry(registry_template, tmp_path / "registry")
     registry.promote("v1")
     collector = collectors(mosquitto.port, ["lensops/#"])
-    base = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
-                       [{"id": "door", "uri": str(video), "loop": True, "fps": 10}], tiny_packages.public_key)
+    base = device_yaml(
+        tmp_path / "device.yaml",
+        registry,
+        mosquitto.url,
+        [{"id": "door", "uri": str(video), "loop": True, "fps": 10}],
+        tiny_packages.public_key,
+    )
     ports, runners, logs = [free_port(), free_port()], [], []
     for i, port in enumerate(ports):
         config = yaml.safe_load(base.read_text())
@@ -46,15 +53,24 @@ def test_two_runners_with_one_client_id_each_name_the_conflict_and_their_payload
         runners.append(start_runner(path, logs[-1]))
     try:
         # when both run, then each logs an error naming the client id
-        named = wait_until(lambda: all("is in use by another client" in log.read_text(errors="replace")
-                                       for log in logs if log.exists()) and all(log.exists() for log in logs), 60)
+        named = wait_until(
+            lambda: (
+                all("is in use by another client" in log.read_text(errors="replace") for log in logs if log.exists())
+                and all(log.exists() for log in logs)
+            ),
+            60,
+        )
         assert named, [log.read_text(errors="replace")[-1500:] for log in logs if log.exists()]
         assert all(f"client id '{CLIENT_ID}'" in log.read_text() for log in logs)
+
         # and /healthz says so on both boxes
         def unhealthy():
             health = [_healthz(port) for port in ports]
             return all(code == 503 and CLIENT_ID in body.get("client_id_conflict", "") for code, body in health)
-        assert wait_until(unhealthy, 10), [_healthz(port) for port in ports]  # the page's stats follow the status (0.5 s)
+
+        assert wait_until(unhealthy, 10), [
+            _healthz(port) for port in ports
+        ]  # the page's stats follow the status (0.5 s)
     finally:
         for runner in runners:
             runner.send_signal(signal.SIGTERM)

@@ -9,6 +9,7 @@ messages, `counts` agree with the published boxes, and the ground-truth comparis
 counts match the ground truth is a model-quality figure: `python -m benchmarks --only counts` measures it
 for the promoted demo detector on the demo video and on unseen scenes, and prints it against the goals.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ DEMO_SEED = 7  # params.yaml data.seed: the demo video's generator seed
 FRAMES = 60
 
 
-def test_demo_config_publishes_every_frame_of_a_demo_video(mosquitto, collectors, registry_template,  # noqa: F811
-                                                           tmp_path):
+def test_demo_config_publishes_every_frame_of_a_demo_video(
+    mosquitto,
+    collectors,
+    registry_template,  # noqa: F811
+    tmp_path,
+):
     from training.datasets.video import synth_video
 
     # given the issue's minimal config, next to a demo-generator video and a registry whose production
@@ -40,15 +45,33 @@ def test_demo_config_publishes_every_frame_of_a_demo_video(mosquitto, collectors
     clip = synth_video(demo / "data/demo", FRAMES, seed=DEMO_SEED)
     registry = copy_registry(registry_template, demo)
     registry.promote("v1")
-    (demo / "device.yaml").write_text(MINIMAL.replace("127.0.0.1:1883", f"127.0.0.1:{mosquitto.port}")
-                                      .replace("port: 8080", "port: 0").replace("shapes-detector", MODEL))
+    (demo / "device.yaml").write_text(
+        MINIMAL.replace("127.0.0.1:1883", f"127.0.0.1:{mosquitto.port}")
+        .replace("port: 8080", "port: 0")
+        .replace("shapes-detector", MODEL)
+    )
     collector = collectors(mosquitto.port, ["lensops/#"])
     truth = json.loads((clip.parent / "video_gt.json").read_text())["frames"]
     assert len(truth) == FRAMES, f"the generator wrote {len(truth)} ground-truth frames, not {FRAMES}"
     # when `lensops edge run` plays the video to its end
-    done = subprocess.run([sys.executable, "-m", "lensops.cli", "edge", "run", "--config", str(demo / "device.yaml"),
-                           "--exit-when-done", "--print-messages", "3"], cwd=demo, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lensops.cli",
+            "edge",
+            "run",
+            "--config",
+            str(demo / "device.yaml"),
+            "--exit-when-done",
+            "--print-messages",
+            "3",
+        ],
+        cwd=demo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     # then it printed the page's address and three messages the broker delivered back
     assert "page at http://127.0.0.1:" in done.stdout, done.stdout
@@ -66,6 +89,7 @@ def test_demo_config_publishes_every_frame_of_a_demo_video(mosquitto, collectors
     # and the comparison with the ground truth runs on every frame (its figure is the benchmark's to judge)
     matching = [counts_within(r["counts"], frame["objects"]) for r, frame in zip(results, truth)]
     assert len(matching) == FRAMES, f"{len(matching)} frames compared, not {FRAMES}"
-    print(f"tiny test detector: counts match the demo video's ground truth on {sum(matching)} of {FRAMES} frames "
-          f"(the promoted demo detector's figure: python -m benchmarks --only counts)")
-
+    print(
+        f"tiny test detector: counts match the demo video's ground truth on {sum(matching)} of {FRAMES} frames "
+        f"(the promoted demo detector's figure: python -m benchmarks --only counts)"
+    )

@@ -1,5 +1,6 @@
 """Several sources on one runner: one vanishes and is retried, shown degraded, while the other publishes;
 the device page in headless Chromium shows the annotated stream and the model version."""
+
 from __future__ import annotations
 
 import os
@@ -40,29 +41,49 @@ def healthz(url: str) -> tuple[int, str]:
 
 
 def test_vanished_source_is_retried_and_degraded_while_the_other_keeps_publishing(
-        registry_template, tiny_packages, video, mosquitto, collectors, run_device, tmp_path):
+    registry_template, tiny_packages, video, mosquitto, collectors, run_device, tmp_path
+):
     # given a device with a looping video (the detector) and a looping image folder (its own model, a classifier)
     registry = copy_registry(registry_template, tmp_path / "registry")
     registry.promote("v1")
     classifier = registry.promote("cls")
     shelf = image_folder(tmp_path / "shelf")
     collector = collectors(mosquitto.port, ["lensops/#"])
-    config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
-                         [{"id": "door", "uri": str(video), "loop": True, "fps": 20},
-                          {"id": "shelf", "uri": str(shelf), "loop": True, "fps": 10, "reconnect_backoff_max_s": 1,
-                           "model": CLASSIFIER}],
-                         tiny_packages.public_key, stream={"port": 0, "host": "127.0.0.1"})
+    config = device_yaml(
+        tmp_path / "device.yaml",
+        registry,
+        mosquitto.url,
+        [
+            {"id": "door", "uri": str(video), "loop": True, "fps": 20},
+            {
+                "id": "shelf",
+                "uri": str(shelf),
+                "loop": True,
+                "fps": 10,
+                "reconnect_backoff_max_s": 1,
+                "model": CLASSIFIER,
+            },
+        ],
+        tiny_packages.public_key,
+        stream={"port": 0, "host": "127.0.0.1"},
+    )
     running = run_device(config)
     assert collector.wait_for(lambda ms: inference(ms, "door") and inference(ms, "shelf"), 60), "not both publishing"
-    models = {source: {(r["model"]["name"], r["model"]["version"]) for r in inference(collector.messages, source)}
-              for source in ("door", "shelf")}
+    models = {
+        source: {(r["model"]["name"], r["model"]["version"]) for r in inference(collector.messages, source)}
+        for source in ("door", "shelf")
+    }
     assert models["shelf"] == {(CLASSIFIER, classifier)} and {m for m, _ in models["door"]} == {MODEL}, models
     # when the image folder disappears
     shutil.move(shelf, tmp_path / "elsewhere")
 
     def degraded():
-        return [s for s in of_topic(collector.messages, "status")
-                if s["sources"]["shelf"]["state"] == "degraded" and s["sources"]["shelf"]["reconnects"] >= 2]
+        return [
+            s
+            for s in of_topic(collector.messages, "status")
+            if s["sources"]["shelf"]["state"] == "degraded" and s["sources"]["shelf"]["reconnects"] >= 2
+        ]
+
     # then it is retried and the retained status (and /healthz) show it degraded, naming the error
     status = wait_until(degraded, 20)
     assert status, of_topic(collector.messages, "status")[-1]
@@ -85,20 +106,34 @@ def test_vanished_source_is_retried_and_degraded_while_the_other_keeps_publishin
 
 
 def test_page_in_headless_chromium_shows_the_annotated_stream_and_the_model_version(
-        registry_template, tiny_packages, mosquitto, run_device, tmp_path):
+    registry_template, tiny_packages, mosquitto, run_device, tmp_path
+):
     # given a device that served a few plain frames and holds the last one
     registry = copy_registry(registry_template, tmp_path / "registry")
     v1 = registry.promote("v1")
     frames = image_folder(tmp_path / "frames")
-    config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url, [{"id": "door", "uri": str(frames)}],
-                         tiny_packages.public_key, stream={"port": 0, "host": "127.0.0.1"})
+    config = device_yaml(
+        tmp_path / "device.yaml",
+        registry,
+        mosquitto.url,
+        [{"id": "door", "uri": str(frames)}],
+        tiny_packages.public_key,
+        stream={"port": 0, "host": "127.0.0.1"},
+    )
     running = run_device(config)
     assert wait_until(lambda: running.runner.done, 60), "the folder was not served"
     url = running.runner.stream.url
     # when the page is opened in headless Chromium
     shot = tmp_path / "page.png"
-    common = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,800",
-              "--virtual-time-budget=3000", f"--user-data-dir={tmp_path / 'profile'}"]
+    common = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--window-size=1280,800",
+        "--virtual-time-budget=3000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     dom = browse(common + ["--dump-dom", url])
     browse(common + [f"--screenshot={shot}", url])
     # then it names the model and its registry version ...
@@ -113,7 +148,7 @@ def test_page_in_headless_chromium_shows_the_annotated_stream_and_the_model_vers
     corner = (slice(py + ph * 3 // 4, py + ph), slice(px, px + pw // 2))
     caption = colour_mask(page, CAPTION, 12)
     assert caption[corner].sum() > 200, "no model caption on the project stream"
-    assert caption[dy:dy + dh, dx:dx + dw].sum() < 20, "the raw device stream is annotated"
+    assert caption[dy : dy + dh, dx : dx + dw].sum() < 20, "the raw device stream is annotated"
 
 
 def browse(command: list[str]) -> str:

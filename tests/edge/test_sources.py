@@ -1,4 +1,5 @@
 """Frame sources on real files, folders and an HTTP MJPEG server served from a test thread."""
+
 from __future__ import annotations
 
 import threading
@@ -72,25 +73,31 @@ def started():
 
 # -- configuration -------------------------------------------------------------------------------
 
+
 def test_config_sorts_uris_into_kinds(video, tmp_path):
     (tmp_path / "imgs").mkdir()
     cv2.imwrite(str(tmp_path / "imgs" / "a.png"), np.zeros((4, 4, 3), np.uint8))
-    kinds = {uri: SourceConfig(id="s", uri=uri).kind for uri in
-             (0, "/dev/video0", "rtsp://cam/live", "https://cam/x.mjpg", str(video), str(tmp_path / "imgs"))}
+    kinds = {
+        uri: SourceConfig(id="s", uri=uri).kind
+        for uri in (0, "/dev/video0", "rtsp://cam/live", "https://cam/x.mjpg", str(video), str(tmp_path / "imgs"))
+    }
     assert list(kinds.values()) == ["camera", "camera", "stream", "stream", "file", "folder"], kinds
     relative = SourceConfig.model_validate({"id": "s", "uri": "clip.mp4"}, context={"base_dir": tmp_path})
     assert relative.uri == str(video) and relative.kind == "file"
 
 
-@pytest.mark.parametrize("fields, named", [
-    ({"uri": "missing/clip.mp4"}, ["uri", "missing/clip.mp4"]),
-    ({"uri": "ftp://cam/live"}, ["uri", "ftp://"]),
-    ({"uri": "rtsp://cam/live", "loop": True}, ["loop", "rtsp://cam/live"]),
-    ({"uri": "rtsp://cam/live", "fps": 5}, ["fps"]),
-    ({"uri": "rtsp://cam/live", "stall_timeout_s": 0}, ["stall_timeout_s"]),
-    ({"uri": "rtsp://cam/live", "colour": "red"}, ["colour"]),
-    ({"uri": "rtsp://cam/live", "id": "door/1"}, ["id"]),
-])
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"uri": "missing/clip.mp4"}, ["uri", "missing/clip.mp4"]),
+        ({"uri": "ftp://cam/live"}, ["uri", "ftp://"]),
+        ({"uri": "rtsp://cam/live", "loop": True}, ["loop", "rtsp://cam/live"]),
+        ({"uri": "rtsp://cam/live", "fps": 5}, ["fps"]),
+        ({"uri": "rtsp://cam/live", "stall_timeout_s": 0}, ["stall_timeout_s"]),
+        ({"uri": "rtsp://cam/live", "colour": "red"}, ["colour"]),
+        ({"uri": "rtsp://cam/live", "id": "door/1"}, ["id"]),
+    ],
+)
 def test_bad_config_is_a_value_error_naming_field_and_value(fields, named):
     with pytest.raises(ValueError) as caught:
         SourceConfig.model_validate({"id": "door", **fields})
@@ -105,6 +112,7 @@ def test_empty_image_folder_is_refused(tmp_path):
 
 
 # -- files and folders ---------------------------------------------------------------------------
+
 
 def test_file_delivers_every_frame_in_order_without_drops(video, started):
     # given a file replay (no-drop by default) read as fast as possible by a slow consumer
@@ -163,6 +171,7 @@ def test_image_folder_in_sorted_order(tmp_path, started):
 
 # -- failures ------------------------------------------------------------------------------------
 
+
 def free_port() -> int:
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     port = server.server_address[1]
@@ -173,8 +182,7 @@ def free_port() -> int:
 def test_refused_stream_backs_off_while_another_source_delivers(video, started, monkeypatch):
     monkeypatch.setattr(sources, "BACKOFF_INITIAL_S", 0.05)
     # given a stream nobody serves next to a looping file
-    dead = started(SourceConfig(id="dead", uri=f"http://127.0.0.1:{free_port()}/x.mjpg",
-                                reconnect_backoff_max_s=0.4))
+    dead = started(SourceConfig(id="dead", uri=f"http://127.0.0.1:{free_port()}/x.mjpg", reconnect_backoff_max_s=0.4))
     alive = started(SourceConfig(id="alive", uri=str(video), loop=True, fps=100))
     start = time.monotonic()
     got = [alive.get(timeout=1) for _ in range(80)]  # about 1 s at 100 fps
@@ -223,8 +231,9 @@ class _MjpegHandler(BaseHTTPRequestHandler):
                 return
             data = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))[1].tobytes()
             try:
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n"
-                                 % (len(data), data))
+                self.wfile.write(
+                    b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n%s\r\n" % (len(data), data)
+                )
                 self.wfile.flush()
             except OSError:
                 return
@@ -257,8 +266,10 @@ def test_stalled_stream_is_reconnected(mjpeg_server, started):
     assert "no frame" in stats["last_error"] or "stalled" in stats["last_error"], stats
     frames_before = stats["frames"]
     after: list = []
-    assert wait_for(lambda: after.append(source.get(timeout=0.1)) or (after[-1] is not None
-                                                                      and source.stats()["state"] == "ok"), timeout=3)
+    assert wait_for(
+        lambda: after.append(source.get(timeout=0.1)) or (after[-1] is not None and source.stats()["state"] == "ok"),
+        timeout=3,
+    )
     recovered = time.monotonic() - mjpeg_server.stalled_at
     assert after[-1].index > first.index, "live frames are numbered on across reconnects"
     assert source.stats()["frames"] > frames_before and mjpeg_server.connections >= 2, source.stats()
@@ -293,8 +304,10 @@ def test_watchdog_abandons_a_read_that_never_returns(started):
         return opened[-1]
 
     try:
-        source = started(SourceConfig(id="cam", uri="rtsp://cam/live", stall_timeout_s=0.3,
-                                      reconnect_backoff_max_s=0.1), open_reader=open_stuck)
+        source = started(
+            SourceConfig(id="cam", uri="rtsp://cam/live", stall_timeout_s=0.3, reconnect_backoff_max_s=0.1),
+            open_reader=open_stuck,
+        )
         # each reader gives one frame, then blocks; the watchdog opens a new one each time
         assert wait_for(lambda: len(opened) >= 3, timeout=4), f"{len(opened)} readers opened"
         stats = source.stats()

@@ -1,4 +1,5 @@
 """The project stream over real HTTP: page, status, MJPEG, health, metrics, and a headless Chromium look."""
+
 from __future__ import annotations
 
 import http.client
@@ -42,8 +43,13 @@ def server():
 def fed(server):
     """A server with one source, one frame and one detection on it."""
     server.state.set_stats({"sources": {"door": dict(OK_STATS)}, "outbox_depth": 3})
-    server.state.update_frame("door", frame(), [{"label": "person", "score": 0.91, "box": BOX}], MODEL,
-                              {"preprocess": 0.9, "inference": 1.6, "total": 3.1})
+    server.state.update_frame(
+        "door",
+        frame(),
+        [{"label": "person", "score": 0.91, "box": BOX}],
+        MODEL,
+        {"preprocess": 0.9, "inference": 1.6, "total": 3.1},
+    )
     return server
 
 
@@ -97,6 +103,7 @@ def colour_mask(image: np.ndarray, colour, tolerance: int = 60) -> np.ndarray:
 
 
 # -- endpoints -----------------------------------------------------------------------------------
+
 
 def test_page_shows_streams_model_and_stats(fed):
     status, content_type, page = fetch(fed, "/")
@@ -159,10 +166,14 @@ def test_healthz_is_503_while_a_source_is_degraded(fed):
     assert fetch(fed, "/healthz")[0] == 200, "a finished replay is not a fault"
 
 
-SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? '
-                    r'(-?[0-9.e+-]+|NaN|[+-]Inf)$')
-COMMENT = re.compile(r"^# (HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* "
-                     r"(counter|gauge|summary|histogram|untyped))$")
+SAMPLE = re.compile(
+    r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? '
+    r"(-?[0-9.e+-]+|NaN|[+-]Inf)$"
+)
+COMMENT = re.compile(
+    r"^# (HELP [a-zA-Z_:][a-zA-Z0-9_:]* .+|TYPE [a-zA-Z_:][a-zA-Z0-9_:]* "
+    r"(counter|gauge|summary|histogram|untyped))$"
+)
 
 
 def test_metrics_are_prometheus_text(fed):
@@ -171,11 +182,16 @@ def test_metrics_are_prometheus_text(fed):
     lines = text.rstrip("\n").split("\n")
     bad = [line for line in lines if not (SAMPLE.match(line) or COMMENT.match(line))]
     assert not bad, f"not Prometheus text: {bad}"
-    for sample in ['lensops_source_fps{source="door"} 24.5', 'lensops_source_frames_total{source="door"} 10',
-                   'lensops_source_drops_total{source="door"} 1', 'lensops_source_reconnects_total{source="door"} 0',
-                   'lensops_source_state{source="door",state="ok"} 1', 'lensops_outbox_depth 3',
-                   'lensops_inference_latency_seconds_count{source="door"} 1',
-                   'lensops_model_info{source="door",name="shapes-detector",version="7",variant="onnx-fp32"} 1']:
+    for sample in [
+        'lensops_source_fps{source="door"} 24.5',
+        'lensops_source_frames_total{source="door"} 10',
+        'lensops_source_drops_total{source="door"} 1',
+        'lensops_source_reconnects_total{source="door"} 0',
+        'lensops_source_state{source="door",state="ok"} 1',
+        "lensops_outbox_depth 3",
+        'lensops_inference_latency_seconds_count{source="door"} 1',
+        'lensops_model_info{source="door",name="shapes-detector",version="7",variant="onnx-fp32"} 1',
+    ]:
         assert sample in lines, f"{sample!r} not in:\n{text}"
 
 
@@ -209,6 +225,7 @@ def test_config_names_unknown_keys():
 
 # -- the page in a real browser -----------------------------------------------------------------
 
+
 def regions(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Bounding boxes (x, y, w, h) of the connected regions of a mask, largest first."""
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8))
@@ -218,9 +235,17 @@ def regions(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 def test_headless_chromium_shows_the_annotated_stream(fed, tmp_path):
     shot = tmp_path / "page.png"
-    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-               "--window-size=1280,800", "--virtual-time-budget=3000", f"--user-data-dir={tmp_path / 'profile'}",
-               fed.url]
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        f"--screenshot={shot}",
+        "--window-size=1280,800",
+        "--virtual-time-budget=3000",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        fed.url,
+    ]
     browser = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         _, stderr = browser.communicate(timeout=60)
@@ -237,9 +262,9 @@ def test_headless_chromium_shows_the_annotated_stream(fed, tmp_path):
     (px, py, pw, ph), (dx, dy, dw, dh) = streams
     box = colour_mask(page, label_colour("person"))
     x0, y0, x1, y1 = px + BOX[0] * pw, py + BOX[1] * ph, px + BOX[2] * pw, py + BOX[3] * ph
-    left_edge = box[int(y0) + 10:int(y1) - 10, int(x0) - 4:int(x0) + 6]
-    bottom_edge = box[int(y1) - 6:int(y1) + 4, int(x0) + 10:int(x1) - 10]
+    left_edge = box[int(y0) + 10 : int(y1) - 10, int(x0) - 4 : int(x0) + 6]
+    bottom_edge = box[int(y1) - 6 : int(y1) + 4, int(x0) + 10 : int(x1) - 10]
     assert left_edge.any(axis=1).mean() > 0.9, "the box's left edge is not where the detection is"
     assert bottom_edge.any(axis=0).mean() > 0.9, "the box's bottom edge is not where the detection is"
-    assert not box[int(y0) + 8:int(y1) - 8, int(x0) + 8:int(x1) - 8].any(), "colour inside the box"
-    assert not box[dy:dy + dh, dx:dx + dw].any(), "the raw device stream shows a box"
+    assert not box[int(y0) + 8 : int(y1) - 8, int(x0) + 8 : int(x1) - 8].any(), "colour inside the box"
+    assert not box[dy : dy + dh, dx : dx + dw].any(), "the raw device stream shows a box"

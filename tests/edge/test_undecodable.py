@@ -1,6 +1,7 @@
 """A file or folder that cannot be decoded fails after a bounded number of tries with the decoder's
 reason; `edge check` decodes a frame of every file source; `edge run --exit-when-done` exits non-zero
 when a source failed or messages could not be delivered."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def cut_off(video: Path, out: Path) -> Path:
     """The first half of an MP4: a recording cut off before its moov index was written."""
     data = video.read_bytes()
-    out.write_bytes(data[:len(data) // 2])
+    out.write_bytes(data[: len(data) // 2])
     return out
 
 
@@ -64,46 +65,78 @@ def test_edge_check_decodes_a_frame_of_every_file_source(tmp_path, capsys):
 
 
 def run_to_the_end(config: Path, log: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lensops.cli", "edge", "run", "--config", str(config),
-                           "--exit-when-done", "--max-seconds", "120"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=180, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lensops.cli",
+            "edge",
+            "run",
+            "--config",
+            str(config),
+            "--exit-when-done",
+            "--max-seconds",
+            "120",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.slow
 def test_exit_when_done_exits_1_naming_a_failed_source_while_the_good_one_published_every_frame(
-        registry_template, tiny_packages, video, mosquitto, collectors, tmp_path):
+    registry_template, tiny_packages, video, mosquitto, collectors, tmp_path
+):
     # given a device with a good video and one cut off
     registry = copy_registry(registry_template, tmp_path / "registry")
     registry.promote("v1")
     collector = collectors(mosquitto.port, ["lensops/#"])
     cut = cut_off(video, tmp_path / "cut.mp4")
-    config = device_yaml(tmp_path / "device.yaml", registry, mosquitto.url,
-                         [{"id": "door", "uri": str(video), "fps": 60},
-                          {"id": "gate", "uri": str(cut), "reconnect_backoff_max_s": 0.2}], tiny_packages.public_key)
+    config = device_yaml(
+        tmp_path / "device.yaml",
+        registry,
+        mosquitto.url,
+        [{"id": "door", "uri": str(video), "fps": 60}, {"id": "gate", "uri": str(cut), "reconnect_backoff_max_s": 0.2}],
+        tiny_packages.public_key,
+    )
     # when it runs to the end
     result = run_to_the_end(config, tmp_path / "runner.log")
     # then it exits 1 naming the failed source and the reason, and the good source published every frame
     assert result.returncode == 1, result.stderr[-2000:]
     assert "error: source gate failed" in result.stderr and "moov" in result.stderr, result.stderr[-2000:]
-    assert collector.wait_for(lambda ms: len({r["seq"] for r in inference(ms)}) == 120, 10), len(inference(collector.messages))
+    assert collector.wait_for(lambda ms: len({r["seq"] for r in inference(ms)}) == 120, 10), len(
+        inference(collector.messages)
+    )
 
 
 @pytest.mark.slow
 def test_exit_when_done_exits_1_when_the_broker_refuses_the_credentials(
-        registry_template, tiny_packages, video, make_mosquitto, tmp_path):
+    registry_template, tiny_packages, video, make_mosquitto, tmp_path
+):
     # given a broker that requires a user and password, and a device that has the wrong password
     broker = make_mosquitto()
     broker.stop()
     passwords = tmp_path / "passwords"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "cam", "right"], check=True, capture_output=True)
     os.chmod(passwords, 0o600)
-    broker.config.write_text(broker.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
-                             + f"password_file {passwords}\n")
+    broker.config.write_text(
+        broker.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
+        + f"password_file {passwords}\n"
+    )
     broker.start()
     registry = copy_registry(registry_template, tmp_path / "registry")
     registry.promote("v1")
-    config = device_yaml(tmp_path / "device.yaml", registry, broker.url, [{"id": "door", "uri": str(video), "fps": 60}],
-                         tiny_packages.public_key, mqtt={"username": "cam", "password_env": "CAM_PASSWORD"})
+    config = device_yaml(
+        tmp_path / "device.yaml",
+        registry,
+        broker.url,
+        [{"id": "door", "uri": str(video), "fps": 60}],
+        tiny_packages.public_key,
+        mqtt={"username": "cam", "password_env": "CAM_PASSWORD"},
+    )
     # when it runs to the end
     result = run_to_the_end(config, tmp_path / "runner.log", env={"CAM_PASSWORD": "wrong"})
     # then it exits 1 saying how many messages were not delivered (they stay in the outbox)

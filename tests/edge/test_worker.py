@@ -1,5 +1,6 @@
 """The inference worker's two threads: inference of the next frame overlaps delivery of the last one,
 delivery keeps the order, and `done` waits for the last frame to leave the sinks."""
+
 from __future__ import annotations
 
 import threading
@@ -48,8 +49,12 @@ class Model:
         self.previous.append(previous)
         self.called[index].set()
         found = [{"label": "thing", "score": 0.9, "box": [0.1, 0.1, 0.2, 0.2], "frame": index}]
-        return Result(found, {"thing": 1}, {"preprocess": 0.0, "inference": 0.0, "total": 0.0},
-                      {"name": "m", "version": "1", "variant": "v"})
+        return Result(
+            found,
+            {"thing": 1},
+            {"preprocess": 0.0, "inference": 0.0, "total": 0.0},
+            {"name": "m", "version": "1", "variant": "v"},
+        )
 
 
 class Manager:
@@ -72,8 +77,10 @@ def file_source(n: int, folder) -> Source:
     reader = Frames(n)
     video = folder / "frames.mp4"
     video.touch()
-    return Source(SourceConfig(id="cam", uri=str(video), fps=0, drop=False),
-                  open_reader=lambda _kind, _target, _timeout, _transport=None: reader)
+    return Source(
+        SourceConfig(id="cam", uri=str(video), fps=0, drop=False),
+        open_reader=lambda _kind, _target, _timeout, _transport=None: reader,
+    )
 
 
 @contextmanager
@@ -147,7 +154,9 @@ def test_a_failing_sink_is_counted_and_the_others_still_get_every_frame(tmp_path
     with running(source, worker):
         assert worker.wait_done(WAIT_S)
     stats = worker.stats()
-    assert seen == [0, 1, 2, 3] and stats["sink_errors"] == 4 and "broken: RuntimeError: disk full" in stats["last_error"]
+    assert (
+        seen == [0, 1, 2, 3] and stats["sink_errors"] == 4 and "broken: RuntimeError: disk full" in stats["last_error"]
+    )
 
 
 def test_frames_of_an_image_folder_are_predicted_without_the_previous_one(tmp_path):
@@ -157,8 +166,10 @@ def test_frames_of_an_image_folder_are_predicted_without_the_previous_one(tmp_pa
     folder = tmp_path / "stills"
     folder.mkdir()
     (folder / "0.jpg").touch()  # the folder must hold images; the reader here hands out its own frames
-    source = Source(SourceConfig(id="stills", uri=str(folder), fps=0, drop=False),
-                    open_reader=lambda _kind, _target, _timeout, _transport=None: reader)
+    source = Source(
+        SourceConfig(id="stills", uri=str(folder), fps=0, drop=False),
+        open_reader=lambda _kind, _target, _timeout, _transport=None: reader,
+    )
     worker = InferenceWorker(source, Manager(model), [])
     with running(source, worker):
         assert worker.wait_done(WAIT_S)

@@ -5,8 +5,12 @@ from lensops.cli import main
 
 def test_data_synth_then_check(tmp_path, capsys):
     out = tmp_path / "cls"
-    assert main(["data", "synth", "--task", "classification", "--out", str(out), "--n", "30", "--seed", "1",
-                 "--size", "32"]) == 0
+    assert (
+        main(
+            ["data", "synth", "--task", "classification", "--out", str(out), "--n", "30", "--seed", "1", "--size", "32"]
+        )
+        == 0
+    )
     assert main(["data", "check", str(out), "--task", "classification", "--report", str(tmp_path / "r.json")]) == 0
     assert (tmp_path / "r.json").is_file()
 

@@ -1,4 +1,5 @@
 """Pipeline fixtures: colour data and three tiny classifiers (weak, strong, deliberately worse)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,5 +29,9 @@ def colour_models(tmp_path_factory) -> ColourModels:
     # a setup check, not a quality bar: the rotated copies are worse than the trained model whenever the
     # trained one is right more than half the time (three flat colours: a CIFAR ResNet-20 reaches 1.0)
     assert accuracy > 0.5, f"setup: the trained colour model reached test accuracy {accuracy:.3f} (needs > 0.5)"
-    return ColourModels(data=data, weak=shifted_copy(strong, root / "weak"), strong=strong,
-                        worse=shifted_copy(strong, root / "worse", shift=2))
+    return ColourModels(
+        data=data,
+        weak=shifted_copy(strong, root / "weak"),
+        strong=strong,
+        worse=shifted_copy(strong, root / "worse", shift=2),
+    )

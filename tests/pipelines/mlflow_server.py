@@ -1,5 +1,6 @@
 """A real `mlflow server` process for registry tests: proxied artifacts; SQLite backend and a local
 artifact folder by default, or any backend store URI (PostgreSQL) and artifact destination (s3://)."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ def free_port() -> int:
 
 
 class MlflowServer:
-    def __init__(self, root: Path, backend_store_uri: Optional[str] = None, artifacts_destination: Optional[str] = None,
-                 env: Optional[dict] = None):
+    def __init__(
+        self,
+        root: Path,
+        backend_store_uri: Optional[str] = None,
+        artifacts_destination: Optional[str] = None,
+        env: Optional[dict] = None,
+    ):
         self.root = root
         self.backend = backend_store_uri or f"sqlite:///{root / 'server.db'}"
         self.artifacts = artifacts_destination or str(root / "artifacts")
@@ -31,9 +37,23 @@ class MlflowServer:
 
     def start(self, timeout_s: float = 90) -> "MlflowServer":
         self.root.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--backend-store-uri", self.backend, "--serve-artifacts",
-               "--artifacts-destination", self.artifacts, "--workers", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--backend-store-uri",
+            self.backend,
+            "--serve-artifacts",
+            "--artifacts-destination",
+            self.artifacts,
+            "--workers",
+            "1",
+        ]
         self.log = open(self.root / "server.log", "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=self.root, env=self.env)
         deadline = time.monotonic() + timeout_s
@@ -47,7 +67,9 @@ class MlflowServer:
             except OSError:
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"mlflow server did not answer within {timeout_s} s: {(self.root / 'server.log').read_text()[-2000:]}")
+        raise RuntimeError(
+            f"mlflow server did not answer within {timeout_s} s: {(self.root / 'server.log').read_text()[-2000:]}"
+        )
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -6,6 +6,7 @@ trained (`strong`, checked to separate the colours) and the others are derived f
 effect: `shifted_copy` (its class rows rotated by one or two places: it predicts class k + shift wherever
 the trained model predicts k, so it is right at most where the trained one is wrong).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -26,12 +27,15 @@ def colour_data(root: Path, seed: int = 0) -> Path:
             folder.mkdir(parents=True)
             for i in range(n):
                 noise = rng.normal(0, 40, (32, 32, 3))
-                cv2.imwrite(str(folder / f"{i}.png"), np.clip(np.array(colour)[None, None] + noise, 0, 255).astype(np.uint8))
+                cv2.imwrite(
+                    str(folder / f"{i}.png"), np.clip(np.array(colour)[None, None] + noise, 0, 255).astype(np.uint8)
+                )
     return root
 
 
-def train_colour_model(data: Path, out: Path, epochs: int, name: str = "colours",
-                       network: str = "cifar_resnet20_v1") -> Path:
+def train_colour_model(
+    data: Path, out: Path, epochs: int, name: str = "colours", network: str = "cifar_resnet20_v1"
+) -> Path:
     from tests.training.helpers import quick_config
     from training.runner import train
     from training.sagemaker_env import RunEnvironment

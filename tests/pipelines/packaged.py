@@ -1,4 +1,5 @@
 """Build a real package from a trained model (optimize + package), for pipeline tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,12 +9,14 @@ from pipelines.config import PipelineConfig
 from pipelines.optimize.stage import optimize
 from pipelines.package import build_and_pack
 
-QUICK = PipelineConfig(variants=("onnx-fp32", "onnx-int8", "openvino-fp32"), latency_runs=3, golden_samples=2,
-                       calibration_images=16)
+QUICK = PipelineConfig(
+    variants=("onnx-fp32", "onnx-int8", "openvino-fp32"), latency_runs=3, golden_samples=2, calibration_images=16
+)
 
 
-def package_model(model_dir: Path, data: Path, root: Path, sign_key: Optional[Path] = None,
-                  cfg: PipelineConfig = QUICK):
+def package_model(
+    model_dir: Path, data: Path, root: Path, sign_key: Optional[Path] = None, cfg: PipelineConfig = QUICK
+):
     """(package folder, archive, manifest, sha256) of `model_dir`, evaluated on its test split."""
     from pipelines.evaluate_stage import evaluate_model
 

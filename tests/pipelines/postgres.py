@@ -4,6 +4,7 @@ initdb + postgres on 127.0.0.1 and a free port, trust authentication, data in a 
 PostgreSQL refuses to run as root: as root (CI) both run as the `postgres` system user the Debian
 package creates, through `runuser`, with the data folder owned by it.
 """
+
 from __future__ import annotations
 
 import glob
@@ -43,17 +44,48 @@ class Postgres:
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
-        subprocess.run(self._as_owner([_binary("initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust",
-                                       "--encoding=UTF8", "--no-sync"]), check=True, capture_output=True)
+        subprocess.run(
+            self._as_owner(
+                [
+                    _binary("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    self.user,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
         self.log = open(self.root / "server.log", "wb")
-        self.proc = subprocess.Popen(self._as_owner([_binary("postgres"), "-D", str(self.data), "-h", "127.0.0.1",
-                                                     "-p", str(self.port), "-k", str(self.root), "-F"]),
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            self._as_owner(
+                [
+                    _binary("postgres"),
+                    "-D",
+                    str(self.data),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.root),
+                    "-F",
+                ]
+            ),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postgres exited: {(self.root / 'server.log').read_text()[-2000:]}")
-            ready = subprocess.run([_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True)
+            ready = subprocess.run(
+                [_binary("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+            )
             if ready.returncode == 0:
                 return self
             time.sleep(0.3)

@@ -1,4 +1,5 @@
 """Pipeline commands as a user types them: clear one-line errors and non-zero exits for bad input."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,16 @@ pytestmark = pytest.mark.slow
 
 
 def _params(tmp_path, colour_models, **pipeline) -> str:
-    params = {"models": {"m": {"name": "colours", "model_dir": str(colour_models.strong), "data": str(colour_models.data)}},
-              "pipeline": {"variants": ["onnx-fp32"], "latency_runs": 3, "golden_samples": 1,
-                           "registry": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}, **pipeline}}
+    params = {
+        "models": {"m": {"name": "colours", "model_dir": str(colour_models.strong), "data": str(colour_models.data)}},
+        "pipeline": {
+            "variants": ["onnx-fp32"],
+            "latency_runs": 3,
+            "golden_samples": 1,
+            "registry": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+            **pipeline,
+        },
+    }
     path = tmp_path / "params.yaml"
     path.write_text(json.dumps(params))
     return str(path)
@@ -41,8 +49,9 @@ def test_full_chain_publishes_the_retained_fleet_notice(tmp_path, colour_models,
     broker = Mosquitto(tmp_path / "broker").start()
     try:
         monkeypatch.chdir(tmp_path)
-        params = _params(tmp_path, colour_models, promote={"mqtt_url": broker.url, "fleet": "lobby",
-                                                           "latency_budget_ms": 1000})
+        params = _params(
+            tmp_path, colour_models, promote={"mqtt_url": broker.url, "fleet": "lobby", "latency_budget_ms": 1000}
+        )
         for command in (["evaluate"], ["optimize"], ["package", "build"], ["register"], ["promote"]):
             assert lensops([*command, "--params", params, "--model", "m"]) == 0, capsys.readouterr().err
         assert "PROMOTE (moved)" in capsys.readouterr().out
@@ -54,7 +63,11 @@ def test_full_chain_publishes_the_retained_fleet_notice(tmp_path, colour_models,
         notice = collector.messages[0].json()
         record = json.loads((tmp_path / "reports" / "register" / "m.json").read_text())
         assert (notice["model"], notice["alias"], notice["version"], notice["sha256"]) == (
-            "colours", "production", record["version"], record["sha256"])
+            "colours",
+            "production",
+            record["version"],
+            record["sha256"],
+        )
         # and a second register + promote is idempotent (no new version, no move)
         assert lensops(["register", "--params", params, "--model", "m"]) == 0
         assert lensops(["promote", "--params", params, "--model", "m"]) == 0

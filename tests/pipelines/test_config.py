@@ -1,4 +1,5 @@
 """load_params: `pipeline` from params.yaml, `models` from it or from a file of their own (--models-from)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,9 @@ from pipelines.config import load_params
 
 PIPELINE = {"variants": ["onnx-fp32"], "latency_runs": 3, "promote": {"fleet": "lobby"}}
 BASE_MODELS = {"detector": {"name": "shapes-detector", "model_dir": "models/detector", "data": "data/base"}}
-RETRAIN_MODELS = {"detector_retrained": {"name": "shapes-detector", "model_dir": "models/detector_retrained",
-                                         "data": "data/retrain"}}
+RETRAIN_MODELS = {
+    "detector_retrained": {"name": "shapes-detector", "model_dir": "models/detector_retrained", "data": "data/retrain"}
+}
 
 
 def _write(path: Path, content: dict) -> Path:
@@ -50,10 +52,13 @@ def test_a_pipeline_section_in_the_models_file_is_refused(tmp_path):
         load_params(params, retrain)
 
 
-@pytest.mark.parametrize("where, content, named", [
-    ("params", {"pipeline": {**PIPELINE, "colour": "red"}}, "params.yaml: pipeline.colour"),
-    ("models", {"models": {"m": {"name": "x", "model_dir": "m"}}}, "params-retrain.yaml: models.m.data"),
-])
+@pytest.mark.parametrize(
+    "where, content, named",
+    [
+        ("params", {"pipeline": {**PIPELINE, "colour": "red"}}, "params.yaml: pipeline.colour"),
+        ("models", {"models": {"m": {"name": "x", "model_dir": "m"}}}, "params-retrain.yaml: models.m.data"),
+    ],
+)
 def test_a_bad_field_names_its_file_and_key(tmp_path, where, content, named):
     params = _write(tmp_path / "params.yaml", content if where == "params" else {"pipeline": PIPELINE})
     retrain = _write(tmp_path / "params-retrain.yaml", content if where == "models" else {"models": RETRAIN_MODELS})

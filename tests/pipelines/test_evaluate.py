@@ -1,5 +1,6 @@
 """The one detection scorer (evaluate, the parity gates, promote) and the training loop's metric
 follow VOC: objects marked difficult (VOC) or crowd (COCO) are ignored."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,8 +31,11 @@ def _voc(root: Path) -> Path:
         (root / sub).mkdir(parents=True)
     for i, objects in enumerate(SCENES):
         cv2.imwrite(str(root / "JPEGImages" / f"{i}.jpg"), np.full((SIZE, SIZE, 3), 90, np.uint8))
-        (root / "Annotations" / f"{i}.xml").write_text(voc_xml(
-            f"{i}.jpg", SIZE, SIZE, [VocObject(name, box, difficult) for name, box, difficult in objects], "test"))
+        (root / "Annotations" / f"{i}.xml").write_text(
+            voc_xml(
+                f"{i}.jpg", SIZE, SIZE, [VocObject(name, box, difficult) for name, box, difficult in objects], "test"
+            )
+        )
     ids = "".join(f"{i}\n" for i in range(len(SCENES)))
     for split in ("train", "val", "test"):
         (root / "ImageSets" / "Main" / f"{split}.txt").write_text(ids)
@@ -47,16 +51,20 @@ def _found(objects) -> list[tuple[str, tuple]]:
 def test_a_detector_that_finds_every_non_difficult_object_scores_map_1(tmp_path):
     # given a test split where some objects are marked <difficult>1</difficult>
     split = load_split(_voc(tmp_path / "voc"), "detection", "test")
-    assert [r.difficult.tolist() for r in split.records] == [[d for _, _, d in s] for s in SCENES], \
+    assert [r.difficult.tolist() for r in split.records] == [[d for _, _, d in s] for s in SCENES], (
         "the VOC reader carries <difficult> into the records"
+    )
     # when the project's scorer scores exact detections of the other objects, score 1.0
-    predictions = [[{"label": name, "score": 1.0, "box": [v / SIZE for v in box]} for name, box in _found(s)]
-                   for s in SCENES]
+    predictions = [
+        [{"label": name, "score": 1.0, "box": [v / SIZE for v in box]} for name, box in _found(s)] for s in SCENES
+    ]
     metrics = score(split, predictions)
     # then nothing is missed: difficult objects are neither misses nor, when found, false positives
     assert metrics["map"] == pytest.approx(1.0, abs=1e-9), metrics
     found_too = [[{"label": name, "score": 1.0, "box": [v / SIZE for v in box]} for name, box, _ in s] for s in SCENES]
-    assert score(split, found_too)["map"] == pytest.approx(1.0, abs=1e-9), "finding a difficult object is not a false positive"
+    assert score(split, found_too)["map"] == pytest.approx(1.0, abs=1e-9), (
+        "finding a difficult object is not a false positive"
+    )
 
 
 class _ExactDetector:
@@ -72,7 +80,11 @@ class _ExactDetector:
     def __call__(self, data):
         scenes = next(self.batches)
         n = max(len(s) for s in scenes)
-        ids, scores, boxes = np.full((len(scenes), n, 1), -1.0), np.full((len(scenes), n, 1), -1.0), np.zeros((len(scenes), n, 4))
+        ids, scores, boxes = (
+            np.full((len(scenes), n, 1), -1.0),
+            np.full((len(scenes), n, 1), -1.0),
+            np.zeros((len(scenes), n, 4)),
+        )
         for i, objects in enumerate(scenes):
             for j, (name, box) in enumerate(_found(objects)):
                 ids[i, j], scores[i, j], boxes[i, j] = CLASSES.index(name), 1.0, np.array(box) * self.scale

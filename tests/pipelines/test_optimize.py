@@ -1,4 +1,5 @@
 """Optimize: export parity, variants with gates and latency, golden samples; the gate's verdicts."""
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,9 @@ def test_detector_onnx_matches_the_mxnet_graph(tiny_detector, tmp_path):
 
 def test_optimize_gates_and_measures_every_variant(colour_models, tmp_path):
     # when the classifier is optimized into three variants
-    cfg = PipelineConfig(variants=("mxnet-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32"), latency_runs=5, golden_samples=2)
+    cfg = PipelineConfig(
+        variants=("mxnet-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32"), latency_runs=5, golden_samples=2
+    )
     report = optimize(colour_models.strong, colour_models.data, tmp_path / "build", tmp_path / "report", cfg)
     # then each variant has parity figures, a latency and a verdict, and the fp32 ones agree exactly
     rows = report["variants"]
@@ -79,8 +82,9 @@ def test_a_variant_failing_the_gate_is_left_out_with_its_reason(colour_models, t
     from pipelines.package import build_package
 
     # given a gate nothing can pass (agreement above 100%)
-    cfg = PipelineConfig(variants=("onnx-fp32",), latency_runs=3, golden_samples=1,
-                         parity=ParityGate(min_top1_agreement=1.01))
+    cfg = PipelineConfig(
+        variants=("onnx-fp32",), latency_runs=3, golden_samples=1, parity=ParityGate(min_top1_agreement=1.01)
+    )
     report = optimize(colour_models.strong, colour_models.data, tmp_path / "build", tmp_path / "report", cfg)
     assert not report["variants"]["onnx-fp32"]["passed"]
     assert "agreement" in report["variants"]["onnx-fp32"]["reason"]

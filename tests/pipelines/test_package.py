@@ -1,4 +1,5 @@
 """Packages: manifest + sha256 per file + golden samples + lineage + signature; verify names what is wrong."""
+
 from __future__ import annotations
 
 import io
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.slow
 def signed(colour_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("pkg")
     generate_keypair(root / "key.pem", root / "key.pub")
-    folder, archive, manifest, sha = package_model(colour_models.strong, colour_models.data, root / "p", root / "key.pem")
+    folder, archive, manifest, sha = package_model(
+        colour_models.strong, colour_models.data, root / "p", root / "key.pem"
+    )
     return root, folder, archive, manifest
 
 
@@ -110,10 +113,13 @@ def _tar_with(tmp_path, name: str, member: tarfile.TarInfo, data: bytes = b"") -
     return path
 
 
-@pytest.mark.parametrize("member, expected", [
-    (tarfile.TarInfo("../escape.txt"), "unsafe path"),
-    (tarfile.TarInfo("/etc/evil"), "unsafe path"),
-])
+@pytest.mark.parametrize(
+    "member, expected",
+    [
+        (tarfile.TarInfo("../escape.txt"), "unsafe path"),
+        (tarfile.TarInfo("/etc/evil"), "unsafe path"),
+    ],
+)
 def test_unsafe_archives_are_refused_and_leave_nothing(tmp_path, member, expected):
     archive = _tar_with(tmp_path, "bad.tar.gz", member, b"x")
     with pytest.raises(PackageError, match=expected):
@@ -127,8 +133,9 @@ def test_links_and_oversize_members_are_refused(tmp_path):
     with pytest.raises(PackageError, match="link or device"):
         safe_extract(_tar_with(tmp_path, "link.tar.gz", link), tmp_path / "a")
     with pytest.raises(PackageError, match="limit"):
-        safe_extract(_tar_with(tmp_path, "big.tar.gz", tarfile.TarInfo("big.bin"), b"x" * 100), tmp_path / "b",
-                     max_member=10)
+        safe_extract(
+            _tar_with(tmp_path, "big.tar.gz", tarfile.TarInfo("big.bin"), b"x" * 100), tmp_path / "b", max_member=10
+        )
 
 
 def test_manifest_paths_a_device_opens_must_be_pinned(signed, tmp_path):

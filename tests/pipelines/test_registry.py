@@ -1,4 +1,5 @@
 """MLflow registry: register (idempotent, alias candidate), resolve, download — embedded SQLite and a real server."""
+
 from __future__ import annotations
 
 import pytest

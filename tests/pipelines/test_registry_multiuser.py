@@ -1,6 +1,7 @@
 """The registry past one machine: `mlflow server` with a PostgreSQL backend store and an S3 artifact
 store (moto in server mode), artifacts proxied through the server. A package is registered and
 promoted over HTTP, and a device pulls it over HTTP and serves it (README, "A registry for a team")."""
+
 from __future__ import annotations
 
 import shutil
@@ -40,15 +41,19 @@ def team_registry(postgres, moto_url, tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).close()
     boto3.client("s3", endpoint_url=moto_url).create_bucket(Bucket=BUCKET)
-    server = MlflowServer(tmp_path / "mlflow", backend_store_uri=postgres.sqlalchemy_uri,
-                          artifacts_destination=f"s3://{BUCKET}/mlflow",
-                          env={**aws, "MLFLOW_S3_ENDPOINT_URL": moto_url}).start()
+    server = MlflowServer(
+        tmp_path / "mlflow",
+        backend_store_uri=postgres.sqlalchemy_uri,
+        artifacts_destination=f"s3://{BUCKET}/mlflow",
+        env={**aws, "MLFLOW_S3_ENDPOINT_URL": moto_url},
+    ).start()
     yield server
     server.stop()
 
 
-def test_register_promote_and_a_device_pulls_over_http(team_registry, postgres, moto_url, tiny_packages, tmp_path,
-                                                        mosquitto, collectors, run_device, monkeypatch):
+def test_register_promote_and_a_device_pulls_over_http(
+    team_registry, postgres, moto_url, tiny_packages, tmp_path, mosquitto, collectors, run_device, monkeypatch
+):
     # the client knows only the server's URL: no database, no S3 credentials on the data scientist's side
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     package = tiny_packages.classifier
@@ -59,8 +64,13 @@ def test_register_promote_and_a_device_pulls_over_http(team_registry, postgres, 
     with psycopg2.connect(postgres.uri) as db, db.cursor() as cursor:
         cursor.execute("SELECT name FROM registered_models")
         assert [row[0] for row in cursor.fetchall()] == [package.manifest.name]
-    stored = boto3.client("s3", endpoint_url=moto_url, aws_access_key_id="testing", aws_secret_access_key="testing",
-                          region_name="us-east-1").list_objects_v2(Bucket=BUCKET, Prefix="mlflow/")
+    stored = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).list_objects_v2(Bucket=BUCKET, Prefix="mlflow/")
     assert any(item["Key"].endswith("/package/package.lensops") for item in stored.get("Contents", [])), stored
 
     # a device pulls production over HTTP and publishes every frame with it
@@ -68,10 +78,18 @@ def test_register_promote_and_a_device_pulls_over_http(team_registry, postgres, 
     for i in range(5):
         cv2.imwrite(str(tmp_path / f"frames/{i}.png"), np.random.default_rng(i).integers(0, 255, (48, 64, 3), np.uint8))
     shutil.copyfile(tiny_packages.public_key, tmp_path / "signing.pub")
-    config = {"device_id": DEVICE, "registry": {"type": "mlflow", "uri": team_registry.uri,
-                                                "model": package.manifest.name, "public_key": str(tmp_path / "signing.pub")},
-              "sources": [{"id": "door", "uri": str(tmp_path / "frames")}], "mqtt": {"url": mosquitto.url},
-              "state_dir": str(tmp_path / "device-state")}
+    config = {
+        "device_id": DEVICE,
+        "registry": {
+            "type": "mlflow",
+            "uri": team_registry.uri,
+            "model": package.manifest.name,
+            "public_key": str(tmp_path / "signing.pub"),
+        },
+        "sources": [{"id": "door", "uri": str(tmp_path / "frames")}],
+        "mqtt": {"url": mosquitto.url},
+        "state_dir": str(tmp_path / "device-state"),
+    }
     (tmp_path / "device.yaml").write_text(yaml.safe_dump(config))
     collector = collectors(mosquitto.port, [f"lensops/{DEVICE}/#"])
     runner = run_device(tmp_path / "device.yaml", exit_when_done=True)

@@ -1,4 +1,5 @@
 """SageMaker Model Registry backend against moto in server mode (a real HTTP endpoint, never AWS)."""
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,12 @@ ALLOWED = re.compile(r"^[\w\s.:/=+\-@]+$")
 
 @pytest.fixture
 def aws(moto_url, monkeypatch) -> dict:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST")).close()
@@ -52,12 +57,25 @@ def make_package(root: Path, accuracy: float, weights: bytes = b"onnx bytes") ->
     (folder / "onnx-fp32").mkdir()
     (folder / "onnx-fp32" / "model.onnx").write_bytes(weights)
     manifest = Manifest(
-        name=MODEL, version=f"0.1.{int(accuracy * 100)}", task="classification", labels=("circle", "square"),
-        created="2024-01-01T00:00:00Z", input=InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3),
+        name=MODEL,
+        version=f"0.1.{int(accuracy * 100)}",
+        task="classification",
+        labels=("circle", "square"),
+        created="2024-01-01T00:00:00Z",
+        input=InputSpec(size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3),
         output=OutputSpec(type="probabilities", names=("probabilities",)),
-        variants=(Variant(id="onnx-fp32", runtime="onnxruntime", precision="fp32", entry="model.onnx",
-                          files={"onnx-fp32/model.onnx": sha256_file(folder / "onnx-fp32" / "model.onnx")}),),
-        metrics={"accuracy": accuracy, "f1": accuracy - 0.01}, lineage={"git_commit": "abc123", "data_hash": "d1"})
+        variants=(
+            Variant(
+                id="onnx-fp32",
+                runtime="onnxruntime",
+                precision="fp32",
+                entry="model.onnx",
+                files={"onnx-fp32/model.onnx": sha256_file(folder / "onnx-fp32" / "model.onnx")},
+            ),
+        ),
+        metrics={"accuracy": accuracy, "f1": accuracy - 0.01},
+        lineage={"git_commit": "abc123", "data_hash": "d1"},
+    )
     (folder / MANIFEST).write_text(manifest.to_json())
     archive = pack(folder, root / f"pkg-{accuracy}.tar.gz")
     return archive, manifest, sha256_file(archive)
@@ -209,8 +227,7 @@ def test_metadata_respects_sagemaker_limits():
     tags.update({"variants": "onnx-fp32,onnx-int8", "k" * 200: "v" * 400, "empty": "", "odd": "a(b)#c"})
     props = metadata(tags, {"sha256": "f" * 64, "package_uri": "s3://b/k.tar.gz"})
     assert len(props) == MAX_TAG_ENTRIES and props["sha256"] == "f" * 64
-    assert all(len(k) <= 128 and 0 < len(v) <= 256 and ALLOWED.match(k) and ALLOWED.match(v)
-               for k, v in props.items())
+    assert all(len(k) <= 128 and 0 < len(v) <= 256 and ALLOWED.match(k) and ALLOWED.match(v) for k, v in props.items())
     small = metadata({"variants": "onnx-fp32,onnx-int8", "odd": "a(b)#c", "empty": ""}, {})
     assert small == {"variants": "onnx-fp32 onnx-int8", "odd": "a_b__c"}
 

@@ -5,6 +5,7 @@ in a project folder of its own, against a real Mosquitto and an MLflow (SQLite) 
 The decision does not depend on what accuracy the tiny training runs reach: promote's margin is set
 below any possible difference (min_improvement -1), and the test asserts the reasons it gives.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,26 +35,52 @@ CAPTURES_NEEDED = 2 * CAMERA_FRAMES + 1
 
 def _params(project: Path, broker_url: str) -> tuple[dict, dict]:
     """(params.yaml, params-retrain.yaml) as the README splits them: the retrain file holds no `pipeline`."""
-    train = {"task": "detection", "network": "ssd_96_mobilenet0.25", "model_name": MODEL, "input_size": 96,
-             "epochs": 1, "batch_size": 8, "optimizer": "adam", "lr": 0.002, "warmup_epochs": 0.5,
-             "num_workers": 0, "seed": 1, "progress": False, "tracking": "none"}
+    train = {
+        "task": "detection",
+        "network": "ssd_96_mobilenet0.25",
+        "model_name": MODEL,
+        "input_size": 96,
+        "epochs": 1,
+        "batch_size": 8,
+        "optimizer": "adam",
+        "lr": 0.002,
+        "warmup_epochs": 0.5,
+        "num_workers": 0,
+        "seed": 1,
+        "progress": False,
+        "tracking": "none",
+    }
     retrain = {
-        "retrain_detector": {**train, "data": "data/retrain", "init_from": INIT_FROM,
-                             "model_dir": "models/detector_retrained", "checkpoint_dir": "models/.ckpt/retrained"},
-        "models": {"detector_retrained": {"name": MODEL, "model_dir": "models/detector_retrained",
-                                          "data": "data/retrain"}},
+        "retrain_detector": {
+            **train,
+            "data": "data/retrain",
+            "init_from": INIT_FROM,
+            "model_dir": "models/detector_retrained",
+            "checkpoint_dir": "models/.ckpt/retrained",
+        },
+        "models": {
+            "detector_retrained": {"name": MODEL, "model_dir": "models/detector_retrained", "data": "data/retrain"}
+        },
     }
     return {
-        "train_detector": {**train, "data": "data/base", "model_dir": "models/detector",
-                           "checkpoint_dir": "models/.ckpt/detector"},
+        "train_detector": {
+            **train,
+            "data": "data/base",
+            "model_dir": "models/detector",
+            "checkpoint_dir": "models/.ckpt/detector",
+        },
         "models": {"detector": {"name": MODEL, "model_dir": "models/detector", "data": "data/base"}},
-        "pipeline": {"registry": {"type": "mlflow", "uri": f"sqlite:///{project / 'mlflow.db'}"},
-                     # mxnet-fp32 makes a registered version trainable (init_from models:/...); onnx-fp32 serves
-                     "variants": ["mxnet-fp32", "onnx-fp32"], "latency_runs": 3, "golden_samples": 2,
-                     "calibration_images": 16, "score_threshold": 0.05,
-                     "parity": {"max_map_drop_pt": 100.0},
-                     "promote": {"min_improvement": -1.0, "latency_budget_ms": 10000.0, "mqtt_url": broker_url,
-                                 "fleet": "test"}},
+        "pipeline": {
+            "registry": {"type": "mlflow", "uri": f"sqlite:///{project / 'mlflow.db'}"},
+            # mxnet-fp32 makes a registered version trainable (init_from models:/...); onnx-fp32 serves
+            "variants": ["mxnet-fp32", "onnx-fp32"],
+            "latency_runs": 3,
+            "golden_samples": 2,
+            "calibration_images": 16,
+            "score_threshold": 0.05,
+            "parity": {"max_map_drop_pt": 100.0},
+            "promote": {"min_improvement": -1.0, "latency_budget_ms": 10000.0, "mqtt_url": broker_url, "fleet": "test"},
+        },
     }, retrain
 
 
@@ -63,24 +90,39 @@ def _pipeline(model_key: str, *models_from: str) -> None:
 
 
 def _device_yaml(project: Path, broker: Mosquitto, frames: Path) -> Path:
-    config = {"device_id": DEVICE, "fleet": "test",
-              "registry": {"type": "mlflow", "uri": f"sqlite:///{project / 'mlflow.db'}", "model": MODEL,
-                           "alias": "production", "poll_s": 3600, "prefer_variant": "onnx-fp32"},
-              # 5 fps: enough captures in seconds, and the device leaves the two cores to training
-              "sources": [{"id": "door", "uri": str(frames), "loop": True, "fps": 5}],
-              "mqtt": {"url": broker.url, "topic_prefix": "lensops", "qos": 1, "reconnect_max_s": 1.0},
-              "capture": {"dir": str(project / "capture"), "task": "detection",
-                          # every frame, whatever the model's scores (a one-epoch model may predict nothing,
-                          # and below_confidence never picks a frame without predictions)
-                          "policy": {"random_rate": 1.0, "seed": 0}, "max_files": 500},
-              "status_interval_s": 0.5, "state_dir": str(project / "device-state")}
+    config = {
+        "device_id": DEVICE,
+        "fleet": "test",
+        "registry": {
+            "type": "mlflow",
+            "uri": f"sqlite:///{project / 'mlflow.db'}",
+            "model": MODEL,
+            "alias": "production",
+            "poll_s": 3600,
+            "prefer_variant": "onnx-fp32",
+        },
+        # 5 fps: enough captures in seconds, and the device leaves the two cores to training
+        "sources": [{"id": "door", "uri": str(frames), "loop": True, "fps": 5}],
+        "mqtt": {"url": broker.url, "topic_prefix": "lensops", "qos": 1, "reconnect_max_s": 1.0},
+        "capture": {
+            "dir": str(project / "capture"),
+            "task": "detection",
+            # every frame, whatever the model's scores (a one-epoch model may predict nothing,
+            # and below_confidence never picks a frame without predictions)
+            "policy": {"random_rate": 1.0, "seed": 0},
+            "max_files": 500,
+        },
+        "status_interval_s": 0.5,
+        "state_dir": str(project / "device-state"),
+    }
     path = project / "device.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
 def test_captured_frames_retrain_and_the_device_swaps_to_the_promoted_version(
-        tiny_det, tmp_path, monkeypatch, capsys, run_device, mosquitto):  # noqa: F811
+    tiny_det, tmp_path, monkeypatch, capsys, run_device, mosquitto
+):  # noqa: F811
     started = time.monotonic()
     broker = mosquitto
     collector = None
@@ -129,12 +171,22 @@ def test_captured_frames_retrain_and_the_device_swaps_to_the_promoted_version(
         assert (report["challenger"]["version"], report["champion"]["version"]) == ("2", "1")
         assert any("vs champion v1" in r and "required > -1.0" in r for r in report["reasons"]), report["reasons"]
         # and the device, told by the retained fleet notice, swaps to version 2 and serves with it
-        swapped = collector.wait_for(lambda ms: any(
-            m.topic == f"lensops/{DEVICE}/deployment" and m.json().get("state") == "activated"
-            and m.json().get("version") == "2" for m in ms), 60)
+        swapped = collector.wait_for(
+            lambda ms: any(
+                m.topic == f"lensops/{DEVICE}/deployment"
+                and m.json().get("state") == "activated"
+                and m.json().get("version") == "2"
+                for m in ms
+            ),
+            60,
+        )
         assert swapped, [m.json() for m in collector.on(f"lensops/{DEVICE}/deployment")]
-        assert collector.wait_for(lambda ms: any(
-            m.json()["model"]["version"] == "2" for m in ms if m.topic == f"lensops/{DEVICE}/door/inference"), 30)
+        assert collector.wait_for(
+            lambda ms: any(
+                m.json()["model"]["version"] == "2" for m in ms if m.topic == f"lensops/{DEVICE}/door/inference"
+            ),
+            30,
+        )
         running.stop()
     finally:
         if collector is not None:

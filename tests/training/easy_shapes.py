@@ -1,5 +1,6 @@
 """A deliberately easy ImageFolder (big flat shapes on flat backgrounds) for tests that need a
 model which learns within seconds, such as fine-tuning. The demo data lives in training.datasets.synth."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Small helpers for training tests: a config for a seconds-long run."""
+
 from __future__ import annotations
 
 from pathlib import Path

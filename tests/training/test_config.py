@@ -1,4 +1,5 @@
 """Config parsing: one clear error naming the key."""
+
 from pathlib import Path
 
 import pytest
@@ -43,14 +44,21 @@ def test_missing_section_names_it(tmp_path: Path):
 def test_cli_overrides_params_file(tmp_path: Path):
     params = tmp_path / "params.yaml"
     params.write_text("t: {task: classification, network: mobilenet0.25, data: d, model_name: m, epochs: 5}\n")
-    cfg = config_from_args(["--params", str(params), "--section", "t", "--epochs", "2", "--batch-size", "8"],
-                           RunEnvironment())
+    cfg = config_from_args(
+        ["--params", str(params), "--section", "t", "--epochs", "2", "--batch-size", "8"], RunEnvironment()
+    )
     assert (cfg.epochs, cfg.batch_size) == (2, 8), "command-line hyperparameters win over params.yaml"
 
 
 def test_sagemaker_environment_fills_paths(tmp_path: Path):
-    env = read_environment({"SM_MODEL_DIR": str(tmp_path / "model"), "SM_CHANNEL_TRAIN": str(tmp_path / "train"),
-                            "SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-2"})
+    env = read_environment(
+        {
+            "SM_MODEL_DIR": str(tmp_path / "model"),
+            "SM_CHANNEL_TRAIN": str(tmp_path / "train"),
+            "SM_HOSTS": '["algo-1", "algo-2"]',
+            "SM_CURRENT_HOST": "algo-2",
+        }
+    )
     assert env.in_sagemaker and env.is_distributed and env.rank == 1
     assert env.checkpoint_dir == tmp_path / "checkpoints", "checkpoints sit beside /opt/ml/model"
     cfg = config_from_args(["--task", "classification", "--network", "mobilenet0.25"], env)

@@ -1,4 +1,5 @@
 """The SSD anchor targets of a batch, in one GluonCV call, equal those of one call per image."""
+
 import mxnet as mx
 import numpy as np
 from mxnet import autograd
@@ -21,8 +22,9 @@ def _per_image(task: DetectionTask, net, label: np.ndarray):
                 cls_all.append(np.zeros((1, n)))
                 box_all.append(np.zeros((1, n, 4)))
                 continue
-            cls_t, box_t, _ = task.targets(anchors, None, mx.nd.array(rows[None, :, :4]),
-                                           mx.nd.array(rows[None, :, 4:5]))
+            cls_t, box_t, _ = task.targets(
+                anchors, None, mx.nd.array(rows[None, :, :4]), mx.nd.array(rows[None, :, 4:5])
+            )
             cls_all.append(cls_t.asnumpy())
             box_all.append(box_t.asnumpy())
     return np.concatenate(cls_all), np.concatenate(box_all)

@@ -5,6 +5,7 @@ One tiny colour classifier is trained (tracked in a SQLite store), packaged twic
 mxnet-fp32 variant, and ONNX only), registered in the SQLite store and in a real `mlflow server`.
 Each fine-tune freezes the backbone, so its convolution weights must equal the source's exactly.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,9 @@ def sources(tmp_path_factory) -> Sources:
         with pytest.MonkeyPatch.context() as env:
             env.setenv("MLFLOW_TRACKING_URI", store)
             env.delenv("MLFLOW_REGISTRY_URI", raising=False)
-            cfg = quick_config(data, root / "src", epochs=2, optimizer="sgd", lr=0.1, model_name=MODEL,
-                               tracking="mlflow")
+            cfg = quick_config(
+                data, root / "src", epochs=2, optimizer="sgd", lr=0.1, model_name=MODEL, tracking="mlflow"
+            )
             result = runner.train(cfg, RunEnvironment(), root)
         folder, archive, manifest, sha = package_model(result.model_dir, data, root / "pkg", cfg=WITH_MXNET)
         _, onnx_archive, onnx_manifest, onnx_sha = package_model(result.model_dir, data, root / "onnx", cfg=ONNX_ONLY)
@@ -80,12 +82,22 @@ def sources(tmp_path_factory) -> Sources:
 
         client = MlflowClient(store, store)
         client.create_registered_model(f"{MODEL}-folder")
-        client.create_model_version(f"{MODEL}-folder", f"{client.get_run(result.run_id).info.artifact_uri}/model",
-                                    result.run_id)
+        client.create_model_version(
+            f"{MODEL}-folder", f"{client.get_run(result.run_id).info.artifact_uri}/model", result.run_id
+        )
         (root / "sm").mkdir()
         sagemaker_model_tar(result.model_dir, root / "sm" / "model.tar.gz")
-        yield Sources(data, result.model_dir, result.run_id, store, server.uri, folder, archive, onnx_archive,
-                      root / "sm" / "model.tar.gz")
+        yield Sources(
+            data,
+            result.model_dir,
+            result.run_id,
+            store,
+            server.uri,
+            folder,
+            archive,
+            onnx_archive,
+            root / "sm" / "model.tar.gz",
+        )
     finally:
         # wait for the server to finish starting (or fail to) first: stopped mid-start, it would outlive the tests
         pool.shutdown(wait=True)
@@ -94,11 +106,44 @@ def sources(tmp_path_factory) -> Sources:
 
 def _fine_tune(ref: str, data: Path, out: Path) -> tuple[int, dict]:
     """`python -m training.train ... --init-from REF --freeze-backbone true`: exit code, model.json."""
-    code = train_main(["--task", "classification", "--network", "mobilenet0.25", "--data", str(data),
-                       "--model-name", "tuned", "--input-size", "32", "--epochs", "1", "--batch-size", "16",
-                       "--max-train-samples", "32", "--optimizer", "adam", "--lr", "0.002", "--num-workers", "0",
-                       "--model-dir", str(out / "model"), "--checkpoint-dir", str(out / "ckpt"),
-                       "--tracking", "none", "--progress", "false", "--init-from", ref, "--freeze-backbone", "true"])
+    code = train_main(
+        [
+            "--task",
+            "classification",
+            "--network",
+            "mobilenet0.25",
+            "--data",
+            str(data),
+            "--model-name",
+            "tuned",
+            "--input-size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--max-train-samples",
+            "32",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.002",
+            "--num-workers",
+            "0",
+            "--model-dir",
+            str(out / "model"),
+            "--checkpoint-dir",
+            str(out / "ckpt"),
+            "--tracking",
+            "none",
+            "--progress",
+            "false",
+            "--init-from",
+            ref,
+            "--freeze-backbone",
+            "true",
+        ]
+    )
     meta_file = out / "model" / "model.json"
     return code, json.loads(meta_file.read_text()) if meta_file.is_file() else {}
 
@@ -115,8 +160,9 @@ def _assert_started_from(source_dir: Path, tuned_dir: Path, init: dict, ref: str
     convs = [k for k in source if "conv" in k and k.endswith("_weight")]
     assert len(convs) > 10, f"mobilenet has its convolutions: {convs}"
     for key in convs:
-        np.testing.assert_array_equal(tuned[key], source[key],
-                                      err_msg=f"{ref}: frozen {key} is not the source's (did not start from it)")
+        np.testing.assert_array_equal(
+            tuned[key], source[key], err_msg=f"{ref}: frozen {key} is not the source's (did not start from it)"
+        )
 
 
 def _env(monkeypatch, tracking: str, registry: str | None = None) -> None:
@@ -133,7 +179,12 @@ FORMS = {
     "sqlite alias": lambda s: (f"models:/{MODEL}@production", s.store, None, "variant mxnet-fp32"),
     "sqlite version": lambda s: (f"models:/{MODEL}/1", s.store, None, "variant mxnet-fp32"),
     # the registry is a separate server; the tracking store (SQLite) has never seen the package
-    "server alias, separate registry": lambda s: (f"models:/{MODEL}@production", s.store, s.server, "variant mxnet-fp32"),
+    "server alias, separate registry": lambda s: (
+        f"models:/{MODEL}@production",
+        s.store,
+        s.server,
+        "variant mxnet-fp32",
+    ),
     "server version": lambda s: (f"models:/{MODEL}/1", s.server, None, "variant mxnet-fp32"),
     "sqlite version holding a model folder": lambda s: (f"models:/{MODEL}-folder/1", s.store, None, "model folder"),
     "run path": lambda s: (f"runs:/{s.run_id}/model", s.store, None, "model folder"),
@@ -202,6 +253,7 @@ def test_the_fingerprint_follows_the_alias(sources, tmp_path, monkeypatch):
 
 # --- references that hold no trainable network: one clear error naming them ----------------------
 
+
 def _unsafe_archive(path: Path) -> Path:
     with tarfile.open(path, "w:gz") as tar:
         body = b"x"
@@ -213,12 +265,25 @@ def _unsafe_archive(path: Path) -> Path:
 
 ERRORS = {
     "unknown alias": lambda s, tmp: (f"models:/{MODEL}@nosuch", s.store, None, "no alias 'nosuch'"),
-    "unknown model": lambda s, tmp: ("models:/no-such-model/1", s.server, None, "no version 1 of model 'no-such-model'"),
+    "unknown model": lambda s, tmp: (
+        "models:/no-such-model/1",
+        s.server,
+        None,
+        "no version 1 of model 'no-such-model'",
+    ),
     "not an alias or version": lambda s, tmp: (f"models:/{MODEL}", s.store, None, "not models:/NAME@ALIAS"),
-    "unreachable server": lambda s, tmp: (f"models:/{MODEL}@production", s.store,
-                                          f"http://127.0.0.1:{free_port()}", "unreachable"),
-    "missing sqlite store": lambda s, tmp: (f"models:/{MODEL}@production", f"sqlite:///{tmp / 'none.db'}", None,
-                                            "database file does not exist"),
+    "unreachable server": lambda s, tmp: (
+        f"models:/{MODEL}@production",
+        s.store,
+        f"http://127.0.0.1:{free_port()}",
+        "unreachable",
+    ),
+    "missing sqlite store": lambda s, tmp: (
+        f"models:/{MODEL}@production",
+        f"sqlite:///{tmp / 'none.db'}",
+        None,
+        "database file does not exist",
+    ),
     "empty run path": lambda s, tmp: (f"runs:/{s.run_id}/nothing-here", s.store, None, "nothing-here"),
     "onnx-only package, run unknown": lambda s, tmp: (str(s.onnx_package_tar), s.server, None, "no mxnet variant"),
     "folder without a network": lambda s, tmp: (str(_empty_folder(tmp)), s.store, None, "holds no trainable network"),
@@ -249,8 +314,10 @@ def test_a_reference_without_a_trainable_network_is_one_clear_error(case, source
 
 # --- the evidence the package form rests on -------------------------------------------------------
 
-@pytest.mark.parametrize("task,network,size", [("classification", "mobilenet0.25", 32),
-                                               ("detection", "ssd_96_mobilenet0.25", 96)])
+
+@pytest.mark.parametrize(
+    "task,network,size", [("classification", "mobilenet0.25", 32), ("detection", "ssd_96_mobilenet0.25", 96)]
+)
 def test_the_mxnet_variant_keeps_the_gluon_parameter_names(task, network, size, tmp_path):
     # given a network wrapped into the inference block the mxnet-fp32 variant is exported from
     from pipelines.optimize.export import Probabilities, ScoresBoxes, export_mxnet
@@ -276,11 +343,18 @@ def test_the_mxnet_variant_keeps_the_gluon_parameter_names(task, network, size, 
 
 # --- a package manifest that points outside the package or is malformed ---------------------------
 
+
 def _package(folder: Path, variants) -> Path:
     """A package folder with its manifest (only the fields init_from reads)."""
     folder.mkdir(parents=True, exist_ok=True)
-    manifest = {"schema": "lensops.package/1", "name": MODEL, "version": "1", "task": "classification",
-                "labels": ["a", "b"], "variants": variants}
+    manifest = {
+        "schema": "lensops.package/1",
+        "name": MODEL,
+        "version": "1",
+        "task": "classification",
+        "labels": ["a", "b"],
+        "variants": variants,
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -293,19 +367,24 @@ def test_a_variant_file_outside_the_package_is_refused(tmp_path):
     outside = tmp_path / "elsewhere" / "model-0000.params"
     outside.parent.mkdir()
     mx.nd.save(str(outside), {"arg:dense0_weight": mx.nd.zeros((2, 2))})
-    package = _package(tmp_path / "pkg", [{"id": "mxnet-fp32", "runtime": "mxnet", "precision": "fp32",
-                                           "files": {str(outside): _sha256(outside)}}])
+    package = _package(
+        tmp_path / "pkg",
+        [{"id": "mxnet-fp32", "runtime": "mxnet", "precision": "fp32", "files": {str(outside): _sha256(outside)}}],
+    )
     # when it is resolved, then it is refused naming the file, and nothing outside is loaded
     with pytest.raises(ConfigError, match=rf"file {outside} of variant mxnet-fp32 is not a path inside the package"):
         resolve_init_from(str(package), tmp_path, tmp_path)
 
 
-@pytest.mark.parametrize("variants, named", [
-    (["mxnet-fp32"], r"variants\[0\] is not an object with an 'id'"),
-    ([{"runtime": "mxnet", "files": {}}], r"variants\[0\] is not an object with an 'id'"),
-    ({"mxnet-fp32": {}}, "'variants' is a dict, not a list"),
-    ([{"id": "mxnet-fp32", "runtime": "mxnet", "files": ["model-0000.params"]}], "'files' is not an object"),
-])
+@pytest.mark.parametrize(
+    "variants, named",
+    [
+        (["mxnet-fp32"], r"variants\[0\] is not an object with an 'id'"),
+        ([{"runtime": "mxnet", "files": {}}], r"variants\[0\] is not an object with an 'id'"),
+        ({"mxnet-fp32": {}}, "'variants' is a dict, not a list"),
+        ([{"id": "mxnet-fp32", "runtime": "mxnet", "files": ["model-0000.params"]}], "'files' is not an object"),
+    ],
+)
 def test_a_malformed_variant_is_one_config_error_naming_the_manifest(variants, named, tmp_path):
     from training.errors import ConfigError
 
@@ -322,8 +401,12 @@ def test_a_registered_archive_that_does_not_match_its_sha256_is_refused(sources,
     manifest = json.loads(tarfile.open(sources.package_tar).extractfile("manifest.json").read())
     from edge.package import Manifest
 
-    MlflowRegistryWriter(store).register(sources.package_tar, Manifest.model_validate(manifest),
-                                         hashlib.sha256(sources.package_tar.read_bytes()).hexdigest(), {})
+    MlflowRegistryWriter(store).register(
+        sources.package_tar,
+        Manifest.model_validate(manifest),
+        hashlib.sha256(sources.package_tar.read_bytes()).hexdigest(),
+        {},
+    )
     stored = [p for p in tmp_path.rglob("package.lensops")]
     assert len(stored) == 1, list(tmp_path.rglob("*"))
     stored[0].write_bytes(stored[0].read_bytes() + b"tampered")

@@ -1,4 +1,5 @@
 """Real short classification runs: export, tracking, determinism, resume, fine-tuning, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,9 @@ def _params(model_dir: Path) -> dict:
 
 def test_short_run_exports_model_and_tracks_it(tiny_cls, tmp_path, mlflow_uri):
     # given a tiny ImageFolder and a local MLflow store
-    cfg = quick_config(tiny_cls, tmp_path, tracking="mlflow", metrics_file=tmp_path / "metrics.json",
-                       plots_dir=tmp_path / "plots")
+    cfg = quick_config(
+        tiny_cls, tmp_path, tracking="mlflow", metrics_file=tmp_path / "metrics.json", plots_dir=tmp_path / "plots"
+    )
     # when training for two epochs
     result = runner.train(cfg, RunEnvironment(), tmp_path)
     # then the model folder holds the hybridized symbol, params and metadata
@@ -98,8 +100,11 @@ def test_finetune_onto_new_classes_beats_scratch(tmp_path):
     # and a data set with a changed class list (triangle dropped, cross new)
     new_data = easy_shapes(tmp_path / "new", ["circle", "square", "cross"], per_class=100, seed=2)
     # when fine-tuning from it for one epoch vs training from scratch for one epoch
-    tuned = runner.train(quick_config(new_data, tmp_path / "tuned", epochs=1, init_from=str(base.model_dir), **net),
-                         RunEnvironment(), tmp_path)
+    tuned = runner.train(
+        quick_config(new_data, tmp_path / "tuned", epochs=1, init_from=str(base.model_dir), **net),
+        RunEnvironment(),
+        tmp_path,
+    )
     scratch = runner.train(quick_config(new_data, tmp_path / "scratch", epochs=1, **net), RunEnvironment(), tmp_path)
     # then the fine-tuned model has the new head and a lower loss
     meta = json.loads((tuned.model_dir / "model.json").read_text())
@@ -108,13 +113,17 @@ def test_finetune_onto_new_classes_beats_scratch(tmp_path):
     assert meta["lineage"]["init"]["new_classes"] == ["cross"]
     assert meta["lineage"]["init"]["reinitialised"] == 2, "only the output layer (weight, bias) has new rows"
     assert tuned.metrics["test_loss"] < scratch.metrics["test_loss"], (
-        f"fine-tuned loss {tuned.metrics['test_loss']:.3f} should beat scratch {scratch.metrics['test_loss']:.3f}")
+        f"fine-tuned loss {tuned.metrics['test_loss']:.3f} should beat scratch {scratch.metrics['test_loss']:.3f}"
+    )
 
 
 def test_freeze_backbone_changes_only_the_head(tiny_cls, tmp_path):
     base = runner.train(quick_config(tiny_cls, tmp_path / "base", epochs=1), RunEnvironment(), tmp_path)
-    tuned = runner.train(quick_config(tiny_cls, tmp_path / "frozen", epochs=1, init_from=str(base.model_dir),
-                                      freeze_backbone=True), RunEnvironment(), tmp_path)
+    tuned = runner.train(
+        quick_config(tiny_cls, tmp_path / "frozen", epochs=1, init_from=str(base.model_dir), freeze_backbone=True),
+        RunEnvironment(),
+        tmp_path,
+    )
     before, after = _params(base.model_dir), _params(tuned.model_dir)
     conv = "arg:mobilenet0_conv0_weight"
     np.testing.assert_array_equal(before[conv], after[conv], err_msg="frozen backbone weight changed")
@@ -128,9 +137,26 @@ def test_corrupt_jpeg_fails_cleanly(tiny_cls, tmp_path, capsys, mlflow_uri):
     victim = sorted((data / "train" / "star").glob("*.jpg"))[0]
     victim.write_bytes(victim.read_bytes()[:200])
     # when training through the entry point
-    code = train_main(["--task", "classification", "--network", "mobilenet0.25", "--data", str(data),
-                       "--model-name", "x", "--model-dir", str(tmp_path / "model"), "--tracking", "mlflow",
-                       "--epochs", "1", "--progress", "false"])
+    code = train_main(
+        [
+            "--task",
+            "classification",
+            "--network",
+            "mobilenet0.25",
+            "--data",
+            str(data),
+            "--model-name",
+            "x",
+            "--model-dir",
+            str(tmp_path / "model"),
+            "--tracking",
+            "mlflow",
+            "--epochs",
+            "1",
+            "--progress",
+            "false",
+        ]
+    )
     # then one clear error names the file, the exit code is non-zero and no model is written
     err = capsys.readouterr().err
     assert code != 0
@@ -160,9 +186,26 @@ def test_empty_split_is_an_error(tiny_cls, tmp_path):
 
 
 def test_pretrained_without_cache_names_the_folder(tiny_cls, tmp_path, capsys):
-    code = train_main(["--task", "classification", "--network", "mobilenet0.25", "--data", str(tiny_cls),
-                       "--model-name", "x", "--model-dir", str(tmp_path / "model"), "--tracking", "none",
-                       "--pretrained", "true", "--pretrained-cache", str(tmp_path / "cache")])
+    code = train_main(
+        [
+            "--task",
+            "classification",
+            "--network",
+            "mobilenet0.25",
+            "--data",
+            str(tiny_cls),
+            "--model-name",
+            "x",
+            "--model-dir",
+            str(tmp_path / "model"),
+            "--tracking",
+            "none",
+            "--pretrained",
+            "true",
+            "--pretrained-cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and str(tmp_path / "cache") in err, err
     assert not (tmp_path / "model").exists()

@@ -1,4 +1,5 @@
 """Real short SSD runs on tiny VOC data: export with NMS in the graph, mAP, bad boxes."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,9 @@ def test_short_ssd_run_exports_a_detector(tiny_det, tmp_path):
     # then the exported graph loads as a SymbolBlock and returns ids, scores and boxes
     meta = json.loads((result.model_dir / "model.json").read_text())
     assert meta["task"] == "detection" and meta["input"]["size"] == [96, 96]
-    net = mx.gluon.SymbolBlock.imports(str(result.model_dir / "model-symbol.json"), ["data"],
-                                       str(result.model_dir / "model-0000.params"))
+    net = mx.gluon.SymbolBlock.imports(
+        str(result.model_dir / "model-symbol.json"), ["data"], str(result.model_dir / "model-0000.params")
+    )
     ids, scores, boxes = net(mx.nd.zeros((1, 3, 96, 96)))
     assert boxes.shape[-1] == 4 and ids.shape[:2] == scores.shape[:2]
     assert 0.0 <= result.metrics["test_map"] <= 1.0
@@ -49,7 +51,7 @@ def test_unknown_class_name_is_reported(tiny_det, tmp_path):
     shutil.copytree(tiny_det, data)
     xml = sorted((data / "Annotations").glob("*.xml"))[1]
     text = xml.read_text()
-    name = text[text.index("<name>", text.index("<object>")) + 6: text.index("</name>", text.index("<object>"))]
+    name = text[text.index("<name>", text.index("<object>")) + 6 : text.index("</name>", text.index("<object>"))]
     xml.write_text(text.replace(f"<name>{name}</name>", "<name>unicorn</name>", 1))
     with pytest.raises(DatasetError, match="unicorn"):
         runner.train(quick_config(data, tmp_path / "out", task="detection", epochs=1), RunEnvironment(), tmp_path)
@@ -59,8 +61,13 @@ def test_detector_backbone_starts_from_our_classifier(tiny_cls, tiny_det, tmp_pa
     # given a classifier this project trained (same mobilenet0.25 base as the SSD)
     classifier = runner.train(quick_config(tiny_cls, tmp_path / "cls", epochs=1), RunEnvironment(), tmp_path)
     # when the detector is initialised from it
-    result = runner.train(quick_config(tiny_det, tmp_path / "det", task="detection", epochs=1, batch_size=8,
-                                       init_from=str(classifier.model_dir)), RunEnvironment(), tmp_path)
+    result = runner.train(
+        quick_config(
+            tiny_det, tmp_path / "det", task="detection", epochs=1, batch_size=8, init_from=str(classifier.model_dir)
+        ),
+        RunEnvironment(),
+        tmp_path,
+    )
     # then the backbone weights were carried over under the SSD's prefix and the heads start fresh
     init = json.loads((result.model_dir / "model.json").read_text())["lineage"]["init"]
     assert init["copied"] >= 80, f"mobilenet backbone carried over: {init}"

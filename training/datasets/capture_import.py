@@ -24,6 +24,7 @@ Steps, all deterministic (same folder and options, same data set):
 model and whether its labels are reviewed, plus what was dropped and why (a DROP_REASONS code and a
 sentence).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,16 +80,21 @@ class ImportOptions:
     def __post_init__(self) -> None:
         if self.segment_gap_s <= 0 or self.segment_max_s <= 0:
             raise DatasetError("segment_gap_s and segment_max_s must be > 0")
-        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
-                and self.val_fraction + self.test_fraction < 1):
-            raise DatasetError(f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction} "
-                               "must be in [0, 1) and leave room for train")
+        if not (
+            0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1
+        ):
+            raise DatasetError(
+                f"val_fraction {self.val_fraction} and test_fraction {self.test_fraction} "
+                "must be in [0, 1) and leave room for train"
+            )
 
 
 # ---------------------------------------------------------------- dedup and split (pure)
 
-def deduplicate(frames: list[CapturedFrame], max_bits: int, known: Optional[DuplicateFinder] = None
-                ) -> tuple[list[CapturedFrame], dict[str, DroppedFrame]]:
+
+def deduplicate(
+    frames: list[CapturedFrame], max_bits: int, known: Optional[DuplicateFinder] = None
+) -> tuple[list[CapturedFrame], dict[str, DroppedFrame]]:
     """(kept frames, {dropped id: exact-/near-duplicate 'of X'}), keeping the oldest of each group."""
     finder = known or DuplicateFinder(max_bits)
     kept, dropped = [], {}
@@ -109,8 +115,10 @@ def time_segments(frames: list[CapturedFrame], gap_s: float, max_s: float) -> li
     for source in sorted({f.source for f in frames}):
         current: list[CapturedFrame] = []
         for frame in sorted((f for f in frames if f.source == source), key=lambda f: (f.time, f.id)):
-            if current and ((frame.time - current[-1].time).total_seconds() > gap_s
-                            or (frame.time - current[0].time).total_seconds() >= max_s):
+            if current and (
+                (frame.time - current[-1].time).total_seconds() > gap_s
+                or (frame.time - current[0].time).total_seconds() >= max_s
+            ):
                 segments.append(current)
                 current = []
             current.append(frame)
@@ -119,8 +127,7 @@ def time_segments(frames: list[CapturedFrame], gap_s: float, max_s: float) -> li
     return segments
 
 
-def assign_splits(segments: list[list[CapturedFrame]], val_fraction: float, test_fraction: float
-                  ) -> list[str]:
+def assign_splits(segments: list[list[CapturedFrame]], val_fraction: float, test_fraction: float) -> list[str]:
     """The split of each segment: per source, newest to test, then val, the rest (at least the oldest) train."""
     splits = ["train"] * len(segments)
     by_source: dict[str, list[int]] = {}
@@ -141,6 +148,7 @@ def assign_splits(segments: list[list[CapturedFrame]], val_fraction: float, test
 
 
 # ---------------------------------------------------------------- the data set
+
 
 def _segment_name(segment: list[CapturedFrame]) -> str:
     return f"{segment[0].source}@{segment[0].time.isoformat(timespec='milliseconds')}"
@@ -166,13 +174,16 @@ def _labels_of(frame: CapturedFrame, review: Optional[Review], classes: list[str
             return read_checked_voc(frame.annotation, classes)[2]  # an unknown label is an error naming file and label
         unknown = sorted({o.name for o in review.boxes[frame.id] if o.name not in classes})
         if unknown:
-            raise DatasetError(f"reviewed annotation of {frame.id}: label '{unknown[0]}' is not a class of "
-                               f"the merged data set (classes: {', '.join(classes)})")
+            raise DatasetError(
+                f"reviewed annotation of {frame.id}: label '{unknown[0]}' is not a class of "
+                f"the merged data set (classes: {', '.join(classes)})"
+            )
         return review.boxes[frame.id]
     label = review.labels[frame.id] if review is not None else frame.label
     if label not in classes:
-        raise DatasetError(f"{frame.image}: label '{label}' is not a class of the data set "
-                           f"(classes: {', '.join(classes)})")
+        raise DatasetError(
+            f"{frame.image}: label '{label}' is not a class of the data set (classes: {', '.join(classes)})"
+        )
     return label
 
 
@@ -180,7 +191,8 @@ def _write_frame(tmp: Path, frame: CapturedFrame, split: str, labels) -> None:
     if frame.task == "detection":
         shutil.copyfile(frame.image, tmp / "JPEGImages" / f"{frame.id}.jpg")
         (tmp / "Annotations" / f"{frame.id}.xml").write_text(
-            voc_xml(f"{frame.id}.jpg", frame.width, frame.height, labels, "LensOps capture"), encoding="utf-8")
+            voc_xml(f"{frame.id}.jpg", frame.width, frame.height, labels, "LensOps capture"), encoding="utf-8"
+        )
         with open(tmp / "ImageSets" / "Main" / f"{split}.txt", "a", encoding="utf-8") as f:
             f.write(f"{frame.id}\n")
     else:
@@ -197,8 +209,9 @@ def _previous_provenance(base: Optional[Path]) -> dict:
         raise DatasetError(f"{base / PROVENANCE}: not a readable import record ({exc})") from None
 
 
-def plan_import(capture: Path, options: ImportOptions, merge: Optional[Path] = None, task: Optional[str] = None
-                ) -> tuple[CaptureFolder, list[CapturedFrame], dict[str, DroppedFrame], list[str]]:
+def plan_import(
+    capture: Path, options: ImportOptions, merge: Optional[Path] = None, task: Optional[str] = None
+) -> tuple[CaptureFolder, list[CapturedFrame], dict[str, DroppedFrame], list[str]]:
     """(capture folder, frames kept after dedup (oldest first), {dropped id: why}, classes)."""
     folder = read_capture_folder(capture, task)
     classes = list(folder.labels)
@@ -215,8 +228,9 @@ def plan_import(capture: Path, options: ImportOptions, merge: Optional[Path] = N
     return folder, kept, dropped, classes
 
 
-def split_frames(frames: list[CapturedFrame], options: ImportOptions, reviewed: bool
-                 ) -> tuple[dict[str, str], dict[str, str]]:
+def split_frames(
+    frames: list[CapturedFrame], options: ImportOptions, reviewed: bool
+) -> tuple[dict[str, str], dict[str, str]]:
     """({frame id: split}, {frame id: segment name}) by source and time; test only when `reviewed`."""
     segments = time_segments(frames, options.segment_gap_s, options.segment_max_s)
     test_fraction = options.test_fraction if reviewed else 0.0  # device labels would grade production by itself
@@ -239,12 +253,20 @@ def check_out_path(out: Path, capture: Path, reviewed: Optional[Path] = None, me
             raise DatasetError(f"--out {out} is the {option} folder {path}: write the data set elsewhere")
         relation = "is inside" if given in target.parents else "holds" if target in given.parents else None
         if relation:
-            raise DatasetError(f"--out {out} {relation} the {option} folder {path}: --out is replaced as a whole; "
-                               "write the data set elsewhere")
+            raise DatasetError(
+                f"--out {out} {relation} the {option} folder {path}: --out is replaced as a whole; "
+                "write the data set elsewhere"
+            )
 
 
-def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOptions(), merge: Optional[Path] = None,
-                   reviewed: Optional[Path] = None, task: Optional[str] = None) -> dict:
+def import_capture(
+    capture: Path,
+    out: Path,
+    options: ImportOptions = ImportOptions(),
+    merge: Optional[Path] = None,
+    reviewed: Optional[Path] = None,
+    task: Optional[str] = None,
+) -> dict:
     """Turn the capture folder `capture` into the data set `out` (replaced atomically); returns the record."""
     out = Path(out)
     check_out_path(out, capture, reviewed, merge)
@@ -258,11 +280,13 @@ def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOpti
     counts = {split: sum(1 for f in kept if split_of[f.id] == split) for split in ("train", "val", "test")}
     empty = [split for split in ("train", "val") if not counts[split]]
     if merge is None and empty:
-        raise DatasetError(f"{capture}: the {len(kept)} frames kept form {len(set(segment_of.values()))} time "
-                           f"segment(s) of {len({f.source for f in kept})} source(s), too few for a "
-                           f"{' and '.join(empty)} split of their own "
-                           "(whole segments go to one split); merge them into an existing data set (--merge) "
-                           "or capture over a longer time")
+        raise DatasetError(
+            f"{capture}: the {len(kept)} frames kept form {len(set(segment_of.values()))} time "
+            f"segment(s) of {len({f.source for f in kept})} source(s), too few for a "
+            f"{' and '.join(empty)} split of their own "
+            "(whole segments go to one split); merge them into an existing data set (--merge) "
+            "or capture over a longer time"
+        )
     provenance = _previous_provenance(Path(merge) if merge is not None else None)
     with atomic_dir(out) as tmp:
         if merge is not None:
@@ -276,28 +300,40 @@ def import_capture(capture: Path, out: Path, options: ImportOptions = ImportOpti
                 listing.write_text(text + "\n" if text and not text.endswith("\n") else text, encoding="utf-8")
         for frame, labels in labelled:
             _write_frame(tmp, frame, split_of[frame.id], labels)
-            provenance[frame.id] = {"source": frame.source, "time": frame.time.isoformat(timespec="milliseconds"),
-                                    "segment": segment_of[frame.id], "split": split_of[frame.id],
-                                    "model": frame.model, "reason": frame.reason,
-                                    "labels": "reviewed" if review is not None else "device"}
+            provenance[frame.id] = {
+                "source": frame.source,
+                "time": frame.time.isoformat(timespec="milliseconds"),
+                "segment": segment_of[frame.id],
+                "split": split_of[frame.id],
+                "model": frame.model,
+                "reason": frame.reason,
+                "labels": "reviewed" if review is not None else "device",
+            }
         (tmp / "labels.txt").write_text("".join(f"{c}\n" for c in classes), encoding="utf-8")
-        record = {"schema": IMPORT_SCHEMA, "capture": str(capture), "task": folder.task,
-                  "merged_into": str(merge) if merge is not None else None,
-                  "reviewed": str(reviewed) if reviewed is not None else None, "options": asdict(options),
-                  "captures_read": len(folder.frames) + len(folder.incomplete), "imported": counts,
-                  "segments": len(set(segment_of.values())),
-                  "dropped": {i: asdict(why) for i, why in dropped.items()}, "frames": provenance}
+        record = {
+            "schema": IMPORT_SCHEMA,
+            "capture": str(capture),
+            "task": folder.task,
+            "merged_into": str(merge) if merge is not None else None,
+            "reviewed": str(reviewed) if reviewed is not None else None,
+            "options": asdict(options),
+            "captures_read": len(folder.frames) + len(folder.incomplete),
+            "imported": counts,
+            "segments": len(set(segment_of.values())),
+            "dropped": {i: asdict(why) for i, why in dropped.items()},
+            "frames": provenance,
+        }
         (tmp / PROVENANCE).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         check_dataset(load_dataset(tmp, folder.task), "fail", every_class_trained=False)  # a slice to merge
     return record
 
 
-def export_for_review(capture: Path, out: Path, options: ImportOptions = ImportOptions(),
-                      merge: Optional[Path] = None) -> dict:
+def export_for_review(
+    capture: Path, out: Path, options: ImportOptions = ImportOptions(), merge: Optional[Path] = None
+) -> dict:
     """Write the frames an import would keep (deduplicated) for review into `out` (replaced atomically)."""
     check_out_path(out, capture, merge=merge)
     folder, kept, dropped, classes = plan_import(capture, options, merge)
     with atomic_dir(Path(out)) as tmp:
         summary = export_review(folder, [f.id for f in kept], tmp, classes)
     return {**summary, "dropped": len(dropped)}
-

@@ -17,6 +17,7 @@ the frame was read), task, width, height, model ({name, version, variant}), pred
 inference payload: label, score, normalised box for detection), files (the image and annotation,
 relative to the folder) and bytes. A frame without a sidecar is unfinished and is ignored.
 """
+
 from __future__ import annotations
 
 import json
@@ -106,11 +107,19 @@ def _read_sidecar(root: Path, sidecar: Path) -> tuple[CapturedFrame, bool]:
         raise DatasetError(f"{sidecar}: field 'model' is not an object")
     predictions = data.get("predictions") or []
     frame = CapturedFrame(
-        id=capture_id, source=_field(sidecar, data, "source", str),
-        time=_parse_time(sidecar, _field(sidecar, data, "time", str)), task=task,
-        width=_field(sidecar, data, "width", int), height=_field(sidecar, data, "height", int),
-        image=root / image, annotation=root / annotation if annotation else None, label=label,
-        model={k: str(v) for k, v in model.items()}, reason=str(data.get("reason", "")), predictions=predictions)
+        id=capture_id,
+        source=_field(sidecar, data, "source", str),
+        time=_parse_time(sidecar, _field(sidecar, data, "time", str)),
+        task=task,
+        width=_field(sidecar, data, "width", int),
+        height=_field(sidecar, data, "height", int),
+        image=root / image,
+        annotation=root / annotation if annotation else None,
+        label=label,
+        model={k: str(v) for k, v in model.items()},
+        reason=str(data.get("reason", "")),
+        predictions=predictions,
+    )
     return frame, all((root / f).is_file() for f in files)
 
 

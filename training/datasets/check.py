@@ -6,6 +6,7 @@ files the reader could not use (DatasetIndex.issues: also files that are not ima
 with no training sample (a warning under policy skip) and empty splits. Train and val must
 not be empty; an empty test split is only a warning.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,9 +23,13 @@ Policy = Literal["fail", "skip"]
 BOX_TOLERANCE_PX = 1.0
 REQUIRED_SPLITS = ("train", "val")
 _SHOWN_FILES = 3
-_PLURALS = {"box outside image": "boxes outside image", "degenerate box": "degenerate boxes",
-            "size mismatch": "size mismatches", "empty split": "empty splits",
-            "class without training samples": "classes without training samples"}
+_PLURALS = {
+    "box outside image": "boxes outside image",
+    "degenerate box": "degenerate boxes",
+    "size mismatch": "size mismatches",
+    "empty split": "empty splits",
+    "class without training samples": "classes without training samples",
+}
 
 
 def _plural(kind: str, count: int) -> str:
@@ -65,8 +70,10 @@ class CheckReport:
 
     def summary(self) -> str:
         sizes = "/".join(str(self.split_sizes.get(s, 0)) for s in SPLITS)
-        lines = [f"data set check (policy={self.policy}): {self.checked} records checked, "
-                 f"{len(self.problems)} problems, {self.skipped} skipped; kept train/val/test = {sizes}"]
+        lines = [
+            f"data set check (policy={self.policy}): {self.checked} records checked, "
+            f"{len(self.problems)} problems, {self.skipped} skipped; kept train/val/test = {sizes}"
+        ]
         for kind, count in self.counts.items():
             lines.append(f"  {_plural(kind, count)}")
             for k, f, d in [p for p in self.problems if p[0] == kind][:_SHOWN_FILES]:
@@ -77,9 +84,16 @@ class CheckReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"policy": self.policy, "ok": self.ok, "checked": self.checked, "split_sizes": dict(self.split_sizes),
-                "counts": dict(self.counts), "skipped": self.skipped, "warnings": list(self.warnings),
-                "problems": [{"kind": k, "file": f, "detail": d} for k, f, d in self.problems]}
+        return {
+            "policy": self.policy,
+            "ok": self.ok,
+            "checked": self.checked,
+            "split_sizes": dict(self.split_sizes),
+            "counts": dict(self.counts),
+            "skipped": self.skipped,
+            "warnings": list(self.warnings),
+            "problems": [{"kind": k, "file": f, "detail": d} for k, f, d in self.problems],
+        }
 
 
 def _image_problems(path: Path, decode: bool) -> tuple[list[tuple[str, str]], tuple[int, int] | None]:
@@ -109,8 +123,9 @@ def _image_problems(path: Path, decode: bool) -> tuple[list[tuple[str, str]], tu
     return [], img.shape[:2]
 
 
-def _annotation_problems(record: DetectionRecord, classes: list[str],
-                         shape: tuple[int, int] | None) -> list[tuple[str, str]]:
+def _annotation_problems(
+    record: DetectionRecord, classes: list[str], shape: tuple[int, int] | None
+) -> list[tuple[str, str]]:
     """Problems of one detection record's size, boxes and labels as (kind, detail)."""
     w, h = record.width, record.height
     if w <= 0 or h <= 0:
@@ -156,8 +171,9 @@ def _record_problems(record: Record, classes: list[str], decode: bool) -> list[t
     return found
 
 
-def check_dataset(index: DatasetIndex, policy: Policy, decode: bool = True,
-                  every_class_trained: bool = True) -> tuple[DatasetIndex, CheckReport]:
+def check_dataset(
+    index: DatasetIndex, policy: Policy, decode: bool = True, every_class_trained: bool = True
+) -> tuple[DatasetIndex, CheckReport]:
     """Check every record (decoding images when `decode`); fail on any problem, or skip the records at fault.
 
     With `every_class_trained` a class without a training sample is a problem (a warning under
@@ -195,11 +211,14 @@ def check_dataset(index: DatasetIndex, policy: Policy, decode: bool = True,
     missing = classes_without_training_samples(index.classes, kept["train"]) if every_class_trained else []
     if missing and policy == "fail":
         for name in missing:
-            report.add("class without training samples", index.root,
-                       f"class '{name}' has no usable sample in the train split")
+            report.add(
+                "class without training samples", index.root, f"class '{name}' has no usable sample in the train split"
+            )
     elif missing:
-        report.warnings.append(f"{len(missing)} class(es) without training samples after skipping: "
-                               f"{', '.join(missing)} (the model still has an output for each)")
+        report.warnings.append(
+            f"{len(missing)} class(es) without training samples after skipping: "
+            f"{', '.join(missing)} (the model still has an output for each)"
+        )
     if not kept["test"]:
         report.warnings.append("split 'test' is empty: there is no held-out test set")
     report.split_sizes = {s: len(kept[s]) for s in SPLITS}

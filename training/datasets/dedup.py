@@ -8,6 +8,7 @@ JPEG re-encoding, noise, small brightness changes and resizing; an object that m
 flips many bits. Two frames are near-identical when their hashes differ in at most
 NEAR_DUPLICATE_BITS of the HASH_SIDE**2 bits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,7 +63,7 @@ class DuplicateFinder:
 
     def __init__(self, max_bits: int = NEAR_DUPLICATE_BITS):
         if not 0 <= max_bits < HASH_SIDE * HASH_SIDE:
-            raise DatasetError(f"near-duplicate threshold {max_bits} bits is not within 0..{HASH_SIDE ** 2 - 1}")
+            raise DatasetError(f"near-duplicate threshold {max_bits} bits is not within 0..{HASH_SIDE**2 - 1}")
         self.max_bits = max_bits
         self._exact: dict[str, str] = {}
         self._names: list[str] = []
@@ -73,7 +74,7 @@ class DuplicateFinder:
         if h.exact in self._exact:
             return "exact", self._exact[h.exact]
         if len(self._names):
-            distances = hamming(h.perceptual, self._bits[:len(self._names)])
+            distances = hamming(h.perceptual, self._bits[: len(self._names)])
             nearest = int(np.argmin(distances))
             if distances[nearest] <= self.max_bits:
                 return "near", self._names[nearest]

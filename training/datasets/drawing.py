@@ -1,6 +1,7 @@
 """Drawing for the synthetic demo data: shape outlines, fills, textured backgrounds,
 distractors, occlusion and the camera's lighting and noise. `synth` composes these into
 scenes and writes the data sets; every function draws only from the generator it is given."""
+
 from __future__ import annotations
 
 import functools
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 
 CLASSES = ["circle", "square", "triangle", "star", "cross"]
+
 
 def unit_shape(label: int, rng: np.random.Generator) -> np.ndarray:
     """Vertices (K, 2) of one shape of the class, roughly inside the unit circle."""
@@ -28,8 +30,10 @@ def unit_shape(label: int, rng: np.random.Generator) -> np.ndarray:
         r = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.38, 0.46))
         return np.stack([r * np.cos(t), r * np.sin(t)], 1)
     a = rng.uniform(0.28, 0.38)  # cross: half the arm width
-    return np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a],
-                     [a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a]], np.float64)
+    return np.array(
+        [[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a], [a, 1], [-a, 1], [-a, a], [-1, a], [-1, -a], [-a, -a]],
+        np.float64,
+    )
 
 
 def pose(unit: np.ndarray, area: float, aspect: float, angle: float, still: bool = True) -> np.ndarray:
@@ -128,7 +132,7 @@ class Fill:
 
 
 def paint(img: np.ndarray, mask: np.ndarray, x0: int, y0: int, fill: np.ndarray) -> None:
-    roi = img[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]]
+    roi = img[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]]
     alpha = mask.astype(np.float32)[..., None] * (1.0 / 255)
     roi[...] = (roi + (fill - roi) * alpha + 0.5).astype(np.uint8)
 
@@ -197,23 +201,44 @@ def draw_clutter(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
         kind = rng.integers(4)
         if kind == 0:
             p1, p2 = (rng.uniform(-0.1, 1.1, (2, 2)) * (w, h)).astype(int)
-            cv2.line(img, tuple(map(int, p1)), tuple(map(int, p2)), _colour(rng),
-                     int(rng.integers(1, max(2, side // 40) + 2)), cv2.LINE_AA)
+            cv2.line(
+                img,
+                tuple(map(int, p1)),
+                tuple(map(int, p2)),
+                _colour(rng),
+                int(rng.integers(1, max(2, side // 40) + 2)),
+                cv2.LINE_AA,
+            )
         elif kind in (1, 2):
             a = rng.uniform(0.06, 0.25) * side
             ratio = rng.uniform(0.25, 0.55) if kind == 1 else rng.uniform(0.5, 1.0)
             start = rng.uniform(0, 360)
             span = 360 if kind == 1 else rng.uniform(60, 270)
             thickness = -1 if kind == 1 and rng.random() < 0.5 else int(rng.integers(1, 4))
-            cv2.ellipse(img, tuple(map(int, centre)), (max(int(a), 1), max(int(a * ratio), 1)),
-                        float(rng.uniform(0, 180)), start, start + span, _colour(rng), thickness, cv2.LINE_AA)
+            cv2.ellipse(
+                img,
+                tuple(map(int, centre)),
+                (max(int(a), 1), max(int(a * ratio), 1)),
+                float(rng.uniform(0, 180)),
+                start,
+                start + span,
+                _colour(rng),
+                thickness,
+                cv2.LINE_AA,
+            )
         else:
-            cv2.fillPoly(img, [_blob(rng, centre, np.full(2, rng.uniform(0.03, 0.08) * side))],
-                         _colour(rng), cv2.LINE_AA, shift=4)
+            cv2.fillPoly(
+                img,
+                [_blob(rng, centre, np.full(2, rng.uniform(0.03, 0.08) * side))],
+                _colour(rng),
+                cv2.LINE_AA,
+                shift=4,
+            )
 
 
-def occlude(img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int],
-            covered: Optional[np.ndarray] = None) -> None:
+def occlude(
+    img: np.ndarray, rng: np.random.Generator, box: tuple[int, int, int, int], covered: Optional[np.ndarray] = None
+) -> None:
     """Cover part of a box (at most ~30% of it) with a blob entering from one of its sides; the blob's
     pixels are also set to 255 in `covered` (uint8, the image's height and width) when given."""
     x0, y0, x1, y1 = box

@@ -11,6 +11,7 @@ COCO [x, y, w, h] gives [x, y, x + w, y + h]. VOC objects marked difficult and C
 (iscrowd) are kept with DetectionRecord.difficult set: the metric ignores them, training uses them.
 read_voc and voc_xml are the one VOC reader and writer (synth, review and capture import use them).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,22 @@ def _missing_split(path: Path, split: str, what: str) -> list[DatasetIssue]:
 
 
 # Image formats OpenCV does not read: reported by name, never silently left out
-_OTHER_IMAGE_SUFFIXES = (".gif", ".heic", ".heif", ".avif", ".jxl", ".svg", ".ico", ".tga", ".psd", ".dng",
-                         ".cr2", ".nef", ".arw", ".raw")
+_OTHER_IMAGE_SUFFIXES = (
+    ".gif",
+    ".heic",
+    ".heif",
+    ".avif",
+    ".jxl",
+    ".svg",
+    ".ico",
+    ".tga",
+    ".psd",
+    ".dng",
+    ".cr2",
+    ".nef",
+    ".arw",
+    ".raw",
+)
 
 
 def _looks_like_an_image(path: Path) -> bool:
@@ -80,20 +95,31 @@ def _sort_files(folder: Path, split: str, recursive: bool = True) -> tuple[list[
         if path.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(path)):
             images.append(path)
         elif _looks_like_an_image(path):
-            issues.append(DatasetIssue("unsupported file", path, f"an image OpenCV cannot read ({path.suffix or 'no suffix'}); "
-                                       f"convert it to one of {', '.join(IMAGE_SUFFIXES[:7])}", split))
+            issues.append(
+                DatasetIssue(
+                    "unsupported file",
+                    path,
+                    f"an image OpenCV cannot read ({path.suffix or 'no suffix'}); "
+                    f"convert it to one of {', '.join(IMAGE_SUFFIXES[:7])}",
+                    split,
+                )
+            )
     return images, issues
 
 
 # ---------------------------------------------------------------- ImageFolder
+
 
 def load_image_folder(root: Path) -> DatasetIndex:
     """Read `root/{train,val,test}/<class>/<images>` (any image OpenCV decodes); classes from labels.txt
     or the folder names. Files that are not images become "unsupported file" issues, never vanish."""
     root = _existing_dir(root)
     declared = read_labels(root / "labels.txt")
-    class_dirs = {split: sorted(d for d in (root / split).iterdir() if d.is_dir() and not d.name.startswith("."))
-                  for split in SPLITS if (root / split).is_dir()}
+    class_dirs = {
+        split: sorted(d for d in (root / split).iterdir() if d.is_dir() and not d.name.startswith("."))
+        for split in SPLITS
+        if (root / split).is_dir()
+    }
     classes = declared if declared is not None else sorted({d.name for dirs in class_dirs.values() for d in dirs})
     label_of = {name: i for i, name in enumerate(classes)}
     splits: dict[str, list] = {}
@@ -114,8 +140,11 @@ def load_image_folder(root: Path) -> DatasetIndex:
                 issues += unsupported
                 for image in images:
                     if label is None:
-                        issues.append(DatasetIssue(
-                            "unknown label", image, f"class folder '{class_dir.name}' is not in labels.txt", split))
+                        issues.append(
+                            DatasetIssue(
+                                "unknown label", image, f"class folder '{class_dir.name}' is not in labels.txt", split
+                            )
+                        )
                     else:
                         records.append(ImageRecord(image, label))
         splits[split] = records
@@ -123,6 +152,7 @@ def load_image_folder(root: Path) -> DatasetIndex:
 
 
 # ---------------------------------------------------------------- Pascal VOC
+
 
 class MalformedAnnotation(DatasetError):
     """An annotation file that cannot be read; the message names the file and the field."""
@@ -195,8 +225,9 @@ def read_voc(path: Path) -> VocAnnotation:
         box = obj.find("bndbox")
         if box is None:
             raise MalformedAnnotation(path, f"{where}('{name}') has no <bndbox>")
-        xmin, ymin, xmax, ymax = (_number(path, box, tag, f"{where}<bndbox>")
-                                  for tag in ("xmin", "ymin", "xmax", "ymax"))
+        xmin, ymin, xmax, ymax = (
+            _number(path, box, tag, f"{where}<bndbox>") for tag in ("xmin", "ymin", "xmax", "ymax")
+        )
         difficult = (obj.findtext("difficult") or "0").strip() in ("1", "true")
         objects.append(VocObject(name, (xmin - 1, ymin - 1, xmax, ymax), difficult))
     filename = root.findtext("filename")
@@ -213,11 +244,14 @@ def voc_xml(filename: str, width: int, height: int, objects: list[VocObject], da
         f"    <truncated>0</truncated>\n    <difficult>{int(o.difficult)}</difficult>\n"
         f"    <bndbox>\n      <xmin>{o.box[0] + 1:g}</xmin>\n      <ymin>{o.box[1] + 1:g}</ymin>\n"
         f"      <xmax>{o.box[2]:g}</xmax>\n      <ymax>{o.box[3]:g}</ymax>\n    </bndbox>\n  </object>\n"
-        for o in objects)
-    return (f"<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{escape(filename)}</filename>\n"
-            f"  <source><database>{escape(database)}</database></source>\n"
-            f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n    <depth>3</depth>\n  </size>\n"
-            f"  <segmented>0</segmented>\n{body}</annotation>\n")
+        for o in objects
+    )
+    return (
+        f"<annotation>\n  <folder>JPEGImages</folder>\n  <filename>{escape(filename)}</filename>\n"
+        f"  <source><database>{escape(database)}</database></source>\n"
+        f"  <size>\n    <width>{width}</width>\n    <height>{height}</height>\n    <depth>3</depth>\n  </size>\n"
+        f"  <segmented>0</segmented>\n{body}</annotation>\n"
+    )
 
 
 def _voc_image(image_dir: Path, image_id: str, filename: str | None) -> Path:
@@ -257,19 +291,27 @@ def load_voc(root: Path) -> DatasetIndex:
             objects = annotation.objects
             unknown = sorted({o.name for o in objects if o.name not in label_of})
             if unknown:
-                issues += [DatasetIssue("unknown label", xml, f"label '{name}' is not in labels.txt", split)
-                           for name in unknown]
+                issues += [
+                    DatasetIssue("unknown label", xml, f"label '{name}' is not in labels.txt", split)
+                    for name in unknown
+                ]
                 continue
-            records.append(DetectionRecord(
-                _voc_image(root / "JPEGImages", image_id, annotation.filename), annotation.width, annotation.height,
-                np.array([o.box for o in objects], np.float32).reshape(-1, 4),
-                np.array([label_of[o.name] for o in objects], np.int32),
-                np.array([o.difficult for o in objects], bool)))
+            records.append(
+                DetectionRecord(
+                    _voc_image(root / "JPEGImages", image_id, annotation.filename),
+                    annotation.width,
+                    annotation.height,
+                    np.array([o.box for o in objects], np.float32).reshape(-1, 4),
+                    np.array([label_of[o.name] for o in objects], np.int32),
+                    np.array([o.difficult for o in objects], bool),
+                )
+            )
         splits[split] = records
     return DatasetIndex("detection", root, list(classes), splits, issues)
 
 
 # ---------------------------------------------------------------- COCO
+
 
 def _coco_file(root: Path, split: str) -> Path:
     candidates = [root / "annotations" / f"{split}.json", root / "annotations" / f"instances_{split}.json"]
@@ -322,11 +364,23 @@ def _coco_records(root: Path, split: str, path: Path, data: dict, label_of: dict
             continue
         image = _coco_image(root, split, file_name)
         if unknown:  # named by image, so that a skip counts records
-            issues += [DatasetIssue("unknown label", image, f"category id {c} is not among the categories of "
-                                    f"{path.name}", split) for c in sorted(unknown, key=str)]
+            issues += [
+                DatasetIssue(
+                    "unknown label", image, f"category id {c} is not among the categories of {path.name}", split
+                )
+                for c in sorted(unknown, key=str)
+            ]
             continue
-        records.append(DetectionRecord(image, width, height, np.array(boxes, np.float32).reshape(-1, 4),
-                                       np.array(labels, np.int32), np.array(crowd, bool)))
+        records.append(
+            DetectionRecord(
+                image,
+                width,
+                height,
+                np.array(boxes, np.float32).reshape(-1, 4),
+                np.array(labels, np.int32),
+                np.array(crowd, bool),
+            )
+        )
     return records, issues
 
 
@@ -382,12 +436,14 @@ def load_dataset(root: Path, task: str, fmt: str = "auto") -> DatasetIndex:
     if task not in ("classification", "detection"):
         raise ConfigError(f"task '{task}' is not among: classification, detection")
     if fmt != "auto" and fmt not in _READERS:
-        raise DatasetError(f"data set format '{fmt}' is not among the following formats: auto, "
-                           + ", ".join(sorted(_READERS)))
+        raise DatasetError(
+            f"data set format '{fmt}' is not among the following formats: auto, " + ", ".join(sorted(_READERS))
+        )
     root = _existing_dir(root)
     chosen = detect_format(root) if fmt == "auto" else fmt
     if FORMAT_TASKS[chosen] != task:
         found = " (detected)" if fmt == "auto" else ""
-        raise DatasetError(f"{root}: format '{chosen}'{found} holds {FORMAT_TASKS[chosen]} data, "
-                           f"but the task is {task}")
+        raise DatasetError(
+            f"{root}: format '{chosen}'{found} holds {FORMAT_TASKS[chosen]} data, but the task is {task}"
+        )
     return _READERS[chosen](root)

@@ -1,4 +1,5 @@
 """The in-memory index every reader produces and every trainer consumes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,8 +41,9 @@ class DetectionRecord:
     def __post_init__(self):
         flags = np.zeros(len(self.labels), bool) if self.difficult is None else np.asarray(self.difficult, bool)
         if flags.shape != (len(self.labels),):
-            raise ValueError(f"{self.path}: {flags.shape[0] if flags.ndim else 0} difficult flags "
-                             f"for {len(self.labels)} objects")
+            raise ValueError(
+                f"{self.path}: {flags.shape[0] if flags.ndim else 0} difficult flags for {len(self.labels)} objects"
+            )
         object.__setattr__(self, "difficult", flags)
 
 

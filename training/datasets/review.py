@@ -14,6 +14,7 @@ Reading back, the review replaces the pre-labels. A frame is dropped when the re
 read, a label that is not a class, a box outside the image or a frame that is not among the
 captures is an error naming the file (and the label or field).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -30,8 +31,10 @@ BOX_TOLERANCE_PX = 1.0  # as the data check: tools round boxes at the image bord
 
 # ---------------------------------------------------------------- VOC files
 
-def read_checked_voc(path: Path, classes: list[str], extra_names: tuple[str, ...] = ()
-                     ) -> tuple[int, int, list[VocObject]]:
+
+def read_checked_voc(
+    path: Path, classes: list[str], extra_names: tuple[str, ...] = ()
+) -> tuple[int, int, list[VocObject]]:
     """(width, height, objects) of one VOC annotation, boxes clipped to the image (continuous pixels);
     an unknown label, a box outside the image or a bad field is an error naming the file and the object."""
     annotation = read_voc(path)
@@ -44,8 +47,10 @@ def read_checked_voc(path: Path, classes: list[str], extra_names: tuple[str, ...
         x0, y0, x1, y1 = obj.box
         tol = BOX_TOLERANCE_PX
         if not (x1 > x0 and y1 > y0 and x0 >= -tol and y0 >= -tol and x1 <= width + tol and y1 <= height + tol):
-            raise DatasetError(f"{path}: {where} ('{obj.name}') box [{x0 + 1:g}, {y0 + 1:g}, {x1:g}, {y1:g}] "
-                               f"(VOC, 1-based) is empty or outside the {width}x{height} image")
+            raise DatasetError(
+                f"{path}: {where} ('{obj.name}') box [{x0 + 1:g}, {y0 + 1:g}, {x1:g}, {y1:g}] "
+                f"(VOC, 1-based) is empty or outside the {width}x{height} image"
+            )
         clipped = (max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height)))
         objects.append(VocObject(obj.name, clipped, obj.difficult))
     return width, height, objects
@@ -53,12 +58,15 @@ def read_checked_voc(path: Path, classes: list[str], extra_names: tuple[str, ...
 
 # ---------------------------------------------------------------- export
 
+
 def export_review(folder: CaptureFolder, frame_ids: list[str], out: Path, classes: list[str]) -> dict:
     """Write the frames `frame_ids` of a capture folder for review into `out` (an empty temp folder);
     `classes` are the labels the reviewer may use (the data set's the captures go into)."""
     if DROP_LABEL in classes or DROP_LABEL in folder.labels:
-        raise DatasetError(f"the class name '{DROP_LABEL}' is reserved for review; the classes are "
-                           f"{', '.join(classes)}, the device's ({folder.root / 'labels.txt'}) {', '.join(folder.labels)}")
+        raise DatasetError(
+            f"the class name '{DROP_LABEL}' is reserved for review; the classes are "
+            f"{', '.join(classes)}, the device's ({folder.root / 'labels.txt'}) {', '.join(folder.labels)}"
+        )
     by_id = {f.id: f for f in folder.frames}
     frames = [by_id[i] for i in frame_ids]
     if folder.task == "detection":
@@ -68,7 +76,8 @@ def export_review(folder: CaptureFolder, frame_ids: list[str], out: Path, classe
             _, _, objects = read_checked_voc(f.annotation, folder.labels)
             shutil.copyfile(f.image, out / "JPEGImages" / f"{f.id}.jpg")
             (out / "Annotations" / f"{f.id}.xml").write_text(
-                voc_xml(f"{f.id}.jpg", f.width, f.height, objects, "LensOps capture (pre-labels)"), encoding="utf-8")
+                voc_xml(f"{f.id}.jpg", f.width, f.height, objects, "LensOps capture (pre-labels)"), encoding="utf-8"
+            )
         (out / "ImageSets" / "Main" / "default.txt").write_text("".join(f"{f.id}\n" for f in frames))
     else:
         for name in [*classes, DROP_LABEL]:
@@ -81,6 +90,7 @@ def export_review(folder: CaptureFolder, frame_ids: list[str], out: Path, classe
 
 
 # ---------------------------------------------------------------- read back
+
 
 @dataclass
 class Review:
@@ -97,8 +107,10 @@ class Review:
 
 def _frame_id(path: Path, known: set[str], review_root: Path) -> str:
     if path.stem not in known:
-        raise DatasetError(f"{path}: frame '{path.stem}' is not among the captures being imported "
-                           f"(was {review_root} exported from another capture folder?)")
+        raise DatasetError(
+            f"{path}: frame '{path.stem}' is not among the captures being imported "
+            f"(was {review_root} exported from another capture folder?)"
+        )
     return path.stem
 
 
@@ -121,8 +133,9 @@ def read_review(review_root: Path, folder: CaptureFolder, frame_ids: list[str], 
             width, height, objects = read_checked_voc(xml, classes, (DROP_LABEL,))
             frame = by_id[frame_id]
             if (width, height) != (frame.width, frame.height):
-                raise DatasetError(f"{xml}: <size> is {width}x{height}, the captured frame is "
-                                   f"{frame.width}x{frame.height}")
+                raise DatasetError(
+                    f"{xml}: <size> is {width}x{height}, the captured frame is {frame.width}x{frame.height}"
+                )
             if images.is_dir() and not any((images / f"{frame_id}{s}").is_file() for s in IMAGE_SUFFIXES):
                 review.dropped[frame_id] = "deleted"
             elif any(o.name == DROP_LABEL for o in objects):
@@ -130,15 +143,19 @@ def read_review(review_root: Path, folder: CaptureFolder, frame_ids: list[str], 
             else:
                 review.boxes[frame_id] = objects
     else:
-        for image in sorted(p for p in review_root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                            and p.is_file() and not p.name.startswith(".")):
+        for image in sorted(
+            p
+            for p in review_root.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+        ):
             frame_id = _frame_id(image, known, review_root)
             label = image.parent.name
             if image.parent.parent != review_root:
                 raise DatasetError(f"{image}: not directly inside a class folder of {review_root}")
             if label != DROP_LABEL and label not in classes:
-                raise DatasetError(f"{image}: label '{label}' (its folder) is not a class "
-                                   f"(classes: {', '.join(classes)})")
+                raise DatasetError(
+                    f"{image}: label '{label}' (its folder) is not a class (classes: {', '.join(classes)})"
+                )
             if frame_id in review.labels or frame_id in review.dropped:
                 raise DatasetError(f"{image}: frame '{frame_id}' is in two class folders")
             if label == DROP_LABEL:

@@ -33,6 +33,7 @@ Detection objects overlap each other by at most 25% of the smaller box.
 
 Same seed, same bytes: every image draws from its own generator seeded by (seed, image).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,20 @@ import cv2
 import numpy as np
 
 from common.files import atomic_dir
-from training.datasets.drawing import (CLASSES, Camera, Fill, contrasting_colour, draw_background, draw_clutter,
-                                       occlude, paint, pose, shape_mask, tight_box, unit_shape)
+from training.datasets.drawing import (
+    CLASSES,
+    Camera,
+    Fill,
+    contrasting_colour,
+    draw_background,
+    draw_clutter,
+    occlude,
+    paint,
+    pose,
+    shape_mask,
+    tight_box,
+    unit_shape,
+)
 from training.datasets.formats import VocObject, voc_xml
 from training.datasets.records import SPLITS, DatasetIndex, DetectionRecord, ImageRecord
 from training.errors import ConfigError
@@ -72,8 +85,15 @@ def _io_min(a: tuple, b: tuple) -> float:
     return iw * ih / max(smaller, 1e-6)
 
 
-def _place(rng: np.random.Generator, w: int, h: int, labels: list[int], max_cut: float,
-           log_area: bool = True, spread_cut: bool = False) -> list[tuple[int, np.ndarray]]:
+def _place(
+    rng: np.random.Generator,
+    w: int,
+    h: int,
+    labels: list[int],
+    max_cut: float,
+    log_area: bool = True,
+    spread_cut: bool = False,
+) -> list[tuple[int, np.ndarray]]:
     """Sizes, poses and positions for objects that overlap each other by at most 25% of the smaller box.
 
     An object's box may lie outside the frame by up to `max_cut` of its width (height); with
@@ -90,8 +110,9 @@ def _place(rng: np.random.Generator, w: int, h: int, labels: list[int], max_cut:
             else:
                 frac = rng.uniform(AREA_RANGE[0], area_max)
             frac *= 0.8 ** (attempt // 10)
-            pts = pose(unit_shape(label, rng), frac * w * h, np.exp(rng.uniform(-0.08, 0.08)),
-                        rng.uniform(0, 2 * np.pi))
+            pts = pose(
+                unit_shape(label, rng), frac * w * h, np.exp(rng.uniform(-0.08, 0.08)), rng.uniform(0, 2 * np.pi)
+            )
             half = pts.max(0)
             cut = rng.uniform(0, max_cut) if spread_cut else max_cut
             lo, hi = half * (1 - 2 * cut), (w, h) - half * (1 - 2 * cut)
@@ -130,18 +151,28 @@ class _SceneStyle:
     required_visible: float = 0.0  # a labelled object with less of its area visible is `difficult`
 
 
-_CLASSIFICATION_STYLE = _SceneStyle(max_cut=0.1, clutter=(0, 2), occlude_p=0.15, log_area=False,
-                                    background_contrast=(0.5, 0.5), shaded_fills=False)
+_CLASSIFICATION_STYLE = _SceneStyle(
+    max_cut=0.1, clutter=(0, 2), occlude_p=0.15, log_area=False, background_contrast=(0.5, 0.5), shaded_fills=False
+)
 # Detection objects may be up to 60% out of the frame; one less than LABEL_MIN_VISIBLE in view is
 # drawn but not labelled, so a detector learns where "in view" ends; one less than REQUIRED_VISIBLE
 # visible (cut or covered) is labelled `difficult`, as the video's ground truth marks it.
-DETECTION_STYLE = _SceneStyle(max_cut=0.6, clutter=(1, 4), occlude_p=0.25, log_area=True,
-                               background_contrast=(0.5, 1.0), shaded_fills=False, spread_cut=True,
-                               min_visible=LABEL_MIN_VISIBLE, required_visible=REQUIRED_VISIBLE)
+DETECTION_STYLE = _SceneStyle(
+    max_cut=0.6,
+    clutter=(1, 4),
+    occlude_p=0.25,
+    log_area=True,
+    background_contrast=(0.5, 1.0),
+    shaded_fills=False,
+    spread_cut=True,
+    min_visible=LABEL_MIN_VISIBLE,
+    required_visible=REQUIRED_VISIBLE,
+)
 
 
-def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
-                  style: _SceneStyle) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]], list[bool]]:
+def _render_still(
+    rng: np.random.Generator, w: int, h: int, labels: list[int], style: _SceneStyle
+) -> tuple[np.ndarray, list[int], list[tuple[int, int, int, int]], list[bool]]:
     """One image with the given objects; returns the image, and the labels, tight boxes and `difficult`
     flags of the objects labelled. An object's visible share counts its pixels that nothing drawn later
     (another object, an occluding blob) covers, over its whole area, as datasets.video counts it."""
@@ -162,9 +193,9 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
             continue
         labelled = _visible(cropped[0], pts) >= style.min_visible
         mask, x0, y0 = cropped
-        owner[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128] = len(owners)
+        owner[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask >= 128] = len(owners)
         owners.append(len(drawn_labels) if labelled else -1)
-        under = img[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128]
+        under = img[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask >= 128]
         fill = Fill.sample(rng, contrasting_colour(rng, under))
         if not style.shaded_fills:
             fill = Fill(fill.colour, "flat", fill.amount, fill.angle)
@@ -184,6 +215,7 @@ def _render_still(rng: np.random.Generator, w: int, h: int, labels: list[int],
 
 
 # ---------------------------------------------------------------- writing
+
 
 def _write_jpeg(path: Path, img: np.ndarray) -> None:
     if not cv2.imwrite(str(path), img, _JPEG):
@@ -217,15 +249,18 @@ def _digits(n: int) -> int:
 def _render_silhouette(rng: np.random.Generator, size: int, label: int) -> np.ndarray:
     """One white shape on black, centred, randomly rotated: the curriculum's first lesson."""
     frac = rng.uniform(*AREA_RANGE)
-    pts = pose(unit_shape(label, rng), frac * size * size, np.exp(rng.uniform(-0.08, 0.08)),
-               rng.uniform(0, 2 * np.pi)) + size / 2
+    pts = (
+        pose(unit_shape(label, rng), frac * size * size, np.exp(rng.uniform(-0.08, 0.08)), rng.uniform(0, 2 * np.pi))
+        + size / 2
+    )
     mask = np.zeros((size, size), np.uint8)
     cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
     return cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR)
 
 
-def synth_classification(out: Path, n: int, seed: int, size: int = 64,
-                         silhouettes: bool = False, classes: Sequence[str] = tuple(CLASSES)) -> DatasetIndex:
+def synth_classification(
+    out: Path, n: int, seed: int, size: int = 64, silhouettes: bool = False, classes: Sequence[str] = tuple(CLASSES)
+) -> DatasetIndex:
     """Write an ImageFolder `out/{train,val,test}/<class>/<NNNNN>.jpg` plus `out/labels.txt`.
 
     Classes are balanced and split 70/15/15 per class, so every class is in every split.
@@ -239,13 +274,17 @@ def synth_classification(out: Path, n: int, seed: int, size: int = 64,
     classes = list(classes)
     unknown = [c for c in classes if c not in CLASSES and c != EMPTY]
     if unknown or not classes or len(set(classes)) != len(classes):
-        raise ConfigError(f"classes={classes}: each must be one of {CLASSES + [EMPTY]}, once"
-                          + (f" (unknown: {unknown})" if unknown else ""))
+        raise ConfigError(
+            f"classes={classes}: each must be one of {CLASSES + [EMPTY]}, once"
+            + (f" (unknown: {unknown})" if unknown else "")
+        )
     if silhouettes and EMPTY in classes:
         raise ConfigError(f"classes={classes}: silhouettes have no {EMPTY!r} class")
     if n < 3 * len(classes):
-        raise ConfigError(f"n={n} is too small: synth_classification needs n >= {3 * len(classes)} "
-                          "so that every class is in every split")
+        raise ConfigError(
+            f"n={n} is too small: synth_classification needs n >= {3 * len(classes)} "
+            "so that every class is in every split"
+        )
     out = Path(out)
     stream = _STREAM_SIL if silhouettes else _STREAM_CLS
     layout = np.random.default_rng([seed, stream])
@@ -271,13 +310,16 @@ def synth_classification(out: Path, n: int, seed: int, size: int = 64,
             _write_jpeg(tmp / rel, img)
             relpaths.append(rel)
         _write_labels(tmp, classes)
-    splits = {s: [ImageRecord(out / rel, int(labels[i])) for i, rel in enumerate(relpaths) if split_of[i] == s]
-              for s in SPLITS}
+    splits = {
+        s: [ImageRecord(out / rel, int(labels[i])) for i, rel in enumerate(relpaths) if split_of[i] == s]
+        for s in SPLITS
+    }
     return DatasetIndex("classification", out, classes, splits)
 
 
-def synth_detection(out: Path, n: int, seed: int, size: int = 160,
-                    aspects: tuple[float, ...] = CAMERA_ASPECTS) -> DatasetIndex:
+def synth_detection(
+    out: Path, n: int, seed: int, size: int = 160, aspects: tuple[float, ...] = CAMERA_ASPECTS
+) -> DatasetIndex:
     """Write a Pascal VOC folder: JPEGImages/, Annotations/, ImageSets/Main/{train,val,test}.txt, labels.txt.
 
     Images hold 1-4 objects (about 2% hold none, a few more only objects too far out of view to be labelled).
@@ -310,10 +352,18 @@ def synth_detection(out: Path, n: int, seed: int, size: int = 160,
             _write_jpeg(tmp / "JPEGImages" / f"{stem}.jpg", img)
             objects = [VocObject(CLASSES[label], box, hard) for label, box, hard in zip(labels, boxes, difficult)]
             (tmp / "Annotations" / f"{stem}.xml").write_text(
-                voc_xml(f"{stem}.jpg", width, size, objects, "LensOps synthetic shapes"))
-            records.append(DetectionRecord(out / "JPEGImages" / f"{stem}.jpg", width, size,
-                                           np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int32),
-                                           np.array(difficult, bool)))
+                voc_xml(f"{stem}.jpg", width, size, objects, "LensOps synthetic shapes")
+            )
+            records.append(
+                DetectionRecord(
+                    out / "JPEGImages" / f"{stem}.jpg",
+                    width,
+                    size,
+                    np.array(boxes, np.float32).reshape(-1, 4),
+                    np.array(labels, np.int32),
+                    np.array(difficult, bool),
+                )
+            )
         for split in SPLITS:
             ids = [f"{i:0{digits}d}\n" for i in range(n) if split_of[i] == split]
             (tmp / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(ids))

@@ -1,5 +1,7 @@
 """The demo video: 1-4 shapes moving through a scene drawn in the detection stills' style (at their
-lowest background contrast), with a per-frame ground truth (`video_gt.json`, schema VIDEO_GT_SCHEMA). Same seed, same bytes."""
+lowest background contrast), with a per-frame ground truth (`video_gt.json`, schema VIDEO_GT_SCHEMA). Same seed,
+same bytes."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +11,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.datasets.drawing import (CLASSES, Camera, Fill, contrasting_colour, draw_background, draw_clutter,
-                                       paint, pose, shape_mask, tight_box, unit_shape)
+from training.datasets.drawing import (
+    CLASSES,
+    Camera,
+    Fill,
+    contrasting_colour,
+    draw_background,
+    draw_clutter,
+    paint,
+    pose,
+    shape_mask,
+    tight_box,
+    unit_shape,
+)
 from common.files import atomic_dir
 from training.datasets.synth import AREA_RANGE, DETECTION_STYLE, REQUIRED_VISIBLE, polygon_area
 from training.errors import ConfigError
@@ -47,10 +60,18 @@ class _Mover:
         speed = rng.uniform(0.15, 0.5) * min(w, h) / fps  # 0.15-0.5 of the short side per second
         heading = rng.uniform(0, 2 * np.pi)
         colour = contrasting_colour(rng, background)
-        mover = cls(label, unit_shape(label, rng), area, float(np.exp(rng.uniform(-0.08, 0.08))),
-                    float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(-3, 3) * np.pi / 180),
-                    rng.uniform(0.2, 0.8, 2) * (w, h), speed * np.array([np.cos(heading), np.sin(heading)]),
-                    bool(rng.random() < 0.4), Fill.sample(rng, colour, textured=False))
+        mover = cls(
+            label,
+            unit_shape(label, rng),
+            area,
+            float(np.exp(rng.uniform(-0.08, 0.08))),
+            float(rng.uniform(0, 2 * np.pi)),
+            float(rng.uniform(-3, 3) * np.pi / 180),
+            rng.uniform(0.2, 0.8, 2) * (w, h),
+            speed * np.array([np.cos(heading), np.sin(heading)]),
+            bool(rng.random() < 0.4),
+            Fill.sample(rng, colour, textured=False),
+        )
         if not DETECTION_STYLE.shaded_fills:  # painted as the detection stills paint objects
             mover.fill = Fill(mover.fill.colour, "flat", mover.fill.amount, mover.fill.angle)
         if not inside:  # start just outside an edge, heading in
@@ -88,7 +109,7 @@ class _Mover:
 def _collide(movers: list[_Mover]) -> None:
     """Let movers that run into each other bounce apart (an elastic collision), so they rarely hide each other."""
     for i, a in enumerate(movers):
-        for b in movers[i + 1:]:
+        for b in movers[i + 1 :]:
             gap = b.centre - a.centre
             distance = float(np.linalg.norm(gap))
             approaching = float(np.dot(b.velocity - a.velocity, gap)) < 0
@@ -115,7 +136,7 @@ def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generat
             continue
         mask, x0, y0 = cropped
         paint(frame, mask, x0, y0, mover.fill.pixels(*mask.shape, rng))
-        owner[y0:y0 + mask.shape[0], x0:x0 + mask.shape[1]][mask >= 128] = len(drawn)
+        owner[y0 : y0 + mask.shape[0], x0 : x0 + mask.shape[1]][mask >= 128] = len(drawn)
         drawn.append((mover, pts, box))
     shown = np.bincount(owner[owner >= 0].ravel(), minlength=len(drawn))
     objects = []
@@ -124,9 +145,14 @@ def _draw_movers(frame: np.ndarray, movers: list[_Mover], rng: np.random.Generat
         if visible >= VIDEO_LISTED_VISIBLE:
             # Like VOC's "difficult": an object mostly out of the frame or hidden may or may not be
             # detected (training labels objects from LABEL_MIN_VISIBLE in view); counts treat it as optional.
-            objects.append({"label": CLASSES[mover.label],
-                            "box": [round(box[0] / w, 5), round(box[1] / h, 5), round(box[2] / w, 5), round(box[3] / h, 5)],
-                            "visible": visible, "difficult": bool(visible < VIDEO_REQUIRED_VISIBLE)})
+            objects.append(
+                {
+                    "label": CLASSES[mover.label],
+                    "box": [round(box[0] / w, 5), round(box[1] / h, 5), round(box[2] / w, 5), round(box[3] / h, 5)],
+                    "visible": visible,
+                    "difficult": bool(visible < VIDEO_REQUIRED_VISIBLE),
+                }
+            )
     return objects
 
 
@@ -155,8 +181,11 @@ def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (32
     for i in range(k):
         mover = _Mover.spawn(rng, background, k, fps, inside=(i == 0 or rng.random() < 0.6))
         for _ in range(20):  # start apart from the others already in view
-            if mover.wait or all(np.linalg.norm(mover.centre - m.centre) >= 0.75 * (mover.radius() + m.radius())
-                                 for m in movers if not m.wait):
+            if mover.wait or all(
+                np.linalg.norm(mover.centre - m.centre) >= 0.75 * (mover.radius() + m.radius())
+                for m in movers
+                if not m.wait
+            ):
                 break
             mover.centre = rng.uniform(0.2, 0.8, 2) * (w, h)
         movers.append(mover)
@@ -188,7 +217,13 @@ def synth_video(out: Path, n_frames: int, seed: int, size: tuple[int, int] = (32
         written.release()
         if frame_count != n_frames:
             raise OSError(f"wrote {n_frames} frames but the video holds {frame_count}")
-        gt = {"schema": VIDEO_GT_SCHEMA, "fps": fps, "width": w, "height": h, "classes": list(CLASSES),
-              "frames": frames_gt}
+        gt = {
+            "schema": VIDEO_GT_SCHEMA,
+            "fps": fps,
+            "width": w,
+            "height": h,
+            "classes": list(CLASSES),
+            "frames": frames_gt,
+        }
         (tmp / "video_gt.json").write_text(json.dumps(gt, indent=1) + "\n")
     return out / "video.mp4"

@@ -3,6 +3,7 @@
 Prints `ENQUEUED <seq>` after each enqueue returned (so the test knows what was acknowledged to
 the caller), `CONNECTED` once connected, `DRAINED` when the outbox is empty; then waits to be killed.
 """
+
 import argparse
 import sys
 import time

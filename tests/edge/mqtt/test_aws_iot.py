@@ -1,4 +1,5 @@
 """AWS IoT Core mode against a Mosquitto that, like IoT Core, requires mutual TLS."""
+
 import sqlite3
 import time
 
@@ -17,8 +18,12 @@ def tls(tmp_path):
 
 
 def aws_config(url, tls, **overrides):
-    return config(url, aws_iot=True, tls={"ca_file": str(tls.ca), "cert_file": str(tls.client_cert),
-                                         "key_file": str(tls.client_key)}, **overrides)
+    return config(
+        url,
+        aws_iot=True,
+        tls={"ca_file": str(tls.ca), "cert_file": str(tls.client_cert), "key_file": str(tls.client_key)},
+        **overrides,
+    )
 
 
 def test_payload_over_128_kb_goes_to_the_dead_letter_table_named_in_the_log_and_takes_no_seq(tls, tmp_path, caplog):

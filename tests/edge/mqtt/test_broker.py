@@ -1,4 +1,5 @@
 """`lensops broker` (edge.broker, amqtt) in its own process: the publisher and a subscriber talk through it."""
+
 import signal
 import socket
 import subprocess
@@ -12,8 +13,12 @@ from tests.edge.mqtt.helpers import config, inference
 def test_embedded_broker_carries_the_publisher_and_stops_on_sigterm(collectors, tmp_path):
     # given the embedded broker on a free port
     port = free_port()
-    broker = subprocess.Popen([sys.executable, "-m", "edge.broker", "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "edge.broker", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for_port(port, 20)
         collector = collectors(port, ["lensops/#"])
@@ -41,7 +46,8 @@ def test_a_port_in_use_is_a_clear_error_and_exit_1():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "edge.broker", "--port", str(port)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, "-m", "edge.broker", "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr, result.stderr

@@ -1,4 +1,5 @@
 """The `mqtt:` section: the minimal form works as written; user errors name the key and value."""
+
 import pytest
 from pydantic import ValidationError
 
@@ -22,9 +23,15 @@ def test_mqtts_implies_tls_and_port_8883():
     assert (config.use_tls, config.port) == (True, 8883)
 
 
-@pytest.mark.parametrize("url, shown", [("http://broker:1883", "'http'"), ("mqtt://", "no host"),
-                                        ("mqtt://broker:99999", "invalid port"),
-                                        ("mqtt://user:pw@broker", "scheme://host[:port] only")])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("http://broker:1883", "'http'"),
+        ("mqtt://", "no host"),
+        ("mqtt://broker:99999", "invalid port"),
+        ("mqtt://user:pw@broker", "scheme://host[:port] only"),
+    ],
+)
 def test_bad_url_names_the_field_and_value(url, shown):
     with pytest.raises(ValueError) as error:
         parse(url=url)

@@ -1,6 +1,7 @@
 """One message the broker refuses never blocks the others: it goes to the outbox's dead-letter table,
 checked at enqueue against max_payload_bytes, or after the broker closed the connection on it
 POISON_STRIKES times in a row. Against a real Mosquitto with `max_packet_size 4096`."""
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ def publish_both(publisher: Publisher) -> None:
 
 
 @pytest.mark.parametrize("limit", [None, 4000], ids=["found by disconnects", "checked at enqueue"])
-def test_a_message_the_broker_refuses_is_dead_lettered_and_blocks_nothing(strict_broker, collectors, tmp_path,
-                                                                          caplog, limit):
+def test_a_message_the_broker_refuses_is_dead_lettered_and_blocks_nothing(
+    strict_broker, collectors, tmp_path, caplog, limit
+):
     # given a broker that refuses packets over 4 KB, and a device with (or without) that limit configured
     caplog.set_level(logging.ERROR, logger="edge.mqtt.publisher")
     collector = collectors(strict_broker.port, ["lensops/#"])
@@ -46,8 +48,9 @@ def test_a_message_the_broker_refuses_is_dead_lettered_and_blocks_nothing(strict
         # when the small and the big results are enqueued, interleaved
         publish_both(publisher)
         # then every small one is delivered, none stays blocked, and every big one is dead-lettered
-        assert collector.wait_for(lambda ms: len({m.json()["seq"] for m in ms if m.topic.endswith("shelf/inference")})
-                                  == SMALL, 60), publisher.stats()
+        assert collector.wait_for(
+            lambda ms: len({m.json()["seq"] for m in ms if m.topic.endswith("shelf/inference")}) == SMALL, 60
+        ), publisher.stats()
         assert publisher.wait_until_drained(10), publisher.stats()
         stats = publisher.stats()
     finally:

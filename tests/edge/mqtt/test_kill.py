@@ -1,4 +1,5 @@
 """A publisher process killed with SIGKILL: nothing it accepted is lost, seq continues, the will says offline."""
+
 import os
 import signal
 import subprocess
@@ -18,8 +19,21 @@ class Child:
 
     def __init__(self, url: str, state: Path, count: int = 0, every: float = 0.0):
         self.process = subprocess.Popen(
-            [sys.executable, str(CHILD), "--url", url, "--state", str(state), "--count", str(count),
-             "--every", str(every)], stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                str(CHILD),
+                "--url",
+                url,
+                "--state",
+                str(state),
+                "--count",
+                str(count),
+                "--every",
+                str(every),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self.last_seq = None
 
     def read_until(self, wanted: str) -> None:
@@ -43,6 +57,7 @@ def children():
     def make(*args, **kwargs) -> Child:
         made.append(Child(*args, **kwargs))
         return made[-1]
+
     yield make
     for child in made:
         if child.process.poll() is None:
@@ -54,7 +69,8 @@ def seqs(collector) -> list[int]:
 
 
 def test_killed_with_a_backlog_then_restarted_delivers_everything_and_seq_continues(
-        mosquitto, collectors, children, tmp_path):
+    mosquitto, collectors, children, tmp_path
+):
     # given a broker that is down while the runner enqueues 40 results
     mosquitto.stop()
     first = children(mosquitto.url, tmp_path / "state", count=40)

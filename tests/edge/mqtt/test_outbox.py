@@ -1,4 +1,5 @@
 """The disk outbox: ordered, bounded (drop-oldest, counted), numbered, and still there after reopening."""
+
 import time
 
 import pytest
@@ -51,6 +52,7 @@ def test_a_failing_build_writes_nothing_and_takes_no_number(tmp_path):
 
         def too_big(seq):
             raise ValueError(f"message {seq} is too big")
+
         with pytest.raises(ValueError):
             store.append_numbered("door", too_big)
         assert (store.depth(), store.dropped(), store.last_seq("door")) == (2, 0, 1)

@@ -19,8 +19,10 @@ def test_every_frame_publishes_everything():
 
 def test_on_change_publishes_when_counts_change_per_source():
     gate = PublishGate(PublishPolicy.ON_CHANGE)
-    decisions = [gate.should_publish("door", counts) for counts in
-                 [{"person": 1}, {"person": 1}, {"person": 2}, {"person": 2, "car": 0}, {}]]
+    decisions = [
+        gate.should_publish("door", counts)
+        for counts in [{"person": 1}, {"person": 1}, {"person": 2}, {"person": 2, "car": 0}, {}]
+    ]
     assert decisions == [True, False, True, False, True], "zero counts equal absent labels"
     assert gate.should_publish("yard", {"person": 1}), "sources are independent"
 

@@ -1,4 +1,5 @@
 """The publisher against a real Mosquitto: order, contiguous seq, broker outages, the bound, status."""
+
 import threading
 import time
 
@@ -63,6 +64,7 @@ def test_broker_outage_loses_nothing_keeps_order_and_drains_the_backlog(make_mos
         for _ in range(total):
             produced.append(publisher.publish_inference(SOURCE, inference()))
             time.sleep(1 / 150)
+
     producer = threading.Thread(target=produce)
     producer.start()
     # when the broker goes away for 3 s mid-stream (SIGTERM: Mosquitto then saves the subscriber's session;
@@ -142,8 +144,14 @@ def test_throughput_and_enqueue_latency(mosquitto, tmp_path):
 def test_deployment_events_are_published_in_the_shipped_shape(mosquitto, collectors, tmp_path):
     collector = collectors(mosquitto.port, [f"lensops/{DEVICE}/deployment"])
     publisher = Publisher.from_config(config(mosquitto.url), DEVICE, tmp_path).start()
-    publisher.publish_deployment({"state": "rejected", "reason": "sha256 mismatch in variants/onnx-fp32/model.onnx",
-                                  "model": "shapes-detector", "version": "8"})
+    publisher.publish_deployment(
+        {
+            "state": "rejected",
+            "reason": "sha256 mismatch in variants/onnx-fp32/model.onnx",
+            "model": "shapes-detector",
+            "version": "8",
+        }
+    )
     assert collector.wait_for(lambda ms: ms, 10)
     event = collector.messages[0].json()
     jsonschema.validate(event, load_schema("deployment"))
@@ -170,6 +178,7 @@ def test_subscription_gets_the_retained_fleet_notice_and_is_renewed_after_a_reco
     def on_notice(got_topic, payload):
         received.append((got_topic, payload))
         arrived.set()
+
     # when the device subscribes, then the broker restarts and a new notice is promoted
     publisher = Publisher.from_config(config(mosquitto.url), DEVICE, tmp_path)
     publisher.subscribe(publisher.topics.fleet_deployment("demo"), on_notice)

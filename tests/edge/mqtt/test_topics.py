@@ -8,7 +8,9 @@ def test_topics_of_a_device():
     assert topics.inference("door") == "lensops/cam-01/door/inference"
     assert topics.status == "lensops/cam-01/status"
     assert topics.deployment == "lensops/cam-01/deployment"
-    assert topics.fleet_deployment("demo") == fleet_deployment_topic("lensops", "demo") == "lensops/fleets/demo/deployment"
+    assert (
+        topics.fleet_deployment("demo") == fleet_deployment_topic("lensops", "demo") == "lensops/fleets/demo/deployment"
+    )
     assert topics.inference_targets("door") == ["lensops/cam-01/door/inference"]
 
 

@@ -1,4 +1,5 @@
 """Output decoding the device and the pipeline share: thresholds, per-class NMS, and the stream hold-over."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,14 @@ def outputs(rows: list[tuple[float, float, list[float]]]) -> tuple[np.ndarray, n
 
 def test_threshold_and_per_class_nms_keep_the_best_box_of_each_object():
     # given two overlapping circle boxes, a square on the same spot, and a weak box elsewhere
-    scores, boxes = outputs([(0.9, 0.1, [0.1, 0.1, 0.4, 0.4]), (0.8, 0.0, [0.12, 0.1, 0.42, 0.4]),
-                             (0.0, 0.7, [0.1, 0.1, 0.4, 0.4]), (0.3, 0.0, [0.6, 0.6, 0.9, 0.9])])
+    scores, boxes = outputs(
+        [
+            (0.9, 0.1, [0.1, 0.1, 0.4, 0.4]),
+            (0.8, 0.0, [0.12, 0.1, 0.42, 0.4]),
+            (0.0, 0.7, [0.1, 0.1, 0.4, 0.4]),
+            (0.3, 0.0, [0.6, 0.6, 0.9, 0.9]),
+        ]
+    )
     # when decoded at the manifest's threshold
     found = decode_detection(scores, boxes, LABELS, spec())
     # then one circle (the better box) and the square remain, best first; the weak box is dropped
@@ -35,10 +42,12 @@ def test_threshold_and_per_class_nms_keep_the_best_box_of_each_object():
 
 def test_hold_over_keeps_a_weak_box_only_where_it_continues_the_last_frame():
     previous = [{"label": "circle", "score": 0.8, "box": [0.1, 0.1, 0.4, 0.4]}]
-    candidates = [{"label": "circle", "score": 0.3, "box": [0.12, 0.1, 0.42, 0.4]},  # continues the circle
-                  {"label": "square", "score": 0.3, "box": [0.1, 0.1, 0.4, 0.4]},  # same place, other label
-                  {"label": "circle", "score": 0.3, "box": [0.6, 0.6, 0.9, 0.9]},  # new and weak
-                  {"label": "square", "score": 0.6, "box": [0.6, 0.1, 0.9, 0.4]}]  # new and strong
+    candidates = [
+        {"label": "circle", "score": 0.3, "box": [0.12, 0.1, 0.42, 0.4]},  # continues the circle
+        {"label": "square", "score": 0.3, "box": [0.1, 0.1, 0.4, 0.4]},  # same place, other label
+        {"label": "circle", "score": 0.3, "box": [0.6, 0.6, 0.9, 0.9]},  # new and weak
+        {"label": "square", "score": 0.6, "box": [0.6, 0.1, 0.9, 0.4]},
+    ]  # new and strong
     kept = hold_over(candidates, previous, 0.5)
     assert kept == [candidates[0], candidates[3]]
     assert hold_over(candidates, [], 0.5) == [candidates[3]], "without a previous frame only the threshold counts"

@@ -1,5 +1,6 @@
 """OpenVINO is imported with its telemetry off: no event is sent (each send forks a process, which
 deadlocked `lensops optimize` next to MXNet's engine, and a device must not call out)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -31,8 +32,14 @@ SCRIPT = textwrap.dedent("""
 def test_importing_and_converting_sends_no_openvino_telemetry(tmp_path):
     # given a fresh process (the telemetry object is a process-wide singleton)
     # when openvino is imported the project's way and a model converted
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     # then nothing was sent
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "sent 0", done.stdout

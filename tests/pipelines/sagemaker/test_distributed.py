@@ -4,6 +4,7 @@
 processes with SageMaker's SM_HOSTS / SM_CURRENT_HOST; the entry point's own bring-up
 (training.distributed) starts one scheduler and a server per host: 2 workers, 2 servers, 1 scheduler.
 """
+
 from __future__ import annotations
 
 import re
@@ -23,10 +24,37 @@ pytestmark = pytest.mark.slow
 def test_two_hosts_train_in_sync_and_the_first_host_writes_the_model(tiny_cls, tmp_path, capfd, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "job"
-    code = lensops_main(["sagemaker", "train", "--local", "--instance-count", "2", "--data", str(tiny_cls),
-                         "--out", str(out), "--task", "classification", "--network", "cifar_resnet20_v1",
-                         "--epochs", "3", "--batch-size", "16", "--input-size", "32", "--optimizer", "adam",
-                         "--lr", "0.01", "--num-workers", "0", "--tracking", "none"])
+    code = lensops_main(
+        [
+            "sagemaker",
+            "train",
+            "--local",
+            "--instance-count",
+            "2",
+            "--data",
+            str(tiny_cls),
+            "--out",
+            str(out),
+            "--task",
+            "classification",
+            "--network",
+            "cifar_resnet20_v1",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "16",
+            "--input-size",
+            "32",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.01",
+            "--num-workers",
+            "0",
+            "--tracking",
+            "none",
+        ]
+    )
     printed = capfd.readouterr().out
     assert code == 0, printed[-3000:]
     # both workers end with the same trainable weights (dist_sync: the servers hold one copy)
@@ -46,8 +74,13 @@ def test_two_hosts_train_in_sync_and_the_first_host_writes_the_model(tiny_cls, t
 def test_role_environment_follows_the_sagemaker_toolkit():
     env = RunEnvironment(in_sagemaker=True, hosts=["algo-1", "algo-2", "algo-3"], current_host="algo-2")
     roles = role_environment("server", env, {"DMLC_PS_ROOT_URI": "10.0.0.5"})
-    assert roles == {"DMLC_ROLE": "server", "DMLC_PS_ROOT_URI": "10.0.0.5", "DMLC_PS_ROOT_PORT": "8000",
-                     "DMLC_NUM_WORKER": "3", "DMLC_NUM_SERVER": "3"}
+    assert roles == {
+        "DMLC_ROLE": "server",
+        "DMLC_PS_ROOT_URI": "10.0.0.5",
+        "DMLC_PS_ROOT_PORT": "8000",
+        "DMLC_NUM_WORKER": "3",
+        "DMLC_NUM_SERVER": "3",
+    }
 
 
 def test_nothing_starts_for_one_host_or_when_the_container_started_the_roles():
@@ -71,9 +104,29 @@ def test_a_failing_multi_host_job_ends_and_leaves_no_role_running(tiny_cls, tmp_
     import time
 
     started = time.monotonic()
-    code = lensops_main(["sagemaker", "train", "--local", "--instance-count", "2", "--data", str(tiny_cls),
-                         "--out", str(tmp_path / "job"), "--task", "classification", "--network", "nope_net",
-                         "--epochs", "1", "--num-workers", "0", "--tracking", "none"])
+    code = lensops_main(
+        [
+            "sagemaker",
+            "train",
+            "--local",
+            "--instance-count",
+            "2",
+            "--data",
+            str(tiny_cls),
+            "--out",
+            str(tmp_path / "job"),
+            "--task",
+            "classification",
+            "--network",
+            "nope_net",
+            "--epochs",
+            "1",
+            "--num-workers",
+            "0",
+            "--tracking",
+            "none",
+        ]
+    )
     out = capfd.readouterr()
     assert code != 0 and "nope_net" in out.out + out.err
     assert time.monotonic() - started < 120, "the hosts and their roles stop instead of waiting for each other"

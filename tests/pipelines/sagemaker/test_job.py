@@ -4,6 +4,7 @@ moto accepts CreateTrainingJob and reports Completed at once without running any
 model.tar.gz, so these tests check what SageMaker receives (the request, the uploaded code and data)
 and put the model.tar.gz that the same entry point produces under `--local` where the job points.
 """
+
 from __future__ import annotations
 
 import io
@@ -30,11 +31,21 @@ def keys(prefix: str = "") -> list[str]:
 
 
 def test_dry_run_prints_the_request_and_sends_nothing(aws, tiny_cls, capsys):
-    code = launch("--dry-run", "--data", str(tiny_cls), "--instance-count", "2", "--spot",
-                  "--task", "classification", "--epochs", "3")
+    code = launch(
+        "--dry-run",
+        "--data",
+        str(tiny_cls),
+        "--instance-count",
+        "2",
+        "--spot",
+        "--task",
+        "classification",
+        "--epochs",
+        "3",
+    )
     out = capsys.readouterr().out
     assert code == 0
-    request = json.loads(out[out.index("{"):])
+    request = json.loads(out[out.index("{") :])
     spec = request["AlgorithmSpecification"]
     # the project's entry point in AWS's MXNet 1.9 training container, script mode
     assert spec["TrainingImage"].endswith("/mxnet-training:1.9.0-cpu-py38")
@@ -59,8 +70,24 @@ def test_dry_run_prints_the_request_and_sends_nothing(aws, tiny_cls, capsys):
 
 def test_a_job_uploads_code_and_data_then_attach_downloads_its_model(aws, tiny_cls, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    hyperparameters = ["--task", "classification", "--network", "mobilenet0.25", "--epochs", "1",
-                       "--model-name", "sm-classifier", "--batch-size", "16", "--input-size", "32", "--num-workers", "0", "--tracking", "none"]
+    hyperparameters = [
+        "--task",
+        "classification",
+        "--network",
+        "mobilenet0.25",
+        "--epochs",
+        "1",
+        "--model-name",
+        "sm-classifier",
+        "--batch-size",
+        "16",
+        "--input-size",
+        "32",
+        "--num-workers",
+        "0",
+        "--tracking",
+        "none",
+    ]
     assert launch("--no-wait", "--data", str(tiny_cls), *hyperparameters) == 0
     name = re.search(r"training job: (\S+)", capsys.readouterr().out).group(1)
     job = boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
@@ -77,10 +104,12 @@ def test_a_job_uploads_code_and_data_then_attach_downloads_its_model(aws, tiny_c
 
     # the same entry point, run as the container runs it, makes the job's model.tar.gz
     local = tmp_path / "local"
-    assert lensops_main(["sagemaker", "train", "--local", "--data", str(tiny_cls), "--out", str(local),
-                         *hyperparameters]) == 0
+    assert (
+        lensops_main(["sagemaker", "train", "--local", "--data", str(tiny_cls), "--out", str(local), *hyperparameters])
+        == 0
+    )
     artifact = job["ModelArtifacts"]["S3ModelArtifacts"]
-    bucket, key = artifact[len("s3://"):].split("/", 1)
+    bucket, key = artifact[len("s3://") :].split("/", 1)
     boto3.client("s3").upload_file(str(local / "model.tar.gz"), bucket, key)
 
     out = tmp_path / "downloaded"
@@ -95,11 +124,18 @@ def test_a_job_uploads_code_and_data_then_attach_downloads_its_model(aws, tiny_c
     # from the job to the registry: the same evaluate -> optimize -> package -> register -> promote as a local run
     monkeypatch.chdir(tmp_path)
     registry = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    params = {"models": {"from_job": {"name": "sm-classifier", "model_dir": str(out / "model"), "data": str(tiny_cls)}},
-              "pipeline": {"registry": {"type": "mlflow", "uri": registry}, "variants": ["mxnet-fp32", "onnx-fp32"],
-                           "latency_runs": 3, "golden_samples": 2, "calibration_images": 16,
-                           "parity": {"max_accuracy_drop_pt": 100.0},
-                           "promote": {"min_improvement": -1.0, "latency_budget_ms": 10000.0}}}
+    params = {
+        "models": {"from_job": {"name": "sm-classifier", "model_dir": str(out / "model"), "data": str(tiny_cls)}},
+        "pipeline": {
+            "registry": {"type": "mlflow", "uri": registry},
+            "variants": ["mxnet-fp32", "onnx-fp32"],
+            "latency_runs": 3,
+            "golden_samples": 2,
+            "calibration_images": 16,
+            "parity": {"max_accuracy_drop_pt": 100.0},
+            "promote": {"min_improvement": -1.0, "latency_budget_ms": 10000.0},
+        },
+    }
     (tmp_path / "params.yaml").write_text(json.dumps(params))
     for command in (["evaluate"], ["optimize"], ["package", "build"], ["register"], ["promote"]):
         assert lensops_main([*command, "--model", "from_job"]) == 0, command
@@ -109,12 +145,15 @@ def test_a_job_uploads_code_and_data_then_attach_downloads_its_model(aws, tiny_c
     assert version.tags["sagemaker_job"] == name
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "s3:/lensops-jobs/data"], "'s3:/lensops-jobs/data' is not an S3 URI"),
-    (["--data", "s3://lensops-jobs/no/such/prefix"], "nothing under s3://lensops-jobs/no/such/prefix"),
-    (["--data", "s3://lensops-missing-bucket/data"], "bucket 'lensops-missing-bucket' does not exist"),
-    (["--data", "/no/such/folder"], "/no/such/folder is not a folder"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "s3:/lensops-jobs/data"], "'s3:/lensops-jobs/data' is not an S3 URI"),
+        (["--data", "s3://lensops-jobs/no/such/prefix"], "nothing under s3://lensops-jobs/no/such/prefix"),
+        (["--data", "s3://lensops-missing-bucket/data"], "bucket 'lensops-missing-bucket' does not exist"),
+        (["--data", "/no/such/folder"], "/no/such/folder is not a folder"),
+    ],
+)
 def test_bad_channels_are_named_and_nothing_is_created(aws, args, message, capsys):
     assert launch(*args, "--epochs", "1") == 2
     assert message in capsys.readouterr().err
@@ -122,11 +161,14 @@ def test_bad_channels_are_named_and_nothing_is_created(aws, args, message, capsy
 
 
 def test_unknown_role_and_missing_bucket_are_named(aws, tiny_cls, capsys):
-    assert lensops_main(["sagemaker", "train", "--role", "NoSuchRole", "--bucket", BUCKET,
-                         "--data", str(tiny_cls)]) == 2
+    assert (
+        lensops_main(["sagemaker", "train", "--role", "NoSuchRole", "--bucket", BUCKET, "--data", str(tiny_cls)]) == 2
+    )
     assert "role 'NoSuchRole' does not exist" in capsys.readouterr().err
-    assert lensops_main(["sagemaker", "train", "--role", ROLE, "--bucket", "lensops-nowhere",
-                         "--data", str(tiny_cls)]) == 2
+    assert (
+        lensops_main(["sagemaker", "train", "--role", ROLE, "--bucket", "lensops-nowhere", "--data", str(tiny_cls)])
+        == 2
+    )
     assert "bucket 'lensops-nowhere' does not exist" in capsys.readouterr().err
     assert keys() == [] and boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
 
@@ -160,10 +202,13 @@ def test_unknown_job_is_named(aws, capsys, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("status, extra, message", [
-    ("Failed", {"FailureReason": "AlgorithmError: out of memory"}, "failed: AlgorithmError: out of memory"),
-    ("Stopped", {"SecondaryStatus": "Stopped"}, "was stopped"),
-])
+@pytest.mark.parametrize(
+    "status, extra, message",
+    [
+        ("Failed", {"FailureReason": "AlgorithmError: out of memory"}, "failed: AlgorithmError: out of memory"),
+        ("Stopped", {"SecondaryStatus": "Stopped"}, "was stopped"),
+    ],
+)
 def test_failed_and_stopped_jobs_end_with_their_reason(status, extra, message):
     # moto cannot fail or stop a job (StopTrainingJob is not implemented): the description's shape is SageMaker's
     with pytest.raises(JobFailed, match=message) as raised:

@@ -1,4 +1,5 @@
 """SageMaker script mode, emulated locally: the entry point runs in a container-like /opt/ml tree."""
+
 from __future__ import annotations
 
 import tarfile
@@ -17,10 +18,33 @@ def test_local_job_leaves_model_tar_gz(tiny_cls, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # given a data channel and hyperparameters as SageMaker would pass them
     out = tmp_path / "job"
-    code = lensops_main(["sagemaker", "train", "--local", "--data", str(tiny_cls), "--out", str(out),
-                         "--task", "classification", "--network", "mobilenet0.25", "--epochs", "1",
-                         "--batch-size", "16", "--input-size", "32", "--lr", "0.002", "--optimizer", "adam",
-                         "--num-workers", "0"])
+    code = lensops_main(
+        [
+            "sagemaker",
+            "train",
+            "--local",
+            "--data",
+            str(tiny_cls),
+            "--out",
+            str(out),
+            "--task",
+            "classification",
+            "--network",
+            "mobilenet0.25",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--input-size",
+            "32",
+            "--lr",
+            "0.002",
+            "--optimizer",
+            "adam",
+            "--num-workers",
+            "0",
+        ]
+    )
     printed = capsys.readouterr().out
     # then the job succeeds and leaves model.tar.gz with the exported network at its root
     assert code == 0, printed[-2000:]
@@ -35,8 +59,23 @@ def test_local_job_leaves_model_tar_gz(tiny_cls, tmp_path, monkeypatch, capsys):
 
 def test_failed_job_writes_failure_and_no_model(tiny_cls, tmp_path, capsys):
     out = tmp_path / "job"
-    code = lensops_main(["sagemaker", "train", "--local", "--data", str(tiny_cls), "--out", str(out),
-                         "--task", "classification", "--network", "nope_net", "--epochs", "1"])
+    code = lensops_main(
+        [
+            "sagemaker",
+            "train",
+            "--local",
+            "--data",
+            str(tiny_cls),
+            "--out",
+            str(out),
+            "--task",
+            "classification",
+            "--network",
+            "nope_net",
+            "--epochs",
+            "1",
+        ]
+    )
     err = capsys.readouterr()
     assert code != 0
     assert "nope_net" in err.out + err.err

@@ -3,6 +3,7 @@
 Captures are written by the device's own Capture (edge/capture.py), so the tests read the real format;
 its clock is replaced so that frames carry the times a test needs.
 """
+
 from __future__ import annotations
 
 import json
@@ -86,6 +87,7 @@ def reviewed_as_is(device: Device, out: Path) -> Path:
 
 # -- dedup -----------------------------------------------------------------------------------------
 
+
 def test_threshold_separates_reencoded_copies_from_changed_scenes():
     frame = scene(1)
     moved = frame.copy()
@@ -108,10 +110,12 @@ def test_exact_and_near_duplicates_are_dropped_keeping_the_oldest(tmp_path, monk
     # then only the oldest copy and the two other scenes are in the data set
     imported = [i for ids in split_ids(tmp_path / "data").values() for i in ids]
     assert sorted(imported) == sorted([first, *others]), imported
-    assert record["dropped"][exact] == {"reason": "exact-duplicate", "detail": f"exact duplicate of {first}"}, \
-        record["dropped"]
-    assert record["dropped"][near] == {"reason": "near-duplicate", "detail": f"near duplicate of {first}"}, \
-        record["dropped"]
+    assert record["dropped"][exact] == {"reason": "exact-duplicate", "detail": f"exact duplicate of {first}"}, record[
+        "dropped"
+    ]
+    assert record["dropped"][near] == {"reason": "near-duplicate", "detail": f"near duplicate of {first}"}, record[
+        "dropped"
+    ]
 
 
 def test_an_undecodable_captured_image_is_an_error_naming_it(tmp_path, monkeypatch):
@@ -126,6 +130,7 @@ def test_an_undecodable_captured_image_is_an_error_naming_it(tmp_path, monkeypat
 
 
 # -- split by source and time ----------------------------------------------------------------------
+
 
 def test_split_by_source_and_time_leaks_nothing(tmp_path, monkeypatch):
     # given two cameras, each seen in several visits (segments) of a few frames seconds apart
@@ -148,8 +153,10 @@ def test_split_by_source_and_time_leaks_nothing(tmp_path, monkeypatch):
         by_segment.setdefault(f["segment"], set()).add(f["split"])
     assert len(by_segment) == 9 and all(len(s) == 1 for s in by_segment.values()), by_segment
     for source in visits:
-        times = {split: [f["time"] for f in frames.values() if f["source"] == source and f["split"] == split]
-                 for split in ("train", "val", "test")}
+        times = {
+            split: [f["time"] for f in frames.values() if f["source"] == source and f["split"] == split]
+            for split in ("train", "val", "test")
+        }
         assert all(times.values()), f"{source}: every split has a visit ({times})"
         assert max(times["train"]) < min(times["val"]) and max(times["val"]) < min(times["test"]), times
     # and the split lists say the same, and the data set check accepts it
@@ -189,14 +196,19 @@ def test_one_long_visit_is_cut_into_segments_and_one_short_visit_goes_to_train(t
     for k in range(12):  # one frame every 50 s for 10 minutes: no pause, cut every 200 s
         device.save(scene(100 + k), "door", at_s=50 * k)
     device.save(scene(200), "lobby", at_s=10)
-    record = import_capture(device.root, tmp_path / "data", ImportOptions(segment_gap_s=60, segment_max_s=200),
-                            reviewed=reviewed_as_is(device, tmp_path / "review"))
+    record = import_capture(
+        device.root,
+        tmp_path / "data",
+        ImportOptions(segment_gap_s=60, segment_max_s=200),
+        reviewed=reviewed_as_is(device, tmp_path / "review"),
+    )
     door = [f for f in record["frames"].values() if f["source"] == "door"]
     assert len({f["segment"] for f in door}) == 3 and {f["split"] for f in door} == {"train", "val", "test"}
     assert [f["split"] for f in record["frames"].values() if f["source"] == "lobby"] == ["train"]
 
 
 # -- merge -----------------------------------------------------------------------------------------
+
 
 def test_merge_keeps_the_base_and_adds_the_captures(tmp_path, monkeypatch):
     # given the demo's kind of data set and captures, one of them a copy of a base image
@@ -224,6 +236,7 @@ def test_merge_keeps_the_base_and_adds_the_captures(tmp_path, monkeypatch):
 
 # -- review ----------------------------------------------------------------------------------------
 
+
 def _review_folder(tmp_path, monkeypatch, frames: int = 4) -> tuple[Device, list[str], Path]:
     device = Device(tmp_path / "capture", monkeypatch)
     ids = [device.save(scene(s), at_s=100 * s) for s in range(frames)]
@@ -245,8 +258,10 @@ def test_reviewed_labels_replace_pre_labels_and_dropped_frames_go(tmp_path, monk
     (review / "JPEGImages" / f"{ids[3]}.jpg").unlink()
     # and the captures are imported with the review
     capsys.readouterr()
-    assert main(["data", "import-capture", str(device.root), "--out", str(tmp_path / "data"),
-                 "--reviewed", str(review)]) == 0
+    assert (
+        main(["data", "import-capture", str(device.root), "--out", str(tmp_path / "data"), "--reviewed", str(review)])
+        == 0
+    )
     # then the data set holds the reviewed labels of the frames kept, and nothing else
     index = load_dataset(tmp_path / "data", "detection")
     records = [r for s in index.splits.values() for r in s]
@@ -276,25 +291,47 @@ def test_a_reviewer_may_use_a_class_of_the_merged_set_the_serving_model_lacks(tm
     xml = review / "Annotations" / f"{ids[0]}.xml"
     xml.write_text(xml.read_text().replace("<name>circle</name>", "<name>star</name>"))
     # then the import into the base accepts it
-    assert main(["data", "import-capture", str(device.root), "--out", str(tmp_path / "data"), "--merge", str(base),
-                 "--reviewed", str(review)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "import-capture",
+                str(device.root),
+                "--out",
+                str(tmp_path / "data"),
+                "--merge",
+                str(base),
+                "--reviewed",
+                str(review),
+            ]
+        )
+        == 0
+    )
     index = load_dataset(tmp_path / "data", "detection")
     starred = next(r for s in index.splits.values() for r in s if r.path.stem == ids[0])
     assert [index.classes[i] for i in starred.labels] == ["star"]
 
 
-@pytest.mark.parametrize("damage, named", [
-    (lambda xml: xml.write_text("<annotation><size>"), "not a readable Pascal VOC annotation"),
-    (lambda xml: xml.write_text(xml.read_text().replace("<name>circle</name>", "<name>dragon</name>")),
-     "label 'dragon'"),
-    (lambda xml: xml.write_text(xml.read_text().replace("<xmax>", "<xmax>x")), "<xmax> is not a number"),
-    (lambda xml: xml.write_text(xml.read_text().replace("<width>96</width>", "<width>64</width>")),
-     "<size> is 64x96"),
-    (lambda xml: shutil.copyfile(xml, xml.with_name("20990101T000000000000Z-other-000001.xml")),
-     "is not among the captures"),
-])
-def test_bad_review_is_one_error_naming_the_file_and_nothing_is_written(tmp_path, monkeypatch, capsys,
-                                                                         damage, named):
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda xml: xml.write_text("<annotation><size>"), "not a readable Pascal VOC annotation"),
+        (
+            lambda xml: xml.write_text(xml.read_text().replace("<name>circle</name>", "<name>dragon</name>")),
+            "label 'dragon'",
+        ),
+        (lambda xml: xml.write_text(xml.read_text().replace("<xmax>", "<xmax>x")), "<xmax> is not a number"),
+        (
+            lambda xml: xml.write_text(xml.read_text().replace("<width>96</width>", "<width>64</width>")),
+            "<size> is 64x96",
+        ),
+        (
+            lambda xml: shutil.copyfile(xml, xml.with_name("20990101T000000000000Z-other-000001.xml")),
+            "is not among the captures",
+        ),
+    ],
+)
+def test_bad_review_is_one_error_naming_the_file_and_nothing_is_written(tmp_path, monkeypatch, capsys, damage, named):
     device, ids, review = _review_folder(tmp_path, monkeypatch)
     xml = review / "Annotations" / f"{ids[1]}.xml"
     damage(xml)
@@ -303,8 +340,9 @@ def test_bad_review_is_one_error_naming_the_file_and_nothing_is_written(tmp_path
     err = capsys.readouterr().err
     assert code != 0 and err.count("error:") == 1, err
     assert named in err and "Annotations/" in err and ".xml" in err, err
-    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".data")], \
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".data")], (
         "nothing half-written"
+    )
 
 
 def test_classification_review_is_an_image_folder(tmp_path, monkeypatch, capsys):
@@ -317,21 +355,25 @@ def test_classification_review_is_an_image_folder(tmp_path, monkeypatch, capsys)
     # when the reviewer moves one to 'square' and one to the drop folder, then imports
     (review / "circle" / f"{ids[0]}.jpg").rename(review / "square" / f"{ids[0]}.jpg")
     (review / "circle" / f"{ids[1]}.jpg").rename(review / DROP_LABEL / f"{ids[1]}.jpg")
-    assert main(["data", "import-capture", str(device.root), "--out", str(tmp_path / "data"),
-                 "--reviewed", str(review)]) == 0
+    assert (
+        main(["data", "import-capture", str(device.root), "--out", str(tmp_path / "data"), "--reviewed", str(review)])
+        == 0
+    )
     index = load_dataset(tmp_path / "data", "classification")
     labels = {r.path.stem: index.classes[r.label] for s in index.splits.values() for r in s}
     assert labels == {ids[0]: "square", ids[2]: "circle", ids[3]: "circle"}, labels
     # and a folder that is not a class is an error naming the file and the label
     (review / "dragon").mkdir()
     (review / "circle" / f"{ids[2]}.jpg").rename(review / "dragon" / f"{ids[2]}.jpg")
-    code = main(["data", "import-capture", str(device.root), "--out", str(tmp_path / "data2"),
-                 "--reviewed", str(review)])
+    code = main(
+        ["data", "import-capture", str(device.root), "--out", str(tmp_path / "data2"), "--reviewed", str(review)]
+    )
     err = capsys.readouterr().err
     assert code != 0 and "label 'dragon'" in err and f"{ids[2]}.jpg" in err, err
 
 
 # -- bad capture folders ---------------------------------------------------------------------------
+
 
 def test_a_malformed_sidecar_is_an_error_naming_file_and_field(tmp_path, monkeypatch):
     device = Device(tmp_path / "capture", monkeypatch)
@@ -366,10 +408,17 @@ def test_a_device_label_missing_from_the_merged_set_is_an_error_naming_file_and_
         import_capture(device.root, tmp_path / "data", merge=base)
 
 
-@pytest.mark.parametrize("out, option", [
-    ("capture", "--capture"), ("capture/data", "--capture"), ("review", "--reviewed"),
-    ("review/data", "--reviewed"), ("base/data", "--merge"), (".", "--capture"),
-])
+@pytest.mark.parametrize(
+    "out, option",
+    [
+        ("capture", "--capture"),
+        ("capture/data", "--capture"),
+        ("review", "--reviewed"),
+        ("review/data", "--reviewed"),
+        ("base/data", "--merge"),
+        (".", "--capture"),
+    ],
+)
 def test_an_out_folder_overlapping_an_input_is_refused_naming_both(tmp_path, monkeypatch, capsys, out, option):
     # given captures, their review and a base data set
     device, _, review = _review_folder(tmp_path, monkeypatch)
@@ -377,8 +426,19 @@ def test_an_out_folder_overlapping_an_input_is_refused_naming_both(tmp_path, mon
     synth_detection(base, n=6, seed=1, size=W)
     before = sorted(p for p in tmp_path.rglob("*"))
     # when --out is one of them, inside one, or holds one
-    code = main(["data", "import-capture", str(device.root), "--out", str(tmp_path / out), "--merge", str(base),
-                 "--reviewed", str(review)])
+    code = main(
+        [
+            "data",
+            "import-capture",
+            str(device.root),
+            "--out",
+            str(tmp_path / out),
+            "--merge",
+            str(base),
+            "--reviewed",
+            str(review),
+        ]
+    )
     # then one error names --out and the input, and nothing changed
     err = capsys.readouterr().err
     assert code != 0 and err.count("error:") == 1, err

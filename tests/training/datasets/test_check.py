@@ -1,4 +1,5 @@
 """The data set check: each problem fails with the file named (policy fail) or is skipped and counted (skip)."""
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,9 @@ def test_clean_data_passes_with_nothing_skipped(voc):
     checked, report = check_dataset(index, "fail")
     # then
     assert report.ok and report.skipped == 0 and report.counts == {}, report.summary()
-    assert report.checked == 20 and report.split_sizes == {s: len(index.split(s)) for s in index.splits}, report.summary()
+    assert report.checked == 20 and report.split_sizes == {s: len(index.split(s)) for s in index.splits}, (
+        report.summary()
+    )
     assert checked.splits == index.splits, "a clean data set is returned as it is"
     json.dumps(report.to_dict())  # the report is JSON-able for metrics files
 
@@ -186,8 +189,10 @@ def test_split_emptied_by_skipping_is_still_an_error(voc):
         _truncate(voc / "JPEGImages" / f"{image_id}.jpg")
     n_val = len(_ids(voc, "val"))
     # when / then
-    with pytest.raises(DatasetError, match=f"split 'val' has no records after skipping.*after skipping {n_val} "
-                                           f"\\({n_val} corrupt images"):
+    with pytest.raises(
+        DatasetError,
+        match=f"split 'val' has no records after skipping.*after skipping {n_val} \\({n_val} corrupt images",
+    ):
         check_dataset(load_voc(voc), "skip")
 
 
@@ -239,4 +244,6 @@ def test_a_class_left_without_training_images_is_an_error_naming_it_and_a_counte
     # and with policy skip, training may go on, with the class counted in a warning
     _, report = check_dataset(load_image_folder(root), "skip")
     assert report.counts.get("unsupported file") == 8, report.summary()
-    assert any("1 class(es) without training samples after skipping: star" in w for w in report.warnings), report.warnings
+    assert any("1 class(es) without training samples after skipping: star" in w for w in report.warnings), (
+        report.warnings
+    )

@@ -1,4 +1,5 @@
 """Readers: round-trip the synthetic data, read a hand-written COCO file, record what they cannot use."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,16 @@ import cv2
 import numpy as np
 import pytest
 
-from training.datasets.formats import (MalformedAnnotation, VocObject, load_coco, load_dataset, load_image_folder,
-                                      load_voc, read_voc, voc_xml)
+from training.datasets.formats import (
+    MalformedAnnotation,
+    VocObject,
+    load_coco,
+    load_dataset,
+    load_image_folder,
+    load_voc,
+    read_voc,
+    voc_xml,
+)
 from training.datasets.records import SPLITS
 from training.datasets.synth import CLASSES, synth_classification, synth_detection
 from training.errors import DatasetError
@@ -84,8 +93,10 @@ def test_coco_reader_reads_a_hand_written_file(tmp_path):
         cv2.imwrite(str(tmp_path / "images" / name), np.full((40, 50, 3), 128, np.uint8))
     categories = [{"id": 7, "name": "square"}, {"id": 3, "name": "circle"}]
     train = {
-        "images": [{"id": 1, "file_name": "a.jpg", "width": 50, "height": 40},
-                   {"id": 2, "file_name": "b.jpg", "width": 50, "height": 40}],
+        "images": [
+            {"id": 1, "file_name": "a.jpg", "width": 50, "height": 40},
+            {"id": 2, "file_name": "b.jpg", "width": 50, "height": 40},
+        ],
         "annotations": [
             {"id": 1, "image_id": 1, "category_id": 7, "bbox": [10, 5, 20, 10], "iscrowd": 0},
             {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 5.5, 4], "iscrowd": 0},
@@ -93,8 +104,11 @@ def test_coco_reader_reads_a_hand_written_file(tmp_path):
         ],
         "categories": categories,
     }
-    val = {"images": [{"id": 9, "file_name": "b.jpg", "width": 50, "height": 40}], "annotations": [],
-           "categories": categories}
+    val = {
+        "images": [{"id": 9, "file_name": "b.jpg", "width": 50, "height": 40}],
+        "annotations": [],
+        "categories": categories,
+    }
     (tmp_path / "annotations" / "train.json").write_text(json.dumps(train))
     (tmp_path / "annotations" / "val.json").write_text(json.dumps(val))
     # when
@@ -103,8 +117,9 @@ def test_coco_reader_reads_a_hand_written_file(tmp_path):
     assert index.classes == ["circle", "square"], f"classes must follow category ids: {index.classes}"
     a, b = index.split("train")
     assert a.path == tmp_path / "images" / "a.jpg" and (a.width, a.height) == (50, 40), f"{a.path} {a.width}"
-    np.testing.assert_allclose(a.boxes, [[10, 5, 30, 15], [0, 0, 5.5, 4], [0, 0, 50, 40]],
-                               err_msg="[x,y,w,h] -> corners")
+    np.testing.assert_allclose(
+        a.boxes, [[10, 5, 30, 15], [0, 0, 5.5, 4], [0, 0, 50, 40]], err_msg="[x,y,w,h] -> corners"
+    )
     assert a.labels.tolist() == [1, 0, 0], f"labels {a.labels}"
     assert a.difficult.tolist() == [False, False, True], f"a crowd region is an ignore region: {a.difficult}"
     assert b.boxes.shape == (0, 4) and len(index.split("val")) == 1, "an image without objects is kept"
@@ -114,9 +129,11 @@ def test_coco_reader_reads_a_hand_written_file(tmp_path):
 def test_coco_unknown_category_and_bad_json_become_issues(tmp_path):
     # given a train file that names a category that does not exist, and a broken val file
     (tmp_path / "annotations").mkdir()
-    train = {"images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
-             "annotations": [{"id": 1, "image_id": 1, "category_id": 99, "bbox": [1, 1, 2, 2]}],
-             "categories": [{"id": 1, "name": "circle"}]}
+    train = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 10, "height": 10}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 99, "bbox": [1, 1, 2, 2]}],
+        "categories": [{"id": 1, "name": "circle"}],
+    }
     (tmp_path / "annotations" / "train.json").write_text(json.dumps(train))
     (tmp_path / "annotations" / "val.json").write_text("{not json")
     # when

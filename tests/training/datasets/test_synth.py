@@ -1,4 +1,5 @@
 """Synthetic demo data: deterministic, laid out as documented, boxes that fit the images."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -11,8 +12,14 @@ import pytest
 
 from training.datasets.formats import load_dataset
 from training.datasets.records import SPLITS
-from training.datasets.synth import (CLASSES, DETECTION_STYLE, REQUIRED_VISIBLE, _render_still, synth_classification,
-                                     synth_detection)
+from training.datasets.synth import (
+    CLASSES,
+    DETECTION_STYLE,
+    REQUIRED_VISIBLE,
+    _render_still,
+    synth_classification,
+    synth_detection,
+)
 from training.datasets.video import VIDEO_REQUIRED_VISIBLE
 from training.errors import ConfigError
 
@@ -39,7 +46,9 @@ def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path, make, 
     # then the same seed wrote the very same bytes, another seed other images
     assert a == b, f"{make.__name__}: same seed wrote different files"
     images = [name for name in a if name.endswith(".jpg")]
-    assert images and any(a[name] != c.get(name) for name in images), f"{make.__name__}: seed 6 wrote the same images as 5"
+    assert images and any(a[name] != c.get(name) for name in images), (
+        f"{make.__name__}: seed 6 wrote the same images as 5"
+    )
 
 
 def test_classification_layout_is_a_balanced_image_folder(tmp_path):
@@ -71,8 +80,9 @@ def test_detection_layout_is_pascal_voc_with_boxes_inside_the_image(tmp_path):
     # then
     ids = {s: (out / "ImageSets" / "Main" / f"{s}.txt").read_text().split() for s in SPLITS}
     assert all(ids.values()), f"every split list must be non-empty: {ids}"
-    assert sorted(sum(ids.values(), [])) == sorted(p.stem for p in (out / "JPEGImages").glob("*.jpg")), \
+    assert sorted(sum(ids.values(), [])) == sorted(p.stem for p in (out / "JPEGImages").glob("*.jpg")), (
         "split lists must cover every image exactly once"
+    )
     assert len(list((out / "Annotations").glob("*.xml"))) == 30, "one annotation per image"
     n_objects, widths = 0, set()
     for split in SPLITS:
@@ -83,8 +93,9 @@ def test_detection_layout_is_pascal_voc_with_boxes_inside_the_image(tmp_path):
             widths.add(record.width)
             boxes = record.boxes
             assert boxes.dtype == np.float32 and record.labels.dtype == np.int32, "boxes float32, labels int32"
-            assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= record.width).all() and (boxes[:, 3] <= 96).all(), \
+            assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= record.width).all() and (boxes[:, 3] <= 96).all(), (
                 f"{record.path}: box outside the image {boxes}"
+            )
             assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all(), f"{record.path}: {boxes}"
             for i in range(len(boxes)):
                 for j in range(i):
@@ -94,8 +105,11 @@ def test_detection_layout_is_pascal_voc_with_boxes_inside_the_image(tmp_path):
     assert widths == {96, 128, 171}, f"square, 4:3 and 16:9 frames (CAMERA_ASPECTS) expected, found widths {widths}"
     first = index.split("train")[0]
     xml = ET.parse(out / "Annotations" / f"{first.path.stem}.xml").getroot()
-    assert xml.findtext("size/width") == str(first.width) and xml.findtext("size/height") == "96" \
-        and xml.findtext("size/depth") == "3", "VOC <size> missing"
+    assert (
+        xml.findtext("size/width") == str(first.width)
+        and xml.findtext("size/height") == "96"
+        and xml.findtext("size/depth") == "3"
+    ), "VOC <size> missing"
     for obj in xml.iter("object"):
         assert obj.findtext("name") in CLASSES and obj.findtext("difficult") in ("0", "1"), "VOC <object> fields"
         assert all(obj.findtext(f"bndbox/{t}").isdigit() for t in ("xmin", "ymin", "xmax", "ymax")), "integer box"
@@ -109,8 +123,9 @@ def test_objects_less_than_half_visible_are_difficult_as_in_the_video_ground_tru
     # then a few objects are `difficult`, and the VOC reader reads back the flags written
     assert 0.005 < flags.mean() < 0.1, f"{flags.mean():.3f} of {flags.size} objects difficult"
     read = load_dataset(tmp_path / "det", "detection")
-    assert {r.path.name: r.difficult.tolist() for s in SPLITS for r in read.split(s)} == \
-        {r.path.name: r.difficult.tolist() for r in records}
+    assert {r.path.name: r.difficult.tolist() for s in SPLITS for r in read.split(s)} == {
+        r.path.name: r.difficult.tolist() for r in records
+    }
     # and one rule serves both: the video marks objects below the same visible share
     assert VIDEO_REQUIRED_VISIBLE == REQUIRED_VISIBLE == 0.5
 
@@ -144,8 +159,9 @@ def test_too_few_images_is_a_clear_error(tmp_path):
     assert not (tmp_path / "cls").exists(), "nothing is written on error"
 
 
-@pytest.mark.parametrize("kwargs, named", [({"aspects": ()}, "aspects="), ({"aspects": (1.0, 0.1)}, "aspects="),
-                                           ({"size": 2}, "size=2")])
+@pytest.mark.parametrize(
+    "kwargs, named", [({"aspects": ()}, "aspects="), ({"aspects": (1.0, 0.1)}, "aspects="), ({"size": 2}, "size=2")]
+)
 def test_a_frame_shape_out_of_range_is_a_clear_error(tmp_path, kwargs, named):
     # given / when / then
     with pytest.raises(ConfigError, match=named):

@@ -1,4 +1,5 @@
 """The demo video: every frame decodes, the ground truth matches it, same seed gives the same files."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ def test_video_decodes_with_every_frame_and_matching_ground_truth(tmp_path):
         for obj in entry["objects"]:
             x0, y0, x1, y1 = obj["box"]
             assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, f"frame {entry['index']}: box {obj['box']} not normalized"
-            assert 0.3 <= obj["visible"] <= 1 and obj["difficult"] == (obj["visible"] < 0.5), f"frame {entry['index']}: {obj}"
+            assert 0.3 <= obj["visible"] <= 1 and obj["difficult"] == (obj["visible"] < 0.5), (
+                f"frame {entry['index']}: {obj}"
+            )
             if not obj["difficult"]:  # mostly out of view: optional, not counted
                 counts[obj["label"]] = counts.get(obj["label"], 0) + 1
         assert entry["counts"] == counts, f"frame {entry['index']}: counts {entry['counts']} != objects {counts}"
