@@ -22,7 +22,7 @@ from benchmarks.machine import Settings
 from edge.package.codec import preprocess
 from edge.package.manifest import InputSpec, Variant
 from pipelines.optimize.export import OUTPUT_NAMES, inference_block
-from pipelines.optimize.variants import build_variants
+from pipelines.optimize.variants import build_variants, report_variant
 
 log = logging.getLogger(__name__)
 
@@ -105,16 +105,7 @@ def _from_report(report: dict, build: Path) -> tuple[list[Variant], dict[str, st
     for vid, row in report["variants"].items():
         if not all((build / f).is_file() for f in row["files"]):
             continue
-        variants.append(
-            Variant(
-                id=vid,
-                runtime=row["runtime"],
-                precision=row["precision"],
-                entry=row["entry"],
-                files={f: "" for f in row["files"]},
-                cpu_features=tuple(row["cpu_features"]),
-            )
-        )
+        variants.append(report_variant(vid, row))
         gate[vid] = "passed" if row["passed"] else f"failed: {row['reason']}"
     return variants, gate
 
@@ -134,17 +125,7 @@ def _build_here(block, meta: dict, out: Path, calibration_images: int) -> list[V
         ),
     )
     built = build_variants(block, meta, out, calibration)
-    return [
-        Variant(
-            id=b.id,
-            runtime=b.runtime,
-            precision=b.precision,
-            entry=b.entry,
-            files={f: "" for f in b.files},
-            cpu_features=b.cpu_features,
-        )
-        for b in built
-    ]
+    return [report_variant(b.id, b.row()) for b in built]
 
 
 def prepare(

@@ -56,24 +56,34 @@ def _wait_connected(publisher: Publisher, timeout_s: float = 10) -> None:
         time.sleep(0.01)
 
 
+def _drained(publisher: Publisher) -> float:
+    """perf_counter() once the outbox is empty (RuntimeError after 120 s)."""
+    if not publisher.wait_until_drained(120):
+        raise RuntimeError(f"outbox not drained: {publisher.stats()}")
+    return time.perf_counter()
+
+
+def _figures(n: int, delivered_s: float, enqueue_s: float, times: list[float]) -> dict:
+    """Messages/s delivered and enqueued, and the enqueue call's p50/p99 (ms)."""
+    return {
+        "messages": n,
+        "messages_per_s": round(n / delivered_s),
+        "enqueue_per_s": round(n / enqueue_s),
+        "enqueue_p50_ms": round(float(np.percentile(times, 50)), 3),
+        "enqueue_p99_ms": round(float(np.percentile(times, 99)), 3),
+    }
+
+
 def sustained(url: str, folder, n: int) -> dict:
     publisher = _publisher(url, folder).start()
     try:
         _wait_connected(publisher)
         times, start = _enqueue(publisher, n)
-        enqueued = time.perf_counter()
-        if not publisher.wait_until_drained(120):
-            raise RuntimeError(f"outbox not drained: {publisher.stats()}")
-        done = time.perf_counter()
+        enqueue_s = time.perf_counter() - start
+        done = _drained(publisher)
     finally:
         publisher.stop(drain_timeout_s=2)
-    return {
-        "messages": n,
-        "messages_per_s": round(n / (done - start)),
-        "enqueue_per_s": round(n / (enqueued - start)),
-        "enqueue_p50_ms": round(float(np.percentile(times, 50)), 3),
-        "enqueue_p99_ms": round(float(np.percentile(times, 99)), 3),
-    }
+    return _figures(n, done - start, enqueue_s, times)
 
 
 def drain_only(url: str, folder, n: int) -> dict:
@@ -83,18 +93,10 @@ def drain_only(url: str, folder, n: int) -> dict:
     try:
         start = time.perf_counter()
         publisher.start()
-        if not publisher.wait_until_drained(120):
-            raise RuntimeError(f"outbox not drained: {publisher.stats()}")
-        done = time.perf_counter()
+        done = _drained(publisher)
     finally:
         publisher.stop(drain_timeout_s=2)
-    return {
-        "messages": n,
-        "messages_per_s": round(n / (done - start)),
-        "enqueue_per_s": round(n / enqueue_s),
-        "enqueue_p50_ms": round(float(np.percentile(times, 50)), 3),
-        "enqueue_p99_ms": round(float(np.percentile(times, 99)), 3),
-    }
+    return _figures(n, done - start, enqueue_s, times)
 
 
 def run(settings: Settings) -> dict:

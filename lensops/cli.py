@@ -256,7 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="turn a device's capture folder into a data set "
         "(deduplicated, split by source and time; Pascal VOC or ImageFolder)",
     )
-    importer.add_argument("capture", type=Path, help="capture folder (the edge runner's capture.dir)")
     importer.add_argument("--out", type=Path, required=True, help="data set folder to write (replaced atomically)")
     importer.add_argument("--merge", type=Path, help="existing data set to merge into (copied into --out)")
     importer.add_argument(
@@ -271,7 +270,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="write deduplicated captures with their pre-labels for "
         "review in a labelling tool (Pascal VOC; ImageFolder for classification)",
     )
-    review.add_argument("capture", type=Path, help="capture folder (the edge runner's capture.dir)")
     review.add_argument("--out", type=Path, required=True, help="review folder to write (replaced atomically)")
     review.add_argument(
         "--merge",
@@ -279,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the data set the import will merge into (frames duplicating its images are left out)",
     )
     for p in (importer, review):
+        p.add_argument("capture", type=Path, help="capture folder (the edge runner's capture.dir)")
         # defaults: training.datasets.capture_import.ImportOptions
         p.add_argument(
             "--near-duplicate-bits",

@@ -14,9 +14,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from edge.package import Latency, Manifest, Sample, Variant, pack, sha256_file, verify_dir
+from edge.package import Latency, Manifest, Sample, pack, sha256_file, verify_dir
 from edge.package.manifest import MANIFEST, InputSpec, OutputSpec, PackageError
 from edge.package.signing import sign_manifest
+from pipelines.optimize.variants import report_variant
 
 EVALUATION_KEYS = ("accuracy", "map")
 
@@ -67,21 +68,12 @@ def build_package(
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(build_dir / rel, tmp / rel)
             variants.append(
-                Variant(
-                    id=vid,
-                    runtime=row["runtime"],
-                    precision=row["precision"],
-                    entry=row["entry"],
-                    files={rel: sha256_file(tmp / rel) for rel in row["files"]},
-                    cpu_features=tuple(row["cpu_features"]),
+                report_variant(
+                    vid,
+                    row,
+                    {rel: sha256_file(tmp / rel) for rel in row["files"]},
                     parity={k: float(v) for k, v in row["parity"].items()},
-                    latency=Latency(
-                        median_ms=row["latency"]["median_ms"],
-                        p90_ms=row["latency"]["p90_ms"],
-                        batch=row["latency"]["batch"],
-                        threads=row["latency"]["threads"],
-                        runs=row["latency"]["runs"],
-                    ),
+                    latency=Latency(**{k: row["latency"][k] for k in Latency.model_fields}),
                 )
             )
         samples, sample_files = [], {}

@@ -21,12 +21,12 @@ from common.cpu import INTERESTING_FLAGS, cpu_model
 from common.errors import UserError
 from common.files import atomic_dir, write_text
 from edge.package.codec import decode, preprocess
-from edge.package.manifest import InputSpec, OutputSpec, Variant
+from edge.package.manifest import InputSpec, OutputSpec
 from edge.package.runtimes import cpu_features, default_threads, open_variant
 from pipelines import evaluate
 from pipelines.config import PipelineConfig
 from pipelines.optimize.export import OUTPUT_NAMES, inference_block
-from pipelines.optimize.variants import build_variants
+from pipelines.optimize.variants import build_variants, report_variant
 
 log = logging.getLogger(__name__)
 
@@ -118,21 +118,8 @@ def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig)
     }
     rows = {}
     for b in built:
-        variant = Variant(
-            id=b.id,
-            runtime=b.runtime,
-            precision=b.precision,
-            entry=b.entry,
-            files={f: "" for f in b.files},
-            cpu_features=b.cpu_features,
-        )
-        row = {
-            "runtime": b.runtime,
-            "precision": b.precision,
-            "entry": b.entry,
-            "files": b.files,
-            "cpu_features": list(b.cpu_features),
-        }
+        row = b.row()
+        variant = report_variant(b.id, row)
         try:
             session = open_variant(build_dir, variant, output_spec.names)
             preds = evaluate.predict(session.run, val, input_spec, output_spec)

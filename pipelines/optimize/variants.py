@@ -13,10 +13,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from common.errors import UserError
+from edge.package.manifest import Variant
 from edge.package.runtimes import import_openvino
 
 VARIANTS = ("mxnet-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16", "openvino-int8")
@@ -41,6 +43,31 @@ class BuiltVariant:
     @property
     def cpu_features(self) -> tuple[str, ...]:
         return CPU_FEATURES.get(self.id, ())
+
+    def row(self) -> dict:
+        """Its row of the optimize report (optimize.json `variants`), before it is measured."""
+        return {
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "entry": self.entry,
+            "files": list(self.files),
+            "cpu_features": list(self.cpu_features),
+        }
+
+
+def report_variant(vid: str, row: dict, files: Optional[dict[str, str]] = None, **more) -> Variant:
+    """The manifest entry of variant `vid` from its row of the optimize report: `files` maps each file to
+    its sha256 (default: the row's files, digests left empty until packaging); `more` sets other Variant
+    fields (parity, latency)."""
+    return Variant(
+        id=vid,
+        runtime=row["runtime"],
+        precision=row["precision"],
+        entry=row["entry"],
+        files={f: "" for f in row["files"]} if files is None else files,
+        cpu_features=tuple(row["cpu_features"]),
+        **more,
+    )
 
 
 class CalibrationReader:

@@ -37,7 +37,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import common
 import training
@@ -113,24 +113,32 @@ def metric_definitions() -> list[dict]:
     return [{"Name": name, "Regex": rf"\[metric\] {name}=([-+0-9.eE]+)"} for name in METRICS]
 
 
-def stage_source(dest: Path) -> Path:
-    """The script-mode source_dir: the `training` package (and `common`, which it imports), the entry point
-    and requirements.txt."""
+def write_source_dir(
+    dest: Path, packages: Sequence, entry_point: str, module: str, requirements: Sequence[str]
+) -> Path:
+    """A SageMaker source_dir: a copy of each of `packages` (imported package objects), the script
+    `entry_point` that runs `module`'s main(), and requirements.txt (what the container pip-installs)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for package in (common, training):
+    for package in packages:
         shutil.copytree(
             Path(package.__file__).parent,
             dest / package.__name__,
             dirs_exist_ok=True,
             ignore=shutil.ignore_patterns("__pycache__"),
         )
-    (dest / ENTRY_POINT).write_text(
-        '"""SageMaker script-mode entry point: the project\'s training.train."""\n'
-        "import sys\n\nfrom training.train import main\n\n"
+    (dest / entry_point).write_text(
+        f'"""SageMaker entry point: the project\'s {module}."""\n'
+        f"import sys\n\nfrom {module} import main\n\n"
         'if __name__ == "__main__":\n    sys.exit(main())\n'
     )
-    (dest / "requirements.txt").write_text("\n".join(REQUIREMENTS) + "\n")
+    (dest / "requirements.txt").write_text("\n".join(requirements) + "\n")
     return dest
+
+
+def stage_source(dest: Path) -> Path:
+    """The script-mode source_dir: the `training` package (and `common`, which it imports), the entry point
+    and requirements.txt."""
+    return write_source_dir(dest, (common, training), ENTRY_POINT, "training.train", REQUIREMENTS)
 
 
 def parse_s3_uri(uri: str, what: str) -> tuple[str, str]:

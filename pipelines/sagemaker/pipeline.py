@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -40,6 +39,7 @@ from pipelines.sagemaker.job import (
     SageMakerJobs,
     import_sagemaker,
     stage_source,
+    write_source_dir,
 )
 
 STEP_ENTRY = "lensops_pipeline_step.py"
@@ -125,20 +125,8 @@ def stage_pipeline_source(dest: Path, params: Path, request: PipelineRequest) ->
     import edge
     import pipelines
 
-    stage_source(dest)
-    for package in (edge, pipelines):
-        shutil.copytree(
-            Path(package.__file__).parent,
-            dest / package.__name__,
-            dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns("__pycache__"),
-        )
-    (dest / STEP_ENTRY).write_text(
-        '"""SageMaker Pipeline processing steps: pipelines.sagemaker.steps."""\n'
-        "import sys\n\nfrom pipelines.sagemaker.steps import main\n\n"
-        'if __name__ == "__main__":\n    sys.exit(main())\n'
-    )
-    (dest / "requirements.txt").write_text("\n".join(STEP_REQUIREMENTS) + "\n")
+    stage_source(dest)  # the training step's entry point and packages; the processing steps' next to them
+    write_source_dir(dest, (edge, pipelines), STEP_ENTRY, "pipelines.sagemaker.steps", STEP_REQUIREMENTS)
     config = yaml.safe_load(Path(params).read_text()) or {}
     pipeline = dict(config.get("pipeline") or {})
     pipeline["registry"] = {"type": "sagemaker", "s3_bucket": request.bucket, "s3_prefix": f"{request.prefix}/packages"}
