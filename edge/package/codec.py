@@ -62,7 +62,9 @@ def decode_detection(
 ) -> list[Prediction]:
     """One image's per-class scores [A, C] and normalized boxes [A, 4] -> predictions, best first."""
     threshold = spec.score_threshold if score_threshold is None else score_threshold
-    found = []
+    kept_labels: list[str] = []
+    kept_scores: list[float] = []
+    kept_boxes = []
     for c, label in enumerate(labels):
         mask = scores[:, c] >= threshold
         if not mask.any():
@@ -72,12 +74,20 @@ def decode_detection(
             top = np.argpartition(-cls_scores, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
             cls_boxes, cls_scores = cls_boxes[top], cls_scores[top]
         keep = nms(cls_boxes, cls_scores, spec.nms_iou)
-        # one clip + tolist for the kept boxes (the same floats as per-box np.minimum/maximum and float(), faster);
-        # scores clipped too: a float32 score may exceed 1 by rounding, and a Prediction refuses it
-        kept = zip(np.clip(cls_scores[keep], 0.0, 1.0).tolist(), np.clip(cls_boxes[keep], 0.0, 1.0).tolist())
-        found.extend(Prediction(label=label, score=score, box=box) for score, box in kept)
-    found.sort(key=lambda p: -p.score)
-    return found[: spec.max_detections]
+        kept_labels += [label] * len(keep)
+        kept_scores += cls_scores[keep].tolist()
+        kept_boxes.append(cls_boxes[keep])
+    if not kept_labels:
+        return []
+    # One clip to [0, 1] + tolist for all kept boxes: the same Python floats as the former per-box
+    # np.minimum/np.maximum and float(), in a fraction of the time (np.minimum(np.maximum()) is np.clip's
+    # result, and 3x faster than np.clip on numpy 1.23).
+    kept = kept_boxes[0] if len(kept_boxes) == 1 else np.concatenate(kept_boxes)
+    clipped = np.minimum(np.maximum(kept, 0.0), 1.0).tolist()
+    # best first (a stable sort: equal scores keep the class order), then the first max_detections; a score is
+    # clipped too (a float32 score can round a hair above 1, which a Prediction refuses)
+    best = sorted(range(len(kept_scores)), key=lambda i: -kept_scores[i])[: spec.max_detections]
+    return [Prediction(label=kept_labels[i], score=min(kept_scores[i], 1.0), box=clipped[i]) for i in best]
 
 
 def box_iou(a: list[float], b: list[float]) -> float:
@@ -101,7 +111,7 @@ def hold_over(candidates: list[Prediction], previous: list[Prediction], score_th
 
 def decode_classification(probs: np.ndarray, labels: list[str], top_k: int = 3) -> list[Prediction]:
     order = np.argsort(-probs, kind="stable")[:top_k]
-    scores = np.clip(probs[order], 0.0, 1.0).tolist()  # a float32 softmax may exceed 1 by rounding
+    scores = np.minimum(np.maximum(probs[order], 0.0), 1.0).tolist()  # a float32 softmax may round above 1
     return [Prediction(label=labels[i], score=score) for i, score in zip(order, scores)]
 
 
