@@ -17,21 +17,24 @@ import numpy as np
 
 from benchmarks.broker import Mosquitto, available
 from benchmarks.machine import Settings
+from edge.messages import InferenceResult
 from edge.mqtt import MqttConfig, Publisher
 
-PAYLOAD = {
-    "schema": "lensops.inference/1",
-    "device": "bench",
-    "source": "cam",
-    "frame_ts": "2026-11-22T05:27:55.123Z",
-    "model": {"name": "shapes-detector", "version": "7", "variant": "onnx-fp32"},
-    "latency_ms": {"preprocess": 0.9, "inference": 1.6, "total": 3.1},
-    "predictions": [
-        {"label": "circle", "score": 0.91, "box": [0.12, 0.30, 0.25, 0.71]},
-        {"label": "star", "score": 0.77, "box": [0.52, 0.10, 0.65, 0.41]},
-    ],
-    "counts": {"circle": 1, "star": 1},
-}
+PAYLOAD = InferenceResult.model_validate(
+    {
+        "schema": "lensops.inference/1",
+        "device": "bench",
+        "source": "cam",
+        "frame_ts": "2026-11-22T05:27:55.123Z",
+        "model": {"name": "shapes-detector", "version": "7", "variant": "onnx-fp32"},
+        "latency_ms": {"preprocess": 0.9, "inference": 1.6, "total": 3.1},
+        "predictions": [
+            {"label": "circle", "score": 0.91, "box": [0.12, 0.30, 0.25, 0.71]},
+            {"label": "star", "score": 0.77, "box": [0.52, 0.10, 0.65, 0.41]},
+        ],
+        "counts": {"circle": 1, "star": 1},
+    }
+)
 
 
 def _publisher(url: str, state: str | object) -> Publisher:
@@ -108,5 +111,5 @@ def run(settings: Settings) -> dict:
             "sustained": sustained(broker.url, settings.work / "outbox-sustained", n),
             "drain_only": drain_only(broker.url, settings.work / "outbox-drain", n),
         }
-    size = len(__import__("json").dumps(PAYLOAD))
+    size = len(__import__("json").dumps(PAYLOAD.to_dict()))  # as before: json.dumps of the payload dict
     return {"title": f"Publisher: QoS 1 to a local Mosquitto through the disk outbox ({size}-byte payloads)", **results}

@@ -8,6 +8,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from edge.messages import Prediction
+
 # Saturated BGR colours that stay distinct from each other and from most scenes.
 PALETTE = (
     (0, 255, 0),
@@ -42,23 +44,23 @@ def _text(image: np.ndarray, text: str, origin: tuple[int, int], colour, scale: 
     cv2.putText(image, text, (x + 2, y - base - 2), FONT, scale * 0.5, ink, thickness, cv2.LINE_AA)
 
 
-def annotate(image: np.ndarray, predictions: list[dict], model_info: Optional[dict] = None) -> np.ndarray:
+def annotate(image: np.ndarray, predictions: list[Prediction], model_info: Optional[dict] = None) -> np.ndarray:
     """A copy of `image` (BGR) with detection boxes (normalized [x0, y0, x1, y1]) or the top class drawn on it."""
     out = image.copy()
     height, width = out.shape[:2]
     scale = max(_scale(out), 0.5)
     thickness = max(2, round(2 * scale))
-    boxes = [p for p in predictions if p.get("box") is not None]
-    for p in sorted(boxes, key=lambda p: p.get("score", 0.0)):  # best drawn last, on top
-        x0, y0, x1, y1 = p["box"]
+    boxes = [p for p in predictions if p.box is not None]
+    for p in sorted(boxes, key=lambda p: p.score):  # best drawn last, on top
+        x0, y0, x1, y1 = p.box
         top_left = (round(x0 * width), round(y0 * height))
         bottom_right = (round(x1 * width) - 1, round(y1 * height) - 1)
-        colour = label_colour(str(p["label"]))
+        colour = label_colour(p.label)
         cv2.rectangle(out, top_left, bottom_right, colour, thickness)
-        _text(out, f"{p['label']} {p.get('score', 0.0):.2f}", (top_left[0], top_left[1]), colour, scale)
+        _text(out, f"{p.label} {p.score:.2f}", (top_left[0], top_left[1]), colour, scale)
     if predictions and not boxes:  # classification: the top class in the corner
-        top = max(predictions, key=lambda p: p.get("score", 0.0))
-        _text(out, f"{top['label']} {top.get('score', 0.0):.2f}", (0, 0), label_colour(str(top["label"])), scale * 1.5)
+        top = max(predictions, key=lambda p: p.score)
+        _text(out, f"{top.label} {top.score:.2f}", (0, 0), label_colour(top.label), scale * 1.5)
     if model_info:
         name = f"{model_info.get('name', '?')} v{model_info.get('version', '?')} {model_info.get('variant', '')}"
         _text(out, name.strip(), (0, height), (40, 40, 40), scale)

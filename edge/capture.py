@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.files import write_bytes
 from edge.capture_files import CAPTURE_ID, list_captured, remove_unfinished, voc_xml
+from edge.messages import Prediction
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,9 @@ class CaptureConfig(BaseModel):
         return self
 
 
-def confidence(predictions: list[dict], task: str) -> Optional[float]:
+def confidence(predictions: list[Prediction], task: str) -> Optional[float]:
     """How sure the model was: the top score (classification) or the lowest box score (detection)."""
-    scores = [float(p.get("score", 0.0)) for p in predictions]
+    scores = [p.score for p in predictions]
     if not scores:
         return None
     return max(scores) if task == "classification" else min(scores)
@@ -123,7 +124,7 @@ class Capture:
     def from_config(cls, config: CaptureConfig) -> "Capture":
         return cls(config)
 
-    def wants(self, predictions: list[dict]) -> Optional[str]:
+    def wants(self, predictions: list[Prediction]) -> Optional[str]:
         """Why this frame should be kept ('below_confidence' or 'random'), or None."""
         policy = self.config.policy
         score = confidence(predictions, self.config.task)
@@ -136,7 +137,7 @@ class Capture:
     def offer(
         self,
         image: np.ndarray,
-        predictions: list[dict],
+        predictions: list[Prediction],
         source_id: str,
         labels: tuple[str, ...] = (),
         model: Optional[dict] = None,
@@ -151,14 +152,14 @@ class Capture:
     def save(
         self,
         image: np.ndarray,
-        predictions: list[dict],
+        predictions: list[Prediction],
         source_id: str,
         labels: tuple[str, ...] = (),
         model: Optional[dict] = None,
         reason: str = "manual",
     ) -> Optional[Path]:
         """Save one frame and its predictions, then remove the oldest captures beyond the bound."""
-        names = [str(p["label"]) for p in predictions]
+        names = [p.label for p in predictions]
         folder = self.config.task == "classification"
         problems = [why for n in dict.fromkeys([*labels, *names]) if (why := _label_problem(n, folder))]
         if folder and not predictions:
@@ -193,8 +194,8 @@ class Capture:
                 f"Annotations/{capture_id}.xml": voc_xml(capture_id, width, height, predictions),
             }
         else:
-            top = max(predictions, key=lambda p: p.get("score", 0.0))
-            files = {f"{split}/{top['label']}/{capture_id}.jpg": jpeg}
+            top = max(predictions, key=lambda p: p.score)
+            files = {f"{split}/{top.label}/{capture_id}.jpg": jpeg}
         new_labels = [name for name in dict.fromkeys(labels) if name not in self._labels]
         if new_labels:  # before the image, so no capture ever names a label labels.txt does not list
             self._labels += new_labels
@@ -212,7 +213,7 @@ class Capture:
             "width": width,
             "height": height,
             "model": model,
-            "predictions": predictions,
+            "predictions": [p.to_dict() for p in predictions],  # {label, score[, box]}, as in the inference payload
             "files": sorted(files),
             "bytes": sum(len(d) for d in files.values()),
         }

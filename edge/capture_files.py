@@ -8,12 +8,14 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from edge.messages import Prediction
+
 log = logging.getLogger(__name__)
 
 CAPTURE_ID = re.compile(r"^\d{8}T\d{12}Z-[A-Za-z0-9_.-]+-\d{6}$")
 
 
-def voc_xml(capture_id: str, width: int, height: int, predictions: list[dict]) -> bytes:
+def voc_xml(capture_id: str, width: int, height: int, predictions: list[Prediction]) -> bytes:
     """A Pascal VOC annotation of the predicted boxes (normalized -> 1-based inclusive pixels, with the score).
 
     Boxes narrower or lower than one pixel are left out (the data check calls them degenerate).
@@ -27,19 +29,19 @@ def voc_xml(capture_id: str, width: int, height: int, predictions: list[dict]) -
         ET.SubElement(size, tag).text = str(value)
     ET.SubElement(root, "segmented").text = "0"
     for p in predictions:
-        if p.get("box") is None:
+        if p.box is None:
             continue
-        x0, y0, x1, y1 = (min(max(float(v), 0.0), 1.0) for v in p["box"])
+        x0, y0, x1, y1 = p.box  # in [0, 1]: a Prediction checks it
         left, top, right, bottom = round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height)
         if right - left < 1 or bottom - top < 1:
             continue
         obj = ET.SubElement(root, "object")
         for tag, value in (
-            ("name", p["label"]),
+            ("name", p.label),
             ("pose", "Unspecified"),
             ("truncated", 0),
             ("difficult", 0),
-            ("score", f"{float(p.get('score', 0.0)):.4f}"),
+            ("score", f"{p.score:.4f}"),
         ):
             ET.SubElement(obj, tag).text = str(value)
         box = ET.SubElement(obj, "bndbox")

@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from edge.messages import Prediction
 from edge.package.codec import counts, decode, hold_over, preprocess
 from edge.package.golden import check_samples
 from edge.package.manifest import Manifest, PackageError
@@ -34,18 +35,19 @@ class ModelFailure(Exception):
 
 @dataclass(frozen=True)
 class Result:
-    predictions: list[dict]
+    predictions: list[Prediction]  # frozen: shared, never copied
     counts: dict[str, int]
     latency_ms: dict[str, float]  # preprocess, inference, total
     model: dict[str, str]  # name, version, variant
 
     def payload(self) -> dict:
-        """The model part of an inference payload (the runner adds schema, device, source, seq, frame_ts)."""
+        """The model part of an inference payload, as keyword arguments of `edge.messages.InferenceResult` (the
+        runner adds schema, device, source, frame_ts; the publisher seq and instance)."""
         return {
-            "model": dict(self.model),
-            "latency_ms": dict(self.latency_ms),
-            "predictions": [dict(p) for p in self.predictions],
-            "counts": dict(self.counts),
+            "model": self.model,
+            "latency_ms": self.latency_ms,
+            "predictions": self.predictions,
+            "counts": self.counts,
         }
 
 
@@ -154,7 +156,7 @@ class Predictor:
                 )
         return outputs
 
-    def predict(self, frame_bgr: np.ndarray, previous: Optional[list[dict]] = None) -> Result:
+    def predict(self, frame_bgr: np.ndarray, previous: Optional[list[Prediction]] = None) -> Result:
         """Predictions for one HxWx3 BGR frame; boxes normalized to that frame.
 
         `previous`: the predictions of the frame before on the same stream; with the manifest's

@@ -12,6 +12,7 @@ import threading
 from typing import Optional
 
 from edge.capture import Capture
+from edge.messages import InferenceResult
 from edge.mqtt import Publisher
 from edge.mqtt.payloads import INFERENCE, utc_timestamp
 from edge.stream import StreamState
@@ -20,16 +21,16 @@ from edge.worker import Inferred
 log = logging.getLogger(__name__)
 
 
-def inference_payload(device_id: str, inferred: Inferred) -> dict:
+def inference_payload(device_id: str, inferred: Inferred) -> InferenceResult:
     """The `lensops.inference/1` payload without `seq` (the publisher numbers it)."""
     frame = inferred.frame
-    return {
-        "schema": INFERENCE,
-        "device": device_id,
-        "source": frame.source_id,
-        "frame_ts": utc_timestamp(frame.timestamp),
+    return InferenceResult(
+        schema=INFERENCE,
+        device=device_id,
+        source=frame.source_id,
+        frame_ts=utc_timestamp(frame.timestamp),
         **inferred.result.payload(),
-    }
+    )
 
 
 class PublishSink:

@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.annotate import annotate
+from edge.messages import Prediction
 from edge.metrics import CONTENT_TYPE, render_metrics
 from edge.stream_page import render_page
 
@@ -57,7 +58,7 @@ class _Latest:
     def __init__(self) -> None:
         self.version = 0
         self.image: Optional[np.ndarray] = None
-        self.predictions: list[dict] = []
+        self.predictions: list[Prediction] = []
         self.model: dict = {}
         self.jpegs: dict[str, bytes] = {}
 
@@ -78,7 +79,7 @@ class StreamState:
         self,
         source_id: str,
         device_frame_bgr: np.ndarray,
-        predictions: list[dict],
+        predictions: list[Prediction],
         model_info: Optional[dict],
         latency_ms: Optional[dict] = None,
     ) -> None:
@@ -120,7 +121,7 @@ class StreamState:
             sources = {
                 sid: {
                     "model": self._latest[sid].model if sid in self._latest else {},
-                    "predictions": self._latest[sid].predictions if sid in self._latest else [],
+                    "predictions": [p.to_dict() for p in self._latest[sid].predictions] if sid in self._latest else [],
                     "stats": sources_stats.get(sid, {}),
                 }
                 for sid in ids

@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 
 from edge.frames import Frame
 from edge.manager import ModelManager
+from edge.messages import Prediction
 from edge.predictor import ModelFailure, Predictor, Result
 from edge.sources import Source
 
@@ -66,7 +67,7 @@ class InferenceWorker:
         self._model: Optional[dict] = None
         # the last frame's predictions, for a detector's hold-over: only from the same loaded model, only
         # for consecutive frames of a video (an image folder's frames are unrelated stills)
-        self._previous: list[dict] = []
+        self._previous: list[Prediction] = []
         self._previous_from: Optional[Predictor] = None
         self._stream = source.config.kind != "folder"
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from common.errors import UserError
+from edge.messages import Prediction
 from edge.package.codec import decode, preprocess
 from edge.package.manifest import InputSpec, OutputSpec
 from training.datasets.formats import load_dataset
@@ -62,8 +63,8 @@ def predict(
     output_spec: OutputSpec,
     batch_size: int = 16,
     threshold: float = EVAL_SCORE_THRESHOLD,
-) -> list[list[dict]]:
-    out: list[list[dict]] = []
+) -> list[list[Prediction]]:
+    out: list[list[Prediction]] = []
     for start in range(0, len(split.records), batch_size):
         frames = [_read(r.path) for r in split.records[start : start + batch_size]]
         outputs = run(preprocess(frames, input_spec))
@@ -71,14 +72,14 @@ def predict(
     return out
 
 
-def score(split: Split, predictions: list[list[dict]]) -> dict[str, float]:
+def score(split: Split, predictions: list[list[Prediction]]) -> dict[str, float]:
     """accuracy (classification) or VOC07 mAP@0.5 + per-class AP (detection).
 
     Difficult objects (VOC difficult, COCO crowd: DetectionRecord.difficult) are ignored, as the
     VOC devkit does: finding one is not a true positive, missing one is not a miss.
     """
     if split.task == "classification":
-        hits = [bool(p) and p[0]["label"] == split.classes[r.label] for r, p in zip(split.records, predictions)]
+        hits = [bool(p) and p[0].label == split.classes[r.label] for r, p in zip(split.records, predictions)]
         return {"accuracy": float(np.mean(hits))}
     from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 
@@ -86,9 +87,9 @@ def score(split: Split, predictions: list[list[dict]]) -> dict[str, float]:
     index = {c: i for i, c in enumerate(split.classes)}
     for record, preds in zip(split.records, predictions):
         scale = np.array([record.width, record.height] * 2, np.float32)
-        boxes = np.array([p["box"] for p in preds], np.float32).reshape(-1, 4) * scale
-        ids = np.array([index[p["label"]] for p in preds], np.float32).reshape(-1, 1)
-        scores = np.array([p["score"] for p in preds], np.float32).reshape(-1, 1)
+        boxes = np.array([p.box for p in preds], np.float32).reshape(-1, 4) * scale
+        ids = np.array([index[p.label] for p in preds], np.float32).reshape(-1, 1)
+        scores = np.array([p.score for p in preds], np.float32).reshape(-1, 1)
         metric.update(
             boxes[None],
             ids[None],
@@ -103,8 +104,8 @@ def score(split: Split, predictions: list[list[dict]]) -> dict[str, float]:
     return result
 
 
-def top1_agreement(reference: list[list[dict]], other: list[list[dict]]) -> float:
-    same = [bool(a) and bool(b) and a[0]["label"] == b[0]["label"] for a, b in zip(reference, other)]
+def top1_agreement(reference: list[list[Prediction]], other: list[list[Prediction]]) -> float:
+    same = [bool(a) and bool(b) and a[0].label == b[0].label for a, b in zip(reference, other)]
     return float(np.mean(same))
 
 

@@ -10,14 +10,17 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.files import write_json, write_text
+from edge.messages import Prediction
 from pipelines import evaluate
 from pipelines.optimize.export import inference_block
 from pipelines.optimize.stage import _reference_run, specs
 
 
-def predict_split(model_dir: Path, data: Path, split_name: str = "test") -> tuple[evaluate.Split, list[list[dict]]]:
+def predict_split(
+    model_dir: Path, data: Path, split_name: str = "test"
+) -> tuple[evaluate.Split, list[list[Prediction]]]:
     """The trained MXNet model's predictions on one split of `data`, decoded by the device codec: per
-    image a list of {label, score[, box]} (boxes normalised [x0, y0, x1, y1]; detections down to
+    image a list of edge.messages.Prediction (label, score, box) (boxes normalised [x0, y0, x1, y1]; detections down to
     evaluate.EVAL_SCORE_THRESHOLD). Errors: FileNotFoundError without model.json, ValueError when the
     split is empty or its classes differ from the model's."""
     model_json = Path(model_dir) / "model.json"
@@ -39,7 +42,7 @@ def evaluate_model(model_dir: Path, data: Path, out: Path, split_name: str = "te
     out = Path(out)
     if split.task == "classification":
         rows = ["actual,predicted"] + [
-            f"{split.classes[r.label]},{p[0]['label']}" for r, p in zip(split.records, predictions)
+            f"{split.classes[r.label]},{p[0].label}" for r, p in zip(split.records, predictions)
         ]
         write_text(out / "plots" / "confusion.csv", "\n".join(rows) + "\n")
     else:

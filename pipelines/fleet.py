@@ -7,23 +7,26 @@ from datetime import datetime, timezone
 from urllib.parse import urlparse
 
 from common.errors import UserError
+from edge.messages import FLEET_DEPLOYMENT, FleetDeployment
 
-NOTICE_SCHEMA = "lensops.fleet-deployment/1"
-
-
-def notice(model: str, alias: str, version: str, package_uri: str, sha256: str) -> dict:
-    return {
-        "schema": NOTICE_SCHEMA,
-        "model": model,
-        "alias": alias,
-        "version": str(version),
-        "package_uri": package_uri,
-        "sha256": sha256,
-        "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-    }
+# The id its JSON Schema (edge/schemas/fleet_deployment.schema.json) requires. Until the notice was built from
+# edge.messages.FleetDeployment it was sent as "lensops.fleet-deployment/1", which that schema rejected.
+NOTICE_SCHEMA = FLEET_DEPLOYMENT
 
 
-def publish_notice(url: str, topic_prefix: str, fleet: str, payload: dict, timeout: float = 10.0) -> str:
+def notice(model: str, alias: str, version: str, package_uri: str, sha256: str) -> FleetDeployment:
+    return FleetDeployment(
+        schema=NOTICE_SCHEMA,
+        model=model,
+        alias=alias,
+        version=str(version),
+        package_uri=package_uri,
+        sha256=sha256,
+        ts=datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    )
+
+
+def publish_notice(url: str, topic_prefix: str, fleet: str, payload: FleetDeployment, timeout: float = 10.0) -> str:
     """Publish `payload` retained at QoS 1 and wait for the broker's acknowledgement; returns the topic."""
     import paho.mqtt.client as mqtt
 
@@ -42,7 +45,7 @@ def publish_notice(url: str, topic_prefix: str, fleet: str, payload: dict, timeo
         raise UserError(f"MQTT broker {url} unreachable: {exc}") from None
     client.loop_start()
     try:
-        info = client.publish(topic, json.dumps(payload), qos=1, retain=True)
+        info = client.publish(topic, json.dumps(payload.to_dict()), qos=1, retain=True)
         info.wait_for_publish(timeout)
         if not info.is_published():
             raise UserError(f"MQTT broker {url} did not acknowledge the notice on {topic} within {timeout} s")

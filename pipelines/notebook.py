@@ -10,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 
+from edge.messages import Prediction
 from pipelines.evaluate import Split
 from pipelines.evaluate_stage import predict_split
 from training.classification import confusion_matrix
@@ -19,39 +20,39 @@ from training.plots import _figure, confusion_figure
 SHOWN_SCORE = 0.5  # detections drawn on images: at least this score (the metric keeps them from 0.01)
 
 
-def predictions(model_dir: Path, data: Path, split: str = "val") -> tuple[Split, list[list[dict]]]:
+def predictions(model_dir: Path, data: Path, split: str = "val") -> tuple[Split, list[list[Prediction]]]:
     """(split, predictions) of a trained model folder on `data`, as `lensops evaluate` scores them."""
     return predict_split(Path(model_dir), Path(data), split)
 
 
-def confusion(split: Split, preds: list[list[dict]]) -> np.ndarray:
+def confusion(split: Split, preds: list[list[Prediction]]) -> np.ndarray:
     """Classification: int (C, C) counts, rows the actual class, columns the predicted one."""
     index = {c: i for i, c in enumerate(split.classes)}
     return confusion_matrix(
         np.array([r.label for r in split.records], int),
-        np.array([index[top[0]["label"]] for top in preds], int),
+        np.array([index[top[0].label] for top in preds], int),
         len(split.classes),
     )
 
 
-def confusion_plot(split: Split, preds: list[list[dict]], name: str = "val"):
+def confusion_plot(split: Split, preds: list[list[Prediction]], name: str = "val"):
     return confusion_figure(confusion(split, preds), split.classes, f"confusion ({name})")
 
 
-def _right(split: Split, record, preds: list[dict]) -> bool:
+def _right(split: Split, record, preds: list[Prediction]) -> bool:
     """Classification: the top-1 label is the class. Detection: per label, the shown boxes (score >=
     SHOWN_SCORE, the count a device would publish) number at least the image's objects that are not
     difficult and at most all of them (difficult ones are optional, as VOC and the counts benchmark take them)."""
     if split.task == "classification":
-        return bool(preds) and preds[0]["label"] == split.classes[record.label]
-    shown = Counter(p["label"] for p in preds if p["score"] >= SHOWN_SCORE)
+        return bool(preds) and preds[0].label == split.classes[record.label]
+    shown = Counter(p.label for p in preds if p.score >= SHOWN_SCORE)
     required = Counter(split.classes[i] for i, hard in zip(record.labels, record.difficult) if not hard)
     listed = Counter(split.classes[i] for i in record.labels)
     return all(required[label] <= shown[label] <= listed[label] for label in set(shown) | set(listed))
 
 
 def prediction_grid(
-    split: Split, preds: list[list[dict]], which: Literal["right", "wrong"] = "wrong", n: int = 8, seed: int = 0
+    split: Split, preds: list[list[Prediction]], which: Literal["right", "wrong"] = "wrong", n: int = 8, seed: int = 0
 ):
     """Up to `n` images the model gets right or wrong (see _right), drawn at random with `seed`:
     the predicted label and score in the caption (classification) or the predicted boxes in cyan over
@@ -68,15 +69,14 @@ def prediction_grid(
     index = DatasetIndex(split.task, Path("."), split.classes, {"shown": records})
     if split.task == "classification":
         captions = [
-            f"{split.classes[split.records[i].label]} -> {preds[i][0]['label']} ({preds[i][0]['score']:.2f})"
-            for i in picks
+            f"{split.classes[split.records[i].label]} -> {preds[i][0].label} ({preds[i][0].score:.2f})" for i in picks
         ]
         return sample_grid(index, records=records, captions=captions), len(chosen)
     drawn = []
     for i in picks:
-        record, shown = split.records[i], [p for p in preds[i] if p["score"] >= SHOWN_SCORE]
+        record, shown = split.records[i], [p for p in preds[i] if p.score >= SHOWN_SCORE]
         scale = np.array([record.width, record.height] * 2, np.float32)
-        boxes = np.array([p["box"] for p in shown], np.float32).reshape(-1, 4) * scale
+        boxes = np.array([p.box for p in shown], np.float32).reshape(-1, 4) * scale
         drawn.append((boxes, [f"{p['label']} {p['score']:.2f}" for p in shown]))
     captions = [f"{split.records[i].path.name}: {len(drawn[k][1])} found" for k, i in enumerate(picks)]
     return sample_grid(index, records=records, captions=captions, predicted=drawn), len(chosen)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from common.errors import UserError
 from common.files import write_json, write_text
+from common.models import StrictModel
 from edge.package.runtimes import choose_variant, open_session
 from edge.registry import Resolved, download_package
 from pipelines import evaluate
@@ -25,16 +26,38 @@ from pipelines.registry import RegistryWriter
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Contender:
+class Contender(StrictModel):
+    """One registered version as measured for the decision (and as written in the report)."""
+
     version: str
     metric: float  # the promotion metric on the held-out split, measured now
-    metrics: dict[str, float]
+    metrics: Dict[str, float]
     variant: str  # which variant was scored
-    parity: dict[str, dict[str, float]]  # per packaged variant
-    best_latency_ms: float
+    parity: Dict[str, Dict[str, float]]  # per packaged variant
+    best_latency_ms: float  # inf when no variant was timed (written as Infinity, as json.dumps does)
     sha256: str = ""
     uri: str = ""
+
+
+class PromotionReport(StrictModel):
+    """`promotion.json`: the decision, its reasons and the figures it was made on."""
+
+    model: str
+    alias: str
+    metric: str
+    split: str  # <data>:<split name>
+    decided_at: str  # UTC, ISO 8601 to the second
+    dry_run: bool
+    promote: bool
+    action: Literal["none", "would move", "moved"]
+    reasons: List[str]
+    challenger: Contender
+    champion: Optional[Contender]
+    thresholds: Dict[str, Dict[str, Any]]  # promote: PromoteConfig, parity: ParityGate
+    production_version: Optional[str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return self.model_dump()
 
 
 @dataclass
@@ -165,26 +188,27 @@ def promote(
         action = "would move" if dry_run else "moved"
         if not dry_run:
             registry.set_alias(model, cfg.alias, challenger.version)
-    report = {
-        "model": model,
-        "alias": cfg.alias,
-        "metric": metric,
-        "split": f"{data}:{split_name}",
-        "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "dry_run": dry_run,
-        "promote": decision.promote,
-        "action": action,
-        "reasons": decision.reasons,
-        "challenger": asdict(challenger),
-        "champion": asdict(champion) if champion else None,
-        "thresholds": {"promote": cfg.model_dump(mode="json"), "parity": gate.model_dump()},
-        "production_version": challenger.version if action == "moved" or already else champion_version,
-    }
+    report = PromotionReport(
+        model=model,
+        alias=cfg.alias,
+        metric=metric,
+        split=f"{data}:{split_name}",
+        decided_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        dry_run=dry_run,
+        promote=decision.promote,
+        action=action,
+        reasons=decision.reasons,
+        challenger=challenger,
+        champion=champion,
+        thresholds={"promote": cfg.model_dump(mode="json"), "parity": gate.model_dump()},
+        production_version=challenger.version if action == "moved" or already else champion_version,
+    )
     write_report(report, Path(report_dir))
-    return report
+    return report.to_dict()
 
 
-def write_report(report: dict, report_dir: Path) -> None:
+def write_report(typed: PromotionReport, report_dir: Path) -> None:
+    report = typed.to_dict()
     write_json(report_dir / "promotion.json", report)
     c, ch = report["challenger"], report["champion"]
     lines = [

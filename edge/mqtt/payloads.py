@@ -12,10 +12,8 @@ except ImportError:  # pragma: no cover - Python 3.8
     from importlib_resources import files as _package_files
 from typing import Any, Optional, Union
 
-INFERENCE = "lensops.inference/1"
-STATUS = "lensops.status/1"
-DEPLOYMENT = "lensops.deployment/1"
-FLEET_DEPLOYMENT = "lensops.fleet_deployment/1"
+# the payload names are defined with their models (edge.messages); imported from here too
+from edge.messages import DEPLOYMENT, FLEET_DEPLOYMENT, INFERENCE, STATUS, Message, Status
 
 SCHEMA_FILES = {
     INFERENCE: "inference",
@@ -35,8 +33,11 @@ def utc_timestamp(seconds: Optional[float] = None) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def encode(payload: Union[dict, list, str, bytes]) -> bytes:
-    """Compact JSON for dicts and lists (NaN is refused: it is not JSON), UTF-8 for text, bytes as they are."""
+def encode(payload: Union[Message, dict, list, str, bytes]) -> bytes:
+    """A typed message's wire JSON; compact JSON for dicts and lists (NaN is refused: it is not JSON), UTF-8 for
+    text, bytes as they are."""
+    if isinstance(payload, Message):
+        return payload.to_json()
     if isinstance(payload, (bytes, bytearray, memoryview)):
         return bytes(payload)
     if isinstance(payload, str):
@@ -53,12 +54,17 @@ def check_size(topic: str, payload: bytes, limit: Optional[int]) -> None:
         )
 
 
-def status_payload(device: str, status: dict[str, Any], outbox: dict[str, int], offline: bool = False) -> dict:
+def status_payload(device: str, status: dict[str, Any], outbox: dict[str, int], offline: bool = False) -> Status:
     """The retained status: the runner's last status (state `online` unless it said otherwise), the outbox figures."""
     body = {"schema": STATUS, "device": device, "state": "online", "outbox": outbox, **status, "ts": utc_timestamp()}
     if offline:
         body["state"] = "offline"
-    return body
+    return Status.model_validate(body)
+
+
+def offline_will(device: str) -> Status:
+    """The last will: the minimal status {schema, device, state: offline}."""
+    return Status(schema=STATUS, device=device, state="offline")
 
 
 def load_schema(name: str) -> dict[str, Any]:

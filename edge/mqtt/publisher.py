@@ -19,12 +19,24 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import paho.mqtt.client as mqtt
+from pydantic import ValidationError
 
+from edge.messages import Deployment, InferenceResult, Status
+from edge.messages import Message as TypedMessage
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener, Opener, drop, pump
 from edge.mqtt.losses import POISON_STRIKES, LossTracker
 from edge.mqtt.outbox import Message, OutboxStore, StoredMessage
-from edge.mqtt.payloads import DEPLOYMENT, STATUS, PayloadTooLarge, check_size, encode, status_payload, utc_timestamp
+from edge.mqtt.payloads import (
+    DEPLOYMENT,
+    STATUS,
+    PayloadTooLarge,
+    check_size,
+    encode,
+    offline_will,
+    status_payload,
+    utc_timestamp,
+)
 from edge.mqtt.policy import PublishGate, RateLimiter
 from edge.mqtt.topics import Topics, check_aws_topic
 from edge.redact import redact_all
@@ -110,7 +122,7 @@ class Publisher:
     @classmethod
     def from_config(cls, config: MqttConfig, device_id: str, state_dir: Path) -> "Publisher":
         topics = Topics(config.topic_prefix, device_id, deeplens=config.deeplens_topic)
-        will = encode({"schema": STATUS, "device": device_id, "state": "offline"})
+        will = encode(offline_will(device_id))
         opener = ClientOpener(config, config.effective_client_id(device_id), topics.status, will)
         outbox = config.outbox
         store = OutboxStore(outbox.path or Path(state_dir) / "outbox.sqlite", outbox.max_messages, outbox.durability)
@@ -124,19 +136,19 @@ class Publisher:
 
     # -- what the runner calls ------------------------------------------------------------
 
-    def publish_inference(self, source_id: str, payload: dict[str, Any]) -> Optional[int]:
+    def publish_inference(self, source_id: str, payload: InferenceResult) -> Optional[int]:
         """Enqueue one inference result if the publish policy wants it; returns its `seq` (None if skipped).
 
         `seq` is taken from the outbox in the same transaction as the message, so it is
         contiguous per source across restarts. A payload over max_payload_bytes goes to the dead-letter
         table without a seq (so it leaves no gap) and None is returned.
         """
-        if not self.gate.should_publish(source_id, payload.get("counts") or {}):
+        if not self.gate.should_publish(source_id, payload.counts):
             return None
         targets = self.topics.inference_targets(source_id)
 
         def build(seq: int) -> list[Message]:
-            body = encode({**payload, "seq": seq, "instance": self.instance})
+            body = encode(payload.numbered(seq, self.instance))
             return [self._checked(Message(topic, body, self.settings.qos)) for topic in targets]
 
         try:
@@ -150,7 +162,7 @@ class Publisher:
     def publish_deployment(self, event: dict[str, Any]) -> None:
         """Enqueue a deployment event (downloading, verifying, activated, rejected, rolled_back)."""
         body = {"schema": DEPLOYMENT, "device": self.topics.device, "ts": utc_timestamp(), **redact_all(event)}
-        self.enqueue(self.topics.deployment, body)
+        self.enqueue(self.topics.deployment, Deployment.model_validate(body))
 
     def publish_status(self, status: dict[str, Any]) -> None:
         """Set the retained status; sent now if connected, and again after every reconnect.
@@ -159,7 +171,11 @@ class Publisher:
         self._status_due.set()
 
     def enqueue(
-        self, topic: str, payload: Union[dict, list, str, bytes], qos: Optional[int] = None, retain: bool = False
+        self,
+        topic: str,
+        payload: Union[TypedMessage, dict, list, str, bytes],
+        qos: Optional[int] = None,
+        retain: bool = False,
     ) -> None:
         """Commit one message to the outbox; it is sent in order once connected (a payload over
         max_payload_bytes goes to the dead-letter table instead)."""
@@ -372,7 +388,7 @@ class Publisher:
     def _may_publish(self) -> bool:
         return self._limiter is None or self._limiter.try_acquire()
 
-    def _status_payload(self, offline: bool = False) -> dict[str, Any]:
+    def _status_payload(self, offline: bool = False) -> Status:
         stats = self.stats()
         outbox = {
             "depth": stats.outbox_depth,
@@ -385,7 +401,12 @@ class Publisher:
             status.update(
                 state="degraded", client_id_conflict=stats.client_id_conflict, last_error=stats.client_id_conflict
             )
-        return status_payload(self.topics.device, status, outbox, offline)
+        try:
+            return status_payload(self.topics.device, status, outbox, offline)
+        except ValidationError as exc:  # a runner bug must not stop the status (or the drain thread)
+            log.error("MQTT: status does not fit %s, sending a minimal one: %s", STATUS, exc)
+            minimal = {"state": "degraded", "instance": self.instance, "last_error": f"invalid status: {exc}"[:500]}
+            return status_payload(self.topics.device, minimal, outbox, offline)
 
     def _say_offline(self, client: mqtt.Client) -> None:
         info = client.publish(self.topics.status, encode(self._status_payload(offline=True)), 1, True)

@@ -11,6 +11,7 @@ from collections import Counter
 import cv2
 import numpy as np
 
+from edge.messages import Prediction
 from edge.package.manifest import InputSpec, OutputSpec
 
 PRE_NMS_TOP_K = 200  # per class, as SSD implementations bound NMS (GluonCV: nms_topk=400 over all classes)
@@ -58,10 +59,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
 
 def decode_detection(
     scores: np.ndarray, boxes: np.ndarray, labels: list[str], spec: OutputSpec, score_threshold: float | None = None
-) -> list[dict]:
+) -> list[Prediction]:
     """One image's per-class scores [A, C] and normalized boxes [A, 4] -> predictions, best first."""
     threshold = spec.score_threshold if score_threshold is None else score_threshold
-    found = []
+    kept_labels: list[str] = []
+    kept_scores: list[float] = []
+    kept_boxes = []
     for c, label in enumerate(labels):
         mask = scores[:, c] >= threshold
         if not mask.any():
@@ -70,11 +73,21 @@ def decode_detection(
         if cls_scores.size > PRE_NMS_TOP_K:  # bound the Python NMS loop on a noisy frame
             top = np.argpartition(-cls_scores, PRE_NMS_TOP_K)[:PRE_NMS_TOP_K]
             cls_boxes, cls_scores = cls_boxes[top], cls_scores[top]
-        for k in nms(cls_boxes, cls_scores, spec.nms_iou):
-            box = np.minimum(np.maximum(cls_boxes[k], 0.0), 1.0)
-            found.append({"label": label, "score": float(cls_scores[k]), "box": [float(v) for v in box]})
-    found.sort(key=lambda p: -p["score"])
-    return found[: spec.max_detections]
+        keep = nms(cls_boxes, cls_scores, spec.nms_iou)
+        kept_labels += [label] * len(keep)
+        kept_scores += cls_scores[keep].tolist()
+        kept_boxes.append(cls_boxes[keep])
+    if not kept_labels:
+        return []
+    # One clip to [0, 1] + tolist for all kept boxes: the same Python floats as the former per-box
+    # np.minimum/np.maximum and float(), in a fraction of the time (np.minimum(np.maximum()) is np.clip's
+    # result, and 3x faster than np.clip on numpy 1.23).
+    kept = kept_boxes[0] if len(kept_boxes) == 1 else np.concatenate(kept_boxes)
+    clipped = np.minimum(np.maximum(kept, 0.0), 1.0).tolist()
+    # best first (a stable sort: equal scores keep the class order), then the first max_detections; a score is
+    # clipped too (a float32 score can round a hair above 1, which a Prediction refuses)
+    best = sorted(range(len(kept_scores)), key=lambda i: -kept_scores[i])[: spec.max_detections]
+    return [Prediction(label=kept_labels[i], score=min(kept_scores[i], 1.0), box=clipped[i]) for i in best]
 
 
 def box_iou(a: list[float], b: list[float]) -> float:
@@ -86,25 +99,25 @@ def box_iou(a: list[float], b: list[float]) -> float:
     return inter / max((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter, 1e-12)
 
 
-def hold_over(candidates: list[dict], previous: list[dict], score_threshold: float) -> list[dict]:
+def hold_over(candidates: list[Prediction], previous: list[Prediction], score_threshold: float) -> list[Prediction]:
     """The candidates scoring at least `score_threshold`, and those below it that continue a box of the
     same label in `previous` (the last frame's predictions; IoU >= HOLD_IOU). Order is kept."""
     return [
         p
         for p in candidates
-        if p["score"] >= score_threshold
-        or any(q["label"] == p["label"] and box_iou(q["box"], p["box"]) >= HOLD_IOU for q in previous)
+        if p.score >= score_threshold or any(q.label == p.label and box_iou(q.box, p.box) >= HOLD_IOU for q in previous)
     ]
 
 
-def decode_classification(probs: np.ndarray, labels: list[str], top_k: int = 3) -> list[dict]:
+def decode_classification(probs: np.ndarray, labels: list[str], top_k: int = 3) -> list[Prediction]:
     order = np.argsort(-probs, kind="stable")[:top_k]
-    return [{"label": labels[i], "score": float(probs[i])} for i in order]
+    scores = np.minimum(np.maximum(probs[order], 0.0), 1.0).tolist()  # a float32 softmax may round above 1
+    return [Prediction(label=labels[i], score=score) for i, score in zip(order, scores)]
 
 
 def decode(
     outputs: list[np.ndarray], labels: list[str], spec: OutputSpec, score_threshold: float | None = None
-) -> list[list[dict]]:
+) -> list[list[Prediction]]:
     """Runtime outputs for a batch -> one prediction list per image."""
     if spec.type == "probabilities":
         return [decode_classification(p, labels) for p in outputs[0]]
@@ -112,8 +125,8 @@ def decode(
     return [decode_detection(s, b, labels, spec, score_threshold) for s, b in zip(scores, boxes)]
 
 
-def counts(predictions: list[dict], task: str) -> dict[str, int]:
+def counts(predictions: list[Prediction], task: str) -> dict[str, int]:
     """Objects per label (detection) or the top label (classification)."""
     if task == "classification":
-        return {predictions[0]["label"]: 1} if predictions else {}
-    return dict(Counter(p["label"] for p in predictions))
+        return {predictions[0].label: 1} if predictions else {}
+    return dict(Counter(p.label for p in predictions))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import cv2
 
+from edge.messages import Prediction
 from edge.package.codec import decode, preprocess
 from edge.package.manifest import Manifest, PackageError
 from edge.package.runtimes import Session
@@ -19,29 +20,37 @@ SCORE_TOL = 0.05
 BOX_TOL = 0.03
 
 
-def compare(expected: list[dict], actual: list[dict], threshold: float) -> str | None:
+def stored(predictions: list[dict]) -> list[Prediction]:
+    """Golden predictions as a package stores them ({label, score[, box]}), read as they are: a package built
+    before predictions were checked on construction still loads (its figures are compared, not published)."""
+    return [Prediction.model_construct(**p) for p in predictions]
+
+
+def compare(expected: list[Prediction], actual: list[Prediction], threshold: float) -> str | None:
     """None when two prediction lists agree within tolerance, else what differs."""
     unmatched = list(actual)
     for want in expected:
         match = None
         for got in unmatched:
-            if got["label"] != want["label"] or abs(got["score"] - want["score"]) > SCORE_TOL:
+            if got.label != want.label or abs(got.score - want.score) > SCORE_TOL:
                 continue
-            if "box" in want and max(abs(x - y) for x, y in zip(got["box"], want["box"])) > BOX_TOL:
+            if want.box is not None and (
+                got.box is None or max(abs(x - y) for x, y in zip(got.box, want.box)) > BOX_TOL
+            ):
                 continue
             match = got
             break
         if match is not None:
             unmatched.remove(match)
-        elif want["score"] > threshold + SCORE_TOL:
-            return f"expected {want['label']} {want['score']:.3f} {want.get('box', '')} not produced"
+        elif want.score > threshold + SCORE_TOL:
+            return f"expected {want.label} {want.score:.3f} {want.box or ''} not produced"
     for got in unmatched:
-        if got["score"] > threshold + SCORE_TOL:
-            return f"unexpected {got['label']} {got['score']:.3f} {got.get('box', '')}"
+        if got.score > threshold + SCORE_TOL:
+            return f"unexpected {got.label} {got.score:.3f} {got.box or ''}"
     return None
 
 
-def run_sample(package_dir: Path, manifest: Manifest, session: Session, image: str) -> list[dict]:
+def run_sample(package_dir: Path, manifest: Manifest, session: Session, image: str) -> list[Prediction]:
     frame = cv2.imread(str(Path(package_dir) / image), cv2.IMREAD_COLOR)
     if frame is None:
         raise PackageError(f"{Path(package_dir) / image}: golden sample is not a readable image")
@@ -60,7 +69,7 @@ def check_samples(package_dir: Path, manifest: Manifest, session: Session) -> in
     threshold = manifest.output.score_threshold if manifest.task == "detection" else 0.0
     for sample in manifest.samples:
         expected = json.loads((Path(package_dir) / sample.expected).read_text())
-        want = expected["variants"].get(variant, expected["reference"])
+        want = stored(expected["variants"].get(variant, expected["reference"]))
         got = run_sample(package_dir, manifest, session, sample.image)
         problem = compare(want, got, threshold)
         if problem:

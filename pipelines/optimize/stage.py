@@ -148,9 +148,9 @@ def _optimize(model_dir: Path, data: Path, build_dir: Path, cfg: PipelineConfig)
     sample_dir.mkdir()
     for k, frame in enumerate(sample_frames):
         cv2.imwrite(str(sample_dir / f"{k:03d}.png"), frame)
-        expected = {
-            "reference": samples["reference"][k],
-            "variants": {vid: outs[k] for vid, outs in samples["variants"].items()},
+        expected = {  # the package format: predictions as in the inference payload, {label, score[, box]}
+            "reference": [p.to_dict() for p in samples["reference"][k]],
+            "variants": {vid: [p.to_dict() for p in outs[k]] for vid, outs in samples["variants"].items()},
         }
         (sample_dir / f"{k:03d}.json").write_text(json.dumps(expected, indent=1))
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge.capture import Capture, CaptureConfig, confidence
+from edge.messages import Prediction
 from training.datasets.check import check_dataset  # a capture folder is a slice: its classes count once merged
 from training.datasets.formats import load_dataset
 
@@ -22,8 +23,12 @@ def image(value: int = 100) -> np.ndarray:
     return img
 
 
-def box(label: str, score: float, xyxy=(0.2, 0.2, 0.6, 0.7)) -> dict:
-    return {"label": label, "score": score, "box": list(xyxy)}
+def box(label: str, score: float, xyxy=(0.2, 0.2, 0.6, 0.7)) -> Prediction:
+    return Prediction(label=label, score=score, box=list(xyxy))
+
+
+def top(label: str, score: float) -> Prediction:
+    return Prediction(label=label, score=score)
 
 
 def capture(tmp_path, task="detection", policy=None, **bounds) -> Capture:
@@ -41,7 +46,7 @@ def on_disk(root, pattern: str) -> list:
 
 def test_confidence_is_top_score_or_weakest_box():
     assert confidence([box("circle", 0.9), box("square", 0.4)], "detection") == 0.4
-    assert confidence([{"label": "cat", "score": 0.7}, {"label": "dog", "score": 0.2}], "classification") == 0.7
+    assert confidence([top("cat", 0.7), top("dog", 0.2)], "classification") == 0.7
     assert confidence([], "detection") is None
 
 
@@ -102,8 +107,8 @@ def test_detection_captures_are_a_voc_set_the_data_check_accepts(tmp_path):
 def test_classification_captures_are_an_image_folder_the_data_check_accepts(tmp_path):
     cap = capture(tmp_path, task="classification", policy={"below_confidence": 0.8})
     labels = ("cat", "dog", "bird")
-    for i, (top, score) in enumerate([("cat", 0.6), ("dog", 0.7), ("dog", 0.9), ("bird", 0.5), ("cat", 0.3)]):
-        cap.offer(image(30 * i), [{"label": top, "score": score}, {"label": "dog", "score": 0.05}], "door", labels)
+    for i, (label, score) in enumerate([("cat", 0.6), ("dog", 0.7), ("dog", 0.9), ("bird", 0.5), ("cat", 0.3)]):
+        cap.offer(image(30 * i), [top(label, score), top("dog", 0.05)], "door", labels)
     index, report = check_dataset(
         load_dataset(cap.root, "classification", "imagefolder"), policy="fail", every_class_trained=False
     )
@@ -114,7 +119,7 @@ def test_classification_captures_are_an_image_folder_the_data_check_accepts(tmp_
 
 def test_a_label_that_cannot_be_a_folder_is_not_saved(tmp_path):
     cap = capture(tmp_path, task="classification", policy={"random_rate": 1.0})
-    assert cap.offer(image(), [{"label": "../up", "score": 0.4}], "door", ()) is None
+    assert cap.offer(image(), [top("../up", 0.4)], "door", ()) is None
     assert not on_disk(cap.root, "*.jpg")
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import jsonschema
 import numpy as np
 import pytest
 
+from edge.messages import InferenceResult
 from edge.mqtt.payloads import INFERENCE, load_schema, utc_timestamp
 from edge.package import PackageError, verify_dir
 from edge.predictor import ModelFailure, Predictor
@@ -21,14 +23,11 @@ def frame(height: int = 120, width: int = 200, seed: int = 0) -> np.ndarray:
 
 
 def full_payload(result) -> dict:
-    return {
-        "schema": INFERENCE,
-        "device": "cam-01",
-        "source": "door",
-        "seq": 0,
-        "frame_ts": utc_timestamp(),
-        **result.payload(),
-    }
+    """The payload the runner would publish for `result`, as a subscriber reads it."""
+    draft = InferenceResult(
+        schema=INFERENCE, device="cam-01", source="door", frame_ts=utc_timestamp(), **result.payload()
+    )
+    return json.loads(draft.numbered(0).to_json())
 
 
 def test_classifier_result_is_a_valid_inference_payload(tiny_packages):
@@ -41,8 +40,8 @@ def test_classifier_result_is_a_valid_inference_payload(tiny_packages):
     jsonschema.validate(full_payload(result), load_schema(INFERENCE))
     assert result.model == {"name": "tiny-classifier", "version": "7", "variant": predictor.variant}, result.model
     assert predictor.variant in {v.id for v in package.manifest.variants}
-    assert [p["label"] for p in result.predictions][:1] == list(result.counts), "top label is counted once"
-    assert all(p["label"] in package.manifest.labels for p in result.predictions)
+    assert [p.label for p in result.predictions][:1] == list(result.counts), "top label is counted once"
+    assert all(p.label in package.manifest.labels and p.box is None for p in result.predictions)
     latency = result.latency_ms
     assert 0 <= latency["preprocess"] <= latency["total"] and latency["inference"] <= latency["total"], latency
 
@@ -57,7 +56,7 @@ def test_detector_boxes_are_normalized_to_the_frame(tiny_packages):
     jsonschema.validate(full_payload(result), load_schema(INFERENCE))
     assert result.predictions, "a 0.05 threshold yields detections even from a barely trained SSD"
     for p in result.predictions:
-        x0, y0, x1, y1 = p["box"]
+        x0, y0, x1, y1 = p.box
         assert 0 <= x0 <= x1 <= 1 and 0 <= y0 <= y1 <= 1, p
     assert sum(result.counts.values()) == len(result.predictions), result.counts
     assert result.model["version"] == package.manifest.version, "without a registry version: the manifest's"
@@ -71,14 +70,14 @@ def test_detector_holds_weak_boxes_that_continue_the_previous_frame(tiny_package
     predictor = Predictor.load(package.folder, held)
     image = frame()
     weak = Predictor.load(package.folder, manifest, score_threshold=0.02).predict(image).predictions
-    assert weak and max(p["score"] for p in weak) < 0.5, "the barely trained SSD scores below 0.5 everywhere"
+    assert weak and max(p.score for p in weak) < 0.5, "the barely trained SSD scores below 0.5 everywhere"
     # when the same frame comes first without, then with the previous frame's boxes
     alone = predictor.predict(image)
     continued = predictor.predict(image, previous=weak[:1])
     # then alone nothing passes, and continued exactly the box that continues the previous one is kept
     assert alone.predictions == [] and alone.counts == {}
-    assert [p["box"] for p in continued.predictions] == [weak[0]["box"]], continued.predictions
-    assert continued.counts == {weak[0]["label"]: 1}
+    assert [p.box for p in continued.predictions] == [weak[0].box], continued.predictions
+    assert continued.counts == {weak[0].label: 1}
 
 
 def test_fastest_runnable_variant_is_chosen_unless_one_is_preferred(tiny_packages):

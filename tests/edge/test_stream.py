@@ -19,6 +19,7 @@ import pytest
 
 import edge.stream
 from edge.annotate import annotate, label_colour
+from edge.messages import Prediction
 from edge.stream import StreamConfig, StreamServer, StreamState
 
 BACKGROUND = (90, 40, 30)  # BGR, a colour no label has
@@ -46,7 +47,7 @@ def fed(server):
     server.state.update_frame(
         "door",
         frame(),
-        [{"label": "person", "score": 0.91, "box": BOX}],
+        [Prediction(label="person", score=0.91, box=BOX)],
         MODEL,
         {"preprocess": 0.9, "inference": 1.6, "total": 3.1},
     )
@@ -199,7 +200,7 @@ def test_drawing_happens_only_for_watching_clients(fed, monkeypatch):
     drawn = []
     monkeypatch.setattr(edge.stream, "annotate", lambda *args: drawn.append(1) or annotate(*args))
     for _ in range(50):
-        fed.state.update_frame("door", frame(), [{"label": "person", "score": 0.9, "box": BOX}], MODEL)
+        fed.state.update_frame("door", frame(), [Prediction(label="person", score=0.9, box=BOX)], MODEL)
     assert not drawn, "frames were drawn with nobody watching"
     mjpeg_parts(fed, "source=door&kind=project", 1)
     mjpeg_parts(fed, "source=door&kind=project", 1)
@@ -207,7 +208,7 @@ def test_drawing_happens_only_for_watching_clients(fed, monkeypatch):
 
 
 def test_classification_label_is_drawn_in_the_corner():
-    out = annotate(frame(), [{"label": "cat", "score": 0.93}, {"label": "dog", "score": 0.05}])
+    out = annotate(frame(), [Prediction(label="cat", score=0.93), Prediction(label="dog", score=0.05)])
     assert colour_mask(out[:40, :80], label_colour("cat"), 10).mean() > 0.1
     assert not colour_mask(out[60:], label_colour("cat"), 10).any()
 

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from edge.messages import Prediction
 from edge.predictor import Result
 from edge.sources import Source, SourceConfig
 from edge.worker import InferenceWorker
@@ -48,7 +49,7 @@ class Model:
         self.seen.append(index)
         self.previous.append(previous)
         self.called[index].set()
-        found = [{"label": "thing", "score": 0.9, "box": [0.1, 0.1, 0.2, 0.2], "frame": index}]
+        found = [Prediction(label="thing", score=index / 100, box=[0.1, 0.1, 0.2, 0.2])]  # the score tells the frame
         return Result(
             found,
             {"thing": 1},
@@ -115,7 +116,7 @@ def test_next_frame_is_inferred_while_the_last_one_is_delivered(tmp_path):
     assert overlapped == [True], "inference waited for delivery: the two stages did not overlap"
     assert delivered == [0, 1, 2, 3, 4] and model.seen == [0, 1, 2, 3, 4]
     # and each frame was predicted knowing the source's previous frame (a detector's hold-over reads it)
-    assert model.previous[0] is None and [p[0]["frame"] for p in model.previous[1:]] == [0, 1, 2, 3]
+    assert model.previous[0] is None and [round(p[0].score * 100) for p in model.previous[1:]] == [0, 1, 2, 3]
 
 
 def test_done_only_after_the_last_frame_left_the_sinks(tmp_path):

@@ -10,6 +10,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from edge.messages import Prediction
 from pipelines.evaluate import load_split, score
 from training.datasets.formats import VocObject, voc_xml
 from training.detection import DetectionTask
@@ -56,12 +57,12 @@ def test_a_detector_that_finds_every_non_difficult_object_scores_map_1(tmp_path)
     )
     # when the project's scorer scores exact detections of the other objects, score 1.0
     predictions = [
-        [{"label": name, "score": 1.0, "box": [v / SIZE for v in box]} for name, box in _found(s)] for s in SCENES
+        [Prediction(label=name, score=1.0, box=[v / SIZE for v in box]) for name, box in _found(s)] for s in SCENES
     ]
     metrics = score(split, predictions)
     # then nothing is missed: difficult objects are neither misses nor, when found, false positives
     assert metrics["map"] == pytest.approx(1.0, abs=1e-9), metrics
-    found_too = [[{"label": name, "score": 1.0, "box": [v / SIZE for v in box]} for name, box, _ in s] for s in SCENES]
+    found_too = [[Prediction(label=name, score=1.0, box=[v / SIZE for v in box]) for name, box, _ in s] for s in SCENES]
     assert score(split, found_too)["map"] == pytest.approx(1.0, abs=1e-9), (
         "finding a difficult object is not a false positive"
     )

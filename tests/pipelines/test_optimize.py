@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from edge.messages import Prediction
 from pipelines.config import ParityGate, PipelineConfig
 from pipelines.optimize.export import export_mxnet, export_onnx, inference_block
 from pipelines.optimize.stage import optimize, parity
@@ -67,10 +68,10 @@ def test_optimize_gates_and_measures_every_variant(colour_models, tmp_path):
 
 def test_parity_gate_verdicts():
     cfg = PipelineConfig(parity=ParityGate(min_top1_agreement=0.99, max_accuracy_drop_pt=0.5, max_map_drop_pt=1.0))
-    ref = [[{"label": "a", "score": 0.9}]] * 100
+    ref = [[Prediction(label="a", score=0.9)]] * 100
     same = parity("classification", {"accuracy": 0.9}, {"accuracy": 0.9}, ref, ref, cfg)
     assert same[1] is None
-    flipped = [[{"label": "b", "score": 0.9}]] * 2 + ref[2:]
+    flipped = [[Prediction(label="b", score=0.9)]] * 2 + ref[2:]
     assert "agreement" in parity("classification", {"accuracy": 0.9}, {"accuracy": 0.9}, ref, flipped, cfg)[1]
     assert "accuracy drop" in parity("classification", {"accuracy": 0.9}, {"accuracy": 0.89}, ref, ref, cfg)[1]
     assert parity("detection", {"map": 0.80}, {"map": 0.795}, [], [], cfg)[1] is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from edge.messages import InferenceResult
 from edge.mqtt import MqttConfig, utc_timestamp
 
 
@@ -14,8 +15,13 @@ def config(url: str, **overrides: Any) -> MqttConfig:
     )
 
 
-def inference(device: str = "cam-01", source: str = "door", counts: dict[str, int] | None = None) -> dict:
+def inference(device: str = "cam-01", source: str = "door", counts: dict[str, int] | None = None) -> InferenceResult:
     """A `lensops.inference/1` payload without `seq` (the publisher sets it)."""
+    return InferenceResult.model_validate(inference_dict(device, source, counts))
+
+
+def inference_dict(device: str = "cam-01", source: str = "door", counts: dict[str, int] | None = None) -> dict:
+    """`inference()` as JSON: what a subscriber reads, without `seq`."""
     counts = {"circle": 1} if counts is None else counts
     predictions = [
         {"label": label, "score": 0.9, "box": [0.1, 0.2, 0.3, 0.4]} for label, n in counts.items() for _ in range(n)

@@ -15,7 +15,7 @@ from tests.edge.mqtt.helpers import config, inference
 
 DEVICE = "cam-01"
 SMALL, BIG = 30, 10
-BIG_PAYLOAD = encode({**inference(source="crowd", counts={"circle": 200}), "seq": 1})  # seq 1..9: one digit
+BIG_PAYLOAD = encode(inference(source="crowd", counts={"circle": 200}).numbered(1))  # seq 1..9: one digit
 
 
 @pytest.fixture

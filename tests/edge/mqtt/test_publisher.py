@@ -7,8 +7,9 @@ import jsonschema
 import paho.mqtt.client as paho
 import pytest
 
+from edge.messages import InferenceResult
 from edge.mqtt import Publisher, load_schema
-from tests.edge.mqtt.helpers import config, first_occurrences, inference
+from tests.edge.mqtt.helpers import config, first_occurrences, inference, inference_dict
 from tests.edge.runner_setup import wait_until
 
 DEVICE, SOURCE = "cam-01", "door"
@@ -111,8 +112,9 @@ def test_the_bound_drops_the_oldest_while_offline_and_counts_them(mosquitto, col
 
 def test_payload_that_is_not_json_is_refused_before_it_takes_a_seq(mosquitto, tmp_path):
     publisher = Publisher.from_config(config(mosquitto.url), DEVICE, tmp_path)
-    with pytest.raises(ValueError, match="JSON compliant"):
-        publisher.publish_inference(SOURCE, {**inference(), "latency_ms": {"total": float("nan")}})
+    latency = {"preprocess": 0.9, "inference": 1.6, "total": float("nan")}
+    with pytest.raises(ValueError, match="finite number"):  # NaN is not JSON: no payload can hold it
+        publisher.publish_inference(SOURCE, InferenceResult.model_validate({**inference_dict(), "latency_ms": latency}))
     assert publisher.publish_inference(SOURCE, inference()) == 0
     publisher.stop()
 

@@ -4,7 +4,7 @@ import jsonschema
 import pytest
 
 from edge.mqtt import load_schema
-from tests.edge.mqtt.helpers import inference
+from tests.edge.mqtt.helpers import inference_dict
 
 VALIDATOR = jsonschema.Draft202012Validator
 
@@ -29,7 +29,7 @@ def test_the_design_example_is_valid():
         "counts": {"person": 1},
     }
     VALIDATOR(load_schema("lensops.inference/1")).validate(example)
-    VALIDATOR(load_schema("inference")).validate({**inference(), "seq": 0})
+    VALIDATOR(load_schema("inference")).validate({**inference_dict(), "seq": 0})
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_the_design_example_is_valid():
 )
 def test_malformed_inference_is_rejected(change):
     with pytest.raises(jsonschema.ValidationError):
-        VALIDATOR(load_schema("inference")).validate({**inference(), "seq": 0, **change})
+        VALIDATOR(load_schema("inference")).validate({**inference_dict(), "seq": 0, **change})
 
 
 def test_deployment_event_and_fleet_notice():
