@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Dict, List, Literal, Optional, Type
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Annotated  # typing.Annotated is 3.9+ (the SageMaker pipeline steps run 3.8)
 
+from common.models import StrictModel
+
 INFERENCE = "lensops.inference/1"
 STATUS = "lensops.status/1"
 DEPLOYMENT = "lensops.deployment/1"
@@ -43,11 +45,12 @@ Sha256 = Annotated[str, Field(pattern="^[0-9a-f]{64}$")]
 Box = Annotated[List[Unit], Field(min_length=4, max_length=4)]
 
 
-class Message(BaseModel):
-    """Frozen, unknown fields refused, no NaN/inf. A field typed without None but defaulting to None is
-    optional on the wire: absent unless given (`to_json` leaves out what was not set), never null."""
+class Message(StrictModel):
+    """Frozen, unknown fields refused (common.models.StrictModel), no NaN/inf. A field typed without None but
+    defaulting to None is optional on the wire: absent unless given (`to_json` leaves out what was not set),
+    never null."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+    model_config = ConfigDict(allow_inf_nan=False, populate_by_name=True)
 
     def to_dict(self) -> Dict[str, Any]:
         """The wire form as Python objects (for json.dumps into files)."""
@@ -130,20 +133,22 @@ class Inference(InferenceResult):
     instance: str = Field(None, description=INSTANCE_DESCRIPTION)
 
 
-class StatusModel(BaseModel):
-    """A source's model in the status; other fields are allowed."""
+class _OpenPart(BaseModel):
+    """A part of the status whose old schema allowed more fields than it names."""
 
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+
+
+class StatusModel(_OpenPart):
+    """A source's model in the status; other fields are allowed."""
 
     name: str
     version: str
     variant: str
 
 
-class SourceStatus(BaseModel):
+class SourceStatus(_OpenPart):
     """One source in the status (the runner adds more figures: frames, inferred, published, last_seq, ...)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     state: str = None
     model: Optional[StatusModel] = None
@@ -152,10 +157,8 @@ class SourceStatus(BaseModel):
     last_error: Optional[str] = None
 
 
-class OutboxStatus(BaseModel):
+class OutboxStatus(_OpenPart):
     """The MQTT outbox's figures."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     depth: Count = None
     dropped: Count = None
