@@ -17,6 +17,7 @@ import pytest
 
 import edge.capture
 from edge.capture import Capture, CaptureConfig
+from edge.messages import Prediction
 from lensops.cli import main
 from training.datasets.capture_import import ImportOptions, import_capture
 from training.datasets.dedup import NEAR_DUPLICATE_BITS, hamming, image_hash
@@ -66,6 +67,7 @@ class Device:
         self.now = T0 + timedelta(seconds=at_s)
         if predictions is None:
             predictions = [box()] if self.task == "detection" else [{"label": "circle", "score": 0.4}]
+        predictions = [Prediction.from_dict(p) for p in predictions]  # the device's predictions, from their JSON form
         path = self.capture.save(image, predictions, source, self.labels, {"name": "m", "version": "3"})
         assert path is not None, "the device refused to save the frame"
         return path.stem
