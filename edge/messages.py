@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Dict, List, Literal, Optional, Type
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from typing_extensions import Annotated  # typing.Annotated is 3.9+ (the SageMaker pipeline steps run 3.8)
 
+from common.files import write_text
 from common.models import StrictModel
 
 INFERENCE = "lensops.inference/1"
@@ -117,7 +118,7 @@ class InferenceResult(Message):
         return Inference(**fields)
 
 
-_RESULT_FIELDS = ("device", "source", "frame_ts", "model", "latency_ms", "predictions", "counts")
+_RESULT_FIELDS = tuple(name for name in InferenceResult.model_fields if name != "schema_")
 
 
 class Inference(InferenceResult):
@@ -310,7 +311,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.write:
         for stem in MESSAGES:
-            schema_path(stem).write_text(render(stem), encoding="utf-8")
+            write_text(schema_path(stem), render(stem))
             print(f"wrote {schema_path(stem)}")
         return 0
     stale = stale_schemas()

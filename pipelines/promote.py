@@ -56,9 +56,6 @@ class PromotionReport(StrictModel):
     thresholds: Dict[str, Dict[str, Any]]  # promote: PromoteConfig, parity: ParityGate
     production_version: Optional[str]
 
-    def to_dict(self) -> Dict[str, Any]:
-        return self.model_dump()
-
 
 @dataclass
 class Decision:
@@ -203,12 +200,13 @@ def promote(
         thresholds={"promote": cfg.model_dump(mode="json"), "parity": gate.model_dump()},
         production_version=challenger.version if action == "moved" or already else champion_version,
     )
-    write_report(report, Path(report_dir))
-    return report.to_dict()
+    data = report.model_dump()
+    write_report(data, Path(report_dir))
+    return data
 
 
-def write_report(typed: PromotionReport, report_dir: Path) -> None:
-    report = typed.to_dict()
+def write_report(report: Dict[str, Any], report_dir: Path) -> None:
+    """promotion.json (`PromotionReport.model_dump()`) and promotion.md under `report_dir`, each atomically."""
     write_json(report_dir / "promotion.json", report)
     c, ch = report["challenger"], report["champion"]
     lines = [

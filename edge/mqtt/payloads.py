@@ -13,14 +13,9 @@ except ImportError:  # pragma: no cover - Python 3.8
 from typing import Any, Optional, Union
 
 # the payload names are defined with their models (edge.messages); imported from here too
-from edge.messages import DEPLOYMENT, FLEET_DEPLOYMENT, INFERENCE, STATUS, Message, Status
+from edge.messages import DEPLOYMENT, FLEET_DEPLOYMENT, INFERENCE, MESSAGES, STATUS, Message, Status  # noqa: F401
 
-SCHEMA_FILES = {
-    INFERENCE: "inference",
-    STATUS: "status",
-    DEPLOYMENT: "deployment",
-    FLEET_DEPLOYMENT: "fleet_deployment",
-}
+SCHEMA_FILES = {model.SCHEMA_ID: stem for stem, model in MESSAGES.items()}  # payload name -> schema file stem
 
 
 class PayloadTooLarge(ValueError):
