@@ -118,7 +118,7 @@ def find_detector(spec: Optional[str], root: Path, work: Path) -> Detector:
 def _register_package(path: Path, work: Path) -> Detector:
     """A package archive or folder, registered in a scratch registry and promoted there."""
     from edge.package import pack, read_manifest, safe_extract, sha256_file
-    from pipelines.registry import MlflowRegistryWriter
+    from edge.registry import MlflowRegistryWriter
 
     if not path.exists():
         raise NoDetector(

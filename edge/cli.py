@@ -92,7 +92,7 @@ def summary(config: DeviceConfig) -> str:
     sources = ", ".join(f"{s.id} ({s.kind} {s.uri}) -> {config.model_for(s)}" for s in config.sources)
     return redact(
         f"ok: device {config.device_id}, registry {config.registry.type} "
-        f"{getattr(config.registry, 'uri', '') or ''} @{config.registry.alias}, sources: {sources}, "
+        f"{config.registry.where()} @{config.registry.alias}, sources: {sources}, "
         f"mqtt {config.mqtt.url}, state {config.state_path}"
     )
 

@@ -24,25 +24,23 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
-
-from typing_extensions import Annotated  # typing.Annotated is 3.9+ (the SageMaker pipeline steps run 3.8)
-from urllib.parse import urlsplit
+from types import ModuleType
+from typing import Any, Optional
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from common.errors import UserError
 from common.models import StrictModel
 from edge.capture import CaptureConfig
 from edge.config_errors import describe
 from edge.mqtt.config import MqttConfig
+from edge.registry import BACKENDS, config_union
 from edge.sources import SourceConfig
 from edge.stream import StreamConfig
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = r"^[A-Za-z0-9_.-]+$"  # usable as an MQTT topic level, a folder name and an AWS IoT thing name
-MLFLOW_SCHEMES = ("sqlite", "http", "https", "file", "databricks")
 # config keys that hold paths, resolved against the config file's folder before validation
 PATH_KEYS = (
     ("state_dir",),
@@ -61,7 +59,9 @@ class ConfigError(UserError):
     """A config the runner cannot use; the message is one line per problem, naming file, key and value."""
 
 
-class _RegistryCommon(StrictModel):
+class Following(StrictModel):
+    """What a device follows in the registry, besides where the registry is (the backend's Config)."""
+
     model: str = Field(description="registered model the sources use unless a source names its own")
     alias: str = Field("production", description="alias (or fleet alias such as fleet-lobby) the device follows")
     public_key: Optional[Path] = Field(
@@ -84,74 +84,19 @@ class _RegistryCommon(StrictModel):
         return value
 
 
-class MlflowRegistryConfig(_RegistryCommon):
-    """MLflow Model Registry: an `mlflow server` over http(s), or the one-machine sqlite:/// store."""
-
-    type: Literal["mlflow"]
-    uri: str = Field(description="tracking/registry URI: http(s)://host:port or sqlite:///path/to/mlflow.db")
-
-    @field_validator("uri")
-    @classmethod
-    def _known_uri(cls, uri: str, info: ValidationInfo) -> str:
-        parts = urlsplit(uri)
-        if parts.scheme not in MLFLOW_SCHEMES:
-            raise ValueError(
-                f"uri: scheme {parts.scheme + '://' if parts.scheme else 'missing'} in {uri!r} is not one "
-                f"of {', '.join(s + '://' for s in MLFLOW_SCHEMES)}"
-            )
-        if parts.scheme in ("http", "https"):
-            try:
-                port_ok = parts.port is None or parts.port > 0
-            except ValueError:
-                port_ok = False
-            if not parts.hostname or not port_ok:
-                raise ValueError(f"uri: {uri!r} needs a host and a valid port, e.g. http://mlflow.local:5000")
-        if parts.scheme == "sqlite":
-            if not uri.startswith("sqlite:///"):
-                raise ValueError(f"uri: {uri!r} must be sqlite:///relative/path or sqlite:////absolute/path")
-            path = Path(uri[len("sqlite:///") :])
-            base = (info.context or {}).get("base_dir")
-            path = path if path.is_absolute() or base is None else Path(base) / path
-            if not path.is_file():
-                raise ValueError(
-                    f"uri: sqlite database {str(path)!r} does not exist (run `lensops register` first, "
-                    "or point at an mlflow server)"
-                )
-            uri = f"sqlite:///{path.resolve()}"
-        return uri
-
-    def options(self) -> dict[str, Any]:
-        return {}
+def _device_side(backend: ModuleType) -> type:
+    """The backend's Config plus what a device follows: one member of the device's registry union."""
+    config = backend.Config
+    return create_model(
+        f"{backend.KEY.capitalize()}DeviceRegistry",
+        __base__=(config, Following),
+        __doc__=f"{config.__doc__}\n\nOn a device, also what it follows: {Following.__doc__}",
+        __module__=__name__,
+    )
 
 
-class SageMakerRegistryConfig(_RegistryCommon):
-    """SageMaker Model Registry: a model package group; `Approved` is the production alias."""
-
-    type: Literal["sagemaker"]
-    region: Optional[str] = Field(None, description="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION)")
-    endpoint_url: Optional[str] = Field(None, description="SageMaker API endpoint (tests, VPC endpoints)")
-    s3_bucket: Optional[str] = Field(None, description="bucket of the package archives")
-    s3_prefix: str = Field("lensops/packages", description="key prefix of the package archives")
-    approved_alias: str = Field("production", description="the alias that SageMaker's approval stands for")
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _http_endpoint(cls, url: Optional[str]) -> Optional[str]:
-        if url is not None and (urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname):
-            raise ValueError(f"endpoint_url: {url!r} is not an http(s)://host[:port] URL")
-        return url
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "region": self.region,
-            "endpoint_url": self.endpoint_url,
-            "s3_bucket": self.s3_bucket,
-            "s3_prefix": self.s3_prefix,
-            "approved_alias": self.approved_alias,
-        }
-
-
-RegistryConfig = Annotated[Union[MlflowRegistryConfig, SageMakerRegistryConfig], Field(discriminator="type")]
+# the device's `registry`: each backend's Config (exactly as params.yaml's pipeline.registry reads it) + Following
+DeviceRegistryConfig = config_union(tuple(_device_side(backend) for backend in BACKENDS.values()))
 
 
 class DeviceConfig(StrictModel):
@@ -161,7 +106,9 @@ class DeviceConfig(StrictModel):
     fleet: Optional[str] = Field(
         None, pattern=NAME, description="fleet whose retained deployment notice the device follows"
     )
-    registry: RegistryConfig = Field(description="where models are resolved and downloaded (type: mlflow | sagemaker)")
+    registry: DeviceRegistryConfig = Field(
+        description=f"where models are resolved and downloaded (type: {' | '.join(BACKENDS)})"
+    )
     sources: list[SourceConfig] = Field(min_length=1, description="cameras, streams, video files, image folders")
     mqtt: MqttConfig = Field(description="the broker and what is published")
     stream: Optional[StreamConfig] = Field(None, description="the device's HTTP page and MJPEG streams (off if unset)")
@@ -254,7 +201,7 @@ def load_config(path: Path) -> DeviceConfig:
     base = path.resolve().parent
     raw = _with_environment(raw, path, "")
     try:
-        config = DeviceConfig.model_validate(raw, context={"base_dir": base})
+        config = DeviceConfig.model_validate(raw, context={"base_dir": base, "store_must_exist": True})
     except ValidationError as exc:
         raise ConfigError("\n".join(f"{path}: {line}" for line in describe(exc))) from None
     if config.state_dir is None:  # the default lives next to the config file too

@@ -8,7 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-TAGS = ("mlflow", "sagemaker")  # the registry union's tags: pydantic puts them in error locations
+from edge.registry import BACKENDS
+
+TAGS = tuple(BACKENDS)  # the registry union's tags: pydantic puts them in error locations
 
 
 def describe(error: ValidationError) -> list[str]:

@@ -71,7 +71,7 @@ class Runner:
         state = Path(state_dir or config.state_path)
         state.mkdir(parents=True, exist_ok=True)
         reg = config.registry
-        registry = open_registry(reg.type, getattr(reg, "uri", None), **reg.options())
+        registry = open_registry(reg)
         cache = reg.cache_dir or state / "models"
         managers = {
             name: ModelManager(

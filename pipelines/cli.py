@@ -125,7 +125,7 @@ def cmd_register(args, params: Params) -> int:
     import tempfile
 
     from edge.package import open_package, sha256_file
-    from pipelines.registry import open_writer
+    from edge.registry import open_writer
 
     cfg = params.pipeline.registry
     entry = params.model(args.model)
@@ -139,7 +139,7 @@ def cmd_register(args, params: Params) -> int:
             f"{archive}: package name '{manifest.name}' differs from {params.models_file} "
             f"models.{args.model}.name '{entry.name}'"
         )
-    writer = open_writer(cfg.type, cfg.uri, **cfg.model_dump(exclude={"type", "uri"}))
+    writer = open_writer(cfg)
     registered = writer.register(archive, manifest, sha256_file(archive), {"dvc_stage": f"register@{args.model}"})
     _write_json(
         Path(args.out or f"reports/register/{args.model}.json"),
@@ -162,11 +162,11 @@ def cmd_register(args, params: Params) -> int:
 def cmd_promote(args, params: Params) -> int:
     from pipelines import fleet
     from pipelines.promote import promote
-    from pipelines.registry import open_writer
+    from edge.registry import open_writer
 
     entry = params.model(args.model)
     cfg = params.pipeline
-    writer = open_writer(cfg.registry.type, cfg.registry.uri, **cfg.registry.model_dump(exclude={"type", "uri"}))
+    writer = open_writer(cfg.registry)
     task = args.task or _load_json(Path(entry.model_dir) / "model.json").get("task")
     if task not in ("classification", "detection"):
         raise UserError(f"{Path(entry.model_dir) / 'model.json'}: task {task!r} is not classification or detection")

@@ -7,7 +7,7 @@ params-retrain.yaml, out of `dvc repro`, and use params.yaml's `pipeline`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Literal, Optional, TypeVar
+from typing import Callable, Dict, Optional, TypeVar
 
 from typing_extensions import Annotated  # typing.Annotated is 3.9+: the SageMaker container runs 3.8
 
@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_
 
 from common.errors import UserError
 from common.models import StrictModel
+from edge.registry import BACKENDS, RegistryConfig, registry_config
 from pipelines.optimize.variants import VARIANTS
 
 T = TypeVar("T")
@@ -54,20 +55,6 @@ class ParityGate(StrictModel):
         return out
 
 
-class RegistryConfig(StrictModel):
-    type: Literal["mlflow", "sagemaker"] = "mlflow"
-    uri: Optional[str] = Field(None, description="MLflow URI; when null, MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
-    s3_bucket: Optional[str] = Field(None, description="SageMaker backend: bucket for packages")
-    s3_prefix: str = "lensops/packages"
-    region: Optional[str] = None
-    endpoint_url: Optional[str] = Field(None, description="SageMaker backend: AWS endpoint (moto in tests)")
-    approved_alias: str = Field(
-        "production",
-        description="SageMaker backend: the alias backed by ModelApprovalStatus "
-        "Approved (other aliases are metadata markers)",
-    )
-
-
 class PromoteConfig(StrictModel):
     alias: str = Field("production", description="the alias devices follow (per-fleet aliases: fleet-lobby)")
     metric: Optional[str] = Field(None, description="default: accuracy (classification) / map (detection)")
@@ -79,7 +66,10 @@ class PromoteConfig(StrictModel):
 
 
 class PipelineConfig(StrictModel):
-    registry: RegistryConfig = RegistryConfig()
+    registry: RegistryConfig = Field(
+        default_factory=lambda: registry_config({}),
+        description="the registry packages are registered in (the device config's registry reads the same keys)",
+    )
     variants: Annotated[tuple[str, ...], AfterValidator(_check_variants)] = VARIANTS
     calibration_images: int = Field(256, ge=1, description="training images, drawn at random, that calibrate int8")
     latency_runs: int = Field(50, ge=3)
@@ -148,7 +138,7 @@ def _validated(validate: Callable[[object], T], value: object, path: Path, key: 
         return validate(value)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in (key, *err["loc"]))
+        field = ".".join(str(p) for p in (key, *err["loc"]) if p not in BACKENDS)  # not the union's tag level
         raise UserError(f"{path}: {field}: {err['msg']}") from None
 
 

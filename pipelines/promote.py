@@ -18,10 +18,9 @@ from common.errors import UserError
 from common.files import write_json, write_text
 from common.models import StrictModel
 from edge.package.runtimes import choose_variant, open_session
-from edge.registry import Resolved, download_package
+from edge.registry import RegistryWriter, Resolved, download_package
 from pipelines import evaluate
 from pipelines.config import ParityGate, PromoteConfig
-from pipelines.registry import RegistryWriter
 
 log = logging.getLogger(__name__)
 

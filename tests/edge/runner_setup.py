@@ -51,7 +51,7 @@ class RegistryTemplate:
 
 
 def make_registry_template(packages: TinyPackages, root: Path) -> RegistryTemplate:
-    from pipelines.registry import MlflowRegistryWriter
+    from edge.registry import MlflowRegistryWriter
 
     det, key = packages.detector, packages.private_key
     roles: dict[str, BuiltPackage] = {
@@ -78,7 +78,7 @@ class DeviceRegistry:
     models: dict[str, str]
 
     def promote(self, role: str) -> str:
-        from pipelines.registry import MlflowRegistryWriter
+        from edge.registry import MlflowRegistryWriter
 
         MlflowRegistryWriter(self.uri).set_alias(self.models[role], "production", self.versions[role])
         return self.versions[role]

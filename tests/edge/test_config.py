@@ -190,4 +190,4 @@ def test_the_example_configs_parse(tmp_path, monkeypatch):
         and gg.mqtt.aws_iot
         and gg.mqtt.effective_client_id(gg.device_id) == "core-1-lensops"
     )
-    assert gg.registry.type == "sagemaker" and gg.registry.options()["region"] == "eu-west-1"
+    assert gg.registry.type == "sagemaker" and gg.registry.client_options()["region"] == "eu-west-1"

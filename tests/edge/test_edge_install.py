@@ -105,7 +105,7 @@ def test_every_edge_module_imports_from_the_installed_package(edge_venv, tmp_pat
 
 
 def test_the_runner_works_in_the_edge_install(edge_venv, tiny_packages, mosquitto, collectors, tmp_path):
-    from pipelines.registry import MlflowRegistryWriter
+    from edge.registry import MlflowRegistryWriter
     from tests.edge.runner_setup import inference
 
     # given a registered, signed tiny classifier in production and a folder of five frames

@@ -41,7 +41,7 @@ class Template:
 @pytest.fixture(scope="module")
 def template(tiny_packages, tmp_path_factory) -> Template:
     """One registry with: good (v a), good_b, golden-broken, tampered archive, signed by a stranger."""
-    from pipelines.registry import MlflowRegistryWriter
+    from edge.registry import MlflowRegistryWriter
 
     root = tmp_path_factory.mktemp("registry")
     packages = tiny_packages
@@ -111,7 +111,7 @@ class Setup:
 
 @pytest.fixture
 def setup(template, tiny_packages, tmp_path) -> Setup:
-    from pipelines.registry import MlflowRegistryWriter
+    from edge.registry import MlflowRegistryWriter
 
     shutil.copyfile(template.db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

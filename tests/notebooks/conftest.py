@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import PipelineConfig
-from pipelines.registry import MlflowRegistryWriter
+from edge.registry import MlflowRegistryWriter
 from tests.pipelines.models import colour_data
 from tests.pipelines.packaged import package_model
 from tests.training.helpers import quick_config

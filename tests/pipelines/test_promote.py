@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.config import ParityGate, PromoteConfig
 from pipelines.promote import Contender, decide, promote
-from pipelines.registry import MlflowRegistryWriter
+from edge.registry import MlflowRegistryWriter
 from tests.pipelines.packaged import package_model
 
 GATE = ParityGate()

@@ -6,7 +6,7 @@ import pytest
 
 from edge.package import sha256_file
 from edge.registry import MlflowRegistry, RegistryError
-from pipelines.registry import MlflowRegistryWriter
+from edge.registry import MlflowRegistryWriter
 from tests.pipelines.mlflow_server import MlflowServer, free_port
 from tests.pipelines.packaged import package_model
 

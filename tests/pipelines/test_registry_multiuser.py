@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 import yaml
 
-from pipelines.registry import MlflowRegistryWriter
+from edge.registry import MlflowRegistryWriter
 from tests.edge.conftest import collectors, mosquitto  # noqa: F401 (fixtures)
 from tests.edge.packages import tiny_packages  # noqa: F401 (fixture)
 from tests.edge.runner_fixtures import run_device  # noqa: F401 (fixture)

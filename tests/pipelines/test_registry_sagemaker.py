@@ -11,9 +11,8 @@ import boto3
 import pytest
 
 from edge.package import MANIFEST, InputSpec, Manifest, OutputSpec, Variant, pack, sha256_file
-from edge.registry import RegistryError, open_registry
-from pipelines.registry import open_writer
-from pipelines.registry_sagemaker import MAX_TAG_ENTRIES, SageMakerRegistryWriter, metadata
+from edge.registry import RegistryError, open_registry, open_writer, registry_config
+from edge.registry.sagemaker.write import MAX_TAG_ENTRIES, SageMakerRegistryWriter, metadata
 from tests.pipelines.mlflow_server import free_port
 
 MODEL = "shapes-classifier"
@@ -47,7 +46,7 @@ def sagemaker(aws: dict):
 
 @pytest.fixture
 def writer(aws) -> SageMakerRegistryWriter:
-    return open_writer("sagemaker", None, **aws)
+    return open_writer(registry_config({"type": "sagemaker", **aws}))
 
 
 def make_package(root: Path, accuracy: float, weights: bytes = b"onnx bytes") -> tuple[Path, Manifest, str]:
@@ -102,7 +101,7 @@ def test_register_resolve_download(writer, aws, tmp_path):
     assert reg.uri == f"s3://{BUCKET}/lensops/packages/{MODEL}/{sha}.tar.gz"
     assert statuses(aws) == {"1": "PendingManualApproval"}
     # and a device (read side only) resolves the candidate and downloads the same bytes
-    device = open_registry("sagemaker", None, **aws)
+    device = open_registry(registry_config({"type": "sagemaker", **aws}))
     resolved = device.resolve(MODEL, "candidate")
     assert (resolved.version, resolved.uri, resolved.sha256) == ("1", reg.uri, sha)
     got = device.download(resolved, tmp_path / "dl" / "package.tar.gz")
@@ -190,10 +189,10 @@ def test_unreachable_endpoint_fails_fast(aws, tmp_path):
     options = {**aws, "endpoint_url": dead}
     start = time.monotonic()
     with pytest.raises(RegistryError, match="unreachable") as err:
-        open_registry("sagemaker", None, **options).resolve(MODEL, "production")
+        open_registry(registry_config({"type": "sagemaker", **options})).resolve(MODEL, "production")
     assert dead in str(err.value)
     with pytest.raises(RegistryError, match="unreachable"):
-        open_writer("sagemaker", None, **options).register(*make_package(tmp_path, 0.8), {})
+        open_writer(registry_config({"type": "sagemaker", **options})).register(*make_package(tmp_path, 0.8), {})
     assert time.monotonic() - start < 20
 
 
@@ -237,4 +236,4 @@ def test_missing_boto3_is_a_clear_error(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "boto3", None)
     with pytest.raises(RegistryError, match="needs boto3"):
-        open_registry("sagemaker", None, region="us-east-1")
+        open_registry(registry_config({"type": "sagemaker", "region": "us-east-1"}))

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import PipelineConfig
-from pipelines.registry import MlflowRegistryWriter
+from edge.registry import MlflowRegistryWriter
 from pipelines.sagemaker.local import _tar as sagemaker_model_tar
 from tests.pipelines.mlflow_server import MlflowServer, free_port
 from tests.pipelines.models import colour_data

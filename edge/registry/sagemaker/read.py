@@ -1,4 +1,4 @@
-"""SageMaker Model Registry backend, device (read) side: resolve an alias, download the package from S3.
+"""SageMaker Model Registry backend, read side (what a device uses): resolve an alias, download from S3.
 
 Mapping (boto3 `sagemaker` and `s3` clients only; the SDK is not needed):
 - model name = Model Package Group name (letters, digits, hyphens; at most 63 characters);
@@ -29,7 +29,7 @@ from typing import Optional
 
 from common.files import atomic_path
 from edge.package.archive import sha256_file
-from edge.registry import RegistryError, Resolved, _short
+from edge.registry.base import RegistryError, Resolved, short as _short
 
 APPROVED, PENDING, REJECTED = "Approved", "PendingManualApproval", "Rejected"
 SHA_KEY, URI_KEY, ALIAS_PREFIX = "sha256", "package_uri", "alias."
@@ -69,6 +69,8 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 class SageMakerRegistry:
+    """The read side; `region` None: AWS_REGION, else AWS_DEFAULT_REGION, else us-east-1."""
+
     def __init__(
         self,
         region: Optional[str] = None,
@@ -76,7 +78,6 @@ class SageMakerRegistry:
         s3_bucket: Optional[str] = None,
         s3_prefix: str = "lensops/packages",
         approved_alias: str = "production",
-        **ignored,
     ):
         try:
             import boto3

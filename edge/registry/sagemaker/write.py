@@ -1,6 +1,6 @@
-"""SageMaker Model Registry backend, pipeline (write) side: register packages and move aliases.
+"""SageMaker Model Registry backend, write side (`lensops register`, `promote`): register packages, move aliases.
 
-The mapping and the alias rules are in edge/registry_sagemaker.py. Here:
+The mapping and the alias rules are in edge/registry/sagemaker/read.py. Here:
 - `register` creates the model package group if missing, uploads the archive to
   `s3://<s3_bucket>/<s3_prefix>/<model>/<sha256>.tar.gz` and creates a model package
   (PendingManualApproval) whose CustomerMetadataProperties hold sha256, package_uri, the version tags
@@ -28,11 +28,10 @@ import logging
 import unicodedata
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from edge.package import Manifest
-from edge.registry import RegistryError
-from edge.registry_sagemaker import (
+from edge.registry.base import Registered, RegistryError, version_tags
+from edge.registry.sagemaker.read import (
     APPROVED,
     CANDIDATE,
     PENDING,
@@ -44,7 +43,9 @@ from edge.registry_sagemaker import (
     alias_key,
     check_group_name,
 )
-from pipelines.registry import Registered, version_tags
+
+if TYPE_CHECKING:
+    from edge.package import Manifest
 
 log = logging.getLogger(__name__)
 MAX_ENTRIES = 50  # SageMaker's limit on CustomerMetadataProperties
@@ -149,7 +150,7 @@ class SageMakerRegistryWriter(SageMakerRegistry):
             self._update(target, add={key: _now()})
         self._clear_marker(model, alias, target["ModelPackageArn"])
 
-    def register(self, archive: Path, manifest: Manifest, sha256: str, tags: dict[str, str]) -> Registered:
+    def register(self, archive: Path, manifest: "Manifest", sha256: str, tags: dict[str, str]) -> Registered:
         model = manifest.name
         check_group_name(model)
         if not self.s3_bucket:
