@@ -25,19 +25,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from pipelines.stages import STAGES
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("training", "pipelines", "edge", "lensops", "common")
 
 _LENSOPS = ("lensops.cli:main",)
 _PIPELINES = _LENSOPS + ("lensops.cli:_pipeline", "pipelines.cli:main")
 # A command's first words -> the "module:function" handlers it runs through (the longest match wins).
+_SUBCOMMAND = {"package": ("package", "build")}  # a stage whose dvc command is a subcommand of its own
 ENTRY_POINTS = {
     ("lensops", "data", "synth"): _LENSOPS + ("lensops.cli:_data_synth",),
-    ("lensops", "evaluate"): _PIPELINES + ("pipelines.cli:cmd_evaluate",),
-    ("lensops", "optimize"): _PIPELINES + ("pipelines.cli:cmd_optimize",),
-    ("lensops", "package", "build"): _PIPELINES + ("pipelines.cli:cmd_package",),
-    ("lensops", "register"): _PIPELINES + ("pipelines.cli:cmd_register",),
-    ("lensops", "promote"): _PIPELINES + ("pipelines.cli:cmd_promote",),
+    # each pipeline stage runs through pipelines.cli's cmd_<stage>
+    **{("lensops", *_SUBCOMMAND.get(name, (name,))): _PIPELINES + (f"pipelines.cli:cmd_{name}",) for name in STAGES},
 }
 # Modules that import per subcommand: reached by an import, only their top-level imports count.
 DISPATCHERS = frozenset(entry.split(":")[0] for chain in ENTRY_POINTS.values() for entry in chain)
