@@ -99,7 +99,7 @@ class FolderRegistry:
 
 
 class MemoryReader:
-    """A reader (edge.readers.Reader) handing out pre-decoded frames, cycling through a pool."""
+    """A reader (edge.source_kinds.Reader) handing out pre-decoded frames, cycling through a pool."""
 
     def __init__(self, frames: list[np.ndarray], count: int, fps: float = 0.0):
         self.frames, self.count, self.fps = frames, count, fps

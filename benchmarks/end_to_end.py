@@ -5,7 +5,7 @@ serves the demo detector package on (a) a 1080p H.264 file decoded by its own re
 it goes, and (b) pre-decoded 1080p frames from memory. A sink placed after the MQTT sink stamps
 each frame when its message is committed to the outbox. Frames/s = frames / (first -> last
 publish); frame age = capture -> outbox. Stages alone, on the same frames and the same variant and
-threads: decode (edge.readers), preprocess (edge.package.codec), inference (the session) and the
+threads: decode (edge.source_kinds.file), preprocess (edge.package.codec), inference (the session) and the
 whole predict (preprocess + inference + output decoding). Efficiency = end-to-end frames/s /
 frames/s of the slowest stage among decode (file only), preprocess and inference.
 """
@@ -22,8 +22,7 @@ from benchmarks.video import make_video
 from edge.package.codec import preprocess
 from edge.predictor import Predictor
 from edge.package.runtimes import default_threads
-from edge.readers import open_reader
-from edge.sources import Source, SourceConfig
+from edge.sources import Source, parse_source
 
 POOL = 24  # pre-decoded frames kept (1080p: 6 MB each)
 
@@ -51,7 +50,7 @@ def timed(calls) -> dict:
 
 
 def stages(video, package: DetectorPackage, threads: int, runs: int) -> tuple[dict, list]:
-    reader = open_reader("file", str(video), 5.0)
+    reader = parse_source({"id": "decode", "uri": str(video)}).open_reader()
     frames = []
 
     def decode():
@@ -119,12 +118,12 @@ def run(settings: Settings) -> dict:
     video, codec = make_video(settings.work / "video-1080p.mp4", n, settings.root / "data" / "demo" / "video.mp4")
     found, frames = stages(video, package, settings.threads, n)
     with Mosquitto(settings.work / "mosquitto-runner") as broker:
-        file_source = Source(SourceConfig(id="h264", uri=str(video), fps=0, drop=False))
+        file_source = Source(parse_source(dict(id="h264", uri=str(video), fps=0, drop=False)))
         on_file = serve(package, file_source, broker.url, settings.work / "state-file", settings.threads, 300)
         memory = MemoryReader(frames, n)
         frame_source = Source(
-            SourceConfig(id="frames", uri=str(video), fps=0, drop=False),
-            open_reader=lambda _kind, _target, _timeout, _transport=None: memory,
+            parse_source(dict(id="frames", uri=str(video), fps=0, drop=False)),
+            open_reader=lambda _config: memory,
         )
         on_frames = serve(package, frame_source, broker.url, settings.work / "state-frames", settings.threads, 300)
     return {

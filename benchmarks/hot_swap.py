@@ -20,7 +20,7 @@ from benchmarks.broker import Mosquitto, available
 from benchmarks.device import MemoryReader, assemble, detector_package, wait_for
 from benchmarks.machine import Settings
 from benchmarks.video import frames_1080p
-from edge.sources import Source, SourceConfig
+from edge.sources import Source, parse_source
 
 FPS = 30.0
 AFTER_S = 0.5
@@ -56,8 +56,8 @@ def run(settings: Settings) -> dict:
     versions = tuple(str(v) for v in range(1, settings.runs(4, 2) + 1))  # 3 swaps (1 quick)
     memory = MemoryReader(frames, count=10**6, fps=FPS)
     source = Source(
-        SourceConfig(id="camera", uri=str(package.archive), fps=FPS, drop=True),
-        open_reader=lambda _kind, _target, _timeout, _transport=None: memory,
+        parse_source(dict(id="camera", uri=str(package.archive), fps=FPS, drop=True)),
+        open_reader=lambda _config: memory,
     )
     swaps = []
     with Mosquitto(settings.work / "mosquitto-swap") as broker:

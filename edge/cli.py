@@ -74,15 +74,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def undecodable_sources(config: DeviceConfig, path: Path) -> list[str]:
-    """One line per file or folder source whose first frame does not decode, named like a config error
-    (cameras and streams are not opened: they may be offline at check time)."""
-    from edge.readers import SourceError, first_frame
+    """One line per source whose kind is checked by decoding its first frame (`CHECK_FIRST_FRAME`: files and
+    folders) and whose first frame does not decode, named like a config error (cameras and streams are not
+    opened: they may be offline at check time)."""
+    from edge.source_kinds import SourceError, first_frame
 
     found = []
     for i, source in enumerate(config.sources):
-        if source.kind in ("file", "folder"):
+        if source.CHECK_FIRST_FRAME:
             try:
-                first_frame(source.kind, str(source.uri), source.stall_timeout_s)
+                first_frame(source)
             except SourceError as exc:
                 found.append(f"{path}: sources[{i}].uri: {exc}")
     return found

@@ -9,15 +9,17 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from edge.registry import BACKENDS
+from edge.source_kinds import KINDS
 
 TAGS = tuple(BACKENDS)  # the registry union's tags: pydantic puts them in error locations
+SOURCE_TAGS = tuple(kind.key() for kind in KINDS)  # the sources union's tags, right after sources[i]
 
 
 def describe(error: ValidationError) -> list[str]:
     """One readable line per problem: `sources[0].colour: unknown key (expected one of: ...)`."""
     lines = []
     for item in error.errors():
-        loc = [part for part in item["loc"] if part not in TAGS]  # the union's tag level
+        loc = [part for i, part in enumerate(item["loc"]) if not _is_tag(item["loc"], i)]  # a union's tag level
         where = _path(loc)
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(loc[:-1], item["loc"])
@@ -42,6 +44,14 @@ def describe(error: ValidationError) -> list[str]:
     return lines
 
 
+def _is_tag(loc: tuple, i: int) -> bool:
+    """Whether `loc[i]` is a tagged union's tag (`sources[0].stream.username`: a source kind, not a key;
+    `stream` alone is the device's stream key)."""
+    if loc[i] in TAGS:
+        return True
+    return loc[i] in SOURCE_TAGS and i >= 2 and loc[i - 2] == "sources" and isinstance(loc[i - 1], int)
+
+
 def _path(loc: list) -> str:
     text = ""
     for part in loc:
@@ -54,7 +64,7 @@ def _allowed_keys(loc: list, raw_loc: tuple) -> list[str]:
     from edge.config import DeviceConfig
 
     model: Any = DeviceConfig
-    tags = [part for part in raw_loc if part in TAGS]
+    tags = [part for i, part in enumerate(raw_loc) if _is_tag(raw_loc, i)]
     for part in loc:
         if isinstance(part, int):
             continue

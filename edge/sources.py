@@ -6,6 +6,9 @@ for the consumer, so every frame of a replay is seen (`drop: false`). A watchdog
 `time.monotonic()` abandons an open or read that takes longer than `stall_timeout_s` and a fresh
 capture thread reconnects after an exponential backoff. Failures are caught and shown in
 `stats()`; they never leave the source's own threads.
+
+What differs between kinds (their keys, their reader, whether they drop by default, whether they are
+a replay) is declared by the kind's module in `edge/source_kinds/`; nothing here names a kind.
 """
 
 from __future__ import annotations
@@ -14,17 +17,15 @@ import logging
 import threading
 import time
 from collections import deque
-from pathlib import Path
-from typing import Any, Callable, Literal, Optional
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import Callable, Optional
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from edge.frames import Frame, FrameSlot
-from edge.readers import Kind, Reader, UndecodableSource, classify_uri, no_frame, open_reader
 from edge.redact import redact
-from edge.secrets import read_password, refuse_password_key
+from edge.source_kinds import Reader, ReplayKind, SourceConfig, SourceKind, UndecodableSource, parse_source
+
+__all__ = ["DECODE_TRIES", "OpenReader", "Source", "SourceConfig", "parse_source"]
 
 log = logging.getLogger(__name__)
 
@@ -32,113 +33,18 @@ BACKOFF_INITIAL_S = 0.5
 DECODE_TRIES = 3  # a file or folder that is there but yields no frame this many times in a row has failed
 FPS_WINDOW_S = 2.0
 
-
-class SourceConfig(BaseModel):
-    """One frame source of the runner. Relative paths are taken from the validation context's
-    `base_dir` (the config file's folder) when given, else from the working folder."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="name in topics, URLs and metrics")
-    uri: str = Field(
-        description="camera index (0) or /dev/video0, a video file, an image folder, "
-        "or an rtsp://, rtsps://, http:// or https:// stream"
-    )
-    loop: bool = Field(False, description="files and folders: start again at the end")
-    fps: Optional[float] = Field(
-        None,
-        ge=0,
-        description="files and folders: pace to this rate; default the "
-        "file's own rate (folders: 0); 0 = as fast as possible",
-    )
-    drop: Optional[bool] = Field(
-        None,
-        description="true: newest frame wins, overwritten frames are counted; "
-        "false: wait for the consumer, never drop. Default: true for "
-        "cameras and streams, false for files and folders",
-    )
-    model: Optional[str] = Field(None, description="registered model for this source (default: the runner's)")
-    stall_timeout_s: float = Field(5.0, gt=0, description="reconnect when an open or read takes longer")
-    reconnect_backoff_max_s: float = Field(30.0, gt=0, description="cap of the exponential reconnect backoff")
-    username: Optional[str] = Field(None, description="streams: user for the camera's RTSP/HTTP authentication")
-    password_env: Optional[str] = Field(None, description="streams: environment variable holding the password")
-    password_file: Optional[Path] = Field(None, description="streams: file holding the password")
-    transport: Optional[Literal["tcp", "udp"]] = Field(
-        None, description="RTSP: RTP over tcp (through NAT and firewalls) or udp; default OpenCV's (tcp preferred)"
-    )
-
-    _kind: Kind = PrivateAttr("file")
-
-    @field_validator("uri", mode="before")
-    @classmethod
-    def _camera_index(cls, uri: object) -> object:
-        return str(uri) if isinstance(uri, int) and not isinstance(uri, bool) else uri
-
-    @field_validator("uri")
-    @classmethod
-    def _known_uri(cls, uri: str, info: ValidationInfo) -> str:
-        kind, target = classify_uri(uri, (info.context or {}).get("base_dir"))
-        return target if kind in ("file", "folder") else uri.strip()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_secrets_in_yaml(cls, data: Any) -> Any:
-        return refuse_password_key(data)
-
-    @model_validator(mode="after")
-    def _replay_options_need_a_replay(self) -> "SourceConfig":
-        self._kind = classify_uri(self.uri)[0]
-        if self.kind in ("camera", "stream"):
-            for name in ("loop", "fps"):
-                if getattr(self, name) not in (None, False):
-                    raise ValueError(
-                        f"source '{self.id}': {name} applies to video files and image folders, "
-                        f"not to the {self.kind} {redact(self.uri)!r}"
-                    )
-        shown = redact(self.uri)
-        if self.kind != "stream":
-            for name in ("username", "password_env", "password_file", "transport"):
-                if getattr(self, name) is not None:
-                    raise ValueError(f"source '{self.id}': {name} applies to rtsp/http streams, not to {shown!r}")
-        if self.transport and not self.uri.lower().startswith(("rtsp://", "rtsps://")):
-            raise ValueError(f"source '{self.id}': transport applies to rtsp:// streams, not to {shown!r}")
-        if self.password_env and self.password_file:
-            raise ValueError(f"source '{self.id}': password_env and password_file: give one of them, not both")
-        if (self.password_env or self.password_file) and not self.username:
-            raise ValueError(f"source '{self.id}': a password (password_env / password_file) requires username")
-        if self.username and urlsplit(self.uri).username:
-            raise ValueError(f"source '{self.id}': the user is in the URL and in username; give it in one place")
-        if self.password_file is not None and not Path(self.password_file).is_file():
-            raise ValueError(f"source '{self.id}': password_file {str(self.password_file)!r} not found")
-        return self
-
-    def open_target(self) -> str:
-        """What the reader opens: the URI, with username and the password (from password_env or
-        password_file, read now) put into a stream URL; ValueError naming what is missing."""
-        if not self.username:
-            return str(self.uri)
-        password = read_password(self.password_env, self.password_file, f"source '{self.id}': ")
-        parts = urlsplit(self.uri)
-        userinfo = quote(self.username, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
-        return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
-
-    @property
-    def kind(self) -> Kind:
-        """camera, stream, file or folder (decided when the config was read)."""
-        return self._kind
-
-    @property
-    def drops_frames(self) -> bool:
-        return self.drop if self.drop is not None else self.kind in ("camera", "stream")
+OpenReader = Callable[[SourceKind], Reader]  # the source's config -> its reader, opened
 
 
-OpenReader = Callable[[Kind, str, float, Optional[str]], Reader]  # kind, target, timeout_s, transport
+def open_reader(config: SourceKind) -> Reader:
+    """The kind's own reader (tests and benchmarks hand `Source` another)."""
+    return config.open_reader()
 
 
 class Source:
     """One frame source: `start()`, then `get(timeout)` frames, `stats()` at any time, `stop()`."""
 
-    def __init__(self, config: SourceConfig, open_reader: OpenReader = open_reader):
+    def __init__(self, config: SourceKind, open_reader: OpenReader = open_reader):
         self.config = config
         self._open_reader = open_reader
         self._slot = FrameSlot(config.drops_frames)
@@ -153,10 +59,11 @@ class Source:
         self._last_error: Optional[str] = None
         self._recent: deque[float] = deque(maxlen=1024)
         self._threads: list[threading.Thread] = []
-        self._replay = config.kind in ("file", "folder")
+        # files and folders: wait for the consumer, pace, end or loop, fail when nothing decodes
+        self._replay: Optional[ReplayKind] = config if isinstance(config, ReplayKind) else None
 
     @classmethod
-    def from_config(cls, config: SourceConfig) -> "Source":
+    def from_config(cls, config: SourceKind) -> "Source":
         return cls(config)
 
     @property
@@ -232,16 +139,16 @@ class Source:
                     break
                 if image is not None:
                     due = self._pace(reader, due)
-                    self._deliver(image, index if self._replay else None)
+                    self._deliver(image, index if self._replay is not None else None)
                     index += 1
-                elif self._replay and index == 0:  # it opened, but not one frame decodes
+                elif self._replay is not None and index == 0:  # it opened, but not one frame decodes
                     reader.release()
-                    self._undecodable_try(str(no_frame(self.config.kind, str(self.config.uri), reader)))
+                    self._undecodable_try(str(self.config.no_frame(reader)))
                     reader = None
-                elif self._replay:
+                elif self._replay is not None:
                     reader.release()
                     reader = None
-                    if not self.config.loop:
+                    if not self._replay.loop:
                         self._end()
                         return
                 else:  # a live read failed
@@ -268,12 +175,7 @@ class Source:
             with self._lock:
                 self._reconnects += 1
         try:
-            reader = self._timed(
-                generation,
-                lambda: self._open_reader(
-                    self.config.kind, self.config.open_target(), self.config.stall_timeout_s, self.config.transport
-                ),
-            )
+            reader = self._timed(generation, lambda: self._open_reader(self.config))
         except UndecodableSource as exc:
             self._undecodable_try(str(exc))
             return None
@@ -297,8 +199,10 @@ class Source:
 
     def _pace(self, reader: Reader, due: float) -> float:
         """Sleep until this frame is due (files and folders); returns when the next one is."""
-        fps = self.config.fps if self.config.fps is not None else reader.fps
-        if not self._replay or not fps:
+        if self._replay is None:
+            return due
+        fps = self._replay.fps if self._replay.fps is not None else reader.fps
+        if not fps:
             return due
         now = time.monotonic()
         if due > now:

@@ -69,7 +69,7 @@ class InferenceWorker:
         # for consecutive frames of a video (an image folder's frames are unrelated stills)
         self._previous: list[Prediction] = []
         self._previous_from: Optional[Predictor] = None
-        self._stream = source.config.kind != "folder"
+        self._stream = source.config.CONSECUTIVE_FRAMES
 
     @property
     def id(self) -> str:

@@ -12,7 +12,7 @@ from typing import Optional
 import cv2
 import pytest
 
-from edge.sources import Source, SourceConfig
+from edge.sources import Source, parse_source
 from tests.edge.conftest import free_port
 from tests.edge.runner_fixtures import video  # noqa: F401 (fixture)
 from tests.edge.runner_setup import wait_until
@@ -81,7 +81,9 @@ def sources():
 
     def start(**config) -> Source:
         # stall_timeout_s 5: an RTSP open takes ~2 s here, longer on a busy machine
-        made.append(Source(SourceConfig(id="cam", stall_timeout_s=5, reconnect_backoff_max_s=0.5, **config)).start())
+        made.append(
+            Source(parse_source(dict(id="cam", stall_timeout_s=5, reconnect_backoff_max_s=0.5, **config))).start()
+        )
         return made[-1]
 
     yield start
@@ -135,7 +137,7 @@ def test_a_camera_that_requires_a_user_and_password_from_the_environment_or_a_fi
     assert stats["frames"] == 0 and stats["state"] == "degraded" and PASSWORD not in stats["last_error"], stats
     # and the YAML may not hold the password itself
     with pytest.raises(ValueError, match="secrets are not read from the YAML"):
-        SourceConfig(id="cam", uri=server.url, username="viewer", password=PASSWORD)
+        parse_source(dict(id="cam", uri=server.url, username="viewer", password=PASSWORD))
 
 
 def test_rtp_over_tcp_for_a_camera_that_refuses_udp(servers, sources):

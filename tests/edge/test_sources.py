@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from edge import sources
-from edge.sources import Source, SourceConfig
+from edge.sources import Source, SourceConfig, parse_source
 
 SIZE = (64, 48)  # width, height
 
@@ -78,11 +78,11 @@ def test_config_sorts_uris_into_kinds(video, tmp_path):
     (tmp_path / "imgs").mkdir()
     cv2.imwrite(str(tmp_path / "imgs" / "a.png"), np.zeros((4, 4, 3), np.uint8))
     kinds = {
-        uri: SourceConfig(id="s", uri=uri).kind
+        uri: parse_source(dict(id="s", uri=uri)).kind
         for uri in (0, "/dev/video0", "rtsp://cam/live", "https://cam/x.mjpg", str(video), str(tmp_path / "imgs"))
     }
     assert list(kinds.values()) == ["camera", "camera", "stream", "stream", "file", "folder"], kinds
-    relative = SourceConfig.model_validate({"id": "s", "uri": "clip.mp4"}, context={"base_dir": tmp_path})
+    relative = parse_source({"id": "s", "uri": "clip.mp4"}, base_dir=tmp_path)
     assert relative.uri == str(video) and relative.kind == "file"
 
 
@@ -100,7 +100,7 @@ def test_config_sorts_uris_into_kinds(video, tmp_path):
 )
 def test_bad_config_is_a_value_error_naming_field_and_value(fields, named):
     with pytest.raises(ValueError) as caught:
-        SourceConfig.model_validate({"id": "door", **fields})
+        parse_source({"id": "door", **fields})
     assert isinstance(caught.value, ValidationError)
     for word in named:
         assert word in str(caught.value), f"{word!r} not named in: {caught.value}"
@@ -108,7 +108,7 @@ def test_bad_config_is_a_value_error_naming_field_and_value(fields, named):
 
 def test_empty_image_folder_is_refused(tmp_path):
     with pytest.raises(ValueError, match="holds no images"):
-        SourceConfig(id="s", uri=str(tmp_path))
+        parse_source(dict(id="s", uri=str(tmp_path)))
 
 
 # -- files and folders ---------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_empty_image_folder_is_refused(tmp_path):
 
 def test_file_delivers_every_frame_in_order_without_drops(video, started):
     # given a file replay (no-drop by default) read as fast as possible by a slow consumer
-    source = started(SourceConfig(id="door", uri=str(video), fps=0))
+    source = started(parse_source(dict(id="door", uri=str(video), fps=0)))
     frames = []
     for frame in iter(lambda: source.get(timeout=2), None):
         frames.append(frame)
@@ -132,7 +132,7 @@ def test_file_delivers_every_frame_in_order_without_drops(video, started):
 
 def test_newest_wins_counts_what_it_drops(video, started):
     # given newest-wins on a file read as fast as possible and nobody reading until it ends
-    source = started(SourceConfig(id="door", uri=str(video), fps=0, drop=True))
+    source = started(parse_source(dict(id="door", uri=str(video), fps=0, drop=True)))
     assert wait_for(lambda: source.stats()["state"] == "ended")
     # then only the newest frame is left and the other 19 are counted as dropped
     frames = drain(source)
@@ -144,14 +144,14 @@ def test_newest_wins_counts_what_it_drops(video, started):
 def test_file_plays_at_its_own_frame_rate(tmp_path, started):
     clip = write_video(tmp_path / "fast.mp4", 10, fps=40.0)
     start = time.monotonic()
-    frames = drain(started(SourceConfig(id="s", uri=str(clip))))
+    frames = drain(started(parse_source(dict(id="s", uri=str(clip)))))
     elapsed = time.monotonic() - start
     assert len(frames) == 10
     assert 0.2 <= elapsed < 1.5, f"10 frames at 40 fps took {elapsed:.2f} s, expected about 0.25 s"
 
 
 def test_looping_file_starts_again(video, started):
-    source = started(SourceConfig(id="s", uri=str(video), fps=0, loop=True))
+    source = started(parse_source(dict(id="s", uri=str(video), fps=0, loop=True)))
     indices = [source.get(timeout=2).index for _ in range(45)]
     assert indices == list(range(20)) * 2 + list(range(5))
     assert source.stats()["state"] == "ok"
@@ -164,7 +164,7 @@ def test_image_folder_in_sorted_order(tmp_path, started):
         cv2.imwrite(str(folder / name), np.full((8, 8, 3), value, np.uint8))
     (folder / "notes.txt").write_text("not an image")
     (folder / "d.png").write_bytes(b"not a png either")  # skipped with a warning
-    frames = drain(started(SourceConfig(id="s", uri=str(folder))))
+    frames = drain(started(parse_source(dict(id="s", uri=str(folder)))))
     assert [int(f.image.mean()) for f in frames] == [10, 20, 30]
     assert [f.index for f in frames] == [0, 1, 2]
 
@@ -182,8 +182,10 @@ def free_port() -> int:
 def test_refused_stream_backs_off_while_another_source_delivers(video, started, monkeypatch):
     monkeypatch.setattr(sources, "BACKOFF_INITIAL_S", 0.05)
     # given a stream nobody serves next to a looping file
-    dead = started(SourceConfig(id="dead", uri=f"http://127.0.0.1:{free_port()}/x.mjpg", reconnect_backoff_max_s=0.4))
-    alive = started(SourceConfig(id="alive", uri=str(video), loop=True, fps=100))
+    dead = started(
+        parse_source(dict(id="dead", uri=f"http://127.0.0.1:{free_port()}/x.mjpg", reconnect_backoff_max_s=0.4))
+    )
+    alive = started(parse_source(dict(id="alive", uri=str(video), loop=True, fps=100)))
     start = time.monotonic()
     got = [alive.get(timeout=1) for _ in range(80)]  # about 1 s at 100 fps
     elapsed = time.monotonic() - start
@@ -197,7 +199,7 @@ def test_refused_stream_backs_off_while_another_source_delivers(video, started, 
 
 def test_vanished_file_is_retried_and_recovers(video, tmp_path, started, monkeypatch):
     monkeypatch.setattr(sources, "BACKOFF_INITIAL_S", 0.05)
-    source = started(SourceConfig(id="s", uri=str(video), loop=True, fps=0, reconnect_backoff_max_s=0.1))
+    source = started(parse_source(dict(id="s", uri=str(video), loop=True, fps=0, reconnect_backoff_max_s=0.1)))
     assert source.get(timeout=2) is not None
     kept = video.rename(tmp_path / "elsewhere.mp4")
     # the open file plays to its end; the reopen for the next pass fails
@@ -257,7 +259,7 @@ def mjpeg_server():
 def test_stalled_stream_is_reconnected(mjpeg_server, started):
     # given an MJPEG stream that goes silent after 5 frames without closing the connection
     url = f"http://127.0.0.1:{mjpeg_server.server_address[1]}/cam.mjpg"
-    source = started(SourceConfig(id="cam", uri=url, stall_timeout_s=0.5, reconnect_backoff_max_s=0.2))
+    source = started(parse_source(dict(id="cam", uri=url, stall_timeout_s=0.5, reconnect_backoff_max_s=0.2)))
     first = source.get(timeout=3)
     assert first is not None, "the stream delivered nothing"
     # then it is reconnected after the stall timeout + backoff, and frames flow again
@@ -299,13 +301,13 @@ def test_watchdog_abandons_a_read_that_never_returns(started):
     unblock = threading.Event()
     opened: list[_StuckReader] = []
 
-    def open_stuck(kind, target, timeout_s, transport=None):
+    def open_stuck(config):
         opened.append(_StuckReader(unblock))
         return opened[-1]
 
     try:
         source = started(
-            SourceConfig(id="cam", uri="rtsp://cam/live", stall_timeout_s=0.3, reconnect_backoff_max_s=0.1),
+            parse_source(dict(id="cam", uri="rtsp://cam/live", stall_timeout_s=0.3, reconnect_backoff_max_s=0.1)),
             open_reader=open_stuck,
         )
         # each reader gives one frame, then blocks; the watchdog opens a new one each time

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.sources import DECODE_TRIES, Source, SourceConfig
+from edge.sources import DECODE_TRIES, Source, parse_source
 from tests.edge.packages import tiny_packages  # noqa: F401 (fixture)
 from tests.edge.runner_fixtures import registry_template, video  # noqa: F401 (fixtures)
 from tests.edge.runner_setup import copy_registry, device_yaml, inference, wait_until
@@ -40,7 +40,7 @@ def test_an_undecodable_file_or_folder_fails_after_a_few_tries_naming_the_reason
         for name in ("a.jpg", "b.png"):
             (uri / name).write_bytes(b"not an image at all")
         reason = "a.jpg, b.png"
-    source = Source.from_config(SourceConfig(id="cut", uri=str(uri), reconnect_backoff_max_s=0.1)).start()
+    source = Source.from_config(parse_source(dict(id="cut", uri=str(uri), reconnect_backoff_max_s=0.1))).start()
     try:
         # when it is tried, then it ends as failed with the reason, instead of being retried forever
         assert wait_until(lambda: source.failed, 20), source.stats()

@@ -11,14 +11,14 @@ import numpy as np
 
 from edge.messages import Prediction
 from edge.predictor import Result
-from edge.sources import Source, SourceConfig
+from edge.sources import Source, parse_source
 from edge.worker import InferenceWorker
 
 WAIT_S = 10.0
 
 
 class Frames:
-    """A reader (edge.readers.Reader) of n small frames; frame i is filled with the value i."""
+    """A reader (edge.source_kinds.Reader) of n small frames; frame i is filled with the value i."""
 
     def __init__(self, n: int):
         self.n, self.next = n, 0
@@ -79,8 +79,8 @@ def file_source(n: int, folder) -> Source:
     video = folder / "frames.mp4"
     video.touch()
     return Source(
-        SourceConfig(id="cam", uri=str(video), fps=0, drop=False),
-        open_reader=lambda _kind, _target, _timeout, _transport=None: reader,
+        parse_source(dict(id="cam", uri=str(video), fps=0, drop=False)),
+        open_reader=lambda _config: reader,
     )
 
 
@@ -168,8 +168,8 @@ def test_frames_of_an_image_folder_are_predicted_without_the_previous_one(tmp_pa
     folder.mkdir()
     (folder / "0.jpg").touch()  # the folder must hold images; the reader here hands out its own frames
     source = Source(
-        SourceConfig(id="stills", uri=str(folder), fps=0, drop=False),
-        open_reader=lambda _kind, _target, _timeout, _transport=None: reader,
+        parse_source(dict(id="stills", uri=str(folder), fps=0, drop=False)),
+        open_reader=lambda _config: reader,
     )
     worker = InferenceWorker(source, Manager(model), [])
     with running(source, worker):
