@@ -12,16 +12,13 @@ from typing import Literal, Optional
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from common.errors import UserError
 from common.models import StrictModel
+from edge.package.errors import PackageError  # defined there (the runtimes raise it too); imported from here
+from edge.package.runtimes import RUNTIMES, unknown_runtime
 
 SCHEMA = "lensops.package/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-
-
-class PackageError(UserError):
-    """A package that must not be loaded: the message names the file or field at fault."""
 
 
 class InputSpec(StrictModel):
@@ -77,13 +74,20 @@ class Latency(StrictModel):
 
 class Variant(StrictModel):
     id: str
-    runtime: Literal["onnxruntime", "openvino", "mxnet"]
+    runtime: str = Field(description="the runtime that opens it: a key of edge.package.runtimes.RUNTIMES")
     precision: Literal["fp32", "fp16", "bf16", "int8"]
     entry: str = Field(description="the file the runtime opens (model.onnx, model.xml, model-symbol.json)")
     files: dict[str, str] = Field(description="package-relative path -> sha256")
     cpu_features: tuple[str, ...] = ()
     parity: dict[str, float] = Field(default_factory=dict)
     latency: Optional[Latency] = None
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, runtime: str) -> str:
+        if runtime not in RUNTIMES:
+            raise ValueError(unknown_runtime(runtime))
+        return runtime
 
     @field_validator("files")
     @classmethod

@@ -19,10 +19,10 @@ import numpy as np
 
 from common.errors import UserError
 from edge.package.manifest import Variant
-from edge.package.runtimes import import_openvino
+from edge.package.runtimes import RUNTIMES, import_openvino
 
 VARIANTS = ("mxnet-fp32", "onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-bf16", "openvino-int8")
-RUNTIME = {"mxnet": "mxnet", "onnx": "onnxruntime", "openvino": "openvino"}
+RUNTIME = {r.variant_prefix: key for key, r in RUNTIMES.items()}  # a variant id's prefix -> its runtime's key
 CPU_FEATURES = {"openvino-bf16": ("avx512_bf16",)}
 
 

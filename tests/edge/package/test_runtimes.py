@@ -1,12 +1,36 @@
-"""OpenVINO is imported with its telemetry off: no event is sent (each send forks a process, which
-deadlocked `lensops optimize` next to MXNet's engine, and a device must not call out)."""
+"""Runtimes are plugins (edge/package/runtimes/): every collected runtime declares its key, module, options
+and session; a manifest naming any other runtime is one error listing the valid keys; each session opens with
+the options a device has always run. OpenVINO is imported with its telemetry off: no event is sent (each send
+forks a process, which deadlocked `lensops optimize` next to MXNet's engine, and a device must not call out)."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import pkgutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from common.errors import USER_ERROR_EXIT
+from common.models import StrictModel
+from edge.package import MANIFEST, PackageError, Variant, read_manifest
+from edge.package import runtimes as runtimes_package
+from edge.package.runtimes import (
+    RUNTIMES,
+    Runtime,
+    RuntimeOptions,
+    get_runtime,
+    import_openvino,
+    open_variant,
+    runtime_available,
+)
+from lensops.cli import main as lensops
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -43,3 +67,149 @@ def test_importing_and_converting_sends_no_openvino_telemetry(tmp_path):
     # then nothing was sent
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "sent 0", done.stdout
+
+
+VALID = "mxnet, onnxruntime, openvino"
+
+
+@pytest.mark.parametrize("key", sorted(RUNTIMES))
+def test_each_collected_runtime_declares_its_key_module_options_and_session(key):
+    runtime = RUNTIMES[key]
+    # its module's KEY is the key it is collected under, the one manifests name it by
+    assert isinstance(runtime, Runtime) and runtime.key == key
+    module = importlib.import_module(runtime.session.__module__)
+    assert module.KEY == key and module.RUNTIME is runtime
+    # the module whose presence makes it available, and the prefix of its variants' ids
+    assert runtime.module and runtime.variant_prefix and "-" not in runtime.variant_prefix
+    assert runtime.available() == (importlib.util.find_spec(runtime.module) is not None)
+    # typed options: strict, defaults valid, tagged with the key and with no other
+    assert issubclass(runtime.options, RuntimeOptions) and issubclass(runtime.options, StrictModel)
+    assert runtime.options().runtime == key
+    other = next(k for k in sorted(RUNTIMES) + ["other"] if k != key)
+    with pytest.raises(ValidationError):
+        runtime.options(runtime=other)
+    with pytest.raises(ValidationError):
+        runtime.options(no_such_option=1)
+    # a session class with run(batch)
+    assert isinstance(runtime.session, type) and callable(getattr(runtime.session, "run", None))
+
+
+def test_every_runtime_module_is_collected_once():
+    # given the runtime modules in edge/package/runtimes/
+    declared = []
+    for info in pkgutil.iter_modules(runtimes_package.__path__, f"{runtimes_package.__name__}."):
+        module = importlib.import_module(info.name)
+        if isinstance(getattr(module, "RUNTIME", None), Runtime):
+            declared.append(module.RUNTIME)
+    # then each is in RUNTIMES (a module left out of the collection would never be loaded)
+    assert sorted(r.key for r in declared) == sorted(RUNTIMES), "add the module's RUNTIME to _COLLECTED"
+    # and no two share a key or a variant id prefix
+    assert len({r.variant_prefix for r in RUNTIMES.values()}) == len(RUNTIMES)
+
+
+def test_the_pipeline_names_variants_by_the_collected_runtimes():
+    from pipelines.optimize.variants import VARIANTS, BuiltVariant
+
+    # every variant the pipeline builds belongs to a collected runtime, found by its id's prefix
+    for vid in VARIANTS:
+        runtime = BuiltVariant(vid, "entry").runtime
+        assert runtime in RUNTIMES and vid.startswith(RUNTIMES[runtime].variant_prefix + "-")
+    assert BuiltVariant("onnx-int8", "entry").runtime == "onnxruntime"
+
+
+def manifest_json(runtime: str) -> dict:
+    return {
+        "schema": "lensops.package/1",
+        "name": "tiny",
+        "version": "1",
+        "task": "classification",
+        "labels": ["a", "b"],
+        "created": "2026-01-01T00:00:00Z",
+        "input": {"size": [8, 8], "mean": [0, 0, 0], "std": [1, 1, 1]},
+        "output": {"type": "probabilities", "names": ["probabilities"]},
+        "variants": [
+            {
+                "id": "trt-fp32",
+                "runtime": runtime,
+                "precision": "fp32",
+                "entry": "variants/trt-fp32/model.plan",
+                "files": {"variants/trt-fp32/model.plan": "0" * 64},
+            }
+        ],
+    }
+
+
+def test_an_unknown_runtime_in_a_manifest_is_one_error_listing_the_valid_ones(tmp_path, capsys):
+    # given a package whose manifest names a runtime the device does not collect
+    (tmp_path / MANIFEST).write_text(json.dumps(manifest_json("tensorrt")))
+    # when it is read, then one PackageError names the file, the field, the value and the valid keys
+    with pytest.raises(PackageError) as caught:
+        read_manifest(tmp_path)
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / MANIFEST}: field 'variants.0.runtime'"), message
+    assert "unknown runtime 'tensorrt'" in message and f"(valid: {VALID})" in message
+    assert "\n" not in message
+    # and the CLI prints it as one error line, exit 2
+    assert lensops(["package", "verify", str(tmp_path)]) == USER_ERROR_EXIT
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "tensorrt" in errors[0] and VALID in errors[0], errors
+
+
+def test_each_collected_runtime_is_accepted_by_the_manifest():
+    for key in RUNTIMES:
+        assert Variant(id="v", runtime=key, precision="fp32", entry="m", files={"m": ""}).runtime == key
+
+
+def test_an_unknown_runtime_key_lists_the_valid_ones():
+    for call in (lambda: get_runtime("tflite"), lambda: runtime_available("tflite")):
+        with pytest.raises(PackageError, match=rf"unknown runtime 'tflite' \(valid: {VALID}\)"):
+            call()
+
+
+def relu_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_onnx_runtime_sessions_keep_the_device_options(tmp_path):
+    # given a one-node ONNX variant
+    relu_onnx(tmp_path / "model.onnx")
+    variant = Variant(
+        id="onnx-fp32", runtime="onnxruntime", precision="fp32", entry="model.onnx", files={"model.onnx": ""}
+    )
+    # when it is opened the way a device opens it
+    session = open_variant(tmp_path, variant, ("y",), threads=2)
+    # then all graph optimizations, the given intra-op threads, one inter-op thread, no spinning
+    import onnxruntime as ort
+
+    options = session._session.get_session_options()
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert (options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level) == (2, 1, 3)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert session._session.get_providers() == ["CPUExecutionProvider"]
+    out = session.run(np.array([[-1.0, 2.0]], dtype=np.float32))
+    np.testing.assert_array_equal(out[0], [[0.0, 2.0]])
+
+
+@pytest.mark.skipif(not runtime_available("openvino"), reason="openvino is not installed")
+def test_openvino_sessions_keep_the_device_options(tmp_path):
+    # given the same graph as an OpenVINO variant (read from ONNX: the runtime opens either)
+    relu_onnx(tmp_path / "model.onnx")
+    variant = Variant(
+        id="openvino-fp32", runtime="openvino", precision="fp32", entry="model.onnx", files={"model.onnx": ""}
+    )
+    # when it is opened the way a device opens it
+    session = open_variant(tmp_path, variant, ("y",), threads=2)
+    # then compiled for latency, fp32 precision, the given threads
+    compiled = session._compiled
+    assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == import_openvino().Type.f32
+    out = session.run(np.array([[-1.0, 2.0]], dtype=np.float32))
+    np.testing.assert_array_equal(out[0], [[0.0, 2.0]])
