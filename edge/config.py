@@ -25,7 +25,7 @@ import os
 import re
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import yaml
 from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
@@ -35,6 +35,7 @@ from common.models import StrictModel
 from edge.capture import CaptureConfig
 from edge.config_errors import describe
 from edge.mqtt.config import MqttConfig
+from edge.package.runtimes import RuntimeOptionsConfig
 from edge.registry import BACKENDS, config_union
 from edge.sources import SourceConfig
 from edge.stream import StreamConfig
@@ -117,6 +118,11 @@ class DeviceConfig(StrictModel):
         None, description="outbox, package cache; default .lensops/<device_id> next to the config file"
     )
     threads: Optional[int] = Field(None, ge=1, description="inference threads per model (default: the runtime's)")
+    runtimes: Dict[str, RuntimeOptionsConfig] = Field(
+        default_factory=dict,
+        description="per runtime key (onnxruntime, openvino, mxnet), session options that replace its defaults, "
+        "e.g. {openvino: {performance_hint: THROUGHPUT}}",
+    )
     latency_budget_ms: Optional[float] = Field(None, gt=0, description="roll back a new model slower than this")
     status_interval_s: float = Field(5.0, gt=0, description="seconds between retained status updates")
     exit_when_done: bool = Field(
@@ -146,6 +152,14 @@ class DeviceConfig(StrictModel):
                 path = Path(os.path.expanduser(value))
                 parent[keys[-1]] = str(path if path.is_absolute() else Path(base) / path)
         return data
+
+    @field_validator("runtimes", mode="before")
+    @classmethod
+    def _runtime_key_is_the_tag(cls, value: Any) -> Any:
+        """`runtimes: {openvino: {...}}`: the key names the runtime (the options' tag)."""
+        if not isinstance(value, dict):
+            return value
+        return {key: {"runtime": key, **opts} if isinstance(opts, dict) else opts for key, opts in value.items()}
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "DeviceConfig":

@@ -49,6 +49,8 @@ def _is_tag(loc: tuple, i: int) -> bool:
     `stream` alone is the device's stream key)."""
     if loc[i] in TAGS:
         return True
+    if i >= 2 and loc[i - 2] == "runtimes" and loc[i] == loc[i - 1]:  # runtimes.openvino.<tag openvino>
+        return True
     return loc[i] in SOURCE_TAGS and i >= 2 and loc[i - 2] == "sources" and isinstance(loc[i - 1], int)
 
 
@@ -65,12 +67,15 @@ def _allowed_keys(loc: list, raw_loc: tuple) -> list[str]:
 
     model: Any = DeviceConfig
     tags = [part for i, part in enumerate(raw_loc) if _is_tag(raw_loc, i)]
+    dict_key = False  # the next part is a key of a dict field (runtimes.<key>), not a field
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or dict_key:
+            dict_key = False
             continue
         field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return []
+        dict_key = typing.get_origin(field.annotation) is dict
         model = _model_in(field.annotation, tags)
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
@@ -82,7 +87,7 @@ def _model_in(annotation: Any, tags: list) -> Any:
     candidates = [_model_in(arg, tags) for arg in typing.get_args(annotation)]
     candidates = [c for c in candidates if c is not None]
     for candidate in candidates:
-        tag = candidate.model_fields.get("type")
+        tag = candidate.model_fields.get("type") or candidate.model_fields.get("runtime")
         if tag is not None and typing.get_args(tag.annotation) and typing.get_args(tag.annotation)[0] in tags:
             return candidate
     return candidates[0] if candidates else None

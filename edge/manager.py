@@ -16,10 +16,11 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 from edge.mqtt.payloads import utc_timestamp
 from edge.package import PackageError, sha256_file, verify_dir
+from edge.package.runtimes import RuntimeOptions
 from edge.package_cache import CachedPackage, PackageCache
 from edge.predictor import Predictor
 from edge.registry import Registry, RegistryError, Resolved
@@ -57,10 +58,12 @@ class ModelManager:
         threads: Optional[int] = None,
         keep: int = 1,
         policy: RollbackPolicy = RollbackPolicy(),
+        runtime_options: Optional[Mapping[str, RuntimeOptions]] = None,
     ):
         self.registry, self.model, self.alias = registry, model, alias
         self.public_key, self.poll_s, self.latency_budget_ms = public_key, poll_s, latency_budget_ms
         self.on_event, self.prefer_variant, self.threads, self.policy = on_event, prefer_variant, threads, policy
+        self.runtime_options = dict(runtime_options or {})  # runtime key -> options replacing its defaults
         self.cache = PackageCache(Path(cache_dir), model, keep)
         self.last_error: Optional[str] = None
         self.ready = threading.Event()  # set once a model serves
@@ -249,7 +252,14 @@ class ModelManager:
             if manifest.name != self.model:
                 raise PackageError(f"package is model '{manifest.name}', expected '{self.model}'")
             log.info("%s %s: staging", self.model, version)
-            predictor = Predictor.load(folder, manifest, self.prefer_variant, self.threads, version=version)
+            predictor = Predictor.load(
+                folder,
+                manifest,
+                self.prefer_variant,
+                self.threads,
+                version=version,
+                runtime_options=self.runtime_options,
+            )
         except Exception as exc:
             if isinstance(exc, PackageError):  # the package's fault: not tried again until the alias moves
                 with self._lock:
@@ -267,7 +277,14 @@ class ModelManager:
             try:
                 folder = self.cache.package_dir(entry.version)
                 manifest = verify_dir(folder, self.public_key)
-                predictor = Predictor.load(folder, manifest, self.prefer_variant, self.threads, version=entry.version)
+                predictor = Predictor.load(
+                    folder,
+                    manifest,
+                    self.prefer_variant,
+                    self.threads,
+                    version=entry.version,
+                    runtime_options=self.runtime_options,
+                )
             except Exception as exc:  # a damaged cache must not stop the device from trying the next entry
                 log.error("%s: cached version %s unusable: %s", self.model, entry.version, exc)
                 self.cache.forget(entry)

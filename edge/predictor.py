@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from edge.messages import Prediction
 from edge.package.codec import counts, decode, hold_over, preprocess
 from edge.package.golden import check_samples
 from edge.package.manifest import Manifest, PackageError
-from edge.package.runtimes import Session, choose_variant, open_session
+from edge.package.runtimes import RuntimeOptions, Session, choose_variant, open_session
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class Predictor:
         threads: Optional[int] = None,
         version: Optional[str] = None,
         score_threshold: Optional[float] = None,
+        runtime_options: Optional[Mapping[str, RuntimeOptions]] = None,
     ) -> "Predictor":
         """A warmed-up predictor whose variant reproduced the golden samples; PackageError naming why not.
 
@@ -92,7 +93,7 @@ class Predictor:
                     f"{manifest.name} {version or manifest.version}: no variant passed staging ({'; '.join(reasons)})"
                 ) from None
             try:
-                session = open_session(package_dir, manifest, variant, threads)
+                session = open_session(package_dir, manifest, variant, threads, runtime_options)
                 predictor = cls(session, manifest, package_dir, version or manifest.version, score_threshold)
                 predictor.warm_up()
                 checked = check_samples(package_dir, manifest, session)

@@ -84,6 +84,7 @@ class Runner:
                 latency_budget_ms=config.latency_budget_ms,
                 prefer_variant=reg.prefer_variant,
                 threads=config.threads,
+                runtime_options=config.runtimes,
                 keep=reg.keep,
             )
             for name in config.models

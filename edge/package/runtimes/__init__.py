@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Union
+
+from pydantic import Field
+from typing_extensions import Annotated  # typing.Annotated is 3.9+ (the SageMaker pipeline steps run 3.8)
 
 from common.cpu import cpu_features
 from edge.package.errors import PackageError
@@ -28,6 +31,7 @@ __all__ = [
     "RUNTIMES",
     "Runtime",
     "RuntimeOptions",
+    "RuntimeOptionsConfig",
     "Session",
     "choose_variant",
     "cpu_features",
@@ -47,6 +51,10 @@ _COLLECTED = (
     mxnet_runtime.RUNTIME,
 )
 RUNTIMES: Dict[str, Runtime] = {runtime.key: runtime for runtime in _COLLECTED}
+# one runtime's session options, tagged by `runtime` (the device config's `runtimes` section)
+RuntimeOptionsConfig = Annotated[
+    Union[tuple(runtime.options for runtime in _COLLECTED)], Field(discriminator="runtime")
+]
 
 
 def unknown_runtime(key: str) -> str:
@@ -95,22 +103,34 @@ def default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def open_session(package_dir: Path, manifest: Manifest, variant: Variant, threads: Optional[int] = None) -> Session:
-    return open_variant(package_dir, variant, manifest.output.names, threads)
+def open_session(
+    package_dir: Path,
+    manifest: Manifest,
+    variant: Variant,
+    threads: Optional[int] = None,
+    options: Optional[Mapping[str, RuntimeOptions]] = None,
+) -> Session:
+    """A session on a package's variant; `options` maps a runtime key to the options that replace its
+    defaults (the device config's `runtimes`); a runtime it does not name runs with its defaults."""
+    return open_variant(package_dir, variant, manifest.output.names, threads, (options or {}).get(variant.runtime))
 
 
 def open_variant(
-    package_dir: Path, variant: Variant, output_names: tuple[str, ...], threads: Optional[int] = None
+    package_dir: Path,
+    variant: Variant,
+    output_names: tuple[str, ...],
+    threads: Optional[int] = None,
+    options: Optional[RuntimeOptions] = None,
 ) -> Session:
-    """A session on one variant's files under `package_dir` (a package or a build folder), with its
-    runtime's default options."""
+    """A session on one variant's files under `package_dir` (a package or a build folder), with `options`
+    (its runtime's options class; None: the runtime's defaults)."""
     # CPU features are the chooser's business (choose_variant): the pipeline measures every variant.
     runtime = get_runtime(variant.runtime)
     if not runtime.available():
         raise PackageError(f"variant '{variant.id}' cannot run here: {variant.runtime} is not installed")
     path = Path(package_dir) / variant.entry
     try:
-        return runtime.open(path, variant, tuple(output_names), threads or default_threads())
+        return runtime.open(path, variant, tuple(output_names), threads or default_threads(), options)
     except PackageError:
         raise
     except Exception as exc:  # runtimes raise their own types; name the file

@@ -11,6 +11,7 @@ import pkgutil
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -197,7 +198,6 @@ def test_onnx_runtime_sessions_keep_the_device_options(tmp_path):
     np.testing.assert_array_equal(out[0], [[0.0, 2.0]])
 
 
-@pytest.mark.skipif(not runtime_available("openvino"), reason="openvino is not installed")
 def test_openvino_sessions_keep_the_device_options(tmp_path):
     # given the same graph as an OpenVINO variant (read from ONNX: the runtime opens either)
     relu_onnx(tmp_path / "model.onnx")
@@ -213,3 +213,45 @@ def test_openvino_sessions_keep_the_device_options(tmp_path):
     assert compiled.get_property("INFERENCE_PRECISION_HINT") == import_openvino().Type.f32
     out = session.run(np.array([[-1.0, 2.0]], dtype=np.float32))
     np.testing.assert_array_equal(out[0], [[0.0, 2.0]])
+
+
+def test_a_device_config_replaces_a_runtimes_options(tmp_path):
+    """`runtimes: {openvino: {...}}` in device.yaml: typed by that runtime's options class, handed to its sessions;
+    a runtime it does not name keeps its defaults; an unknown runtime or key is one line naming it."""
+    import yaml
+
+    from edge.config import ConfigError, load_config
+    from edge.package.runtimes import open_session
+
+    (tmp_path / "v.mp4").write_bytes(b"\0")
+    (tmp_path / "mlflow.db").touch()
+    device = {
+        "device_id": "cam-01",
+        "registry": {"uri": "sqlite:///mlflow.db", "model": "m"},
+        "sources": [{"id": "door", "uri": "v.mp4"}],
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+    }
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump({**device, "runtimes": {"openvino": {"performance_hint": "THROUGHPUT"}}}))
+    config = load_config(path)
+    assert type(config.runtimes["openvino"]).__name__ == "OpenVinoOptions"
+    # the options reach the session the device opens; ONNX Runtime, not named, keeps its defaults
+    relu_onnx(tmp_path / "model.onnx")
+    variants = [
+        Variant(id=f"{prefix}-fp32", runtime=key, precision="fp32", entry="model.onnx", files={"model.onnx": ""})
+        for prefix, key in (("openvino", "openvino"), ("onnx", "onnxruntime"))
+    ]
+    manifest = SimpleNamespace(output=SimpleNamespace(names=("y",)))  # what open_session reads of it
+    ov = open_session(tmp_path, manifest, variants[0], 1, config.runtimes)
+    assert str(ov._compiled.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
+    ort = open_session(tmp_path, manifest, variants[1], 1, config.runtimes)
+    assert ort._session.get_session_options().inter_op_num_threads == 1
+    for runtimes, expected in (
+        ({"tensorrt": {}}, "runtimes.tensorrt: Input tag 'tensorrt'"),
+        ({"openvino": {"performance_hint": "FAST"}}, "runtimes.openvino.performance_hint: Input should be"),
+        ({"onnxruntime": {"alow_spinning": True}}, "runtimes.onnxruntime.alow_spinning: unknown key (did you mean"),
+    ):
+        path.write_text(yaml.safe_dump({**device, "runtimes": runtimes}))
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert expected in str(err.value) and str(err.value).count("\n") == 0
