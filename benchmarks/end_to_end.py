@@ -5,7 +5,7 @@ serves the demo detector package on (a) a 1080p H.264 file decoded by its own re
 it goes, and (b) pre-decoded 1080p frames from memory. A sink placed after the MQTT sink stamps
 each frame when its message is committed to the outbox. Frames/s = frames / (first -> last
 publish); frame age = capture -> outbox. Stages alone, on the same frames and the same variant and
-threads: decode (edge.source_kinds.file), preprocess (edge.package.codec), inference (the session) and the
+threads: decode (edge.source_kinds.video.VideoReader), preprocess (edge.package.codec), inference (the session) and the
 whole predict (preprocess + inference + output decoding). Efficiency = end-to-end frames/s /
 frames/s of the slowest stage among decode (file only), preprocess and inference.
 """

@@ -156,10 +156,16 @@ class DeviceConfig(StrictModel):
     @field_validator("runtimes", mode="before")
     @classmethod
     def _runtime_key_is_the_tag(cls, value: Any) -> Any:
-        """`runtimes: {openvino: {...}}`: the key names the runtime (the options' tag)."""
+        """`runtimes: {openvino: {...}}`: the key names the runtime (the options' tag); a `runtime` inside that
+        names another is an error."""
         if not isinstance(value, dict):
             return value
-        return {key: {"runtime": key, **opts} if isinstance(opts, dict) else opts for key, opts in value.items()}
+        for key, opts in value.items():
+            if isinstance(opts, dict) and opts.get("runtime", key) != key:
+                raise ValueError(
+                    f"{key}: runtime {opts['runtime']!r} under {key!r}: leave runtime out, the key names it"
+                )
+        return {key: {**opts, "runtime": key} if isinstance(opts, dict) else opts for key, opts in value.items()}
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "DeviceConfig":
@@ -217,7 +223,7 @@ def load_config(path: Path) -> DeviceConfig:
     try:
         config = DeviceConfig.model_validate(raw, context={"base_dir": base, "store_must_exist": True})
     except ValidationError as exc:
-        raise ConfigError("\n".join(f"{path}: {line}" for line in describe(exc))) from None
+        raise ConfigError("\n".join(f"{path}: {line}" for line in describe(exc, DeviceConfig))) from None
     if config.state_dir is None:  # the default lives next to the config file too
         config = config.model_copy(update={"state_dir": base / ".lensops" / config.device_id})
     return config

@@ -7,7 +7,7 @@ params-retrain.yaml, out of `dvc repro`, and use params.yaml's `pipeline`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Dict, Optional, TypeVar
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 from typing_extensions import Annotated  # typing.Annotated is 3.9+: the SageMaker container runs 3.8
 
@@ -16,7 +16,8 @@ from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_
 
 from common.errors import UserError
 from common.models import StrictModel
-from edge.registry import BACKENDS, RegistryConfig, registry_config
+from edge.config_errors import describe
+from edge.registry import RegistryConfig, registry_config
 from pipelines.optimize.variants import VARIANTS
 
 T = TypeVar("T")
@@ -133,13 +134,13 @@ def _read_mapping(path: Path) -> dict:
     return raw
 
 
-def _validated(validate: Callable[[object], T], value: object, path: Path, key: str) -> T:
+def _validated(validate: Callable[[object], T], root: Any, value: object, path: Path, key: str) -> T:
+    """`validate(value)`; UserError with one line per problem naming the file, `key.field...` and the value
+    (edge.config_errors, as for the device config; `root` is the validated type)."""
     try:
         return validate(value)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in (key, *err["loc"]) if p not in BACKENDS)  # not the union's tag level
-        raise UserError(f"{path}: {field}: {err['msg']}") from None
+        raise UserError("\n".join(f"{path}: {key}.{line}" for line in describe(exc, root))) from None
 
 
 _MODELS = TypeAdapter(Dict[str, ModelEntry])  # typing.Dict: evaluated at run time, on Python 3.8 too
@@ -152,7 +153,7 @@ def load_params(path: Path, models_path: Optional[Path] = None) -> Params:
     path = Path(path)
     models_path = Path(models_path) if models_path is not None else path
     raw = _read_mapping(path)
-    pipeline = _validated(PipelineConfig.model_validate, raw.get("pipeline") or {}, path, "pipeline")
+    pipeline = _validated(PipelineConfig.model_validate, PipelineConfig, raw.get("pipeline") or {}, path, "pipeline")
     models_raw = raw
     if models_path.resolve() != path.resolve():
         models_raw = _read_mapping(models_path)
@@ -160,5 +161,7 @@ def load_params(path: Path, models_path: Optional[Path] = None) -> Params:
             raise UserError(
                 f"{models_path}: holds a `pipeline` section, but `pipeline` is read from {path} only: remove it there"
             )
-    models = _validated(_MODELS.validate_python, models_raw.get("models") or {}, models_path, "models")
+    models = _validated(
+        _MODELS.validate_python, Dict[str, ModelEntry], models_raw.get("models") or {}, models_path, "models"
+    )
     return Params(pipeline=pipeline, models=models, models_file=models_path)

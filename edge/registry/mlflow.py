@@ -35,32 +35,46 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEY = "mlflow"
-SCHEMES = ("sqlite", "http", "https", "file", "databricks")
+# what MLflow takes as a tracking/registry URI: a server, a SQLAlchemy database (dialect[+driver]://), a file
+# store (file:// or a bare folder), Databricks
+SCHEMES = ("sqlite", "http", "https", "file", "databricks", "postgresql", "mysql", "mssql")
+DEFAULT_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "lensops-packages"
 
 
 class Config(BackendConfig):
-    """`registry: {type: mlflow, uri: ...}`. A relative sqlite:/// path is taken from the config file's
-    folder (validation context `base_dir`) when there is one; with context `store_must_exist` (the
-    device's config) a sqlite database that is not there is an error."""
+    """`registry: {type: mlflow, uri: ...}`; without `uri`, MLFLOW_TRACKING_URI when the registry is opened,
+    else sqlite:///mlflow.db (as MLflow itself). A relative sqlite:/// path is taken from the config file's
+    folder (validation context `base_dir`) when there is one; with context `store_must_exist` (the device's
+    config) a sqlite database or store folder that is not there is an error."""
 
     type: Literal["mlflow"] = KEY
     uri: Optional[str] = Field(
         None,
-        validate_default=True,
-        description="tracking/registry URI: http(s)://host:port or sqlite:///path/to/mlflow.db "
-        "(default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+        description="tracking/registry URI: http(s)://host:port, sqlite:///path/to/mlflow.db, "
+        "postgresql://..., a file store folder (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
     )
 
     @field_validator("uri")
     @classmethod
-    def _known_uri(cls, uri: Optional[str], info: ValidationInfo) -> str:
-        uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    def _known_uri(cls, uri: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if uri is None:
+            return None
+        uri = uri.strip()
+        if not uri:
+            raise ValueError("uri: empty (leave uri out to use MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+        context = info.context or {}
         parts = urlsplit(uri)
-        if parts.scheme not in SCHEMES:
+        if not parts.scheme and uri != "databricks":  # a folder: MLflow's file store
+            if context.get("store_must_exist") and not _local(uri, context).is_dir():
+                raise ValueError(
+                    f"uri: {uri!r} has no scheme ({', '.join(s + '://' for s in SCHEMES)}) and is not an "
+                    "MLflow file store folder"
+                )
+            return uri
+        if parts.scheme and parts.scheme.split("+")[0] not in SCHEMES:
             raise ValueError(
-                f"uri: scheme {parts.scheme + '://' if parts.scheme else 'missing'} in {uri!r} is not one "
-                f"of {', '.join(s + '://' for s in SCHEMES)}"
+                f"uri: scheme {parts.scheme}:// in {uri!r} is not one of {', '.join(s + '://' for s in SCHEMES)}"
             )
         if parts.scheme in ("http", "https"):
             try:
@@ -72,22 +86,24 @@ class Config(BackendConfig):
         if parts.scheme == "sqlite":
             if not uri.startswith("sqlite:///"):
                 raise ValueError(f"uri: {uri!r} must be sqlite:///relative/path or sqlite:////absolute/path")
-            context = info.context or {}
-            path = Path(uri[len("sqlite:///") :])
-            base = context.get("base_dir")
-            if base is not None and not path.is_absolute():
-                path = Path(base) / path
+            path = _local(uri[len("sqlite:///") :], context)
             if context.get("store_must_exist") and not path.is_file():
                 raise ValueError(
                     f"uri: sqlite database {str(path)!r} does not exist (run `lensops register` first, "
                     "or point at an mlflow server)"
                 )
-            if base is not None:
+            if context.get("base_dir") is not None:
                 uri = f"sqlite:///{path.resolve()}"
         return uri
 
     def where(self) -> str:
-        return str(self.uri)
+        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def _local(path: str, context: dict) -> Path:
+    """A store's path, relative ones taken from the config file's folder when the context names it."""
+    base, local = context.get("base_dir"), Path(path)
+    return Path(base) / local if base is not None and not local.is_absolute() else local
 
 
 def open_reader(config: Config) -> "MlflowRegistry":
@@ -115,7 +131,7 @@ class MlflowRegistry:
         _limit_http_retries()
         from mlflow import MlflowClient
 
-        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def resolve(self, model: str, alias: str) -> Resolved:

@@ -30,7 +30,7 @@ def test_each_backend_module_declares_key_config_and_both_sides(key):
     assert issubclass(backend.Config, BackendConfig)
     assert typing.get_args(backend.Config.model_fields["type"].annotation) == (key,)
     assert callable(backend.open_reader) and callable(backend.open_writer)
-    assert backend.Config.__doc__ and backend.Config().where()
+    assert backend.Config.__doc__ and backend.Config.where is not BackendConfig.where
 
 
 def test_the_union_holds_every_backend_and_defaults_to_mlflow():
@@ -90,11 +90,31 @@ def test_mlflow_sqlite_store_must_exist_on_a_device_only(tmp_path):
     assert device.registry.type == "mlflow" and device.registry.uri == f"sqlite:///{tmp_path / 'there.db'}"
 
 
-def test_mlflow_uri_defaults_to_the_environment(monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
-    assert registry_config({"type": "mlflow"}).uri == "http://mlflow.internal:5000"
+def test_mlflow_uri_defaults_to_the_environment_when_opened(monkeypatch, tmp_path):
+    # the variable is read when the registry is opened, as MLflow reads it, and is not validated by the config
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://lensops@db.internal/mlflow")
+    config = registry_config({"type": "mlflow"})
+    assert config.uri is None and config.where() == "postgresql://lensops@db.internal/mlflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'env.db'}")
+    assert open_registry(config).uri == f"sqlite:///{tmp_path / 'env.db'}"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert registry_config({"type": "mlflow"}).uri == "sqlite:///mlflow.db"
+    assert registry_config({}).where() == "sqlite:///mlflow.db"
+
+
+@pytest.mark.parametrize(
+    "uri", ["postgresql://u@db/mlflow", "postgresql+psycopg2://u@db/mlflow", "mysql://u@db/m", "./mlruns", "databricks"]
+)
+def test_mlflow_takes_every_tracking_uri_form_mlflow_takes(uri):
+    assert registry_config({"uri": uri}).uri == uri
+
+
+def test_an_empty_or_unknown_mlflow_uri_is_an_error(tmp_path):
+    for uri, message in (("", "uri: empty"), ("ftp://x", "scheme ftp:// in 'ftp://x' is not one of sqlite://")):
+        with pytest.raises(Exception, match=message):
+            registry_config({"uri": uri})
+    # on a device a bare folder must be a file store that is there (a forgotten sqlite:/// is caught)
+    with pytest.raises(ConfigError, match="'mlflow.db' has no scheme"):
+        load_config(_device_yaml(tmp_path, {"uri": "mlflow.db", "model": "m"}))
 
 
 def test_open_registry_and_writer_pick_the_backend(tmp_path):

@@ -4,7 +4,7 @@ Runtimes are plugins: each is one module here (`onnx_runtime`, `openvino_runtime
 declares its `Runtime` (base.py: manifest key, Python module, variant id prefix, session options, session),
 and `RUNTIMES` below collects them. A manifest's variant names its runtime by key; the manifest accepts
 only the keys collected here. To add a runtime: a module like the others, one line in `_COLLECTED`, and its
-case in tests/edge/package/test_runtimes.py (docs/architecture.md, "Runtimes are plugins").
+case in tests/edge/package/test_runtimes.py (docs/architecture.md, "Backends are plugins", "Runtimes").
 
 Every session returns the outputs named by the manifest, in that order, as float32 numpy arrays.
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Final, Literal, Optional
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edge.package.runtimes.base import Runtime, RuntimeOptions
 
@@ -23,14 +23,28 @@ log = logging.getLogger(__name__)
 KEY: Final = "openvino"  # a manifest variant's `runtime`
 
 
+PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
+
+
 class OpenVinoOptions(RuntimeOptions):
     runtime: Literal[KEY] = KEY
     device: str = "CPU"
     performance_hint: Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"] = "LATENCY"
     precision_hints: Dict[str, str] = Field(
-        default_factory=lambda: {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"},
-        description="a variant's precision -> INFERENCE_PRECISION_HINT (int8: the IR's int8 ops, f32 elsewhere)",
+        default_factory=lambda: dict(PRECISION_HINTS),
+        description="a variant's precision -> INFERENCE_PRECISION_HINT (int8: the IR's int8 ops, f32 elsewhere); "
+        "the precisions given replace those of the default map, the others keep theirs",
     )
+
+    @field_validator("precision_hints")
+    @classmethod
+    def _over_the_defaults(cls, hints: Dict[str, str]) -> Dict[str, str]:
+        unknown = sorted(set(hints) - set(PRECISION_HINTS))
+        if unknown:
+            raise ValueError(
+                f"precision_hints: unknown precision {', '.join(unknown)} (valid: {', '.join(PRECISION_HINTS)})"
+            )
+        return {**PRECISION_HINTS, **hints}
 
 
 def _opt_out_of_openvino_telemetry() -> None:

@@ -246,10 +246,19 @@ def test_a_device_config_replaces_a_runtimes_options(tmp_path):
     assert str(ov._compiled.get_property("PERFORMANCE_HINT")) == "THROUGHPUT"
     ort = open_session(tmp_path, manifest, variants[1], 1, config.runtimes)
     assert ort._session.get_session_options().inter_op_num_threads == 1
+    # a partial precision map replaces only the precisions it names
+    path.write_text(yaml.safe_dump({**device, "runtimes": {"openvino": {"precision_hints": {"fp32": "bf16"}}}}))
+    hints = load_config(path).runtimes["openvino"].precision_hints
+    assert hints == {"fp32": "bf16", "bf16": "bf16", "fp16": "f16", "int8": "f32"}
     for runtimes, expected in (
         ({"tensorrt": {}}, "runtimes.tensorrt: Input tag 'tensorrt'"),
         ({"openvino": {"performance_hint": "FAST"}}, "runtimes.openvino.performance_hint: Input should be"),
         ({"onnxruntime": {"alow_spinning": True}}, "runtimes.onnxruntime.alow_spinning: unknown key (did you mean"),
+        ({"openvino": {"runtime": "mxnet"}}, "runtimes: openvino: runtime 'mxnet' under 'openvino'"),
+        (
+            {"openvino": {"precision_hints": {"int4": "i4"}}},
+            "runtimes.openvino.precision_hints: unknown precision int4",
+        ),
     ):
         path.write_text(yaml.safe_dump({**device, "runtimes": runtimes}))
         with pytest.raises(ConfigError) as err:
