@@ -142,23 +142,15 @@ class Capture:
         labels: tuple[str, ...] = (),
         model: Optional[dict] = None,
     ) -> Optional[Path]:
-        """Save the frame when the policy wants it; the saved image's path, else None.
+        """Save the frame when the policy wants it; the saved image's path, else None (also when a label cannot
+        be a file or folder name).
 
         `labels` are the model's class names (all of them go to labels.txt); `model` is {name, version, variant}.
         """
         reason = self.wants(predictions)
-        return self.save(image, predictions, source_id, labels, model, reason) if reason else None
-
-    def save(
-        self,
-        image: np.ndarray,
-        predictions: list[Prediction],
-        source_id: str,
-        labels: tuple[str, ...] = (),
-        model: Optional[dict] = None,
-        reason: str = "manual",
-    ) -> Optional[Path]:
-        """Save one frame and its predictions, then remove the oldest captures beyond the bound."""
+        if not reason:
+            return None
+        # save the frame and its predictions, then remove the oldest captures beyond the bound
         names = [p.label for p in predictions]
         folder = self.config.task == "classification"
         problems = [why for n in dict.fromkeys([*labels, *names]) if (why := _label_problem(n, folder))]

@@ -149,7 +149,12 @@ class SourceKind(StrictModel):
 
 class ReplayKind(SourceKind):
     """A replay: frames are waited for, paced to `fps`, and it ends (or loops); a source that opens
-    but yields no frame a few times in a row has failed."""
+    but yields no frame a few times in a row has failed. What every replay is: local paths, never a dropped
+    frame by default, decoded by `lensops edge check`."""
+
+    PATHS: ClassVar[bool] = True
+    DROPS_BY_DEFAULT: ClassVar[bool] = False
+    CHECK_FIRST_FRAME: ClassVar[bool] = True
 
     loop: bool = Field(False, description="files and folders: start again at the end")
     fps: Optional[float] = Field(

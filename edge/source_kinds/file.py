@@ -17,10 +17,7 @@ class FileSourceConfig(ReplayKind):
 
     NOUN = "video file"
     URI_FORMS = "a video file"
-    PATHS = True
-    DROPS_BY_DEFAULT = False
     CONSECUTIVE_FRAMES = True
-    CHECK_FIRST_FRAME = True
 
     type: Literal[KEY] = KEY
 

@@ -22,10 +22,7 @@ class FolderSourceConfig(ReplayKind):
 
     NOUN = "image folder"
     URI_FORMS = "an image folder"
-    PATHS = True
-    DROPS_BY_DEFAULT = False
     CONSECUTIVE_FRAMES = False
-    CHECK_FIRST_FRAME = True
 
     type: Literal[KEY] = KEY
 

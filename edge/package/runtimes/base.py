@@ -26,6 +26,21 @@ class Session(Protocol):
     def run(self, batch: np.ndarray) -> list[np.ndarray]: ...
 
 
+class LoadedSession:
+    """The base of each runtime's session: keeps the variant and loads it with `_load` (the runtime's own
+    code, given its options: the runtime's defaults unless a device config replaced them)."""
+
+    def __init__(self, path: Path, variant: Variant, names: Tuple[str, ...], threads: int, options: RuntimeOptions):
+        self.variant = variant
+        self._load(path, variant, tuple(names), threads, options)
+
+    def _load(self, path: Path, variant: Variant, names: Tuple[str, ...], threads: int, options) -> None:
+        raise NotImplementedError
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
 class RuntimeOptions(StrictModel):
     """A runtime's session options. Each runtime's subclass narrows `runtime` to `Literal[KEY]` (so a config
     holding options of several runtimes can tell them apart) and defaults to what a device runs."""

@@ -5,11 +5,11 @@ on a device's [edge] install)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, Optional
+from typing import TYPE_CHECKING, Final, Literal, Tuple
 
 import numpy as np
 
-from edge.package.runtimes.base import Runtime, RuntimeOptions
+from edge.package.runtimes.base import LoadedSession, Runtime, RuntimeOptions
 
 if TYPE_CHECKING:
     from edge.package.manifest import Variant
@@ -24,20 +24,11 @@ class MxnetOptions(RuntimeOptions):
     static_shape: bool = True
 
 
-class MxnetSession:
-    def __init__(
-        self,
-        path: Path,
-        variant: Variant,
-        names: tuple[str, ...],
-        threads: int,
-        options: Optional[MxnetOptions] = None,
-    ):
+class MxnetSession(LoadedSession):
+    def _load(self, path: Path, variant: Variant, names: Tuple[str, ...], threads: int, options: MxnetOptions) -> None:
         import mxnet as mx
 
-        options = options or MxnetOptions()
         params = [f for f in variant.files if f.endswith(".params")]
-        self.variant = variant
         self._mx = mx
         self._net = mx.gluon.SymbolBlock.imports(
             str(path), [options.input_name], str(path.parent / Path(params[0]).name)

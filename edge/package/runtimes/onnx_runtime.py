@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, Optional
+from typing import TYPE_CHECKING, Final, Literal, Tuple
 
 import numpy as np
 
-from edge.package.runtimes.base import Runtime, RuntimeOptions
+from edge.package.runtimes.base import LoadedSession, Runtime, RuntimeOptions
 
 if TYPE_CHECKING:
     from edge.package.manifest import Variant
@@ -27,25 +27,18 @@ class OnnxRuntimeOptions(RuntimeOptions):
     allow_spinning: bool = False
 
 
-class OnnxRuntimeSession:
-    def __init__(
-        self,
-        path: Path,
-        variant: Variant,
-        names: tuple[str, ...],
-        threads: int,
-        options: Optional[OnnxRuntimeOptions] = None,
-    ):
+class OnnxRuntimeSession(LoadedSession):
+    def _load(
+        self, path: Path, variant: Variant, names: Tuple[str, ...], threads: int, options: OnnxRuntimeOptions
+    ) -> None:
         import onnxruntime as ort
 
-        options = options or OnnxRuntimeOptions()
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, options.graph_optimization_level)
         session_options.intra_op_num_threads = threads
         session_options.inter_op_num_threads = options.inter_op_threads
         session_options.log_severity_level = options.log_severity_level
         session_options.add_session_config_entry("session.intra_op.allow_spinning", str(int(options.allow_spinning)))
-        self.variant = variant
         self._session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         self._names = list(names)

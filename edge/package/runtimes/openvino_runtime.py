@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Final, Literal, Optional
+from typing import TYPE_CHECKING, Dict, Final, Literal, Tuple
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from edge.package.runtimes.base import Runtime, RuntimeOptions
+from edge.package.runtimes.base import LoadedSession, Runtime, RuntimeOptions
 
 if TYPE_CHECKING:
     from edge.package.manifest import Variant
@@ -77,18 +77,12 @@ def import_openvino():
     return openvino
 
 
-class OpenVinoSession:
-    def __init__(
-        self,
-        path: Path,
-        variant: Variant,
-        names: tuple[str, ...],
-        threads: int,
-        options: Optional[OpenVinoOptions] = None,
-    ):
+class OpenVinoSession(LoadedSession):
+    def _load(
+        self, path: Path, variant: Variant, names: Tuple[str, ...], threads: int, options: OpenVinoOptions
+    ) -> None:
         ov = import_openvino()
 
-        options = options or OpenVinoOptions()
         core = ov.Core()
         config = {
             "INFERENCE_PRECISION_HINT": options.precision_hints[variant.precision],
@@ -96,7 +90,6 @@ class OpenVinoSession:
             "INFERENCE_NUM_THREADS": threads,
         }
         model = core.read_model(str(path))
-        self.variant = variant
         self._compiled = core.compile_model(model, options.device, config)
         self._request = self._compiled.create_infer_request()
         self._outputs = [self._compiled.output(name) for name in names]
