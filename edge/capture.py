@@ -142,15 +142,23 @@ class Capture:
         labels: tuple[str, ...] = (),
         model: Optional[dict] = None,
     ) -> Optional[Path]:
-        """Save the frame when the policy wants it; the saved image's path, else None (also when a label cannot
-        be a file or folder name).
+        """Save the frame when the policy wants it; the saved image's path, else None.
 
         `labels` are the model's class names (all of them go to labels.txt); `model` is {name, version, variant}.
         """
         reason = self.wants(predictions)
-        if not reason:
-            return None
-        # save the frame and its predictions, then remove the oldest captures beyond the bound
+        return self.save(image, predictions, source_id, labels, model, reason) if reason else None
+
+    def save(
+        self,
+        image: np.ndarray,
+        predictions: list[Prediction],
+        source_id: str,
+        labels: tuple[str, ...] = (),
+        model: Optional[dict] = None,
+        reason: str = "manual",
+    ) -> Optional[Path]:
+        """Save one frame and its predictions, then remove the oldest captures beyond the bound."""
         names = [p.label for p in predictions]
         folder = self.config.task == "classification"
         problems = [why for n in dict.fromkeys([*labels, *names]) if (why := _label_problem(n, folder))]
