@@ -97,7 +97,12 @@ class Config(BackendConfig):
         return uri
 
     def where(self) -> str:
-        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+        return tracking_uri(self.uri)
+
+
+def tracking_uri(uri: Optional[str]) -> str:
+    """The URI a registry opens: `uri`, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db (as MLflow)."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
 def _local(path: str, context: dict) -> Path:
@@ -131,7 +136,7 @@ class MlflowRegistry:
         _limit_http_retries()
         from mlflow import MlflowClient
 
-        self.uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+        self.uri = tracking_uri(uri)
         self.client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     def resolve(self, model: str, alias: str) -> Resolved:
