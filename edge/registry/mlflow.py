@@ -25,7 +25,7 @@ from edge.registry.base import (
     RegistryError,
     Resolved,
     package_file,
-    short as _short,
+    short,
     version_tags,
 )
 
@@ -148,14 +148,14 @@ class MlflowRegistry:
             # Over HTTP MLflow wraps connection failures in MlflowException too: tell them apart by code.
             if exc.error_code in NOT_FOUND_CODES:
                 raise RegistryError(
-                    f"registry {self.uri}: cannot resolve {model}@{alias}: {_short(exc)}", not_found=True
+                    f"registry {self.uri}: cannot resolve {model}@{alias}: {short(exc)}", not_found=True
                 ) from None
             raise RegistryError(
-                f"registry {self.uri} unreachable while resolving {model}@{alias}: {_short(exc)}"
+                f"registry {self.uri} unreachable while resolving {model}@{alias}: {short(exc)}"
             ) from None
         except Exception as exc:  # connection errors surface as requests/sqlalchemy exceptions
             raise RegistryError(
-                f"registry {self.uri} unreachable while resolving {model}@{alias}: {_short(exc)}"
+                f"registry {self.uri} unreachable while resolving {model}@{alias}: {short(exc)}"
             ) from None
         sha = version.tags.get("sha256")
         if not sha:
@@ -177,7 +177,7 @@ class MlflowRegistry:
                     artifact_uri=resolved.uri, dst_path=tmp, tracking_uri=self.uri
                 )
             except Exception as exc:
-                raise RegistryError(f"cannot download {resolved.uri}: {_short(exc)}") from None
+                raise RegistryError(f"cannot download {resolved.uri}: {short(exc)}") from None
             shutil.move(local, dest)
         return dest
 
@@ -189,7 +189,7 @@ class MlflowRegistryWriter(MlflowRegistry):
         try:
             self.client.search_registered_models(max_results=1)
         except Exception as exc:
-            raise RegistryError(f"registry {self.uri} unreachable: {_short(exc)}") from None
+            raise RegistryError(f"registry {self.uri} unreachable: {short(exc)}") from None
 
     def _existing(self, model: str, sha256: str):
         from mlflow.exceptions import MlflowException
@@ -210,7 +210,7 @@ class MlflowRegistryWriter(MlflowRegistry):
         except RegistryError:
             raise
         except Exception as exc:  # MlflowException, connection errors: one clear line
-            raise RegistryError(f"registry {self.uri}: registering {manifest.name} failed: {_short(exc)}") from None
+            raise RegistryError(f"registry {self.uri}: registering {manifest.name} failed: {short(exc)}") from None
 
     def _register(self, archive: Path, manifest: "Manifest", sha256: str, tags: dict[str, str]) -> Registered:
         from mlflow.exceptions import MlflowException
@@ -265,7 +265,7 @@ class MlflowRegistryWriter(MlflowRegistry):
                     kept.append(what)
             if isinstance(exc, Exception) and not isinstance(exc, RegistryError):
                 left = f"could not remove the {' and '.join(kept)} it made" if kept else "nothing kept"
-                raise RegistryError(f"registry {self.uri}: registering {model} failed, {left}: {_short(exc)}") from None
+                raise RegistryError(f"registry {self.uri}: registering {model} failed, {left}: {short(exc)}") from None
             raise
 
     def set_alias(self, model: str, alias: str, version: str) -> None:
@@ -273,7 +273,7 @@ class MlflowRegistryWriter(MlflowRegistry):
             self.client.set_registered_model_alias(model, alias, str(version))
         except Exception as exc:
             raise RegistryError(
-                f"registry {self.uri}: cannot point {model}@{alias} at version {version}: {_short(exc)}"
+                f"registry {self.uri}: cannot point {model}@{alias} at version {version}: {short(exc)}"
             ) from None
 
     def alias_version(self, model: str, alias: str) -> Optional[str]:

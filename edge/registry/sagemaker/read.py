@@ -29,7 +29,7 @@ from typing import Optional
 
 from common.files import atomic_path
 from edge.package.archive import sha256_file
-from edge.registry.base import RegistryError, Resolved, short as _short
+from edge.registry.base import RegistryError, Resolved, short
 
 APPROVED, PENDING, REJECTED = "Approved", "PendingManualApproval", "Rejected"
 SHA_KEY, URI_KEY, ALIAS_PREFIX = "sha256", "package_uri", "alias."
@@ -126,9 +126,9 @@ class SageMakerRegistry:
         except NoCredentialsError:
             raise RegistryError(f"{self.where}: {what}: no AWS credentials (environment, profile or role)") from None
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
-            raise RegistryError(f"{self.where} unreachable while {what}: {_short(exc)}") from None
+            raise RegistryError(f"{self.where} unreachable while {what}: {short(exc)}") from None
         except (BotoCoreError, S3UploadFailedError) as exc:
-            raise RegistryError(f"{self.where}: {what} failed: {_short(exc)}") from None
+            raise RegistryError(f"{self.where}: {what} failed: {short(exc)}") from None
 
     def _group_exists(self, model: str) -> bool:
         found = self._call(
