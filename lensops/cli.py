@@ -217,6 +217,12 @@ def _edge(args: argparse.Namespace, rest: list[str]) -> int:
     return edge_main(rest)
 
 
+def _fleet(args: argparse.Namespace, rest: list[str]) -> int:
+    from pipelines.fleet.cli import main as fleet_main
+
+    return fleet_main(rest)
+
+
 def _broker(args: argparse.Namespace, rest: list[str]) -> int:
     from edge.broker import main as broker_main
 
@@ -387,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "edge", help="the device runner (lensops edge run --config device.yaml)", add_help=False
     ).set_defaults(func=_edge, passthrough=True)
+    sub.add_parser(
+        "fleet", help="fleet rollouts, status, shadow reports and access control over MQTT", add_help=False
+    ).set_defaults(func=_fleet, passthrough=True)
     sub.add_parser("broker", help="embedded MQTT broker for a laptop (amqtt)", add_help=False).set_defaults(
         func=_broker, passthrough=True
     )

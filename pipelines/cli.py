@@ -160,7 +160,7 @@ def cmd_register(args, params: Params) -> int:
 
 
 def cmd_promote(args, params: Params) -> int:
-    from pipelines import fleet
+    from pipelines.fleet import notice as fleet
     from pipelines.promote import promote
     from edge.registry import open_writer
 

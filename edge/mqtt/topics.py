@@ -6,6 +6,9 @@
 | `<prefix>/<device>/status`              | yes      |
 | `<prefix>/<device>/deployment`          | no       |
 | `<prefix>/fleets/<fleet>/deployment`    | yes      |
+| `<prefix>/fleets/<fleet>/rings/<ring>/deployment` | yes |
+| `<prefix>/fleets/<fleet>/rollout`       | yes      |
+| `<prefix>/<device>/<source>/shadow`     | no       |
 | `$aws/things/<thing>/infer` (DeepLens)  | no       |
 """
 
@@ -38,6 +41,24 @@ def deployment_topic(prefix: str, device: str) -> str:
 
 def fleet_deployment_topic(prefix: str, fleet: str) -> str:
     return f"{prefix}/fleets/{topic_level(fleet, 'fleet')}/deployment"
+
+
+def ring_deployment_topic(prefix: str, fleet: str, ring: str) -> str:
+    """The retained notice of one rollout ring (`ring` is its index, "0", "1", ...)."""
+    return f"{_rings(prefix, fleet)}/{topic_level(ring, 'ring')}/deployment"
+
+
+def _rings(prefix: str, fleet: str) -> str:
+    return f"{prefix}/fleets/{topic_level(fleet, 'fleet')}/rings"
+
+
+def rollout_topic(prefix: str, fleet: str) -> str:
+    """The retained report of the fleet's latest rollout decision."""
+    return f"{prefix}/fleets/{topic_level(fleet, 'fleet')}/rollout"
+
+
+def shadow_topic(prefix: str, device: str, source: str) -> str:
+    return f"{prefix}/{topic_level(device, 'device id')}/{topic_level(source, 'source id')}/shadow"
 
 
 def deeplens_topic(thing: str) -> str:
@@ -86,3 +107,10 @@ class Topics:
 
     def fleet_deployment(self, fleet: str) -> str:
         return fleet_deployment_topic(self.prefix, fleet)
+
+    def ring_deployments(self, fleet: str) -> str:
+        """The filter matching every ring notice of `fleet`."""
+        return f"{_rings(self.prefix, fleet)}/+/deployment"
+
+    def shadow(self, source: str) -> str:
+        return shadow_topic(self.prefix, self.device, source)

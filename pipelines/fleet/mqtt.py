@@ -1,0 +1,118 @@
+"""A short-lived MQTT client for the fleet side (promote, `lensops fleet ...`), from an mqtt:// or mqtts:// URL.
+
+`connect` raises UserError naming the URL when the broker does not answer; `publish` waits for the
+broker's acknowledgement (QoS 1); `read_retained` collects the retained messages under a topic filter.
+The URL's user info is the MQTT username and password (redacted in every message).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Dict, Optional, Union
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+
+from common.errors import UserError
+from edge.redact import redact
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def check_url(url: str, field: str = "mqtt_url") -> str:
+    """`url` if it is an mqtt:// or mqtts:// URL with a host, else UserError naming `field`."""
+    parsed = urlparse(url or "")
+    if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+        raise UserError(f"{field}: '{redact(url)}' is not an mqtt:// or mqtts:// URL")
+    return url
+
+
+def connect(url: str, client_id: str, field: str = "mqtt_url", timeout_s: float = DEFAULT_TIMEOUT_S) -> mqtt.Client:
+    """A connected client with its network loop running (MQTT 3.1.1, clean session); `close` it when done.
+
+    Raises UserError when the broker is unreachable or refuses the connection (bad credentials, ACL)."""
+    parsed = urlparse(check_url(url, field))
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if parsed.scheme == "mqtts":
+        client.tls_set()
+    if parsed.username:
+        client.username_pw_set(parsed.username, parsed.password)
+    connected = threading.Event()
+    refused: list = []
+
+    def on_connect(_client, _userdata, _flags, code, _props) -> None:
+        if code.is_failure:
+            refused.append(str(code))
+        connected.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(parsed.hostname, parsed.port or (8883 if parsed.scheme == "mqtts" else 1883))
+    except OSError as exc:
+        raise UserError(f"MQTT broker {redact(url)} unreachable: {exc}") from None
+    client.loop_start()
+    if not connected.wait(timeout_s) or refused:
+        close(client)
+        why = f"refused the connection ({refused[0]})" if refused else f"did not answer within {timeout_s:g} s"
+        raise UserError(f"MQTT broker {redact(url)} {why}")
+    return client
+
+
+def close(client: mqtt.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish(
+    client: mqtt.Client,
+    topic: str,
+    payload: Union[dict, bytes, str],
+    retain: bool = False,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Publish at QoS 1 and wait for the broker's acknowledgement (UserError when it does not come).
+
+    `payload` b"" with `retain` clears the retained message of `topic`."""
+    data = json.dumps(payload) if isinstance(payload, dict) else payload
+    info = client.publish(topic, data, qos=1, retain=retain)
+    try:
+        info.wait_for_publish(timeout_s)
+    except (RuntimeError, ValueError) as exc:  # paho: not connected, or the queue refused the message
+        raise UserError(f"MQTT publish on {topic} failed: {exc}") from None
+    if not info.is_published():
+        raise UserError(f"the MQTT broker did not acknowledge {topic} within {timeout_s:g} s")
+
+
+def read_retained(
+    url: str, topic_filter: str, settle_s: float = 1.0, client_id: Optional[str] = None, field: str = "mqtt_url"
+) -> Dict[str, bytes]:
+    """The retained messages under `topic_filter` (wildcards allowed): topic -> payload.
+
+    A broker sends the retained messages at once after the subscription; collection ends when none
+    arrived for `settle_s` seconds after the subscription was acknowledged."""
+    found: Dict[str, bytes] = {}
+    last = [time.monotonic()]
+    subscribed = threading.Event()
+    client = connect(url, client_id or f"lensops-read-{int(time.time() * 1000) % 10**9}", field)
+    try:
+
+        def on_message(_client, _userdata, message) -> None:
+            if message.retain and message.payload:
+                found[message.topic] = message.payload
+            last[0] = time.monotonic()
+
+        def on_subscribe(*_args) -> None:
+            last[0] = time.monotonic()
+            subscribed.set()
+
+        client.on_message, client.on_subscribe = on_message, on_subscribe
+        client.subscribe(topic_filter, qos=1)
+        if not subscribed.wait(DEFAULT_TIMEOUT_S):
+            raise UserError(f"MQTT broker {redact(url)} did not acknowledge the subscription to {topic_filter}")
+        while time.monotonic() - last[0] < settle_s:
+            time.sleep(0.05)
+    finally:
+        close(client)
+    return dict(found)
