@@ -24,6 +24,7 @@ from edge.package.runtimes import RuntimeOptions
 from edge.package_cache import CachedPackage, PackageCache
 from edge.predictor import Predictor
 from edge.registry import Registry, RegistryError, Resolved
+from edge.rings import follows
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class ModelManager:
         runtime_options: Optional[Mapping[str, RuntimeOptions]] = None,
     ):
         self.registry, self.model, self.alias = registry, model, alias
+        self.base_alias = alias  # the configured alias; `alias` is a ring alias while a ring notice says so
         self.public_key, self.poll_s, self.latency_budget_ms = public_key, poll_s, latency_budget_ms
         self.on_event, self.prefer_variant, self.threads, self.policy = on_event, prefer_variant, threads, policy
         self.runtime_options = dict(runtime_options or {})  # runtime key -> options replacing its defaults
@@ -116,9 +118,25 @@ class ModelManager:
         self._emit(**rolled)
 
     def notify(self, notice: dict) -> bool:
-        """A fleet deployment notice ({model, alias, version, package_uri, sha256}): poll now. False if not ours."""
+        """A fleet deployment notice ({model, alias, version, package_uri, sha256}) for the alias this manager
+        follows now: poll now. False if not ours."""
         if notice.get("model") != self.model or notice.get("alias", self.alias) != self.alias:
             return False
+        return self._pending(notice)
+
+    def follow(self, notice: dict) -> bool:
+        """A ring notice for this device's ring: from now on follow its alias (the configured alias, or one of
+        its ring aliases `<alias>-ring-<n>`; edge.rings.follows) and poll now. False if not ours."""
+        alias = notice.get("alias")
+        if notice.get("model") != self.model or not isinstance(alias, str) or not follows(self.base_alias, alias):
+            return False
+        if alias != self.alias:
+            log.info("%s: following %s (ring %s) instead of %s", self.model, alias, notice.get("ring"), self.alias)
+            self.alias = alias
+        return self._pending(notice)
+
+    def _pending(self, notice: dict) -> bool:
+        """Keep the notice (followed when the registry is unreachable) and wake the manager thread."""
         try:
             self._notice = Resolved(
                 self.model, self.alias, str(notice["version"]), str(notice["package_uri"]), str(notice["sha256"])

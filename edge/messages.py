@@ -231,7 +231,8 @@ class FleetDeployment(Message):
     SCHEMA_ID: ClassVar[str] = FLEET_DEPLOYMENT
     SCHEMA_DESCRIPTION: ClassVar[str] = (
         "The notice `promote` publishes, retained, on <prefix>/fleets/<fleet>/deployment: "
-        "which version an alias now points at."
+        "which version an alias now points at. A rollout publishes the same notice with ring, share and rollout "
+        "on <prefix>/fleets/<fleet>/rings/<ring>/deployment."
     )
 
     schema_: Literal["lensops.fleet_deployment/1"] = Field(alias="schema")
@@ -242,6 +243,11 @@ class FleetDeployment(Message):
     package_uri: Name
     sha256: Sha256
     ts: Timestamp
+    ring: Count = Field(None, description="a ring notice (<prefix>/fleets/<fleet>/rings/<ring>/deployment): its index")
+    share: Annotated[List[Annotated[float, Field(ge=0, le=100)]], Field(min_length=2, max_length=2)] = Field(
+        None, description="a ring notice: the [low, high) percent of device places (edge.rings.place) it applies to"
+    )
+    rollout: Name = Field(None, description="a ring notice: the id of the rollout that published it")
 
 
 MESSAGES: Dict[str, Type[Message]] = {

@@ -23,6 +23,7 @@ from edge.manager import ModelManager
 from edge.mqtt import Publisher
 from edge.redact import redact_all
 from edge.registry import open_registry
+from edge.rings import in_share
 from edge.sinks import CaptureSink, PublishSink, StreamSink
 from edge.sources import Source
 from edge.stream import StreamServer
@@ -119,6 +120,7 @@ class Runner:
         self.publisher.start()
         if self.fleet:
             self.publisher.subscribe(self.publisher.topics.fleet_deployment(self.fleet), self._on_fleet_notice)
+            self.publisher.subscribe(self.publisher.topics.ring_deployments(self.fleet), self._on_ring_notice)
         for manager in self.managers.values():
             manager.start()
         if self.capture_sink is not None:
@@ -214,17 +216,29 @@ class Runner:
 
     def _on_fleet_notice(self, _topic: str, payload: bytes) -> None:
         """The retained fleet deployment notice: the manager of that model polls at once (runs on the MQTT thread)."""
-        try:
-            notice = json.loads(payload)
-        except ValueError:
-            log.warning("fleet deployment notice is not JSON: %r", payload[:200])
-            return
-        if not isinstance(notice, dict):
-            return
+        notice = _notice_dict(payload)
         for manager in self.managers.values():
-            if manager.notify(notice):
+            if notice and manager.notify(notice):
                 log.info(
                     "fleet notice: %s %s version %s", notice.get("model"), notice.get("alias"), notice.get("version")
+                )
+
+    def _on_ring_notice(self, topic: str, payload: bytes) -> None:
+        """A retained rollout ring notice: when its share holds this device's place (edge.rings), the manager
+        of that model follows the ring's alias and polls at once (runs on the MQTT thread)."""
+        notice = _notice_dict(payload)
+        share = notice.get("share") if notice else None
+        if not (isinstance(share, list) and len(share) == 2 and in_share(self.device_id, share)):
+            return
+        for manager in self.managers.values():
+            if manager.follow(notice):
+                log.info(
+                    "ring %s notice (%s): %s %s version %s",
+                    notice.get("ring"),
+                    topic,
+                    notice.get("model"),
+                    notice.get("alias"),
+                    notice.get("version"),
                 )
 
     def _status_loop(self) -> None:
@@ -302,3 +316,16 @@ class Runner:
             "client_id_conflict": status.get("client_id_conflict"),
             "last_error": status["last_error"],
         }
+
+
+def _notice_dict(payload: bytes) -> Optional[dict]:
+    """A notice's JSON object, or None (logged) when it is not one; an empty payload (a cleared retained
+    notice) is None quietly."""
+    if not payload:
+        return None
+    try:
+        notice = json.loads(payload)
+    except ValueError:
+        log.warning("deployment notice is not JSON: %r", payload[:200])
+        return None
+    return notice if isinstance(notice, dict) else None

@@ -7,17 +7,18 @@ params-retrain.yaml, out of `dvc repro`, and use params.yaml's `pipeline`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, TypeVar
 
 from typing_extensions import Annotated  # typing.Annotated is 3.9+: the SageMaker container runs 3.8
 
 import yaml
-from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from common.errors import UserError
 from common.models import StrictModel
 from edge.config_errors import describe
 from edge.registry import RegistryConfig, registry_config
+from edge.rings import shares
 from pipelines.optimize.variants import VARIANTS
 
 T = TypeVar("T")
@@ -66,6 +67,34 @@ class PromoteConfig(StrictModel):
     fleet: str = "demo"
 
 
+class RolloutConfig(StrictModel):
+    """How `lensops fleet rollout` moves a version through the fleet (docs/how-to/rollouts.md)."""
+
+    rings: List[float] = Field(
+        [5, 25, 100], description="cumulative percentages of the fleet, ending at 100 (edge.rings.shares)"
+    )
+    hold_s: float = Field(600.0, gt=0, description="seconds a ring serves the candidate before it is judged")
+    poll_s: float = Field(5.0, gt=0, description="seconds between reads of the devices' retained status during a hold")
+    max_latency_p99_ms: Optional[float] = Field(
+        None, gt=0, description="a source's latency p99 over this is unhealthy (default: the device's own budget)"
+    )
+    max_drop_rate: float = Field(
+        0.05, ge=0, le=1, description="share of a device's frames dropped during the hold above which it is unhealthy"
+    )
+    min_fps: Optional[float] = Field(None, ge=0, description="a source slower than this during the hold is unhealthy")
+    min_shadow_agreement: Optional[float] = Field(
+        None, ge=0, le=1, description="a ring's shadow agreement (candidate vs champion) must reach this"
+    )
+    min_shadow_frames: int = Field(0, ge=0, description="shadow frames a ring must have compared to be judged")
+    status_timeout_s: float = Field(10.0, gt=0, description="how long a read of the retained statuses may take")
+
+    @field_validator("rings")
+    @classmethod
+    def _rings_add_up(cls, rings: List[float]) -> List[float]:
+        shares(rings)  # ValueError naming the spec
+        return rings
+
+
 class PipelineConfig(StrictModel):
     registry: RegistryConfig = Field(
         default_factory=lambda: registry_config({}),
@@ -86,6 +115,7 @@ class PipelineConfig(StrictModel):
     sign_key: Optional[Path] = Field(None, description="Ed25519 private key (PEM) to sign packages with")
     parity: ParityGate = ParityGate()
     promote: PromoteConfig = PromoteConfig()
+    rollout: RolloutConfig = RolloutConfig()
 
     @model_validator(mode="after")
     def _hold_below_score(self) -> "PipelineConfig":

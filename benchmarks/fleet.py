@@ -1,0 +1,173 @@
+"""Fleet at scale: simulated devices (benchmarks/fleet_devices.py) in a few processes against a real
+Mosquitto and a real MLflow registry.
+
+`SimulatedFleet` starts the device processes; `Watcher` records, as the broker delivers them, each
+device's deployment events and retained status. The benchmark section (`run`) switches N devices (1,000
+by default, 200 in quick mode) with one retained fleet notice and reports the time until every device
+serves the new version (from the notice's publish to the last `activated` event seen on the broker) and
+the registry calls per device that the switch cost (goal: at most 1 resolve + 1 download).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import paho.mqtt.client as paho
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def device_ids(n: int, prefix: str = "sim") -> List[str]:
+    return [f"{prefix}-{i:04d}" for i in range(n)]
+
+
+class SimulatedFleet:
+    """`devices` split over `processes` children of `python -m benchmarks.fleet_devices`; a context manager."""
+
+    def __init__(self, work: Path, devices: List[str], processes: int, **spec):
+        self.work, self.devices, self.spec = Path(work), list(devices), spec
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.groups = [self.devices[i::processes] for i in range(processes) if self.devices[i::processes]]
+        self.children: List[subprocess.Popen] = []
+
+    def start(self, timeout_s: float = 120.0) -> "SimulatedFleet":
+        for index, group in enumerate(self.groups):
+            spec_file = self.work / f"group-{index}.json"
+            spec = {
+                **self.spec,
+                "devices": group,
+                "state_dir": str(self.work / "state"),
+                "counts_file": str(self.work / f"counts-{index}.json"),
+            }
+            spec_file.write_text(json.dumps(spec))
+            log = open(self.work / f"group-{index}.log", "wb")
+            self.children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.fleet_devices", str(spec_file)],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                )
+            )
+        deadline = time.monotonic() + timeout_s
+        for index, child in enumerate(self.children):
+            line = child.stdout.readline() if time.monotonic() < deadline else b""
+            if line.strip() != b"started":
+                self.stop()
+                raise RuntimeError(f"device group {index} did not start: {self.log(index)[-3000:]}")
+        return self
+
+    def log(self, index: int) -> str:
+        return (self.work / f"group-{index}.log").read_text(errors="replace")
+
+    def counts(self) -> Dict[str, Dict[str, int]]:
+        """device -> {resolve, download} so far (each child writes its file every second)."""
+        out: Dict[str, Dict[str, int]] = {}
+        for index in range(len(self.groups)):
+            path = self.work / f"counts-{index}.json"
+            if path.exists():
+                out.update(json.loads(path.read_text()))
+        return out
+
+    def stop(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.terminate()
+        for child in self.children:
+            try:
+                child.wait(60)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        self.children = []
+
+    def __enter__(self) -> "SimulatedFleet":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+
+class Watcher:
+    """Subscribes to every device's deployment events and retained status; records when each arrived."""
+
+    def __init__(self, mqtt_url: str, prefix: str = "lensops"):
+        host, port = mqtt_url.split("://", 1)[1].rsplit(":", 1)
+        self.prefix = prefix
+        self.lock = threading.Lock()
+        self.events: List[tuple] = []  # (monotonic arrival, device, event dict)
+        self.statuses: Dict[str, dict] = {}
+        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"fleet-watcher-{time.time_ns()}")
+        self.client.on_message = self._on_message
+        self.client.connect(host, int(port))
+        self.client.subscribe([(f"{prefix}/+/deployment", 1), (f"{prefix}/+/status", 1)])
+        self.client.loop_start()
+
+    def _on_message(self, _c, _u, message) -> None:
+        try:
+            body = json.loads(message.payload)
+        except ValueError:
+            return
+        device = message.topic.split("/")[-2]
+        with self.lock:
+            if message.topic.endswith("/status"):
+                self.statuses[device] = body
+            else:
+                self.events.append((time.monotonic(), device, body))
+
+    def activated(self, version: str, model: Optional[str] = None) -> Dict[str, float]:
+        """device -> arrival time of its first `activated` event for `version`."""
+        out: Dict[str, float] = {}
+        with self.lock:
+            for at, device, event in self.events:
+                if event.get("state") == "activated" and event.get("version") == version and device not in out:
+                    if model is None or event.get("model") == model:
+                        out[device] = at
+        return out
+
+    def versions_seen(self, device: str) -> List[str]:
+        """Every version `device` reported a deployment event for."""
+        with self.lock:
+            return [e.get("version") for _, d, e in self.events if d == device]
+
+    def serving(self, model: str) -> Dict[str, Optional[str]]:
+        """device -> the version its latest retained status says it serves."""
+        with self.lock:
+            return {d: ((s.get("models") or {}).get(model) or {}).get("version") for d, s in self.statuses.items()}
+
+    def wait(self, condition, timeout_s: float, every_s: float = 0.1) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(every_s)
+        return condition()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def switch_figures(notified: float, activated: Dict[str, float], before: dict, after: dict, devices: List[str]) -> dict:
+    """Seconds from the notice to the last activation, and the registry calls per device the switch cost."""
+    times = sorted(activated[d] - notified for d in devices if d in activated)
+    calls = {
+        kind: [after.get(d, {}).get(kind, 0) - before.get(d, {}).get(kind, 0) for d in devices]
+        for kind in ("resolve", "download")
+    }
+    return {
+        "devices": len(devices),
+        "switched": len(times),
+        "first_s": round(times[0], 2) if times else None,
+        "median_s": round(times[len(times) // 2], 2) if times else None,
+        "all_s": round(times[-1], 2) if len(times) == len(devices) else None,
+        "resolve_per_device_max": max(calls["resolve"]),
+        "download_per_device_max": max(calls["download"]),
+        "resolve_per_device_mean": round(sum(calls["resolve"]) / len(devices), 3),
+        "download_per_device_mean": round(sum(calls["download"]) / len(devices), 3),
+    }

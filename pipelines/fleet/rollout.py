@@ -1,0 +1,391 @@
+"""`lensops fleet rollout`: move a registered version through a fleet ring by ring, with automatic rollback.
+
+Rings are cumulative shares of the fleet (`pipeline.rollout.rings`, e.g. [5, 25, 100]); a device's ring is
+a stable function of its id (edge.rings). For ring i the controller points the registry alias
+`<alias>-ring-<i>` at the candidate and publishes the retained ring notice
+`<prefix>/fleets/<fleet>/rings/<i>/deployment`; the devices whose place is in that ring's share follow the
+ring's alias, the others do not move. After `hold_s` the devices of rings 0..i are judged on their retained
+status (pipelines.fleet.health) and, when required, on shadow agreement with the champion: all healthy ->
+the next ring; otherwise every ring so far goes back to the champion (their notices name the base alias
+again, whose version never moved) and the rollout stops. After the last ring the base alias moves to the
+candidate, the fleet notice is published and the ring notices name the base alias again.
+
+The state is persisted after every step (`<state-dir>/<model>/rollout.json`), so a controller killed
+mid-rollout resumes where it was; every decision is written there with a Markdown rendering
+(`rollout.md`) and published, retained, on `<prefix>/fleets/<fleet>/rollout`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, List, Literal, Optional
+
+from pydantic import Field, ValidationError
+
+from common.errors import RunFailed, UserError
+from common.files import write_json, write_text
+from common.models import StrictModel
+from edge.mqtt.topics import fleet_deployment_topic, ring_deployment_topic, rollout_topic, status_topic
+from edge.registry import RegistryWriter, open_writer
+from edge.rings import ring_alias, shares
+from pipelines.config import RolloutConfig, load_params
+from pipelines.fleet import health, mqtt
+from pipelines.fleet.notice import notice as fleet_notice
+
+log = logging.getLogger(__name__)
+
+Phase = Literal["starting", "holding", "completed", "rolled_back"]
+FINISHED = ("completed", "rolled_back")
+
+
+class Target(StrictModel):
+    version: str
+    package_uri: str
+    sha256: str
+
+
+class Decision(StrictModel):
+    ts: str
+    ring: int
+    action: Literal["started", "advanced", "completed", "rolled_back"]
+    reasons: List[str] = Field(default_factory=list)
+    devices: List[dict] = Field(default_factory=list, description="per device: health.Verdict.to_dict()")
+
+
+class RolloutState(StrictModel):
+    """What `rollout.json` holds: enough to resume."""
+
+    schema_: Literal["lensops.rollout/1"] = Field("lensops.rollout/1", alias="schema")
+    id: str
+    model: str
+    alias: str
+    fleet: str
+    topic_prefix: str
+    candidate: Target
+    champion: Target
+    rings: List[float]
+    hold_s: float
+    ring: int = 0
+    phase: Phase = "starting"
+    ring_started: Optional[str] = None
+    roster: List[str] = Field(default_factory=list, description="devices of the fleet seen during the rollout")
+    baseline: Dict[str, Dict[str, Dict[str, int]]] = Field(
+        default_factory=dict, description="device -> source -> frames and drops when the current ring began"
+    )
+    decisions: List[Decision] = Field(default_factory=list)
+
+
+def now_ts() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Controller:
+    """Runs one rollout; `step()` does one step and persists; `run()` steps until finished."""
+
+    def __init__(
+        self,
+        state: RolloutState,
+        writer: RegistryWriter,
+        mqtt_url: str,
+        policy: RolloutConfig,
+        state_file: Path,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.state, self.writer, self.mqtt_url, self.policy = state, writer, mqtt_url, policy
+        self.state_file, self.sleep = Path(state_file), sleep
+        self.shares = shares(state.rings)
+        self.limits = health.Limits(policy.max_latency_p99_ms, policy.max_drop_rate, policy.min_fps)
+
+    # -- persistence and publishing --------------------------------------------------------------
+
+    def save(self) -> None:
+        write_json(self.state_file, self.state.model_dump(by_alias=True))
+        write_text(self.state_file.with_suffix(".md"), render_markdown(self.state))
+
+    def _publish(self, items: List[tuple]) -> None:
+        """(topic, payload dict) pairs, retained, on one connection; UserError when the broker is unreachable."""
+        client = mqtt.connect(self.mqtt_url, f"lensops-rollout-{self.state.fleet}", "promote.mqtt_url")
+        try:
+            for topic, payload in items:
+                mqtt.publish(client, topic, payload, retain=True)
+        finally:
+            mqtt.close(client)
+
+    def _ring_notice(self, ring: int, alias: str, target: Target) -> tuple:
+        s = self.state
+        payload = fleet_notice(s.model, alias, target.version, target.package_uri, target.sha256).model_copy(
+            update={"fleet": s.fleet, "ring": ring, "share": list(self.shares[ring]), "rollout": s.id}
+        )
+        return ring_deployment_topic(s.topic_prefix, s.fleet, str(ring)), _wire(payload)
+
+    def _report(self) -> tuple:
+        return rollout_topic(self.state.topic_prefix, self.state.fleet), self.state.model_dump(by_alias=True)
+
+    def _decide(self, action: str, reasons: List[str], verdicts: List[health.Verdict] = ()) -> None:
+        self.state.decisions.append(
+            Decision(
+                ts=now_ts(),
+                ring=self.state.ring,
+                action=action,
+                reasons=list(reasons),
+                devices=[v.to_dict() for v in verdicts],
+            )
+        )
+        log.info("rollout %s: ring %d %s%s", self.state.id, self.state.ring, action, f": {reasons}" if reasons else "")
+
+    # -- reading the fleet ------------------------------------------------------------------------
+
+    def statuses(self) -> Dict[str, dict]:
+        s = self.state
+        retained = mqtt.read_retained(
+            self.mqtt_url, status_topic(s.topic_prefix, "+"), settle_s=0.5, field="promote.mqtt_url"
+        )
+        found = health.parse_statuses(retained)
+        for device, status in found.items():
+            if status.get("fleet") == s.fleet and device not in s.roster:
+                s.roster.append(device)
+        return {d: found[d] for d in s.roster if d in found}
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        s = self.state
+        if s.phase == "starting":
+            self._start_ring()
+        elif s.phase == "holding":
+            self._hold()
+        self.save()
+
+    def run(self) -> RolloutState:
+        while self.state.phase not in FINISHED:
+            self.step()
+        return self.state
+
+    def _start_ring(self) -> None:
+        s = self.state
+        alias = ring_alias(s.alias, s.ring)
+        statuses = self.statuses()
+        self.writer.set_alias(s.model, alias, s.candidate.version)
+        s.candidate = target(self.writer, s.model, alias)  # the package URI as the registry gives it
+        s.baseline = {device: health.counters(status) for device, status in statuses.items()}
+        s.ring_started = now_ts()
+        s.phase = "holding"
+        self._decide("started", [f"{alias} -> version {s.candidate.version}, share {self._share_text(s.ring)}"])
+        self.save()  # before the notice: a resumed controller republishes it
+        self._publish([self._ring_notice(s.ring, alias, s.candidate), self._report()])
+
+    def _hold(self) -> None:
+        s = self.state
+        since = health.parse_ts(s.ring_started)
+        due = since.timestamp() + s.hold_s
+        while True:
+            verdicts = self._judge(since)
+            hard = [v for v in verdicts if any("rejected or rolled back" in r for r in v.reasons)]
+            left = due - time.time()
+            if hard or left <= 0:
+                break
+            self.sleep(min(self.policy.poll_s, left))
+        sick = [v for v in verdicts if not v.healthy]
+        if sick:
+            reasons = [f"{v.device} (ring {v.ring}): {'; '.join(v.reasons)}" for v in sick]
+            return self._roll_back(reasons, verdicts)
+        note = [f"{len(verdicts)} device(s) healthy over {s.hold_s:g} s"] if verdicts else ["no devices in the ring"]
+        if s.ring + 1 < len(s.rings):
+            self._decide("advanced", note, verdicts)
+            s.ring += 1
+            s.phase = "starting"
+            return
+        self._complete(note, verdicts)
+
+    def _judge(self, since: datetime) -> List[health.Verdict]:
+        s = self.state
+        statuses = self.statuses()
+        members = health.ring_members(s.roster, self.shares, s.ring)
+        return [
+            health.judge(
+                device,
+                ring,
+                statuses.get(device),
+                s.baseline.get(device, {}),
+                s.model,
+                s.candidate.version,
+                since,
+                self.limits,
+            )
+            for device, ring in sorted(members.items())
+        ]
+
+    def _complete(self, note: List[str], verdicts: List[health.Verdict]) -> None:
+        s = self.state
+        self.writer.set_alias(s.model, s.alias, s.candidate.version)
+        s.phase = "completed"
+        self._decide("completed", [*note, f"{s.alias} -> version {s.candidate.version}"], verdicts)
+        self.save()
+        fleet = fleet_notice(s.model, s.alias, s.candidate.version, s.candidate.package_uri, s.candidate.sha256)
+        fleet = fleet.model_copy(update={"fleet": s.fleet})
+        notices = [self._ring_notice(i, s.alias, s.candidate) for i in range(len(s.rings))]
+        self._publish([(fleet_deployment_topic(s.topic_prefix, s.fleet), _wire(fleet)), *notices, self._report()])
+
+    def _roll_back(self, reasons: List[str], verdicts: List[health.Verdict]) -> None:
+        s = self.state
+        for ring in range(s.ring + 1):
+            self.writer.set_alias(s.model, ring_alias(s.alias, ring), s.champion.version)
+        s.phase = "rolled_back"
+        self._decide("rolled_back", reasons, verdicts)
+        self.save()
+        notices = [self._ring_notice(i, s.alias, s.champion) for i in range(s.ring + 1)]
+        self._publish([*notices, self._report()])
+
+    def abort(self, why: str) -> None:
+        """Roll back every ring so far now (an operator's decision)."""
+        if self.state.phase in FINISHED:
+            raise UserError(f"{self.state_file}: rollout {self.state.id} already {self.state.phase}")
+        self._roll_back([f"aborted: {why}"], [])
+
+    def _share_text(self, ring: int) -> str:
+        low, high = self.shares[ring]
+        return f"[{low:g}%, {high:g}%)"
+
+
+def _wire(message) -> dict:
+    return json.loads(message.to_json())
+
+
+def render_markdown(state: RolloutState) -> str:
+    """The rollout as Markdown: the target, the phase and one section per decision."""
+    lines = [
+        f"# Rollout {state.id}",
+        "",
+        f"- model: {state.model}, alias {state.alias}, fleet {state.fleet}",
+        f"- candidate: version {state.candidate.version}; champion: version {state.champion.version}",
+        f"- rings: {', '.join(f'{r:g}%' for r in state.rings)}; hold {state.hold_s:g} s",
+        f"- phase: **{state.phase}** (ring {state.ring})",
+        "",
+    ]
+    for d in state.decisions:
+        lines += [f"## {d.ts}: ring {d.ring} {d.action}", ""]
+        lines += [f"- {r}" for r in d.reasons]
+        if d.devices:
+            lines += ["", "| device | ring | healthy | reasons |", "|---|---|---|---|"]
+            lines += [
+                f"| {v['device']} | {v['ring']} | {'yes' if v['healthy'] else 'no'} | {'; '.join(v['reasons'])} |"
+                for v in d.devices
+            ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+
+def load_state(path: Path) -> Optional[RolloutState]:
+    if not path.exists():
+        return None
+    try:
+        return RolloutState.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, ValidationError) as exc:
+        raise UserError(f"{path}: not a readable rollout state ({str(exc).splitlines()[0]})") from None
+
+
+def target(writer: RegistryWriter, model: str, alias: str) -> Target:
+    resolved = writer.resolve(model, alias)
+    return Target(version=resolved.version, package_uri=resolved.package_uri, sha256=resolved.sha256)
+
+
+def new_state(
+    writer: RegistryWriter, model: str, version: str, alias: str, fleet: str, prefix: str, policy: RolloutConfig
+) -> RolloutState:
+    """Check everything before anything moves: the version is registered, the alias has a champion."""
+    from edge.registry import RegistryError
+
+    champion_version = writer.alias_version(model, alias)
+    if champion_version is None:
+        raise UserError(
+            f"{model}@{alias} names no version: there is no champion to roll back to "
+            f"(promote the first version with `lensops promote`)"
+        )
+    if champion_version == str(version):
+        raise UserError(f"{model}@{alias} already names version {version}: nothing to roll out")
+    try:
+        tags = writer.tags(model, str(version))
+    except RegistryError:
+        raise
+    except Exception as exc:
+        raise UserError(f"{model} has no registered version {version!r} ({type(exc).__name__})") from None
+    if not tags.get("sha256"):
+        raise UserError(f"{model} version {version} has no sha256 tag (not registered by `lensops register`)")
+    champion = target(writer, model, alias)
+    # the candidate's package URI as the registry gives it: resolve through a ring alias set at start
+    return RolloutState(
+        id=f"{model}-{version}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}",
+        model=model,
+        alias=alias,
+        fleet=fleet,
+        topic_prefix=prefix,
+        candidate=Target(version=str(version), package_uri="", sha256=tags["sha256"]),
+        champion=champion,
+        rings=list(policy.rings),
+        hold_s=policy.hold_s,
+    )
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "rollout",
+        help="roll a registered version out ring by ring; roll back on unhealthy live figures",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--version", help="the version to roll out (omit to resume the model's rollout)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="pipeline.registry/promote/rollout")
+    p.add_argument("--state-dir", type=Path, default=Path("reports/rollout"), help="where rollout.json is kept")
+    p.add_argument("--hold-s", type=float, help="override pipeline.rollout.hold_s")
+    p.add_argument("--abort", action="store_true", help="roll the model's rollout back now")
+    p.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    params = load_params(args.params)
+    cfg = params.pipeline
+    policy = cfg.rollout
+    if args.hold_s is not None:
+        if args.hold_s <= 0:
+            raise UserError(f"--hold-s: {args.hold_s:g} must be > 0")
+        policy = policy.model_copy(update={"hold_s": args.hold_s})
+    if not cfg.promote.mqtt_url:
+        raise UserError(f"{args.params}: pipeline.promote.mqtt_url is not set (the broker the fleet listens on)")
+    state_file = args.state_dir / args.model / "rollout.json"
+    state = load_state(state_file)
+    writer = open_writer(cfg.registry)
+    if state is not None and state.phase not in FINISHED:
+        if args.version and str(args.version) != state.candidate.version:
+            raise UserError(
+                f"{state_file}: rollout {state.id} of version {state.candidate.version} is in progress "
+                f"(ring {state.ring}); finish it or --abort it first"
+            )
+        log.info("resuming rollout %s at ring %d (%s)", state.id, state.ring, state.phase)
+    elif args.abort:
+        raise UserError(f"{state_file}: no rollout of {args.model} in progress")
+    elif not args.version:
+        raise UserError(f"--version: required (no rollout of {args.model} in progress to resume)")
+    else:
+        state = new_state(
+            writer, args.model, args.version, cfg.promote.alias, cfg.promote.fleet, cfg.promote.topic_prefix, policy
+        )
+        mqtt.close(mqtt.connect(cfg.promote.mqtt_url, "lensops-rollout-check", "promote.mqtt_url"))
+    controller = Controller(state, writer, cfg.promote.mqtt_url, policy, state_file)
+    if args.abort:
+        controller.abort("operator")
+    else:
+        controller.run()
+    print(render_markdown(controller.state))
+    print(f"rollout state: {state_file} (and {state_file.with_suffix('.md')})")
+    if controller.state.phase == "rolled_back":
+        why = "; ".join(controller.state.decisions[-1].reasons)
+        raise RunFailed(f"rollout {controller.state.id} rolled back: {why}")
+    return 0
