@@ -175,12 +175,13 @@ def test_the_edge_publisher_works_under_the_acl(connect, out, broker, tmp_path):
     notice = json.dumps({"version": "7"})
     operator = connect("lensops-fleet")
     assert operator.publish(f"{P}/fleets/lobby/deployment", notice, retain=True) == OK
-    assert operator.subscribe(f"{P}/cam-a/#") == [1]
+    assert operator.subscribe(f"{P}/cam-a/#", f"{P}/cam-b/#") == [1, 1]
     config = MqttConfig(url=broker.url, username="cam-a", password_file=out / "passwords" / "cam-a.password")
     publisher = Publisher.from_config(config, "cam-a", tmp_path / "state")
     received = []
     publisher.subscribe(publisher.topics.fleet_deployment("lobby"), lambda topic, payload: received.append(payload))
     publisher.publish_status({"state": "running"})
+    publisher.enqueue(f"{P}/cam-b/status", {"state": "as cam-b"}, retain=True)  # 3.1.1: acked, dropped
     publisher.enqueue(publisher.topics.inference("door"), {"seq": 1})
     publisher.start()
     try:
@@ -190,7 +191,8 @@ def test_the_edge_publisher_works_under_the_acl(connect, out, broker, tmp_path):
         while not received and time.monotonic() < deadline:
             time.sleep(0.01)
         assert received == [notice.encode()]
-        assert publisher.stats().connected and publisher.last_error is None
+        stats = publisher.stats()
+        assert stats.connected and stats.dead_letters == 0 and publisher.last_error is None
     finally:
         publisher.stop()
     operator.wait(lambda: any(json.loads(m.payload).get("state") == "offline" for m in operator.messages if m.payload))
