@@ -52,6 +52,28 @@ def _rings(prefix: str, fleet: str) -> str:
     return f"{prefix}/fleets/{topic_level(fleet, 'fleet')}/rings"
 
 
+def ring_deployments_filter(prefix: str, fleet: str) -> str:
+    """The filter matching every ring notice of `fleet`."""
+    return f"{_rings(prefix, fleet)}/+/deployment"
+
+
+def fleet_notice_filters(prefix: str, fleet: str) -> list[str]:
+    """What a device of `fleet` follows: the fleet notice and every ring notice (an ACL's read rules)."""
+    return [fleet_deployment_topic(prefix, fleet), ring_deployments_filter(prefix, fleet)]
+
+
+def device_publish_filters(prefix: str, device: str) -> list[str]:
+    """Filters matching every LensOps topic `device` publishes (an ACL's write rules): status, deployment,
+    and inference and shadow of any source. Not the DeepLens topic (`deeplens_topic`)."""
+    own = device_filter(prefix, device)[:-2]
+    return [f"{own}/status", f"{own}/deployment", f"{own}/+/inference", f"{own}/+/shadow"]
+
+
+def device_filter(prefix: str, device: str) -> str:
+    """The filter matching every topic under `device` (`<prefix>/<device>/#`)."""
+    return f"{prefix}/{topic_level(device, 'device id')}/#"
+
+
 def rollout_topic(prefix: str, fleet: str) -> str:
     """The retained report of the fleet's latest rollout decision."""
     return f"{prefix}/fleets/{topic_level(fleet, 'fleet')}/rollout"
@@ -110,7 +132,7 @@ class Topics:
 
     def ring_deployments(self, fleet: str) -> str:
         """The filter matching every ring notice of `fleet`."""
-        return f"{_rings(self.prefix, fleet)}/+/deployment"
+        return ring_deployments_filter(self.prefix, fleet)
 
     def shadow(self, source: str) -> str:
         return shadow_topic(self.prefix, self.device, source)

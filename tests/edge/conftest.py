@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -98,7 +98,13 @@ def make_tls_files(folder: Path, client_name: str = "cam-01") -> TlsFiles:
 class Mosquitto:
     """A real Mosquitto on a fixed free port that can be stopped and started again on that port."""
 
-    def __init__(self, folder: Path, persistence: bool = False, tls: Optional[TlsFiles] = None):
+    def __init__(
+        self,
+        folder: Path,
+        persistence: bool = False,
+        tls: Optional[TlsFiles] = None,
+        extra_lines: Sequence[str] = (),
+    ):
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -122,6 +128,7 @@ class Mosquitto:
                 f"keyfile {tls.server_key}",
                 "require_certificate true",
             ]
+        lines += extra_lines  # last, so they win: e.g. `allow_anonymous false`, acl_file, password_file
         self.config = folder / "mosquitto.conf"
         self.config.write_text("\n".join(lines) + "\n")
         self.process: Optional[subprocess.Popen] = None
