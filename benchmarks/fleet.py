@@ -100,7 +100,7 @@ class Watcher:
         host, port = mqtt_url.split("://", 1)[1].rsplit(":", 1)
         self.prefix = prefix
         self.lock = threading.Lock()
-        self.events: List[tuple] = []  # (monotonic arrival, device, event dict)
+        self.events: List[tuple] = []  # (monotonic arrival, wall-clock arrival, device, event dict)
         self.statuses: Dict[str, dict] = {}
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"fleet-watcher-{time.time_ns()}")
         self.client.on_message = self._on_message
@@ -118,22 +118,23 @@ class Watcher:
             if message.topic.endswith("/status"):
                 self.statuses[device] = body
             else:
-                self.events.append((time.monotonic(), device, body))
+                self.events.append((time.monotonic(), time.time(), device, body))
 
-    def activated(self, version: str, model: Optional[str] = None) -> Dict[str, float]:
-        """device -> arrival time of its first `activated` event for `version`."""
+    def activated(self, version: str, model: Optional[str] = None, wall: bool = False) -> Dict[str, float]:
+        """device -> arrival time (monotonic, or time.time() with `wall`) of its first `activated` event for
+        `version`."""
         out: Dict[str, float] = {}
         with self.lock:
-            for at, device, event in self.events:
+            for at, at_wall, device, event in self.events:
                 if event.get("state") == "activated" and event.get("version") == version and device not in out:
                     if model is None or event.get("model") == model:
-                        out[device] = at
+                        out[device] = at_wall if wall else at
         return out
 
     def versions_seen(self, device: str) -> List[str]:
         """Every version `device` reported a deployment event for."""
         with self.lock:
-            return [e.get("version") for _, d, e in self.events if d == device]
+            return [e.get("version") for _, _, d, e in self.events if d == device]
 
     def serving(self, model: str) -> Dict[str, Optional[str]]:
         """device -> the version its latest retained status says it serves."""

@@ -91,7 +91,8 @@ def read_retained(
     """The retained messages under `topic_filter` (wildcards allowed): topic -> payload.
 
     A broker sends the retained messages at once after the subscription; collection ends when none
-    arrived for `settle_s` seconds after the subscription was acknowledged."""
+    arrived for `settle_s` seconds after the subscription was acknowledged. Live updates of the same
+    topics (devices keep publishing) are not waited for."""
     found: Dict[str, bytes] = {}
     last = [time.monotonic()]
     subscribed = threading.Event()
@@ -99,9 +100,10 @@ def read_retained(
     try:
 
         def on_message(_client, _userdata, message) -> None:
-            if message.retain and message.payload:
-                found[message.topic] = message.payload
-            last[0] = time.monotonic()
+            if message.retain:  # sent for the subscription; a live update (retain False) must not hold us up
+                if message.payload:
+                    found[message.topic] = message.payload
+                last[0] = time.monotonic()
 
         def on_subscribe(*_args) -> None:
             last[0] = time.monotonic()

@@ -25,12 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Literal, Optional
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from common.errors import RunFailed, UserError
 from common.files import write_json, write_text
 from common.models import StrictModel
-from edge.mqtt.topics import fleet_deployment_topic, ring_deployment_topic, rollout_topic, status_topic
+from edge.mqtt.topics import fleet_deployment_topic, ring_deployment_topic, rollout_topic, status_filter
 from edge.registry import RegistryWriter, open_writer
 from edge.rings import ring_alias, shares
 from pipelines.config import RolloutConfig, load_params
@@ -58,7 +58,9 @@ class Decision(StrictModel):
 
 
 class RolloutState(StrictModel):
-    """What `rollout.json` holds: enough to resume."""
+    """What `rollout.json` holds: enough to resume (mutable: the controller updates it step by step)."""
+
+    model_config = ConfigDict(frozen=False, populate_by_name=True)
 
     schema_: Literal["lensops.rollout/1"] = Field("lensops.rollout/1", alias="schema")
     id: str
@@ -143,7 +145,7 @@ class Controller:
     def statuses(self) -> Dict[str, dict]:
         s = self.state
         retained = mqtt.read_retained(
-            self.mqtt_url, status_topic(s.topic_prefix, "+"), settle_s=0.5, field="promote.mqtt_url"
+            self.mqtt_url, status_filter(s.topic_prefix), settle_s=0.5, field="promote.mqtt_url"
         )
         found = health.parse_statuses(retained)
         for device, status in found.items():
@@ -294,7 +296,7 @@ def load_state(path: Path) -> Optional[RolloutState]:
 
 def target(writer: RegistryWriter, model: str, alias: str) -> Target:
     resolved = writer.resolve(model, alias)
-    return Target(version=resolved.version, package_uri=resolved.package_uri, sha256=resolved.sha256)
+    return Target(version=resolved.version, package_uri=resolved.uri, sha256=resolved.sha256)
 
 
 def new_state(
