@@ -35,6 +35,11 @@ def status_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{topic_level(device, 'device id')}/status"
 
 
+def status_filter(prefix: str) -> str:
+    """The filter matching every device's status topic (what `lensops fleet status` reads)."""
+    return f"{prefix}/+/status"
+
+
 def deployment_topic(prefix: str, device: str) -> str:
     return f"{prefix}/{topic_level(device, 'device id')}/deployment"
 
