@@ -148,6 +148,15 @@ class StatusModel(_OpenPart):
     variant: str
 
 
+class Percentiles(_OpenPart):
+    """Milliseconds over a source's recent frames (the runner: its last 200 inferred frames of the model it
+    serves now)."""
+
+    p50: NonNegative
+    p99: NonNegative
+    n: Count = Field(None, description="how many frames the figures are from")
+
+
 class SourceStatus(_OpenPart):
     """One source in the status (the runner adds more figures: frames, inferred, published, last_seq, ...)."""
 
@@ -156,6 +165,12 @@ class SourceStatus(_OpenPart):
     fps: NonNegative = None
     drops: Count = None
     last_error: Optional[str] = None
+    latency_ms: Optional[Percentiles] = Field(
+        None, description="the model's time per frame (preprocess + inference + decoding); null before a frame"
+    )
+    frame_age_ms: Optional[Percentiles] = Field(
+        None, description="capture to result per frame (time waiting in the source included); null before a frame"
+    )
 
 
 class OutboxStatus(_OpenPart):
@@ -185,6 +200,9 @@ class Status(Message):
     sources: Dict[str, SourceStatus] = Field(None, description="source id -> its state")
     outbox: OutboxStatus = None
     last_error: Optional[str] = None
+    latency_budget_ms: Optional[Annotated[float, Field(gt=0)]] = Field(
+        None, description="the device's latency budget per frame (null: none); compare with sources' latency_ms.p99"
+    )
     instance: str = Field(None, description=INSTANCE_DESCRIPTION)
     client_id_conflict: Optional[str] = None
 

@@ -3,9 +3,11 @@
 One model manager per distinct model name follows the registry alias (and the retained fleet
 notice) and hot-swaps between two frames; its deployment events go to `<prefix>/<device>/deployment`.
 A status thread sets the retained `<prefix>/<device>/status` every `status_interval_s` (and at
-once after a deployment event): per source its state, model, fps, drops and last error; the
-outbox depth; `degraded` while any source is. `Runner.from_config` builds everything from a
-`DeviceConfig`; `__init__` takes built parts, so tests can hand in their own.
+once after a deployment event): per source its state, model, fps, drops, last error and the
+model's recent latency and frame age ({p50, p99, n} ms over the last inferred frames, edge.worker);
+the device's `latency_budget_ms` (null without one); the outbox depth; `degraded` while any source
+is. `Runner.from_config` builds everything from a `DeviceConfig`; `__init__` takes built parts, so
+tests can hand in their own.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ class Runner:
         stream: Optional[StreamServer] = None,
         capture: Optional[Capture] = None,
         status_interval_s: float = 5.0,
+        latency_budget_ms: Optional[float] = None,
     ):
         self.device_id, self.fleet = device_id, fleet
+        self.latency_budget_ms = latency_budget_ms
         self.sources, self.managers, self.publisher, self.stream = sources, managers, publisher, stream
         self.status_interval_s = status_interval_s
         self.publish_sink = PublishSink(publisher, device_id)
@@ -104,6 +108,7 @@ class Runner:
             stream,
             capture,
             config.status_interval_s,
+            config.latency_budget_ms,
         )
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -279,6 +284,8 @@ class Runner:
                 "published": self.publish_sink.published.get(worker.id, 0),
                 "last_seq": self.publish_sink.last_seq.get(worker.id),
                 "last_error": problem or stats["last_error"] or work["last_error"],
+                "latency_ms": work["latency_ms"],
+                "frame_age_ms": work["frame_age_ms"],
             }
         models = {name: manager.status() for name, manager in self.managers.items()}
         errors = [s["last_error"] for s in sources.values() if s["state"] in ("degraded", "failed") and s["last_error"]]
@@ -294,6 +301,7 @@ class Runner:
             "sources": sources,
             "models": models,
             "last_error": errors[0] if errors else None,
+            "latency_budget_ms": self.latency_budget_ms,
         }
         if mqtt.client_id_conflict:
             status["client_id_conflict"] = mqtt.client_id_conflict
@@ -307,6 +315,8 @@ class Runner:
         """What the page and /metrics show, from a status."""
         mqtt = self.publisher.stats()
         return {
+            "device": self.device_id,
+            "fleet": self.fleet,
             "sources": status["sources"],
             "outbox_depth": mqtt.outbox_depth,
             "state": status["state"],
@@ -315,6 +325,7 @@ class Runner:
             "mqtt_dead_letters": mqtt.dead_letters,
             "client_id_conflict": status.get("client_id_conflict"),
             "last_error": status["last_error"],
+            "latency_budget_ms": status.get("latency_budget_ms"),
         }
 
 

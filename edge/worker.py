@@ -9,6 +9,12 @@ The delivery thread hands each inferred frame, in order, to the sinks (publish, 
 so the outbox commit of frame N overlaps the inference of frame N+1. They are joined by a short
 queue (DELIVERY_DEPTH): when the sinks fall behind, inference waits rather than piling frames up.
 Sinks are plain callables; one that raises is logged and counted, and the others still get the frame.
+
+`stats()` also gives, over the last WINDOW_FRAMES inferred frames of the model serving now (the
+window restarts when the model version or variant changes), `latency_ms` (the model's time per
+frame: preprocess + inference + decoding, the figure the manager checks against the latency budget)
+and `frame_age_ms` (capture to result: the frame's wait in the source plus that time) as
+{p50, p99, n}; None before the first frame.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 from edge.frames import Frame
+from edge.latency_window import WINDOW_FRAMES, Window
 from edge.manager import ModelManager
 from edge.messages import Prediction
 from edge.predictor import ModelFailure, Predictor, Result
@@ -65,6 +72,7 @@ class InferenceWorker:
         self._failing = False  # the last frame failed on the model
         self._ended = False  # the source ended and every frame of it was inferred
         self._model: Optional[dict] = None
+        self._latency, self._frame_age = Window(WINDOW_FRAMES), Window(WINDOW_FRAMES)
         # the last frame's predictions, for a detector's hold-over: only from the same loaded model, only
         # for consecutive frames of a video (an image folder's frames are unrelated stills)
         self._previous: list[Prediction] = []
@@ -115,6 +123,8 @@ class InferenceWorker:
                 "failing": self._failing,
                 "model": self._model,
                 "last_error": self._last_error,
+                "latency_ms": self._latency.percentiles(),
+                "frame_age_ms": self._frame_age.percentiles(),
             }
 
     # -- the threads ----------------------------------------------------------------------------
@@ -206,10 +216,16 @@ class InferenceWorker:
                 continue
             self.manager.report_latency(result.latency_ms["total"], predictor)
             self._previous, self._previous_from = result.predictions, predictor
+            age_ms = (time.monotonic() - frame.captured) * 1000
             with self._lock:
                 self._inferred += 1
                 self._failing = False
+                if result.model != self._model:  # the figures are of the model serving now
+                    self._latency.clear()
+                    self._frame_age.clear()
                 self._model = dict(result.model)
+                self._latency.add(result.latency_ms["total"])
+                self._frame_age.add(age_ms)
             return result, predictor
 
     def _note(self, failed: bool, error: str) -> None:

@@ -36,7 +36,7 @@ def status_topic(prefix: str, device: str) -> str:
 
 
 def status_filter(prefix: str) -> str:
-    """The filter matching every device's retained status."""
+    """The filter matching every device's status topic (what `lensops fleet status` reads)."""
     return f"{prefix}/+/status"
 
 

@@ -50,6 +50,7 @@ def test_every_frame_is_published_with_contiguous_seq_and_valid_payloads(
         [{"id": "door", "uri": str(video), "fps": 60}],
         tiny_packages.public_key,
         capture=capture,
+        latency_budget_ms=60000,
     )
     # when the runner plays it to the end
     started = time.monotonic()
@@ -73,6 +74,12 @@ def test_every_frame_is_published_with_contiguous_seq_and_valid_payloads(
     statuses = of_topic(collector.messages, "status")
     online = [s for s in statuses if s["state"] == "online" and (s["sources"]["door"]["model"] or {}).get("version")]
     assert online and online[-1]["sources"]["door"]["model"]["version"] == v1, statuses[-3:]
+    # with the model's recent latency and frame age per source, and the device's budget to compare them with
+    door = online[-1]["sources"]["door"]
+    assert online[-1]["latency_budget_ms"] == 60000, online[-1]
+    for figures in (door["latency_ms"], door["frame_age_ms"]):
+        assert 0 < figures["p50"] <= figures["p99"] and 1 <= figures["n"] <= 120, door
+    assert door["frame_age_ms"]["p99"] >= door["latency_ms"]["p50"], "a frame's age includes the model's time"
     assert statuses[-1]["state"] == "offline", "a clean stop leaves the retained status offline"
     # and frames were captured for retraining on the capture thread, within the bound
     captured = sorted((tmp_path / "capture/JPEGImages").glob("*.jpg"))

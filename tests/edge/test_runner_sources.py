@@ -3,7 +3,9 @@ the device page in headless Chromium shows the annotated stream and the model ve
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -149,6 +151,24 @@ def test_page_in_headless_chromium_shows_the_annotated_stream_and_the_model_vers
     caption = colour_mask(page, CAPTION, 12)
     assert caption[corner].sum() > 200, "no model caption on the project stream"
     assert caption[dy : dy + dh, dx : dx + dw].sum() < 20, "the raw device stream is annotated"
+    # and its own row (from the status the runner hands the page) shows the figures `lensops fleet status` shows
+    stats = wait_until(lambda: page_status(url)["sources"]["door"]["stats"].get("latency_ms") and page_status(url), 10)
+    assert stats, "the page never got the latency figures"
+    door, device = stats["sources"]["door"]["stats"], stats["device"]
+    with urllib.request.urlopen(url, timeout=5) as response:
+        html = response.read().decode()
+    row = html[html.index('id="device-row"') : html.index("</table>")].split("</tr>")[1]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+    assert cells[:10] == [
+        "cam-01", "test", device["state"], "door", MODEL, v1, variant, f"{door['fps']:.1f}", str(door["drops"]),
+        f"{door['latency_ms']['p99']:.1f}",
+    ], cells  # fmt: skip
+    assert cells[10] == str(device["outbox_depth"]) and door["latency_ms"]["n"] == 5, (cells, door)
+
+
+def page_status(url: str) -> dict:
+    with urllib.request.urlopen(url + "status.json", timeout=5) as response:
+        return json.loads(response.read())
 
 
 def browse(command: list[str]) -> str:

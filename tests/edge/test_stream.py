@@ -269,3 +269,42 @@ def test_headless_chromium_shows_the_annotated_stream(fed, tmp_path):
     assert bottom_edge.any(axis=0).mean() > 0.9, "the box's bottom edge is not where the detection is"
     assert not box[int(y0) + 8 : int(y1) - 8, int(x0) + 8 : int(x1) - 8].any(), "colour inside the box"
     assert not box[dy : dy + dh, dx : dx + dw].any(), "the raw device stream shows a box"
+
+
+def test_page_shows_the_device_row_the_fleet_status_shows(server):
+    # given the stats the runner hands the page (Runner.stream_stats): two sources, one over the budget
+    door = {**OK_STATS, "model": MODEL, "latency_ms": {"p50": 2.5, "p99": 4.25, "n": 200}}
+    shelf = {**OK_STATS, "fps": 3.0, "drops": 7, "model": {**MODEL, "version": "8"}}
+    shelf["latency_ms"] = {"p50": 40.0, "p99": 80.5, "n": 12}
+    error = "source shelf: cannot open <rtsp://x> " + "again " * 20
+    server.state.set_stats(
+        {
+            "device": "cam-01",
+            "fleet": "lobby",
+            "sources": {"door": door, "shelf": shelf},
+            "outbox_depth": 4,
+            "state": "degraded",
+            "last_error": error,
+            "latency_budget_ms": 50.0,
+        }
+    )
+    # when the page is fetched over HTTP
+    status, _, page = fetch(server, "/")
+    assert status == 200
+    table = page[page.index('<table class="row" id="device-row">') : page.index("</table>") + len("</table>")]
+    # then it holds the device's row: the same figures (and formatting) as `lensops fleet status`
+    cells = [re.findall(r"<t[hd][^>]*>([^<]*)</t[hd]>", line) for line in table.split("</tr>")[:-1]]
+    assert cells[0] == [
+        "DEVICE", "FLEET", "STATE", "SOURCE", "MODEL", "VERSION", "VARIANT", "FPS", "DROPS", "P99 MS",
+        "OUTBOX", "LAST ERROR",
+    ]  # fmt: skip
+    short = " ".join(error.split())[:57] + "..."
+    assert cells[1] == [
+        "cam-01", "lobby", "degraded", "door", "shapes-detector", "7", "onnx-fp32", "24.5", "1", "4.2", "4",
+        short.replace("<", "&lt;").replace(">", "&gt;"),
+    ]  # fmt: skip
+    assert cells[2] == ["", "", "", "shelf", "shapes-detector", "8", "onnx-fp32", "3.0", "7", "80.5 OVER", "", ""]
+    # and the script keeps it live from /status.json, which carries the same figures
+    assert 'data-row="shelf" data-field="p99"' in table and 'data-device-field="outbox_depth"' in table
+    device = json.loads(fetch(server, "/status.json")[2])["device"]
+    assert device["outbox_depth"] == 4 and device["latency_budget_ms"] == 50.0

@@ -8,7 +8,9 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
+from edge.latency_window import Window
 from edge.messages import Prediction
 from edge.predictor import Result
 from edge.sources import Source, parse_source
@@ -39,7 +41,8 @@ class Model:
     manifest = SimpleNamespace(labels=("thing",), task="detection")
     name = "m"
 
-    def __init__(self):
+    def __init__(self, swap_at: int = 64):
+        self.swap_at = swap_at  # frames from this index on are served by version 2
         self.seen: list[int] = []
         self.previous: list = []
         self.called = {i: threading.Event() for i in range(64)}
@@ -53,8 +56,8 @@ class Model:
         return Result(
             found,
             {"thing": 1},
-            {"preprocess": 0.0, "inference": 0.0, "total": 0.0},
-            {"name": "m", "version": "1", "variant": "v"},
+            {"preprocess": 0.0, "inference": 0.0, "total": float(index + 1)},  # frame i took i + 1 ms
+            {"name": "m", "version": "2" if index >= self.swap_at else "1", "variant": "v"},
         )
 
 
@@ -176,3 +179,33 @@ def test_frames_of_an_image_folder_are_predicted_without_the_previous_one(tmp_pa
         assert worker.wait_done(WAIT_S)
     # then no frame was held against the one before it
     assert model.seen == [0, 1, 2] and model.previous == [None, None, None]
+
+
+def test_stats_give_latency_and_frame_age_percentiles_of_the_model_serving_now(tmp_path):
+    # given a model whose frame i takes i + 1 ms, swapped for version 2 from frame 5 on
+    model = Model(swap_at=5)
+    source = file_source(10, tmp_path)
+    worker = InferenceWorker(source, Manager(model), [])
+    assert worker.stats()["latency_ms"] is None and worker.stats()["frame_age_ms"] is None, "no frame yet"
+    with running(source, worker):
+        assert worker.wait_done(WAIT_S)
+    # then the figures are of version 2's frames only (5..9: 6..10 ms), numpy's percentiles
+    stats = worker.stats()
+    expected = np.percentile([6.0, 7.0, 8.0, 9.0, 10.0], [50, 99])
+    assert stats["model"]["version"] == "2"
+    assert stats["latency_ms"] == {"p50": round(expected[0], 2), "p99": round(expected[1], 2), "n": 5}
+    age = stats["frame_age_ms"]
+    assert age["n"] == 5 and 0 <= age["p50"] <= age["p99"]
+
+
+def test_window_keeps_the_last_n_values():
+    window = Window(size=4)
+    assert window.percentiles() is None
+    for ms in (100.0, 1.0, 2.0, 3.0, 4.0):  # 100 falls out
+        window.add(ms)
+    assert len(window) == 4
+    assert window.percentiles() == {"p50": 2.5, "p99": round(float(np.percentile([1, 2, 3, 4], 99)), 2), "n": 4}
+    window.clear()
+    assert window.percentiles() is None and len(window) == 0
+    with pytest.raises(ValueError, match="window size 0"):
+        Window(size=0)
