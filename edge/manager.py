@@ -129,6 +129,13 @@ class ModelManager:
         self._wake.set()
         return True
 
+    def follow(self, alias: str) -> None:
+        """Follow `alias` from now on: the manager thread resolves it at once (a pending fleet notice for the old
+        alias is dropped). The model serving now keeps serving until the new alias's version is activated."""
+        self.alias = alias
+        self._notice = None
+        self._wake.set()
+
     def status(self) -> dict:
         """For the retained device status."""
         active, previous = self._active, self._previous
