@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 
 from common.errors import CLI_ERRORS, print_error
 
-COMMANDS = ()  # module names under pipelines.fleet, in the order `lensops fleet --help` lists them
+COMMANDS = ("report",)  # module names under pipelines.fleet, in the order `lensops fleet --help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
