@@ -96,6 +96,7 @@ class ShadowRunner:
         self._pairs: Dict[str, _Pair] = {}  # source -> current pair (shadow thread only)
         self._status: Dict[str, dict] = {}  # source -> small status dict (replaced whole)
         self._thread: Optional[threading.Thread] = None
+        self._problems: Dict[str, str] = {}  # model -> why its candidate was last rejected or rolled back
         for manager in managers.values():
             manager.on_event = self._on_event
 
@@ -138,13 +139,9 @@ class ShadowRunner:
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Finish the frame being compared, send the last reports, stop the candidate managers."""
+        """Compare the frames still queued (at most `queue`), send the last reports, stop the candidate managers;
+        past `timeout_s` the thread is left to end on its own (a daemon)."""
         if self._thread is not None:
-            while True:  # frames still queued are dropped: the runner is stopping
-                try:
-                    self._queue.get_nowait()
-                except queue.Empty:
-                    break
             try:
                 self._queue.put(_STOP, timeout=timeout_s)
             except queue.Full:
@@ -184,8 +181,7 @@ class ShadowRunner:
         if predictor is None:
             pair.window.failed += 1
             pair.total.failed += 1
-            why = manager.last_error if manager is not None else None
-            pair.error = f"no candidate model for {result.model['name']}@{self.alias}" + (f": {why}" if why else "")
+            pair.error = self._missing(result.model["name"])
         elif predictor.version != champion["version"]:
             try:
                 shadow = predictor.predict(inferred.frame.image)
@@ -225,8 +221,7 @@ class ShadowRunner:
 
     def _send(self, source: str, pair: _Pair) -> None:
         if pair.error is None and pair.candidate is None:
-            manager = self.managers.get(pair.model)
-            pair.error = manager.last_error if manager is not None else None
+            pair.error = self._missing(pair.model)
         report = {
             "source": source,
             "model": pair.model,
@@ -257,8 +252,20 @@ class ShadowRunner:
             "agreement": pair.total.agreement,
         }
 
+    def _missing(self, model: str) -> str:
+        """Why there is no candidate model for `model`."""
+        manager = self.managers.get(model)
+        why = self._problems.get(model) or (manager.last_error if manager is not None else None)
+        return f"no candidate model for {model}@{self.alias}" + (f": {why}" if why else " (not loaded yet)")
+
     def _on_event(self, event: dict) -> None:
-        """The candidate manager's deployment events: logged only (see the module docstring)."""
+        """The candidate manager's deployment events: logged, and a rejection kept for the reports' `error`; never
+        published as deployment events (see the module docstring)."""
+        model, state = str(event.get("model")), event.get("state")
+        if state in ("rejected", "rolled_back"):
+            self._problems[model] = f"version {event.get('version')} {state}: {event.get('reason')}"
+        elif state == "activated":
+            self._problems.pop(model, None)
         log.info(
             "shadow candidate %s %s: %s%s",
             event.get("model"),
