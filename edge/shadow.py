@@ -206,8 +206,8 @@ class ShadowRunner:
         return pair
 
     def _report_due(self, final: bool) -> None:
-        with self._lock:
-            skipped, self._skipped = self._skipped, {}
+        with self._lock:  # skips of a source without a pair yet wait for its first compared frame
+            skipped = {source: self._skipped.pop(source) for source in list(self._skipped) if source in self._pairs}
         now = self.clock()
         for source, pair in self._pairs.items():
             count = skipped.get(source, 0)
