@@ -37,6 +37,7 @@ from edge.config_errors import describe
 from edge.mqtt.config import MqttConfig
 from edge.package.runtimes import RuntimeOptionsConfig
 from edge.registry import BACKENDS, config_union
+from edge.shadow import ShadowConfig
 from edge.sources import SourceConfig
 from edge.stream import StreamConfig
 
@@ -48,6 +49,7 @@ PATH_KEYS = (
     ("registry", "public_key"),
     ("registry", "cache_dir"),
     ("capture", "dir"),
+    ("shadow", "cache_dir"),
     ("mqtt", "password_file"),
     ("mqtt", "outbox", "path"),
     ("mqtt", "tls", "ca_file"),
@@ -114,6 +116,9 @@ class DeviceConfig(StrictModel):
     mqtt: MqttConfig = Field(description="the broker and what is published")
     stream: Optional[StreamConfig] = Field(None, description="the device's HTTP page and MJPEG streams (off if unset)")
     capture: Optional[CaptureConfig] = Field(None, description="save frames for retraining (off if unset)")
+    shadow: Optional[ShadowConfig] = Field(
+        None, description="run a candidate beside the champion on sampled frames, publish shadow reports (off if unset)"
+    )
     state_dir: Optional[Path] = Field(
         None, description="outbox, package cache; default .lensops/<device_id> next to the config file"
     )
@@ -174,6 +179,11 @@ class DeviceConfig(StrictModel):
         if twice:
             raise ValueError(f"sources: id {', '.join(repr(i) for i in twice)} is used more than once")
         self.mqtt.effective_client_id(self.device_id)  # aws_iot: the client id must be the thing name
+        if self.shadow and self.shadow.cache_dir and self.shadow.cache_dir == self.registry.cache_dir:
+            raise ValueError(
+                f"shadow.cache_dir: {str(self.shadow.cache_dir)!r} is the champion's registry.cache_dir; "
+                "the candidate needs a folder of its own"
+            )
         return self
 
     def model_for(self, source: SourceConfig) -> str:

@@ -124,7 +124,7 @@ class ModelManager:
             return False
         return self._pending(notice)
 
-    def follow(self, notice: dict) -> bool:
+    def follow_ring(self, notice: dict) -> bool:
         """A ring notice for this device's ring: from now on follow its alias (the configured alias, or one of
         its ring aliases `<alias>-ring-<n>`; edge.rings.follows) and poll now. False if not ours."""
         alias = notice.get("alias")
@@ -146,6 +146,13 @@ class ModelManager:
             return False
         self._wake.set()
         return True
+
+    def follow(self, alias: str) -> None:
+        """Follow `alias` from now on: the manager thread resolves it at once (a pending fleet notice for the old
+        alias is dropped). The model serving now keeps serving until the new alias's version is activated."""
+        self.alias = alias
+        self._notice = None
+        self._wake.set()
 
     def status(self) -> dict:
         """For the retained device status."""

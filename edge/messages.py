@@ -1,5 +1,5 @@
-"""The device's messages as typed models: a prediction, the inference payload, the status, a deployment event
-and the fleet deployment notice.
+"""The device's messages as typed models: a prediction, the inference payload, the status, a deployment event,
+the fleet deployment notice and the shadow report.
 
 Built with validation (pydantic v2): a score outside [0, 1], a box that is not 4 numbers in [0, 1], an empty
 label, NaN or an unknown field raises `pydantic.ValidationError` where the message is made, not at a
@@ -30,6 +30,8 @@ INFERENCE = "lensops.inference/1"
 STATUS = "lensops.status/1"
 DEPLOYMENT = "lensops.deployment/1"
 FLEET_DEPLOYMENT = "lensops.fleet_deployment/1"
+SHADOW = "lensops.shadow/1"
+SCORE_BINS = 10  # shadow reports: score histograms over [0, 1] in this many equal bins
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_BASE_URL = "https://lensops.dev/schemas/"
@@ -268,11 +270,80 @@ class FleetDeployment(Message):
     rollout: Name = Field(None, description="a ring notice: the id of the rollout that published it")
 
 
+class ShadowModel(Message):
+    """One side of a shadow comparison: the registry version and the package variant that ran."""
+
+    version: Name
+    variant: Name
+
+
+class LatencySummary(Message):
+    """Milliseconds (`total` of a frame) over the compared frames: median and 99th percentile."""
+
+    p50: NonNegative
+    p99: NonNegative
+
+
+class ShadowLatency(Message):
+    champion: Optional[LatencySummary] = None
+    candidate: Optional[LatencySummary] = None
+
+
+class ShadowScores(Message):
+    """Histograms of scores (classification: the top-1 score; detection: every box's score) in SCORE_BINS equal
+    bins over [0, 1] (the last bin includes 1.0)."""
+
+    champion: Annotated[List[Count], Field(min_length=SCORE_BINS, max_length=SCORE_BINS)]
+    candidate: Annotated[List[Count], Field(min_length=SCORE_BINS, max_length=SCORE_BINS)]
+
+
+class ShadowFigures(Message):
+    """What the shadow thread measured over a span of sampled frames."""
+
+    frames: Count = Field(description="sampled frames both models inferred and that were compared")
+    skipped: Count = Field(description="sampled frames not compared because the shadow queue was full")
+    failed: Count = Field(0, description="sampled frames the candidate failed on (raised, NaN) or had no model for")
+    agreement: Optional[Unit] = Field(
+        description="mean per-frame agreement (classification: top-1 label equal; detection: matched-box F1 at "
+        "IoU 0.5, 1 when neither model found a box); null when no frame was compared"
+    )
+    latency_ms: ShadowLatency
+    scores: ShadowScores
+
+
+class ShadowReport(Message):
+    """A shadow report: the candidate model against the champion on sampled live frames of one source."""
+
+    SCHEMA_ID: ClassVar[str] = SHADOW
+    SCHEMA_DESCRIPTION: ClassVar[str] = (
+        "A shadow report on <prefix>/<device>/<source>/shadow (QoS 1, not retained): the candidate model run "
+        "beside the champion on a sampled share of live frames. `window` covers the frames since the previous "
+        "report, `total` every frame since this (champion, candidate) pair began (`since`)."
+    )
+
+    schema_: Literal["lensops.shadow/1"] = Field(alias="schema")
+    device: Name
+    source: Name
+    model: Name = Field(description="registered model name (champion and candidate are versions of it)")
+    task: Literal["classification", "detection"]
+    alias: Name = Field(description="the registry alias the candidate follows")
+    rate: Annotated[float, Field(gt=0, le=1)] = Field(description="share of frames sampled")
+    champion: ShadowModel
+    candidate: Optional[ShadowModel] = Field(description="null while no candidate model is loaded")
+    window: ShadowFigures
+    total: ShadowFigures
+    since: Timestamp = Field(description="when this (champion, candidate) pair began on this source")
+    error: Optional[str] = Field(None, description="the candidate's last problem (load, staging, inference)")
+    ts: Timestamp
+    instance: str = Field(None, description=INSTANCE_DESCRIPTION)
+
+
 MESSAGES: Dict[str, Type[Message]] = {
     "inference": Inference,
     "status": Status,
     "deployment": Deployment,
     "fleet_deployment": FleetDeployment,
+    "shadow": ShadowReport,
 }
 
 

@@ -2,6 +2,8 @@
 
 One model manager per distinct model name follows the registry alias (and the retained fleet
 notice) and hot-swaps between two frames; its deployment events go to `<prefix>/<device>/deployment`.
+With `shadow:` a ShadowRunner (edge/shadow.py) is one more sink: a candidate model runs on sampled
+frames in its own thread and shadow reports go to `<prefix>/<device>/<source>/shadow`.
 A status thread sets the retained `<prefix>/<device>/status` every `status_interval_s` (and at
 once after a deployment event): per source its state, model, fps, drops, last error and the
 model's recent latency and frame age ({p50, p99, n} ms over the last inferred frames, edge.worker);
@@ -26,6 +28,7 @@ from edge.mqtt import Publisher
 from edge.redact import redact_all
 from edge.registry import open_registry
 from edge.rings import in_share
+from edge.shadow import ShadowRunner
 from edge.sinks import CaptureSink, PublishSink, StreamSink
 from edge.sources import Source
 from edge.stream import StreamServer
@@ -50,6 +53,7 @@ class Runner:
         capture: Optional[Capture] = None,
         status_interval_s: float = 5.0,
         latency_budget_ms: Optional[float] = None,
+        shadow: Optional[ShadowRunner] = None,
     ):
         self.device_id, self.fleet = device_id, fleet
         self.latency_budget_ms = latency_budget_ms
@@ -62,6 +66,9 @@ class Runner:
             sinks.append(("stream", StreamSink(stream.state)))
         if self.capture_sink is not None:
             sinks.append(("capture", self.capture_sink))
+        self.shadow = shadow
+        if shadow is not None:
+            sinks.append(("shadow", shadow))
         self.workers = [InferenceWorker(s, managers[source_models[s.id]], sinks) for s in sources]
         for manager in managers.values():
             manager.on_event = self._on_deployment
@@ -98,6 +105,24 @@ class Runner:
         publisher = Publisher.from_config(config.mqtt, config.device_id, state)
         stream = StreamServer.from_config(config.stream) if config.stream else None
         capture = Capture.from_config(config.capture) if config.capture else None
+        shadow = None
+        if config.shadow is not None:
+            shadow_managers = {
+                name: ModelManager(
+                    registry,
+                    name,
+                    config.shadow.alias,
+                    config.shadow.cache_dir or state / "shadow-models",  # never the champion's cache
+                    public_key=reg.public_key,
+                    poll_s=reg.poll_s,
+                    prefer_variant=reg.prefer_variant,
+                    threads=config.threads,
+                    runtime_options=config.runtimes,
+                    keep=reg.keep,
+                )
+                for name in config.models
+            }
+            shadow = ShadowRunner(shadow_managers, config.shadow, publisher.publish_shadow)
         return cls(
             config.device_id,
             sources,
@@ -109,6 +134,7 @@ class Runner:
             capture,
             config.status_interval_s,
             config.latency_budget_ms,
+            shadow,
         )
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -128,6 +154,8 @@ class Runner:
             self.publisher.subscribe(self.publisher.topics.ring_deployments(self.fleet), self._on_ring_notice)
         for manager in self.managers.values():
             manager.start()
+        if self.shadow is not None:
+            self.shadow.start()
         if self.capture_sink is not None:
             self.capture_sink.start()
         for source in self.sources:
@@ -202,6 +230,8 @@ class Runner:
             worker.join(deadline)
         if self.capture_sink is not None:
             self.capture_sink.stop()
+        if self.shadow is not None:
+            self.shadow.stop()  # its last reports go into the outbox before it drains
         for manager in self.managers.values():
             manager.stop(timeout_s=5.0)
         if self._status_thread is not None:
@@ -227,6 +257,8 @@ class Runner:
                 log.info(
                     "fleet notice: %s %s version %s", notice.get("model"), notice.get("alias"), notice.get("version")
                 )
+        if self.shadow is not None:
+            self.shadow.notify(notice)
 
     def _on_ring_notice(self, topic: str, payload: bytes) -> None:
         """A retained rollout ring notice: when its share holds this device's place (edge.rings), the manager
@@ -236,15 +268,19 @@ class Runner:
         if not (isinstance(share, list) and len(share) == 2 and in_share(self.device_id, share)):
             return
         for manager in self.managers.values():
-            if manager.follow(notice):
-                log.info(
-                    "ring %s notice (%s): %s %s version %s",
-                    notice.get("ring"),
-                    topic,
-                    notice.get("model"),
-                    notice.get("alias"),
-                    notice.get("version"),
-                )
+            if not manager.follow_ring(notice):
+                continue
+            log.info(
+                "ring %s notice (%s): %s %s version %s",
+                notice.get("ring"),
+                topic,
+                notice.get("model"),
+                notice.get("alias"),
+                notice.get("version"),
+            )
+            if self.shadow is not None:  # serving a ring's candidate: the champion (base alias) is the shadow
+                ring = manager.alias != manager.base_alias
+                self.shadow.follow(manager.base_alias if ring else self.shadow.config.alias)
 
     def _status_loop(self) -> None:
         while not self.stopping.is_set():
@@ -287,6 +323,8 @@ class Runner:
                 "latency_ms": work["latency_ms"],
                 "frame_age_ms": work["frame_age_ms"],
             }
+            if self.shadow is not None:
+                sources[worker.id]["shadow"] = self.shadow.status(worker.id)
         models = {name: manager.status() for name, manager in self.managers.items()}
         errors = [s["last_error"] for s in sources.values() if s["state"] in ("degraded", "failed") and s["last_error"]]
         errors += [m["last_error"] for m in models.values() if m["last_error"]]
@@ -309,6 +347,8 @@ class Runner:
             status["fleet"] = self.fleet
         if self.capture_sink is not None:
             status["capture"] = self.capture_sink.stats()
+        if self.shadow is not None:  # the candidate's problems never make the device degraded
+            status["shadow"] = {name: manager.status() for name, manager in self.shadow.managers.items()}
         return redact_all(status)  # what the page, /healthz and /metrics show too
 
     def stream_stats(self, status: dict) -> dict:

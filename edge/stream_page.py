@@ -28,6 +28,12 @@ table.row th, table.row td { border: 1px solid #ccc; padding: 2px 8px; text-alig
 """
 
 _SCRIPT = r"""
+function shadowText(sh) {
+  if (!sh) return 'off';
+  const agreement = sh.agreement === null || sh.agreement === undefined ? '-' : sh.agreement.toFixed(3);
+  return (sh.alias || '-') + ' version ' + (sh.candidate || '-') + ': ' + sh.frames + ' frames compared, agreement '
+         + agreement + ', ' + sh.skipped + ' skipped, ' + sh.failed + ' failed';
+}
 function show(el, value) { el.textContent = value === null || value === undefined ? '' : String(value); }
 async function refresh() {
   let status;
@@ -38,6 +44,8 @@ async function refresh() {
     const model = s.model || {};
     show(section.querySelector('.model'),
          (model.name || '-') + ' version ' + (model.version || '-') + ' (' + (model.variant || '-') + ')');
+    const shadow = section.querySelector('.shadow');
+    if (shadow) show(shadow, shadowText((s.stats || {}).shadow));
     for (const el of section.querySelectorAll('[data-stat]')) {
       show(el, (s.stats || {})[el.dataset.stat]);
       if (el.dataset.stat === 'state') el.className = 'state-' + el.textContent;
@@ -79,6 +87,18 @@ def model_text(model: dict | None) -> str:
     return f"{model.get('name') or '-'} version {model.get('version') or '-'} ({model.get('variant') or '-'})"
 
 
+def shadow_text(shadow: dict | None) -> str:
+    """The shadow figures of a source's status (edge/shadow.py `ShadowRunner.status`), as the page shows them."""
+    if not shadow:
+        return "off"
+    agreement = shadow.get("agreement")
+    return (
+        f"{shadow.get('alias') or '-'} version {shadow.get('candidate') or '-'}: {shadow.get('frames', 0)} frames "
+        f"compared, agreement {'-' if agreement is None else f'{agreement:.3f}'}, {shadow.get('skipped', 0)} skipped, "
+        f"{shadow.get('failed', 0)} failed"
+    )
+
+
 def _stream(source_id: str, kind: str, caption: str) -> str:
     src = f"/stream.mjpg?source={quote(source_id, safe='')}&kind={kind}"
     return (
@@ -98,7 +118,12 @@ def _source(source_id: str, entry: dict) -> str:
     return (
         f'<section data-source="{escape(source_id)}"><h2>{escape(source_id)}</h2>'
         f'<p>model: <span class="model">{escape(model_text(entry.get("model")))}</span></p>'
-        f'<div class="streams">{_stream(source_id, "project", "project stream (annotated)")}'
+        + (
+            f'<p>shadow: <span class="shadow">{escape(shadow_text(stats.get("shadow")))}</span></p>'
+            if "shadow" in stats
+            else ""
+        )
+        + f'<div class="streams">{_stream(source_id, "project", "project stream (annotated)")}'
         f"{_stream(source_id, 'device', 'device stream (raw)')}</div><dl>{rows}</dl></section>"
     )
 

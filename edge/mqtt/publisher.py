@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Union
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from edge.messages import Deployment, InferenceResult, Status
+from edge.messages import SHADOW, Deployment, InferenceResult, ShadowReport, Status
 from edge.messages import Message as TypedMessage
 from edge.mqtt.config import MqttConfig
 from edge.mqtt.connection import CONNECT_TIMEOUT_S, Backoff, ClientOpener, Opener, drop, pump
@@ -163,6 +163,13 @@ class Publisher:
         """Enqueue a deployment event (downloading, verifying, activated, rejected, rolled_back)."""
         body = {"schema": DEPLOYMENT, "device": self.topics.device, "ts": utc_timestamp(), **redact_all(event)}
         self.enqueue(self.topics.deployment, Deployment.model_validate(body))
+
+    def publish_shadow(self, source_id: str, report: dict[str, Any]) -> None:
+        """Enqueue a shadow report (edge/shadow.py) on <prefix>/<device>/<source>/shadow, QoS as configured, not
+        retained; schema, device and instance are added here. pydantic.ValidationError when it does not fit
+        `lensops.shadow/1`."""
+        body = {"schema": SHADOW, "device": self.topics.device, **redact_all(report), "instance": self.instance}
+        self.enqueue(self.topics.shadow(source_id), ShadowReport.model_validate(body))
 
     def publish_status(self, status: dict[str, Any]) -> None:
         """Set the retained status; sent now if connected, and again after every reconnect.

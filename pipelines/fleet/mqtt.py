@@ -1,7 +1,8 @@
 """A short-lived MQTT client for the fleet side (promote, `lensops fleet ...`), from an mqtt:// or mqtts:// URL.
 
 `connect` raises UserError naming the URL when the broker does not answer; `publish` waits for the
-broker's acknowledgement (QoS 1); `read_retained` collects the retained messages under a topic filter.
+broker's acknowledgement (QoS 1); `read_retained` collects the retained messages under a topic filter;
+`listen` collects every message under a topic filter for a while.
 The URL's user info is the MQTT username and password (redacted in every message).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Dict, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
@@ -118,3 +119,30 @@ def read_retained(
     finally:
         close(client)
     return dict(found)
+
+
+def listen(
+    url: str, topic_filter: str, listen_s: float, client_id: Optional[str] = None, field: str = "mqtt_url"
+) -> List[Tuple[str, bytes]]:
+    """Every message under `topic_filter` (wildcards allowed) arriving within `listen_s` seconds after the
+    subscription was acknowledged, retained or not: (topic, payload) in arrival order."""
+    found: List[Tuple[str, bytes]] = []
+    lock = threading.Lock()
+    subscribed = threading.Event()
+    client = connect(url, client_id or f"lensops-listen-{int(time.time() * 1000) % 10**9}", field)
+    try:
+
+        def on_message(_client, _userdata, message) -> None:
+            with lock:
+                found.append((message.topic, bytes(message.payload)))
+
+        client.on_message = on_message
+        client.on_subscribe = lambda *_args: subscribed.set()
+        client.subscribe(topic_filter, qos=1)
+        if not subscribed.wait(DEFAULT_TIMEOUT_S):
+            raise UserError(f"MQTT broker {redact(url)} did not acknowledge the subscription to {topic_filter}")
+        time.sleep(listen_s)
+    finally:
+        close(client)
+    with lock:
+        return list(found)

@@ -191,3 +191,20 @@ def test_the_example_configs_parse(tmp_path, monkeypatch):
         and gg.mqtt.effective_client_id(gg.device_id) == "core-1-lensops"
     )
     assert gg.registry.type == "sagemaker" and gg.registry.client_options()["region"] == "eu-west-1"
+
+
+def test_shadow_section_defaults_bounds_and_unknown_keys(project):
+    assert load_text(project, MINIMAL).shadow is None  # absent: off
+    config = load_text(project, MINIMAL + "shadow: {}\n")
+    assert (config.shadow.alias, config.shadow.rate, config.shadow.report_s) == ("candidate", 0.1, 30.0)
+    config = load_text(project, MINIMAL + "shadow: {rate: 1, cache_dir: shadow-cache}\n")
+    assert config.shadow.rate == 1 and config.shadow.cache_dir == project / "shadow-cache"
+    with pytest.raises(ConfigError, match=r"shadow\.rate"):
+        load_text(project, MINIMAL + "shadow: {rate: 0}\n")
+    with pytest.raises(ConfigError, match=r"shadow\.rate"):
+        load_text(project, MINIMAL + "shadow: {rate: 1.5}\n")
+    with pytest.raises(ConfigError, match=r"shadow\.sample_rate"):
+        load_text(project, MINIMAL + "shadow: {sample_rate: 0.5}\n")
+    text = MINIMAL.replace("alias: production}", "alias: production, cache_dir: cache}")
+    with pytest.raises(ConfigError, match=r"shadow\.cache_dir: .* the candidate needs a folder of its own"):
+        load_text(project, text + "shadow: {cache_dir: cache}\n")
