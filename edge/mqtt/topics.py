@@ -88,6 +88,11 @@ def shadow_topic(prefix: str, device: str, source: str) -> str:
     return f"{prefix}/{topic_level(device, 'device id')}/{topic_level(source, 'source id')}/shadow"
 
 
+def shadow_filter(prefix: str) -> str:
+    """The filter matching every device's shadow reports."""
+    return f"{prefix}/+/+/shadow"
+
+
 def deeplens_topic(thing: str) -> str:
     return f"$aws/things/{topic_level(thing, 'thing name')}/infer"
 

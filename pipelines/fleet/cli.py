@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 
 from common.errors import CLI_ERRORS, print_error
 
-COMMANDS = ("status", "rollout", "report", "acl")  # module names under pipelines.fleet, in the order `lensops fleet --help` lists them
+# module names under pipelines.fleet, in the order `lensops fleet --help` lists them
+COMMANDS = ("status", "rollout", "report", "acl")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,28 +121,47 @@ def read_retained(
     return dict(found)
 
 
+class Subscription:
+    """Every message under `topic_filter` (wildcards allowed) from the acknowledged subscription on, retained or
+    not, kept as (topic, payload) in arrival order; a context manager (UserError when the broker is unreachable
+    or does not acknowledge the subscription)."""
+
+    def __init__(self, url: str, topic_filter: str, client_id: Optional[str] = None, field: str = "mqtt_url"):
+        self.url, self.topic_filter = url, topic_filter
+        self._found: List[Tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self.client = connect(url, client_id or f"lensops-listen-{int(time.time() * 1000) % 10**9}", field)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_args: subscribed.set()
+        self.client.subscribe(topic_filter, qos=1)
+        if not subscribed.wait(DEFAULT_TIMEOUT_S):
+            close(self.client)
+            raise UserError(f"MQTT broker {redact(url)} did not acknowledge the subscription to {topic_filter}")
+
+    def _on_message(self, _client, _userdata, message) -> None:
+        with self._lock:
+            self._found.append((message.topic, bytes(message.payload)))
+
+    def messages(self) -> List[Tuple[str, bytes]]:
+        with self._lock:
+            return list(self._found)
+
+    def close(self) -> None:
+        close(self.client)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
 def listen(
     url: str, topic_filter: str, listen_s: float, client_id: Optional[str] = None, field: str = "mqtt_url"
 ) -> List[Tuple[str, bytes]]:
     """Every message under `topic_filter` (wildcards allowed) arriving within `listen_s` seconds after the
     subscription was acknowledged, retained or not: (topic, payload) in arrival order."""
-    found: List[Tuple[str, bytes]] = []
-    lock = threading.Lock()
-    subscribed = threading.Event()
-    client = connect(url, client_id or f"lensops-listen-{int(time.time() * 1000) % 10**9}", field)
-    try:
-
-        def on_message(_client, _userdata, message) -> None:
-            with lock:
-                found.append((message.topic, bytes(message.payload)))
-
-        client.on_message = on_message
-        client.on_subscribe = lambda *_args: subscribed.set()
-        client.subscribe(topic_filter, qos=1)
-        if not subscribed.wait(DEFAULT_TIMEOUT_S):
-            raise UserError(f"MQTT broker {redact(url)} did not acknowledge the subscription to {topic_filter}")
+    with Subscription(url, topic_filter, client_id, field) as subscription:
         time.sleep(listen_s)
-    finally:
-        close(client)
-    with lock:
-        return list(found)
+        return subscription.messages()

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from common.errors import RunFailed, UserError
 from common.files import write_json, write_text
 from edge.messages import ShadowReport
+from edge.mqtt.topics import shadow_filter, status_filter
 from pipelines.fleet import mqtt
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ def parse(messages: List[Tuple[str, bytes]]) -> List[ShadowReport]:
 def fleet_devices(url: str, prefix: str, fleet: str) -> set:
     """Devices whose retained status names `fleet`."""
     found = set()
-    for topic, payload in mqtt.read_retained(url, f"{prefix}/+/status").items():
+    for topic, payload in mqtt.read_retained(url, status_filter(prefix)).items():
         try:
             status = json.loads(payload)
         except ValueError:
@@ -290,7 +291,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_args(args)
-    messages = mqtt.listen(args.mqtt_url, f"{args.prefix}/+/+/shadow", args.listen_s, field="--mqtt-url")
+    messages = mqtt.listen(args.mqtt_url, shadow_filter(args.prefix), args.listen_s, field="--mqtt-url")
     reports = parse(messages)
     if args.fleet:
         members = fleet_devices(args.mqtt_url, args.prefix, args.fleet)

@@ -30,11 +30,18 @@ from pydantic import ConfigDict, Field, ValidationError
 from common.errors import RunFailed, UserError
 from common.files import write_json, write_text
 from common.models import StrictModel
-from edge.mqtt.topics import fleet_deployment_topic, ring_deployment_topic, rollout_topic, status_filter
+from edge.mqtt.topics import (
+    fleet_deployment_topic,
+    ring_deployment_topic,
+    rollout_topic,
+    shadow_filter,
+    status_filter,
+)
 from edge.registry import RegistryWriter, open_writer
 from edge.rings import ring_alias, shares
 from pipelines.config import RolloutConfig, load_params
 from pipelines.fleet import health, mqtt
+from pipelines.fleet import report as shadow_report
 from pipelines.fleet.notice import notice as fleet_notice
 
 log = logging.getLogger(__name__)
@@ -185,16 +192,18 @@ class Controller:
         s = self.state
         since = health.parse_ts(s.ring_started)
         due = since.timestamp() + s.hold_s
-        while True:
-            verdicts = self._judge(since)
-            hard = [v for v in verdicts if any("rejected or rolled back" in r for r in v.reasons)]
-            left = due - time.time()
-            if hard or left <= 0:
-                break
-            self.sleep(min(self.policy.poll_s, left))
+        with mqtt.Subscription(self.mqtt_url, shadow_filter(s.topic_prefix), field="promote.mqtt_url") as shadow:
+            while True:
+                verdicts = self._judge(since)
+                hard = [v for v in verdicts if any("rejected or rolled back" in r for r in v.reasons)]
+                left = due - time.time()
+                if hard or left <= 0:
+                    break
+                self.sleep(min(self.policy.poll_s, left))
+            shadow_reasons = self._shadow_misses(shadow.messages(), [v.device for v in verdicts]) if not hard else []
         sick = [v for v in verdicts if not v.healthy]
-        if sick:
-            reasons = [f"{v.device} (ring {v.ring}): {'; '.join(v.reasons)}" for v in sick]
+        if sick or shadow_reasons:
+            reasons = [f"{v.device} (ring {v.ring}): {'; '.join(v.reasons)}" for v in sick] + shadow_reasons
             return self._roll_back(reasons, verdicts)
         note = [f"{len(verdicts)} device(s) healthy over {s.hold_s:g} s"] if verdicts else ["no devices in the ring"]
         if s.ring + 1 < len(s.rings):
@@ -203,6 +212,26 @@ class Controller:
             s.phase = "starting"
             return
         self._complete(note, verdicts)
+
+    def _shadow_misses(self, messages: List[tuple], devices: List[str]) -> List[str]:
+        """Why the ring's shadow figures miss the policy (empty when met or not required). The devices of the
+        ring serve the candidate and shadow the champion, so their reports name the pair the other way round:
+        agreement is symmetric (top-1 agreement, box F1)."""
+        policy, s = self.policy, self.state
+        if policy.min_shadow_agreement is None and not policy.min_shadow_frames:
+            return []
+        members = set(devices)
+        reports = [
+            r
+            for r in shadow_report.parse(messages)
+            if r.device in members
+            and r.champion.version == s.candidate.version
+            and r.candidate is not None
+            and r.candidate.version == s.champion.version
+        ]
+        found = shadow_report.aggregate(reports, s.model)
+        missed = shadow_report.gate(found, None, policy.min_shadow_frames or None, policy.min_shadow_agreement)
+        return [f"shadow (candidate {s.candidate.version} vs champion {s.champion.version}): {m}" for m in missed]
 
     def _judge(self, since: datetime) -> List[health.Verdict]:
         s = self.state

@@ -12,7 +12,7 @@ from benchmarks.fleet import SimulatedFleet, Watcher, device_ids
 from tests.edge.runner_setup import MODEL
 
 FLEET = "sim"
-DEVICES = device_ids(12)  # places (edge.rings): rings [10, 50, 100] hold 3, 4 and 5 of them
+DEVICES = device_ids(12)  # places (edge.rings): rings [10, 50, 100] hold 3, 2 and 7 of them
 
 
 def write_params(folder: Path, registry_uri: str, mqtt_url: str, **rollout) -> Path:

@@ -48,7 +48,8 @@ def _state(tmp_path: Path) -> dict:
 
 
 def _rollout(tmp_path: Path, params: Path, *extra: str) -> int:
-    return fleet_main(["rollout", "--model", MODEL, "--params", str(params), "--state-dir", str(tmp_path / "rollout"), *extra])
+    state_dir = str(tmp_path / "rollout")
+    return fleet_main(["rollout", "--model", MODEL, "--params", str(params), "--state-dir", state_dir, *extra])
 
 
 def _wall(ts: str) -> float:
@@ -67,7 +68,12 @@ def test_a_healthy_candidate_moves_ring_by_ring_and_then_the_alias(fleet_v1, tmp
     assert code == 0, state["decisions"]
     assert state["phase"] == "completed"
     assert [d["action"] for d in state["decisions"]] == [
-        "started", "advanced", "started", "advanced", "started", "completed"
+        "started",
+        "advanced",
+        "started",
+        "advanced",
+        "started",
+        "completed",
     ]
     assert MlflowRegistryWriter(registry.uri).alias_version(MODEL, "production") == v2
     assert watcher.wait(lambda: len(watcher.activated(v2)) == len(DEVICES), 60)
@@ -76,7 +82,8 @@ def test_a_healthy_candidate_moves_ring_by_ring_and_then_the_alias(fleet_v1, tmp
     for device, at in watcher.activated(v2, wall=True).items():
         assert at >= started[ring_of(device, RINGS)], f"{device} (ring {ring_of(device, RINGS)}) moved early"
     # and: every decision judged the devices of the rings so far, all healthy
-    assert [len(d["devices"]) for d in state["decisions"] if d["action"] != "started"] == [3, 7, 12]
+    upto = [sum(ring_of(d, RINGS) <= ring for d in DEVICES) for ring in range(len(RINGS))]
+    assert [len(d["devices"]) for d in state["decisions"] if d["action"] != "started"] == upto
     # and: the report is written (JSON + Markdown) and published, retained
     assert "completed" in (tmp_path / "rollout" / MODEL / "rollout.md").read_text()
     retained = read_retained(mosquitto.url, f"lensops/fleets/{FLEET}/rollout")
@@ -84,16 +91,12 @@ def test_a_healthy_candidate_moves_ring_by_ring_and_then_the_alias(fleet_v1, tmp
 
 
 @pytest.mark.parametrize("bad", ["nan", "slow"])
-def test_a_bad_canary_is_rolled_back_on_its_ring_and_never_reaches_the_others(
-    fleet_v1, tmp_path, tiny_packages, bad
-):
+def test_a_bad_canary_is_rolled_back_on_its_ring_and_never_reaches_the_others(fleet_v1, tmp_path, tiny_packages, bad):
     registry, fleet, watcher, params = fleet_v1
     if bad == "nan":  # loads, but its warm-up outputs NaN: every canary device rejects it
         candidate = registry.versions["nan"]
     else:  # passes staging; ~24 chained 512x512 products per frame: over the devices' 30 ms budget
-        slow = rewrite(
-            tiny_packages.detector, tmp_path / "slow", "onnx-fp32", slow_onnx, key=tiny_packages.private_key
-        )
+        slow = rewrite(tiny_packages.detector, tmp_path / "slow", "onnx-fp32", slow_onnx, key=tiny_packages.private_key)
         candidate = MlflowRegistryWriter(registry.uri).register(slow.archive, slow.manifest, slow.sha256, {}).version
         params = write_params(tmp_path, registry.uri, fleet.spec["mqtt_url"], max_latency_p99_ms=30, hold_s=6)
 
@@ -151,8 +154,8 @@ def test_bad_input_moves_nothing(registry_template, mosquitto, tmp_path, capsys)
 
     # a ring spec that does not add up
     params = write_params(tmp_path, registry.uri, mosquitto.url, rings=[5, 25, 90])
-    assert "pipeline.rollout.rings" in refused(params, "--version", registry.versions["v2"])
-    assert "the last ring must be 100" in capsys.readouterr().err or True
+    error = refused(params, "--version", registry.versions["v2"])
+    assert "pipeline.rollout.rings" in error and "the last ring must be 100" in error
     params = write_params(tmp_path, registry.uri, mosquitto.url, rings=[25, 5, 100])
     assert "must increase" in refused(params, "--version", registry.versions["v2"])
     # a version that is not registered
