@@ -125,6 +125,37 @@ def _hot_swap(section: dict) -> str:
     )
 
 
+def _fleet(section: dict) -> str:
+    rows = [
+        [
+            section["devices"],
+            section["processes"],
+            section["boot_s"],
+            section["first_s"],
+            section["median_s"],
+            section["all_s"],
+            f"{section['resolve_per_device_max']} / {section['download_per_device_max']}",
+            section["rss_mb_per_device"],
+        ]
+    ]
+    return (
+        table(
+            [
+                "devices",
+                "processes",
+                "boot s",
+                "first switched s",
+                "median s",
+                "all switched s",
+                "registry calls/device (resolve / download, max)",
+                "RSS MB/device",
+            ],
+            rows,
+        )
+        + f"\n{section['switched']} of {section['devices']} devices switched"
+    )
+
+
 def _counts(section: dict) -> str:
     rows = [
         [
@@ -176,6 +207,7 @@ FORMATTERS = {
     "training": _training,
     "hot_swap": _hot_swap,
     "counts": _counts,
+    "fleet": _fleet,
 }
 
 

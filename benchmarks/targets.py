@@ -105,6 +105,18 @@ def check(sections: dict, flags: list[str]) -> list[dict]:
             publisher.get("limit") if _ok(publisher) else None,
         )
     )
+    fleet = sections.get("fleet")
+    calls = max(fleet["resolve_per_device_max"], fleet["download_per_device_max"]) if _ok(fleet) else None
+    rows.append(
+        _row(
+            "fleet switch: registry calls per device (resolve, download; issue 15)",
+            calls,
+            1,
+            "calls each, at most",
+            fleet.get("limit") if _ok(fleet) else None,
+            at_most=True,
+        )
+    )
     if "counts" in sections:  # opt-in (--only counts): its goals are shown when it was asked for
         rows += _counts(sections["counts"])
     return rows
