@@ -4,7 +4,8 @@ starts a few of these).
 Each device is a real `edge.runner.Runner`: its own `ModelManager` (download, verify, stage, hot swap),
 its own `Publisher` (outbox, retained status, last will, the fleet and ring notices) and, with `fps` > 0,
 one source handing out an in-memory frame at `fps` (no video decoding) so its inference, latency and
-drops are real. The devices of a process share one registry client (as the managers of one runner do);
+drops are real; with `shadow` ({alias, rate, report_s}) the candidate runs beside it (edge/shadow.py).
+The devices of a process share one registry client (as the managers of one runner do);
 each device counts its own registry calls (resolve, download) and the counts are written to
 `counts_file` every second and at exit (SIGTERM), as JSON {device: {resolve, download}}.
 """
@@ -68,6 +69,21 @@ def build_device(spec: dict, device: str, registry: Registry):
         frame = np.random.default_rng(len(device)).integers(0, 255, (size, size, 3), dtype=np.uint8)
         config = parse_source(dict(id="cam", uri=spec["frame_uri"], fps=spec["fps"], drop=True))
         sources.append(Source(config, lambda _c: MemoryReader([frame], count=10**9, fps=spec["fps"])))
+    shadow = None
+    if spec.get("shadow"):  # shadow mode (edge/shadow.py): the candidate alias on a share of the frames
+        from edge.shadow import ShadowConfig, ShadowRunner
+
+        config = ShadowConfig(**spec["shadow"])
+        candidate = ModelManager(
+            CountingRegistry(registry),
+            spec["model"],
+            config.alias,
+            state / "shadow-models",
+            public_key=manager.public_key,
+            poll_s=spec.get("poll_s", 3600),
+            threads=1,
+        )
+        shadow = ShadowRunner({spec["model"]: candidate}, config, publisher.publish_shadow)
     runner = Runner(
         device,
         sources,
@@ -76,6 +92,8 @@ def build_device(spec: dict, device: str, registry: Registry):
         publisher,
         fleet=spec.get("fleet"),
         status_interval_s=spec.get("status_interval_s", 2.0),
+        latency_budget_ms=spec.get("latency_budget_ms"),
+        shadow=shadow,
     )
     return runner, counting
 

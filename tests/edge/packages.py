@@ -138,3 +138,26 @@ def perturb_onnx_weights(path: Path) -> None:
 
 def garble(path: Path) -> None:
     path.write_bytes(b"not a model" * 100)
+
+
+def relabel(package: BuiltPackage, out: Path, key: Path) -> BuiltPackage:
+    """The same network with its labels rotated by one: class i is reported as label i+1. The golden samples
+    are relabelled the same way, so the package verifies and stages like any other."""
+    shutil.copytree(package.folder, out)
+    raw = json.loads((out / MANIFEST).read_text())
+    labels = raw["labels"]
+    moved = {label: labels[(i + 1) % len(labels)] for i, label in enumerate(labels)}
+    raw["labels"] = [moved[label] for label in labels]
+    for sample in raw["samples"]:
+        path = out / sample["expected"]
+        expected = json.loads(path.read_text())
+        for predictions in [expected["reference"], *expected["variants"].values()]:
+            for prediction in predictions:
+                prediction["label"] = moved[prediction["label"]]
+        path.write_text(json.dumps(expected, indent=1))
+    raw["sample_files"] = {rel: sha256_file(out / rel) for rel in raw["sample_files"]}
+    (out / MANIFEST).write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
+    (out / "manifest.sig").unlink(missing_ok=True)
+    sign_manifest(out, key)
+    archive = pack(out, out.with_suffix(".tar.gz"))
+    return BuiltPackage(out, archive, sha256_file(archive), read_manifest(out))

@@ -29,7 +29,9 @@ def write_params(folder: Path, registry_uri: str, mqtt_url: str, **rollout) -> P
     return path
 
 
-def start_fleet(work: Path, registry_uri: str, mqtt_url: str, public_key: Path, devices: List[str] = DEVICES, **spec):
+def start_fleet(
+    work: Path, registry_uri: str, mqtt_url: str, public_key: Path, devices: List[str] = DEVICES, model=MODEL, **spec
+):
     """The devices, serving frames at 4 fps each, in two processes; returns (fleet, watcher)."""
     watcher = Watcher(mqtt_url)
     fleet = SimulatedFleet(
@@ -38,7 +40,7 @@ def start_fleet(work: Path, registry_uri: str, mqtt_url: str, public_key: Path, 
         processes=2,
         registry_uri=registry_uri,
         mqtt_url=mqtt_url,
-        model=MODEL,
+        model=model,
         fleet=FLEET,
         public_key=str(public_key),
         fps=4,

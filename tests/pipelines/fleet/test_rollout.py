@@ -20,9 +20,9 @@ from edge.rings import ring_of
 from pipelines.fleet.cli import main as fleet_main
 from pipelines.fleet.mqtt import read_retained
 from tests.edge.conftest import mosquitto  # noqa: F401 (fixture)
-from tests.edge.packages import rewrite, tiny_packages  # noqa: F401 (fixture)
+from tests.edge.packages import relabel, rewrite, tiny_packages  # noqa: F401 (fixture)
 from tests.edge.runner_fixtures import registry_template  # noqa: F401 (fixture)
-from tests.edge.runner_setup import MODEL, copy_registry
+from tests.edge.runner_setup import CLASSIFIER, MODEL, copy_registry
 from tests.pipelines.fleet.rollout_setup import DEVICES, FLEET, slow_onnx, start_fleet, write_params
 
 RINGS = [10, 50, 100]
@@ -113,6 +113,46 @@ def test_a_bad_canary_is_rolled_back_on_its_ring_and_never_reaches_the_others(fl
     # and: the whole fleet serves v1 again
     v1 = registry.versions["v1"]
     assert watcher.wait(lambda: set(watcher.serving(MODEL).values()) == {v1}, 60), watcher.serving(MODEL)
+
+
+def test_a_canary_whose_outputs_differ_from_the_champion_in_shadow_is_rolled_back(tiny_packages, mosquitto, tmp_path):
+    # given: 12 devices serving the tiny classifier with shadow mode on; the candidate reports every label
+    # rotated by one (it stages fine: its golden samples are rotated too), so it never agrees with the champion
+    writer = MlflowRegistryWriter(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    champion_pkg = tiny_packages.classifier
+    candidate_pkg = relabel(champion_pkg, tmp_path / "relabelled", tiny_packages.private_key)
+    champion = writer.register(champion_pkg.archive, champion_pkg.manifest, champion_pkg.sha256, {}).version
+    candidate = writer.register(candidate_pkg.archive, candidate_pkg.manifest, candidate_pkg.sha256, {}).version
+    writer.set_alias(CLASSIFIER, "production", champion)
+    fleet, watcher = start_fleet(
+        tmp_path / "fleet",
+        writer.uri,
+        mosquitto.url,
+        tiny_packages.public_key,
+        model=CLASSIFIER,
+        shadow={"rate": 0.5, "report_s": 0.5},
+    )
+    try:
+        assert watcher.wait(lambda: len(watcher.activated(champion)) == len(DEVICES), 120), "setup: not all on it"
+        params = write_params(tmp_path, writer.uri, mosquitto.url, min_shadow_agreement=0.9, min_shadow_frames=4)
+
+        # when: it is rolled out
+        code = fleet_main(
+            ["rollout", "--model", CLASSIFIER, "--version", candidate, "--params", str(params)]
+            + ["--state-dir", str(tmp_path / "rollout")]
+        )
+
+        # then: ring 0 served it, every device stayed healthy, but the shadow agreement rolled it back there
+        state = json.loads((tmp_path / "rollout" / CLASSIFIER / "rollout.json").read_text())
+        last = state["decisions"][-1]
+        assert code == 1 and state["phase"] == "rolled_back" and state["ring"] == 0, state["decisions"]
+        assert all(d["healthy"] for d in last["devices"]), last
+        assert any("shadow" in r and "agreement 0.0000 is below the 0.9" in r for r in last["reasons"]), last
+        assert all(candidate not in watcher.versions_seen(d) for d in DEVICES if ring_of(d, RINGS) > 0)
+        assert watcher.wait(lambda: set(watcher.serving(CLASSIFIER).values()) == {champion}, 60)
+    finally:
+        fleet.stop()
+        watcher.close()
 
 
 def test_a_killed_controller_resumes_where_it_was(fleet_v1, tmp_path):
