@@ -86,7 +86,6 @@ class RolloutConfig(StrictModel):
         None, ge=0, le=1, description="a ring's shadow agreement (candidate vs champion) must reach this"
     )
     min_shadow_frames: int = Field(0, ge=0, description="shadow frames a ring must have compared to be judged")
-    status_timeout_s: float = Field(10.0, gt=0, description="how long a read of the retained statuses may take")
 
     @field_validator("rings")
     @classmethod

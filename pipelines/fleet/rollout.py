@@ -87,6 +87,7 @@ class RolloutState(StrictModel):
         default_factory=dict, description="device -> source -> frames and drops when the current ring began"
     )
     decisions: List[Decision] = Field(default_factory=list)
+    unpublished: bool = Field(False, description="the notices of the current phase are not yet acknowledged")
 
 
 def now_ts() -> str:
@@ -124,6 +125,31 @@ class Controller:
                 mqtt.publish(client, topic, payload, retain=True)
         finally:
             mqtt.close(client)
+
+    def notices(self) -> List[tuple]:
+        """(topic, payload) of what the current phase has the fleet follow, and the report: a ring that holds,
+        its notice; completed, the fleet notice and every ring notice naming the base alias; rolled back, the
+        notices of the rings so far naming the base alias (whose version is the champion's)."""
+        s = self.state
+        if s.phase == "holding":
+            return [self._ring_notice(s.ring, ring_alias(s.alias, s.ring), s.candidate), self._report()]
+        if s.phase == "completed":
+            fleet = fleet_notice(s.model, s.alias, s.candidate.version, s.candidate.package_uri, s.candidate.sha256)
+            fleet = fleet.model_copy(update={"fleet": s.fleet})
+            rings = [self._ring_notice(i, s.alias, s.candidate) for i in range(len(s.rings))]
+            return [(fleet_deployment_topic(s.topic_prefix, s.fleet), _wire(fleet)), *rings, self._report()]
+        if s.phase == "rolled_back":
+            return [*(self._ring_notice(i, s.alias, s.champion) for i in range(s.ring + 1)), self._report()]
+        return [self._report()]
+
+    def settle(self) -> None:
+        """Persist the state, then publish what it says (retained, idempotent): a controller killed in between
+        finds `unpublished` set and publishes again when it resumes."""
+        self.state.unpublished = True
+        self.save()
+        self._publish(self.notices())
+        self.state.unpublished = False
+        self.save()
 
     def _ring_notice(self, ring: int, alias: str, target: Target) -> tuple:
         s = self.state
@@ -171,6 +197,8 @@ class Controller:
         self.save()
 
     def run(self) -> RolloutState:
+        if self.state.unpublished:  # killed between persisting a step and publishing it
+            self.settle()
         while self.state.phase not in FINISHED:
             self.step()
         return self.state
@@ -185,8 +213,7 @@ class Controller:
         s.ring_started = now_ts()
         s.phase = "holding"
         self._decide("started", [f"{alias} -> version {s.candidate.version}, share {self._share_text(s.ring)}"])
-        self.save()  # before the notice: a resumed controller republishes it
-        self._publish([self._ring_notice(s.ring, alias, s.candidate), self._report()])
+        self.settle()
 
     def _hold(self) -> None:
         s = self.state
@@ -256,11 +283,7 @@ class Controller:
         self.writer.set_alias(s.model, s.alias, s.candidate.version)
         s.phase = "completed"
         self._decide("completed", [*note, f"{s.alias} -> version {s.candidate.version}"], verdicts)
-        self.save()
-        fleet = fleet_notice(s.model, s.alias, s.candidate.version, s.candidate.package_uri, s.candidate.sha256)
-        fleet = fleet.model_copy(update={"fleet": s.fleet})
-        notices = [self._ring_notice(i, s.alias, s.candidate) for i in range(len(s.rings))]
-        self._publish([(fleet_deployment_topic(s.topic_prefix, s.fleet), _wire(fleet)), *notices, self._report()])
+        self.settle()
 
     def _roll_back(self, reasons: List[str], verdicts: List[health.Verdict]) -> None:
         s = self.state
@@ -268,9 +291,7 @@ class Controller:
             self.writer.set_alias(s.model, ring_alias(s.alias, ring), s.champion.version)
         s.phase = "rolled_back"
         self._decide("rolled_back", reasons, verdicts)
-        self.save()
-        notices = [self._ring_notice(i, s.alias, s.champion) for i in range(s.ring + 1)]
-        self._publish([*notices, self._report()])
+        self.settle()
 
     def abort(self, why: str) -> None:
         """Roll back every ring so far now (an operator's decision)."""
@@ -393,7 +414,7 @@ def run_command(args: argparse.Namespace) -> int:
     state_file = args.state_dir / args.model / "rollout.json"
     state = load_state(state_file)
     writer = open_writer(cfg.registry)
-    if state is not None and state.phase not in FINISHED:
+    if state is not None and (state.phase not in FINISHED or state.unpublished):
         if args.version and str(args.version) != state.candidate.version:
             raise UserError(
                 f"{state_file}: rollout {state.id} of version {state.candidate.version} is in progress "

@@ -212,3 +212,47 @@ def test_bad_input_moves_nothing(registry_template, mosquitto, tmp_path, capsys)
     assert writer.alias_version(MODEL, "production-ring-0") is None
     assert read_retained(mosquitto.url, f"lensops/fleets/{FLEET}/#") == {}
     assert not (tmp_path / "rollout" / MODEL / "rollout.json").exists()
+
+
+def test_a_controller_killed_between_a_decision_and_its_notices_publishes_them_when_run_again(
+    registry_template, mosquitto, tmp_path
+):
+    from pipelines.fleet.rollout import RolloutState, Target, now_ts
+
+    # given: the state of a completed rollout whose notices were never acknowledged (the process died between)
+    registry = copy_registry(registry_template, tmp_path / "registry")
+    registry.promote("v2")
+    sha = "0" * 64
+    state = RolloutState(
+        id="tiny-detector-2-x",
+        model=MODEL,
+        alias="production",
+        fleet=FLEET,
+        topic_prefix="lensops",
+        candidate=Target(version=registry.versions["v2"], package_uri="file:///v2", sha256=sha),
+        champion=Target(version=registry.versions["v1"], package_uri="file:///v1", sha256=sha),
+        rings=RINGS,
+        hold_s=4,
+        ring=2,
+        phase="completed",
+        ring_started=now_ts(),
+        unpublished=True,
+    )
+    state_file = tmp_path / "rollout" / MODEL / "rollout.json"
+    state_file.parent.mkdir(parents=True)
+    state_file.write_text(state.model_dump_json(by_alias=True))
+
+    # when: the command runs again without --version
+    code = _rollout(tmp_path, write_params(tmp_path, registry.uri, mosquitto.url))
+
+    # then: the fleet notice and every ring notice (naming the base alias) are retained; the state says so
+    retained = read_retained(mosquitto.url, f"lensops/fleets/{FLEET}/#")
+    assert code == 0
+    assert json.loads(retained[f"lensops/fleets/{FLEET}/deployment"])["version"] == registry.versions["v2"]
+    rings = [json.loads(retained[f"lensops/fleets/{FLEET}/rings/{i}/deployment"]) for i in range(3)]
+    assert [(r["alias"], r["ring"], r["share"]) for r in rings] == [
+        ("production", 0, [0, 10]),
+        ("production", 1, [10, 50]),
+        ("production", 2, [50, 100]),
+    ]
+    assert _state(tmp_path)["unpublished"] is False
