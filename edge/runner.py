@@ -85,43 +85,31 @@ class Runner:
         reg = config.registry
         registry = open_registry(reg)
         cache = reg.cache_dir or state / "models"
-        managers = {
-            name: ModelManager(
+
+        def manager(name: str, alias: str, cache_dir: Path, latency_budget_ms: Optional[float] = None) -> ModelManager:
+            return ModelManager(
                 registry,
                 name,
-                reg.alias,
-                cache,
+                alias,
+                cache_dir,
                 public_key=reg.public_key,
                 poll_s=reg.poll_s,
-                latency_budget_ms=config.latency_budget_ms,
+                latency_budget_ms=latency_budget_ms,
                 prefer_variant=reg.prefer_variant,
                 threads=config.threads,
                 runtime_options=config.runtimes,
                 keep=reg.keep,
             )
-            for name in config.models
-        }
+
+        managers = {name: manager(name, reg.alias, cache, config.latency_budget_ms) for name in config.models}
         sources = [Source.from_config(s) for s in config.sources]
         publisher = Publisher.from_config(config.mqtt, config.device_id, state)
         stream = StreamServer.from_config(config.stream) if config.stream else None
         capture = Capture.from_config(config.capture) if config.capture else None
         shadow = None
         if config.shadow is not None:
-            shadow_managers = {
-                name: ModelManager(
-                    registry,
-                    name,
-                    config.shadow.alias,
-                    config.shadow.cache_dir or state / "shadow-models",  # never the champion's cache
-                    public_key=reg.public_key,
-                    poll_s=reg.poll_s,
-                    prefer_variant=reg.prefer_variant,
-                    threads=config.threads,
-                    runtime_options=config.runtimes,
-                    keep=reg.keep,
-                )
-                for name in config.models
-            }
+            shadow_cache = config.shadow.cache_dir or state / "shadow-models"  # never the champion's cache
+            shadow_managers = {name: manager(name, config.shadow.alias, shadow_cache) for name in config.models}
             shadow = ShadowRunner(shadow_managers, config.shadow, publisher.publish_shadow)
         return cls(
             config.device_id,

@@ -23,6 +23,7 @@ from typing import Deque, Dict, Optional, Sequence
 import numpy as np
 
 from edge.messages import SCORE_BINS, Prediction
+from edge.package.codec import box_iou
 
 IOU_THRESHOLD = 0.5
 LATENCY_SAMPLES = 10_000  # latencies kept for the percentiles of a long-running total (the newest)
@@ -46,17 +47,6 @@ def top1_agreement(champion: Sequence[Prediction], candidate: Sequence[Predictio
     return 1.0 if a.label == b.label else 0.0
 
 
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two [x_min, y_min, x_max, y_max] boxes (0.0 when either has no area)."""
-    w = min(a[2], b[2]) - max(a[0], b[0])
-    h = min(a[3], b[3]) - max(a[1], b[1])
-    if w <= 0 or h <= 0:
-        return 0.0
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def box_matches(
     champion: Sequence[Prediction], candidate: Sequence[Prediction], threshold: float = IOU_THRESHOLD
 ) -> int:
@@ -69,7 +59,7 @@ def box_matches(
         for i in free:
             if champion[i].label != box.label:
                 continue
-            overlap = iou(champion[i].box, box.box)
+            overlap = box_iou(champion[i].box, box.box)
             if overlap >= best_iou:
                 best, best_iou = i, overlap
         if best is not None:

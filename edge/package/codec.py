@@ -91,6 +91,7 @@ def decode_detection(
 
 
 def box_iou(a: list[float], b: list[float]) -> float:
+    """Intersection over union of two [x_min, y_min, x_max, y_max] boxes; 0.0 when they do not overlap."""
     w = min(a[2], b[2]) - max(a[0], b[0])
     h = min(a[3], b[3]) - max(a[1], b[1])
     if w <= 0 or h <= 0:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge.messages import Prediction
-from edge.shadow_metrics import Figures, agreement, box_f1, box_matches, histogram, iou, sampled, top1_agreement
+from edge.package.codec import box_iou as iou
+from edge.shadow_metrics import Figures, agreement, box_f1, box_matches, histogram, sampled, top1_agreement
 
 
 def cls(*pairs):
