@@ -75,6 +75,7 @@ class ModelManager:
         self._bad: dict[str, str] = dict(self.cache.bad)  # version -> why; kept until the alias moves
         self._failures = self._slow = self._frames = 0
         self._notice: Optional[Resolved] = None
+        self._notice_ts: Optional[str] = None  # the `ts` of the newest notice taken
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -126,24 +127,40 @@ class ModelManager:
 
     def follow_ring(self, notice: dict) -> bool:
         """A ring notice for this device's ring: from now on follow its alias (the configured alias, or one of
-        its ring aliases `<alias>-ring-<n>`; edge.rings.follows) and poll now. False if not ours."""
+        its ring aliases `<alias>-ring-<n>`; edge.rings.follows) and poll now. False if not ours, incomplete,
+        or older than a notice already taken."""
         alias = notice.get("alias")
         if notice.get("model") != self.model or not isinstance(alias, str) or not follows(self.base_alias, alias):
+            return False
+        if not self._complete(notice) or self._older(notice):
             return False
         if alias != self.alias:
             log.info("%s: following %s (ring %s) instead of %s", self.model, alias, notice.get("ring"), self.alias)
             self.alias = alias
         return self._pending(notice)
 
+    @staticmethod
+    def _complete(notice: dict) -> bool:
+        missing = [k for k in ("version", "package_uri", "sha256") if not isinstance(notice.get(k), str)]
+        if missing:
+            log.warning("deployment notice without %s ignored: %s", ", ".join(missing), notice)
+        return not missing
+
+    def _older(self, notice: dict) -> bool:
+        """Whether `notice` is older (by its `ts`) than the last one taken: retained notices arrive in any order
+        after a reconnect, and the newest says what the fleet should run."""
+        ts = notice.get("ts")
+        return isinstance(ts, str) and self._notice_ts is not None and ts < self._notice_ts
+
     def _pending(self, notice: dict) -> bool:
         """Keep the notice (followed when the registry is unreachable) and wake the manager thread."""
-        try:
-            self._notice = Resolved(
-                self.model, self.alias, str(notice["version"]), str(notice["package_uri"]), str(notice["sha256"])
-            )
-        except KeyError as exc:
-            log.warning("fleet deployment notice without %s ignored: %s", exc, notice)
+        if not self._complete(notice) or self._older(notice):
             return False
+        if isinstance(notice.get("ts"), str):
+            self._notice_ts = notice["ts"]
+        self._notice = Resolved(
+            self.model, self.alias, str(notice["version"]), str(notice["package_uri"]), str(notice["sha256"])
+        )
         self._wake.set()
         return True
 

@@ -18,12 +18,13 @@ import hashlib
 from typing import List, Sequence, Tuple
 
 SCALE = 2**64
+LAST = 100.0 - 1e-12  # the largest hashes would round up to 100.0, which no [low, 100) share holds
 
 
 def place(device_id: str) -> float:
     """The device's place in [0, 100) percent: sha256(id)'s first 8 bytes / 2**64 * 100."""
     digest = hashlib.sha256(device_id.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / SCALE * 100.0
+    return min(int.from_bytes(digest[:8], "big") / SCALE * 100.0, LAST)
 
 
 def shares(rings: Sequence[float]) -> List[Tuple[float, float]]:

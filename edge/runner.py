@@ -245,7 +245,7 @@ class Runner:
                 log.info(
                     "fleet notice: %s %s version %s", notice.get("model"), notice.get("alias"), notice.get("version")
                 )
-        if self.shadow is not None:
+        if notice and self.shadow is not None:
             self.shadow.notify(notice)
 
     def _on_ring_notice(self, topic: str, payload: bytes) -> None:
@@ -253,7 +253,8 @@ class Runner:
         of that model follows the ring's alias and polls at once (runs on the MQTT thread)."""
         notice = _notice_dict(payload)
         share = notice.get("share") if notice else None
-        if not (isinstance(share, list) and len(share) == 2 and in_share(self.device_id, share)):
+        numbers = isinstance(share, list) and len(share) == 2 and all(isinstance(v, (int, float)) for v in share)
+        if not (numbers and in_share(self.device_id, share)):
             return
         for manager in self.managers.values():
             if not manager.follow_ring(notice):
@@ -268,7 +269,7 @@ class Runner:
             )
             if self.shadow is not None:  # serving a ring's candidate: the champion (base alias) is the shadow
                 ring = manager.alias != manager.base_alias
-                self.shadow.follow(manager.base_alias if ring else self.shadow.config.alias)
+                self.shadow.follow(manager.base_alias if ring else self.shadow.config.alias, manager.model)
 
     def _status_loop(self) -> None:
         while not self.stopping.is_set():

@@ -116,11 +116,14 @@ class ShadowRunner:
             with self._lock:
                 self._skipped[source] = self._skipped.get(source, 0) + 1
 
-    def follow(self, alias: str) -> None:
-        """Follow `alias` as the candidate from now on (each candidate manager polls the registry at once)."""
-        self.alias = alias
-        for manager in self.managers.values():
-            manager.follow(alias)
+    def follow(self, alias: str, model: Optional[str] = None) -> None:
+        """Follow `alias` as the candidate from now on (the candidate manager of `model`, or of every model,
+        polls the registry at once)."""
+        if model is None or set(self.managers) == {model}:
+            self.alias = alias
+        for name, manager in self.managers.items():
+            if model is None or name == model:
+                manager.follow(alias)
 
     def notify(self, notice: dict) -> bool:
         """A fleet deployment notice: the candidate manager of that model polls when it names our alias."""

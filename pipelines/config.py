@@ -86,12 +86,26 @@ class RolloutConfig(StrictModel):
         None, ge=0, le=1, description="a ring's shadow agreement (candidate vs champion) must reach this"
     )
     min_shadow_frames: int = Field(0, ge=0, description="shadow frames a ring must have compared to be judged")
+    min_shadow_devices: int = Field(0, ge=0, description="devices of a ring whose shadow reports must count")
+    shadow_report_s: float = Field(
+        30.0, gt=0, description="the devices' shadow.report_s: a hold listens at least this long for their reports"
+    )
 
     @field_validator("rings")
     @classmethod
     def _rings_add_up(cls, rings: List[float]) -> List[float]:
         shares(rings)  # ValueError naming the spec
         return rings
+
+    @model_validator(mode="after")
+    def _hold_covers_a_shadow_report(self) -> "RolloutConfig":
+        shadow = self.min_shadow_agreement is not None or self.min_shadow_frames or self.min_shadow_devices
+        if shadow and self.hold_s < self.shadow_report_s:
+            raise ValueError(
+                f"hold_s {self.hold_s:g} is shorter than shadow_report_s {self.shadow_report_s:g}: a hold would "
+                "end before a device sends a shadow report"
+            )
+        return self
 
 
 class PipelineConfig(StrictModel):

@@ -285,7 +285,19 @@ class MlflowRegistryWriter(MlflowRegistry):
             raise
 
     def tags(self, model: str, version: str) -> dict[str, str]:
-        return dict(self.client.get_model_version(model, str(version)).tags)
+        """The version's tags; RegistryError (`not_found` when the registry says it does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client.get_model_version(model, str(version)).tags)
+        except MlflowException as exc:
+            missing = exc.error_code in NOT_FOUND_CODES
+            what = f"has no version {version}" if missing else f"unreachable while reading {model} version {version}"
+            raise RegistryError(f"registry {self.uri}: {model} {what}: {short(exc)}", not_found=missing) from None
+        except Exception as exc:
+            raise RegistryError(
+                f"registry {self.uri} unreachable while reading {model} version {version}: {short(exc)}"
+            ) from None
 
 
 def _artifact_location(uri: str) -> Optional[str]:

@@ -46,15 +46,18 @@ class Verdict:
 
 
 def parse_statuses(retained: Mapping[str, bytes]) -> Dict[str, dict]:
-    """Retained `<prefix>/<device>/status` payloads -> device id -> status dict (unreadable ones left out)."""
+    """Retained `<prefix>/<device>/status` payloads -> device id (from the topic) -> status dict. A payload that
+    is not a JSON object, or names another device than its topic, is left out (the device then counts as
+    silent)."""
     out: Dict[str, dict] = {}
-    for payload in retained.values():
+    for topic, payload in retained.items():
+        device = topic.split("/")[-2] if topic.count("/") >= 2 else None
         try:
             status = json.loads(payload)
         except ValueError:
             continue
-        if isinstance(status, dict) and isinstance(status.get("device"), str):
-            out[status["device"]] = status
+        if isinstance(status, dict) and device and status.get("device") == device:
+            out[device] = status
     return out
 
 
@@ -70,22 +73,26 @@ def ring_members(devices: Sequence[str], shares: Sequence[Tuple[float, float]], 
 
 
 def counters(status: Optional[dict]) -> Dict[str, Dict[str, int]]:
-    """Per source, the frames read and dropped so far (the baseline a hold's drop rate is measured from)."""
-    sources = (status or {}).get("sources") or {}
-    return {
-        sid: {"frames": int(src.get("frames") or 0), "drops": int(src.get("drops") or 0)}
-        for sid, src in sources.items()
-        if isinstance(src, dict)
-    }
+    """Per source, the frames read and dropped so far (the baseline a hold's drop rate is measured from);
+    {} when the status does not say."""
+    try:
+        return {
+            sid: {"frames": int(src.get("frames") or 0), "drops": int(src.get("drops") or 0)}
+            for sid, src in (status or {}).get("sources", {}).items()
+            if isinstance(src, dict)
+        }
+    except (AttributeError, TypeError, ValueError):
+        return {}
 
 
 def parse_ts(text: object) -> Optional[datetime]:
     if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    return moment if moment.tzinfo is not None else None  # a time without its zone cannot be compared
 
 
 def judge(
@@ -98,7 +105,24 @@ def judge(
     since: datetime,
     limits: Limits,
 ) -> Verdict:
-    """The device's health over the hold that began at `since` (UTC); see the module docstring."""
+    """The device's health over the hold that began at `since` (UTC); see the module docstring. A status that
+    does not have the shape of `lensops.status/1` makes the device unhealthy, naming the problem."""
+    try:
+        return _judge(device, ring, status, baseline, model, candidate, since, limits)
+    except (AttributeError, TypeError, ValueError, KeyError) as exc:
+        return Verdict(device, ring, [f"unreadable status ({type(exc).__name__}: {exc})"])
+
+
+def _judge(
+    device: str,
+    ring: int,
+    status: Optional[dict],
+    baseline: Mapping[str, Mapping[str, int]],
+    model: str,
+    candidate: str,
+    since: datetime,
+    limits: Limits,
+) -> Verdict:
     if status is None:
         return Verdict(device, ring, ["reported nothing (no retained status)"])
     ts = parse_ts(status.get("ts"))

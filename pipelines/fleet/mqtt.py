@@ -134,6 +134,8 @@ class Subscription:
         self.client = connect(url, client_id or f"lensops-listen-{int(time.time() * 1000) % 10**9}", field)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *_args: subscribed.set()
+        # clean session: after paho reconnects (a broker restart), subscribe again
+        self.client.on_connect = lambda client, *_args: client.subscribe(topic_filter, qos=1)
         self.client.subscribe(topic_filter, qos=1)
         if not subscribed.wait(DEFAULT_TIMEOUT_S):
             close(self.client)

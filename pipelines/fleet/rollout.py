@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +34,7 @@ from common.models import StrictModel
 from edge.mqtt.topics import (
     fleet_deployment_topic,
     ring_deployment_topic,
+    ring_deployments_filter,
     rollout_topic,
     shadow_filter,
     status_filter,
@@ -114,12 +116,15 @@ class Controller:
     # -- persistence and publishing --------------------------------------------------------------
 
     def save(self) -> None:
-        write_json(self.state_file, self.state.model_dump(by_alias=True))
-        write_text(self.state_file.with_suffix(".md"), render_markdown(self.state))
+        """`rollout.json` / `.md` (the model's current rollout) and `<id>.json` / `.md` (kept after it)."""
+        data, text = self.state.model_dump(by_alias=True), render_markdown(self.state)
+        for path in (self.state_file, self.state_file.with_name(f"{self.state.id}.json")):
+            write_json(path, data)
+            write_text(path.with_suffix(".md"), text)
 
     def _publish(self, items: List[tuple]) -> None:
         """(topic, payload dict) pairs, retained, on one connection; UserError when the broker is unreachable."""
-        client = mqtt.connect(self.mqtt_url, f"lensops-rollout-{self.state.fleet}", "promote.mqtt_url")
+        client = mqtt.connect(self.mqtt_url, f"lensops-rollout-{self.state.fleet}-{os.getpid()}", "promote.mqtt_url")
         try:
             for topic, payload in items:
                 mqtt.publish(client, topic, payload, retain=True)
@@ -143,13 +148,36 @@ class Controller:
         return [self._report()]
 
     def settle(self) -> None:
-        """Persist the state, then publish what it says (retained, idempotent): a controller killed in between
-        finds `unpublished` set and publishes again when it resumes."""
-        self.state.unpublished = True
+        """Make the registry and the fleet say what the state says, after persisting it: the aliases of the
+        phase (a ring that starts: its alias on the candidate; completed: the base alias on the candidate;
+        rolled back: every ring so far, and the base alias if it moved, on the champion), then its notices
+        (retained). Each step is idempotent; a controller killed in between finds `unpublished` set and settles
+        again when it resumes. A ring's hold starts when its notice is acknowledged."""
+        s = self.state
+        s.unpublished = True
         self.save()
+        if s.phase == "holding":
+            self.writer.set_alias(s.model, ring_alias(s.alias, s.ring), s.candidate.version)
+            s.candidate = target(self.writer, s.model, ring_alias(s.alias, s.ring))  # the URI as the registry has it
+        elif s.phase == "completed":
+            self.writer.set_alias(s.model, s.alias, s.candidate.version)
+        elif s.phase == "rolled_back":
+            for ring in range(s.ring + 1):
+                self.writer.set_alias(s.model, ring_alias(s.alias, ring), s.champion.version)
+            if self.writer.alias_version(s.model, s.alias) != s.champion.version:
+                self.writer.set_alias(s.model, s.alias, s.champion.version)
         self._publish(self.notices())
-        self.state.unpublished = False
+        if s.phase == "holding":
+            s.ring_started = now_ts()
+        s.unpublished = False
         self.save()
+
+    def clear_stale_ring_notices(self) -> None:
+        """Clear the retained ring notices of earlier rollouts (their shares may overlap this one's rings)."""
+        s = self.state
+        topics = mqtt.read_retained(self.mqtt_url, ring_deployments_filter(s.topic_prefix, s.fleet), settle_s=0.5)
+        if topics:
+            self._publish([(topic, b"") for topic in topics])
 
     def _ring_notice(self, ring: int, alias: str, target: Target) -> tuple:
         s = self.state
@@ -182,7 +210,9 @@ class Controller:
         )
         found = health.parse_statuses(retained)
         for device, status in found.items():
-            if status.get("fleet") == s.fleet and device not in s.roster:
+            models = status.get("models")
+            serves = isinstance(models, dict) and s.model in models  # a device of the fleet running this model
+            if status.get("fleet") == s.fleet and serves and device not in s.roster:
                 s.roster.append(device)
         return {d: found[d] for d in s.roster if d in found}
 
@@ -205,20 +235,21 @@ class Controller:
 
     def _start_ring(self) -> None:
         s = self.state
-        alias = ring_alias(s.alias, s.ring)
+        if s.ring == 0:
+            self.clear_stale_ring_notices()
         statuses = self.statuses()
-        self.writer.set_alias(s.model, alias, s.candidate.version)
-        s.candidate = target(self.writer, s.model, alias)  # the package URI as the registry gives it
         s.baseline = {device: health.counters(status) for device, status in statuses.items()}
-        s.ring_started = now_ts()
+        s.ring_started = None
         s.phase = "holding"
+        alias = ring_alias(s.alias, s.ring)
         self._decide("started", [f"{alias} -> version {s.candidate.version}, share {self._share_text(s.ring)}"])
         self.settle()
 
     def _hold(self) -> None:
         s = self.state
         since = health.parse_ts(s.ring_started)
-        due = since.timestamp() + s.hold_s
+        # a resumed controller still listens for a shadow report period before it judges
+        due = max(since.timestamp() + s.hold_s, time.time() + self._shadow_listen_s())
         with mqtt.Subscription(self.mqtt_url, shadow_filter(s.topic_prefix), field="promote.mqtt_url") as shadow:
             while True:
                 verdicts = self._judge(since)
@@ -240,12 +271,17 @@ class Controller:
             return
         self._complete(note, verdicts)
 
+    def _shadow_listen_s(self) -> float:
+        p = self.policy
+        shadow = p.min_shadow_agreement is not None or p.min_shadow_frames or p.min_shadow_devices
+        return self.policy.shadow_report_s + self.policy.poll_s if shadow else 0.0
+
     def _shadow_misses(self, messages: List[tuple], devices: List[str]) -> List[str]:
         """Why the ring's shadow figures miss the policy (empty when met or not required). The devices of the
         ring serve the candidate and shadow the champion, so their reports name the pair the other way round:
         agreement is symmetric (top-1 agreement, box F1)."""
         policy, s = self.policy, self.state
-        if policy.min_shadow_agreement is None and not policy.min_shadow_frames:
+        if policy.min_shadow_agreement is None and not policy.min_shadow_frames and not policy.min_shadow_devices:
             return []
         members = set(devices)
         reports = [
@@ -257,7 +293,9 @@ class Controller:
             and r.candidate.version == s.champion.version
         ]
         found = shadow_report.aggregate(reports, s.model)
-        missed = shadow_report.gate(found, None, policy.min_shadow_frames or None, policy.min_shadow_agreement)
+        missed = shadow_report.gate(
+            found, policy.min_shadow_devices or None, policy.min_shadow_frames or None, policy.min_shadow_agreement
+        )
         return [f"shadow (candidate {s.candidate.version} vs champion {s.champion.version}): {m}" for m in missed]
 
     def _judge(self, since: datetime) -> List[health.Verdict]:
@@ -280,15 +318,12 @@ class Controller:
 
     def _complete(self, note: List[str], verdicts: List[health.Verdict]) -> None:
         s = self.state
-        self.writer.set_alias(s.model, s.alias, s.candidate.version)
         s.phase = "completed"
         self._decide("completed", [*note, f"{s.alias} -> version {s.candidate.version}"], verdicts)
         self.settle()
 
     def _roll_back(self, reasons: List[str], verdicts: List[health.Verdict]) -> None:
         s = self.state
-        for ring in range(s.ring + 1):
-            self.writer.set_alias(s.model, ring_alias(s.alias, ring), s.champion.version)
         s.phase = "rolled_back"
         self._decide("rolled_back", reasons, verdicts)
         self.settle()
@@ -365,10 +400,10 @@ def new_state(
         raise UserError(f"{model}@{alias} already names version {version}: nothing to roll out")
     try:
         tags = writer.tags(model, str(version))
-    except RegistryError:
+    except RegistryError as exc:
+        if exc.not_found:
+            raise UserError(f"{model} has no registered version {version!r} ({exc})") from None
         raise
-    except Exception as exc:
-        raise UserError(f"{model} has no registered version {version!r} ({type(exc).__name__})") from None
     if not tags.get("sha256"):
         raise UserError(f"{model} version {version} has no sha256 tag (not registered by `lensops register`)")
     champion = target(writer, model, alias)
@@ -421,6 +456,8 @@ def run_command(args: argparse.Namespace) -> int:
                 f"(ring {state.ring}); finish it or --abort it first"
             )
         log.info("resuming rollout %s at ring %d (%s)", state.id, state.ring, state.phase)
+        if args.hold_s is not None:
+            state.hold_s = args.hold_s
     elif args.abort:
         raise UserError(f"{state_file}: no rollout of {args.model} in progress")
     elif not args.version:

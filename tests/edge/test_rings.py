@@ -45,3 +45,26 @@ def test_a_device_follows_only_its_own_alias_and_its_ring_aliases():
     assert not follows("production", "candidate")
     assert not follows("production", "production-ring-x")
     assert not follows("production", "fleet-lobby-ring-0")
+
+
+def _notice(alias: str, version: str, ts: str, **extra) -> dict:
+    return {"model": "m", "alias": alias, "version": version, "package_uri": "u", "sha256": "0" * 64, "ts": ts, **extra}
+
+
+def test_a_manager_follows_a_ring_notice_only_when_complete_ours_and_newest(tmp_path):
+    from edge.manager import ModelManager
+
+    manager = ModelManager(None, "m", "production", tmp_path / "cache")
+    # an incomplete notice, or one for an alias that is not ours, changes nothing
+    assert not manager.follow_ring({"model": "m", "alias": "production-ring-3"})
+    assert not manager.follow_ring(_notice("candidate", "7", "2026-12-01T10:00:00.000Z"))
+    assert manager.alias == "production"
+    # a complete ring notice: its alias is followed
+    assert manager.follow_ring(_notice("production-ring-0", "7", "2026-12-01T10:00:00.000Z", ring=0))
+    assert manager.alias == "production-ring-0"
+    # an older notice arriving later (retained notices after a reconnect) does not undo it
+    assert not manager.follow_ring(_notice("production", "6", "2026-12-01T09:00:00.000Z", ring=0))
+    assert manager.alias == "production-ring-0"
+    # the ring's newer notice naming the base alias (completed or rolled back) is followed again
+    assert manager.follow_ring(_notice("production", "7", "2026-12-01T11:00:00.000Z", ring=0))
+    assert manager.alias == "production"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from pipelines.fleet.health import Limits, judge
+import json
+
+from pipelines.fleet.health import Limits, counters, judge, parse_statuses
 
 SINCE = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
 MODEL, CANDIDATE = "tiny-detector", "2"
@@ -63,3 +65,28 @@ def test_what_makes_a_device_unhealthy():
 def test_counters_that_began_again_during_the_hold_are_read_from_zero():
     restarted = status(sources={"door": {"frames": 40, "drops": 0, "fps": 15.0}})
     assert verdict(restarted, baseline={"door": {"frames": 100, "drops": 1}}).healthy
+
+
+def test_a_status_of_the_wrong_shape_is_unhealthy_not_a_crash():
+    for broken in (
+        status(models={MODEL: "7"}),
+        status(sources={"door": {"latency_ms": 5, "frames": 10}}),
+        status(sources={"door": {"frames": "x"}}),
+        status(sources={"door": {"frames": 10, "latency_ms": {"p99": "9"}}}),
+        status(sources=["door"]),
+    ):
+        found = verdict(broken)
+        assert not found.healthy and found.reasons[0].startswith("unreadable status"), (broken, found.reasons)
+    naive = status()
+    naive["ts"] = naive["ts"].replace("Z", "")  # no time zone: cannot be compared with the hold's start
+    assert "reported nothing during the hold" in verdict(naive).reasons[0]
+    assert counters({"sources": ["door"]}) == {} and counters({"sources": {"door": {"frames": "x"}}}) == {}
+
+
+def test_statuses_are_keyed_by_their_topic_and_one_naming_another_device_is_left_out():
+    retained = {
+        "lensops/cam-01/status": json.dumps(status()).encode(),
+        "lensops/cam-02/status": json.dumps(status()).encode(),  # says it is cam-01
+        "lensops/cam-03/status": b"not json",
+    }
+    assert list(parse_statuses(retained)) == ["cam-01"]

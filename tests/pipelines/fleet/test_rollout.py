@@ -134,7 +134,9 @@ def test_a_canary_whose_outputs_differ_from_the_champion_in_shadow_is_rolled_bac
     )
     try:
         assert watcher.wait(lambda: len(watcher.activated(champion)) == len(DEVICES), 120), "setup: not all on it"
-        params = write_params(tmp_path, writer.uri, mosquitto.url, min_shadow_agreement=0.9, min_shadow_frames=4)
+        params = write_params(
+            tmp_path, writer.uri, mosquitto.url, min_shadow_agreement=0.9, min_shadow_frames=4, shadow_report_s=1
+        )
 
         # when: it is rolled out
         code = fleet_main(
