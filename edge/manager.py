@@ -158,6 +158,9 @@ class ModelManager:
             return False
         if isinstance(notice.get("ts"), str):
             self._notice_ts = notice["ts"]
+        active = self._active
+        if active is not None and active.entry == CachedPackage(str(notice["version"]), str(notice["sha256"])):
+            return True  # already serving it (a retained notice sent again after a reconnect): no registry call
         self._notice = Resolved(
             self.model, self.alias, str(notice["version"]), str(notice["package_uri"]), str(notice["sha256"])
         )
