@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from edge.rings import in_share
@@ -107,34 +107,28 @@ def judge(
 ) -> Verdict:
     """The device's health over the hold that began at `since` (UTC); see the module docstring. A status that
     does not have the shape of `lensops.status/1` makes the device unhealthy, naming the problem."""
+    figures: Dict[str, object] = {}
     try:
-        return _judge(device, ring, status, baseline, model, candidate, since, limits)
+        reasons = _problems(status, baseline, model, candidate, since, limits, figures)
     except (AttributeError, TypeError, ValueError, KeyError) as exc:
-        return Verdict(device, ring, [f"unreadable status ({type(exc).__name__}: {exc})"])
+        reasons = [f"unreadable status ({type(exc).__name__}: {exc})"]
+    return Verdict(device, ring, reasons, figures)
 
 
-def _judge(
-    device: str,
-    ring: int,
-    status: Optional[dict],
-    baseline: Mapping[str, Mapping[str, int]],
-    model: str,
-    candidate: str,
-    since: datetime,
-    limits: Limits,
-) -> Verdict:
+def _problems(status, baseline, model: str, candidate: str, since: datetime, limits: Limits, figures: dict) -> list:
+    """What is wrong with the device over the hold (empty: healthy); fills `figures` with what was read."""
     if status is None:
-        return Verdict(device, ring, ["reported nothing (no retained status)"])
+        return ["reported nothing (no retained status)"]
     ts = parse_ts(status.get("ts"))
     if status.get("state") == "offline":
-        return Verdict(device, ring, ["offline"])
+        return ["offline"]
     if ts is None or ts < since:
         seen = ts.isoformat(timespec="seconds") if ts else "never"
-        return Verdict(device, ring, [f"reported nothing during the hold (last status {seen})"])
+        return [f"reported nothing during the hold (last status {seen})"]
     reasons: List[str] = []
     served = ((status.get("models") or {}).get(model) or {}) if isinstance(status.get("models"), dict) else {}
     version = served.get("version")
-    figures: Dict[str, object] = {"version": version, "state": status.get("state")}
+    figures.update(version=version, state=status.get("state"))
     if version != candidate:
         bad = served.get("bad") or []
         why = "rejected or rolled back" if candidate in bad else "does not serve"
@@ -164,8 +158,4 @@ def _judge(
         figures[f"{sid}.fps"] = fps
         if limits.min_fps is not None and (fps is None or fps < limits.min_fps):
             reasons.append(f"source {sid}: {fps} fps under {limits.min_fps:g}")
-    return Verdict(device, ring, reasons, figures)
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return reasons
