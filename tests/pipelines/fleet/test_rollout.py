@@ -219,7 +219,7 @@ def test_bad_input_moves_nothing(registry_template, mosquitto, tmp_path, capsys)
 def test_a_controller_killed_between_a_decision_and_its_notices_publishes_them_when_run_again(
     registry_template, mosquitto, tmp_path
 ):
-    from pipelines.fleet.rollout import RolloutState, Target, now_ts
+    from pipelines.fleet.rollout_state import RolloutState, Target, now_ts
 
     # given: the state of a completed rollout whose notices were never acknowledged (the process died between)
     registry = copy_registry(registry_template, tmp_path / "registry")
