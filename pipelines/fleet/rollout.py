@@ -112,7 +112,7 @@ class Controller:
         phase (a ring that starts: its alias on the candidate; completed: the base alias on the candidate;
         rolled back: every ring so far, and the base alias if it moved, on the champion), then its notices
         (retained). Each step is idempotent; a controller killed in between finds `unpublished` set and settles
-        again when it resumes. A ring's hold starts when its notice is acknowledged."""
+        again when it resumes. A ring's hold starts when its notice is published (kept once acknowledged)."""
         s = self.state
         s.unpublished = True
         self.save()
@@ -126,9 +126,9 @@ class Controller:
                 self.writer.set_alias(s.model, ring_alias(s.alias, ring), s.champion.version)
             if self.writer.alias_version(s.model, s.alias) != s.champion.version:
                 self.writer.set_alias(s.model, s.alias, s.champion.version)
-        self._publish(self.notices())
         if s.phase == "holding":
-            s.ring_started = now_ts()
+            s.ring_started = now_ts()  # the hold starts with its notice (saved once the broker acknowledged it)
+        self._publish(self.notices())
         s.unpublished = False
         self.save()
 
@@ -147,7 +147,9 @@ class Controller:
         return ring_deployment_topic(s.topic_prefix, s.fleet, str(ring)), _wire(payload)
 
     def _report(self) -> tuple:
-        return rollout_topic(self.state.topic_prefix, self.state.fleet), self.state.model_dump(by_alias=True)
+        """The state as it is once the batch it is published in has been acknowledged."""
+        report = {**self.state.model_dump(by_alias=True), "unpublished": False}
+        return rollout_topic(self.state.topic_prefix, self.state.fleet), report
 
     def _decide(self, action: str, reasons: List[str], verdicts: List[health.Verdict] = ()) -> None:
         self.state.decisions.append(
