@@ -86,6 +86,23 @@ def publish(
         raise UserError(f"the MQTT broker did not acknowledge {topic} within {timeout_s:g} s")
 
 
+def publish_retained(
+    url: str,
+    items: List[Tuple[str, Union[dict, bytes]]],
+    client_id: str,
+    field: str = "mqtt_url",
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """(topic, payload) pairs published retained at QoS 1 on one connection, each acknowledged (`publish`);
+    UserError naming the URL when the broker is unreachable."""
+    client = connect(url, client_id, field, timeout_s)
+    try:
+        for topic, payload in items:
+            publish(client, topic, payload, retain=True, timeout_s=timeout_s)
+    finally:
+        close(client)
+
+
 def read_retained(
     url: str, topic_filter: str, settle_s: float = 1.0, client_id: Optional[str] = None, field: str = "mqtt_url"
 ) -> Dict[str, bytes]:

@@ -28,9 +28,5 @@ def notice(model: str, alias: str, version: str, package_uri: str, sha256: str) 
 def publish_notice(url: str, topic_prefix: str, fleet: str, payload: FleetDeployment, timeout: float = 10.0) -> str:
     """Publish `payload` retained at QoS 1 and wait for the broker's acknowledgement; returns the topic."""
     topic = fleet_deployment_topic(topic_prefix, fleet)
-    client = mqtt.connect(url, f"lensops-promote-{fleet}", "promote.mqtt_url", timeout)
-    try:
-        mqtt.publish(client, topic, payload.to_dict(), retain=True, timeout_s=timeout)
-    finally:
-        mqtt.close(client)
+    mqtt.publish_retained(url, [(topic, payload.to_dict())], f"lensops-promote-{fleet}", "promote.mqtt_url", timeout)
     return topic

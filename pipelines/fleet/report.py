@@ -30,6 +30,7 @@ from common.files import write_json, write_text
 from edge.messages import ShadowReport
 from edge.mqtt.topics import shadow_filter, status_filter
 from pipelines.fleet import mqtt
+from pipelines.fleet.health import parse_statuses
 
 log = logging.getLogger(__name__)
 
@@ -264,15 +265,8 @@ def parse(messages: List[Tuple[str, bytes]]) -> List[ShadowReport]:
 
 def fleet_devices(url: str, prefix: str, fleet: str) -> set:
     """Devices whose retained status names `fleet`."""
-    found = set()
-    for topic, payload in mqtt.read_retained(url, status_filter(prefix)).items():
-        try:
-            status = json.loads(payload)
-        except ValueError:
-            continue
-        if isinstance(status, dict) and status.get("fleet") == fleet:
-            found.add(status.get("device") or topic.split("/")[-2])
-    return found
+    statuses = parse_statuses(mqtt.read_retained(url, status_filter(prefix)))
+    return {device for device, status in statuses.items() if status.get("fleet") == fleet}
 
 
 def _check_args(args: argparse.Namespace) -> None:

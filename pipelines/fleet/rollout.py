@@ -18,7 +18,6 @@ mid-rollout resumes where it was; every decision is written there with a Markdow
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -83,13 +82,9 @@ class Controller:
             write_text(path.with_suffix(".md"), text)
 
     def _publish(self, items: List[tuple]) -> None:
-        """(topic, payload dict) pairs, retained, on one connection; UserError when the broker is unreachable."""
-        client = mqtt.connect(self.mqtt_url, f"lensops-rollout-{self.state.fleet}-{os.getpid()}", "promote.mqtt_url")
-        try:
-            for topic, payload in items:
-                mqtt.publish(client, topic, payload, retain=True)
-        finally:
-            mqtt.close(client)
+        """(topic, payload) pairs, retained, on one connection; UserError when the broker is unreachable."""
+        client_id = f"lensops-rollout-{self.state.fleet}-{os.getpid()}"
+        mqtt.publish_retained(self.mqtt_url, items, client_id, "promote.mqtt_url")
 
     def notices(self) -> List[tuple]:
         """(topic, payload) of what the current phase has the fleet follow, and the report: a ring that holds,
@@ -102,7 +97,7 @@ class Controller:
             fleet = fleet_notice(s.model, s.alias, s.candidate.version, s.candidate.package_uri, s.candidate.sha256)
             fleet = fleet.model_copy(update={"fleet": s.fleet})
             rings = [self._ring_notice(i, s.alias, s.candidate) for i in range(len(s.rings))]
-            return [(fleet_deployment_topic(s.topic_prefix, s.fleet), _wire(fleet)), *rings, self._report()]
+            return [(fleet_deployment_topic(s.topic_prefix, s.fleet), fleet.to_dict()), *rings, self._report()]
         if s.phase == "rolled_back":
             return [*(self._ring_notice(i, s.alias, s.champion) for i in range(s.ring + 1)), self._report()]
         return [self._report()]
@@ -119,6 +114,7 @@ class Controller:
         if s.phase == "holding":
             self.writer.set_alias(s.model, ring_alias(s.alias, s.ring), s.candidate.version)
             s.candidate = target(self.writer, s.model, ring_alias(s.alias, s.ring))  # the URI as the registry has it
+            s.ring_started = now_ts()  # the hold starts with its notice (saved once the broker acknowledged it)
         elif s.phase == "completed":
             self.writer.set_alias(s.model, s.alias, s.candidate.version)
         elif s.phase == "rolled_back":
@@ -126,8 +122,6 @@ class Controller:
                 self.writer.set_alias(s.model, ring_alias(s.alias, ring), s.champion.version)
             if self.writer.alias_version(s.model, s.alias) != s.champion.version:
                 self.writer.set_alias(s.model, s.alias, s.champion.version)
-        if s.phase == "holding":
-            s.ring_started = now_ts()  # the hold starts with its notice (saved once the broker acknowledged it)
         self._publish(self.notices())
         s.unpublished = False
         self.save()
@@ -144,7 +138,7 @@ class Controller:
         payload = fleet_notice(s.model, alias, target.version, target.package_uri, target.sha256).model_copy(
             update={"fleet": s.fleet, "ring": ring, "share": list(self.shares[ring]), "rollout": s.id}
         )
-        return ring_deployment_topic(s.topic_prefix, s.fleet, str(ring)), _wire(payload)
+        return ring_deployment_topic(s.topic_prefix, s.fleet, str(ring)), payload.to_dict()
 
     def _report(self) -> tuple:
         """The state as it is once the batch it is published in has been acknowledged."""
@@ -299,10 +293,6 @@ class Controller:
     def _share_text(self, ring: int) -> str:
         low, high = self.shares[ring]
         return f"[{low:g}%, {high:g}%)"
-
-
-def _wire(message) -> dict:
-    return json.loads(message.to_json())
 
 
 def target(writer: RegistryWriter, model: str, alias: str) -> Target:
