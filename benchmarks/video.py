@@ -31,16 +31,23 @@ def ffmpeg_binary() -> Optional[str]:
         return None
 
 
-def make_video(out: Path, frames: int, demo_video: Optional[Path]) -> tuple[Path, str]:
-    """(path, codec description) of a `frames`-long 1080p30 video."""
+def make_video(
+    out: Path,
+    frames: int,
+    demo_video: Optional[Path],
+    size: tuple[int, int] = (WIDTH, HEIGHT),
+    fps: int = FPS,
+) -> tuple[Path, str]:
+    """(path, codec description) of a `frames`-long video, `size` (width, height) at `fps` (default 1080p30)."""
+    width, height = size
     out.parent.mkdir(parents=True, exist_ok=True)
     ffmpeg = ffmpeg_binary()
     if ffmpeg:
         if demo_video and demo_video.is_file():
-            source = ["-stream_loop", "-1", "-i", str(demo_video), "-vf", f"scale={WIDTH}:{HEIGHT},fps={FPS}"]
-            what = f"the demo video scaled to {WIDTH}x{HEIGHT}"
+            source = ["-stream_loop", "-1", "-i", str(demo_video), "-vf", f"scale={width}:{height},fps={fps}"]
+            what = f"the demo video scaled to {width}x{height}"
         else:
-            source = ["-f", "lavfi", "-i", f"testsrc2=size={WIDTH}x{HEIGHT}:rate={FPS}"]
+            source = ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}"]
             what = "FFmpeg's testsrc2 pattern"
         command = [
             ffmpeg,
@@ -60,17 +67,18 @@ def make_video(out: Path, frames: int, demo_video: Optional[Path]) -> tuple[Path
             str(out),
         ]
         subprocess.run(command, check=True, timeout=300)
-        return out, f"H.264 (libx264, yuv420p) {WIDTH}x{HEIGHT} {FPS} fps, {frames} frames of {what}"
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+        return out, f"H.264 (libx264, yuv420p) {width}x{height} {fps} fps, {frames} frames of {what}"
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     rng = np.random.default_rng(0)
-    base = cv2.resize(rng.integers(0, 256, (54, 96, 3), dtype=np.uint8), (WIDTH, HEIGHT))
+    base = cv2.resize(rng.integers(0, 256, (54, 96, 3), dtype=np.uint8), (width, height))
     for i in range(frames):
         frame = np.roll(base, 8 * i, axis=1)
-        cv2.rectangle(frame, (100 + 10 * i % 1600, 300), (400 + 10 * i % 1600, 600), (0, 0, 255), -1)
+        x = 10 * i % max(width - 400, 1)
+        cv2.rectangle(frame, (100 + x, height // 4), (400 + x, height // 2), (0, 0, 255), -1)
         writer.write(frame)
     writer.release()
     return out, (
-        f"MPEG-4 Part 2 ('mp4v') {WIDTH}x{HEIGHT}: no ffmpeg with libx264 here (pip install imageio-ffmpeg "
+        f"MPEG-4 Part 2 ('mp4v') {width}x{height}: no ffmpeg with libx264 here (pip install imageio-ffmpeg "
         "or apt-get install ffmpeg for H.264)"
     )
 
