@@ -32,6 +32,7 @@ from pydantic import Field, ValidationError, ValidationInfo, create_model, field
 
 from common.errors import UserError
 from common.models import StrictModel
+from edge.batching import BatchConfig
 from edge.capture import CaptureConfig
 from edge.config_errors import describe
 from edge.mqtt.config import MqttConfig
@@ -129,6 +130,10 @@ class DeviceConfig(StrictModel):
         "e.g. {openvino: {performance_hint: THROUGHPUT}}",
     )
     latency_budget_ms: Optional[float] = Field(None, gt=0, description="roll back a new model slower than this")
+    batch: BatchConfig = Field(
+        default_factory=BatchConfig,
+        description="frames of sources that share a model inferred as one batch (max_size, deadline_ms)",
+    )
     status_interval_s: float = Field(5.0, gt=0, description="seconds between retained status updates")
     exit_when_done: bool = Field(
         False,

@@ -143,31 +143,53 @@ class Predictor:
             self._infer(preprocess([frame], self.manifest.input))
 
     def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The session's outputs for a preprocessed batch; ModelFailure when it raises or any output is not finite."""
+        outputs = self._run(batch)
+        self._check_finite(outputs)
+        return outputs
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         try:
             with self._lock:  # one OpenVINO infer request per session: never used by two threads at once
-                outputs = self.session.run(batch)
+                return self.session.run(batch)
         except Exception as exc:  # runtimes raise their own types
             raise ModelFailure(
                 f"{self.name} {self.version} ({self.variant}) failed: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def _check_finite(self, outputs: list[np.ndarray]) -> None:
         for name, output in zip(self.manifest.output.names, outputs):
             if not np.all(np.isfinite(output)):
                 raise ModelFailure(
                     f"{self.name} {self.version} ({self.variant}): output '{name}' has NaN or infinite values"
                 )
-        return outputs
 
-    def predict(self, frame_bgr: np.ndarray, previous: Optional[list[Prediction]] = None) -> Result:
-        """Predictions for one HxWx3 BGR frame; boxes normalized to that frame.
+    def prepare(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """One HxWx3 BGR frame as the model's [1, 3, height, width] float32 input (edge.package.codec.preprocess)."""
+        return preprocess([frame_bgr], self.manifest.input)
 
-        `previous`: the predictions of the frame before on the same stream; with the manifest's
-        `hold_threshold` a detection scoring between the two thresholds is kept where it continues one.
-        """
+    def infer_prepared(self, prepared: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+        """Run prepared frames ([1, 3, H, W] each) as one batch: (outputs with one row per frame, wall ms).
+        ModelFailure when the session raises; the outputs are not checked here (`finish` checks each frame's)."""
+        batch = prepared[0] if len(prepared) == 1 else np.concatenate(prepared)
         start = time.perf_counter()
-        batch = preprocess([frame_bgr], self.manifest.input)
-        prepared = time.perf_counter()
-        outputs = self._infer(batch)
-        inferred = time.perf_counter()
+        outputs = self._run(batch)
+        return outputs, (time.perf_counter() - start) * 1000
+
+    def finish(
+        self,
+        outputs: list[np.ndarray],
+        previous: Optional[list[Prediction]],
+        preprocess_ms: float,
+        inference_ms: float,
+    ) -> Result:
+        """One frame's Result from its outputs (one row each): ModelFailure when they are not finite.
+
+        `preprocess_ms` and `inference_ms` are the frame's preprocessing and its batch's inference. `latency_ms.total` is their sum plus
+        this frame's output decoding: the model's time for the frame, without any wait for a batch.
+        """
+        self._check_finite(outputs)
+        decode_start = time.perf_counter()
         spec = self.manifest.output
         threshold = spec.score_threshold if self.score_threshold is None else self.score_threshold
         hold = spec.hold_threshold if previous and self.manifest.task == "detection" else None
@@ -177,10 +199,23 @@ class Predictor:
         else:
             predictions = decode(outputs, list(self.manifest.labels), spec, threshold)[0]
         found = counts(predictions, self.manifest.task)
-        done = time.perf_counter()
+        decode_ms = (time.perf_counter() - decode_start) * 1000
         latency = {
-            "preprocess": round((prepared - start) * 1000, 3),
-            "inference": round((inferred - prepared) * 1000, 3),
-            "total": round((done - start) * 1000, 3),
+            "preprocess": round(preprocess_ms, 3),
+            "inference": round(inference_ms, 3),
+            "total": round(preprocess_ms + inference_ms + decode_ms, 3),
         }
         return Result(predictions, found, latency, self.model)
+
+    def predict(self, frame_bgr: np.ndarray, previous: Optional[list[Prediction]] = None) -> Result:
+        """Predictions for one HxWx3 BGR frame; boxes normalized to that frame.
+
+        `previous`: the predictions of the frame before on the same stream; with the manifest's
+        `hold_threshold` a detection scoring between the two thresholds is kept where it continues one.
+        ModelFailure when the model raises or outputs NaN/inf.
+        """
+        start = time.perf_counter()
+        prepared = self.prepare(frame_bgr)
+        preprocess_ms = (time.perf_counter() - start) * 1000
+        outputs, inference_ms = self.infer_prepared([prepared])
+        return self.finish(outputs, previous, preprocess_ms, inference_ms)

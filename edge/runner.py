@@ -18,9 +18,11 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
+from edge.batching import Batcher, BatchConfig
 from edge.capture import Capture
 from edge.config import DeviceConfig
 from edge.manager import ModelManager
@@ -54,6 +56,7 @@ class Runner:
         status_interval_s: float = 5.0,
         latency_budget_ms: Optional[float] = None,
         shadow: Optional[ShadowRunner] = None,
+        batch: Optional[BatchConfig] = None,
     ):
         self.device_id, self.fleet = device_id, fleet
         self.latency_budget_ms = latency_budget_ms
@@ -69,7 +72,14 @@ class Runner:
         self.shadow = shadow
         if shadow is not None:
             sinks.append(("shadow", shadow))
-        self.workers = [InferenceWorker(s, managers[source_models[s.id]], sinks) for s in sources]
+        # one batch queue per model, shared by the sources that use it
+        batch = batch or BatchConfig()
+        users = Counter(source_models[s.id] for s in sources)
+        self.batchers = {name: Batcher(batch, members=users[name]) for name in managers}
+        self.workers = [
+            InferenceWorker(s, managers[source_models[s.id]], sinks, self.batchers[source_models[s.id]])
+            for s in sources
+        ]
         for manager in managers.values():
             manager.on_event = self._on_deployment
         self.stopping = threading.Event()
@@ -123,6 +133,7 @@ class Runner:
             config.status_interval_s,
             config.latency_budget_ms,
             shadow,
+            config.batch,
         )
 
     # -- life cycle ----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from edge.batching import Batcher, BatchConfig
 from edge.frames import Frame
 from edge.latency_window import WINDOW_FRAMES, Window
 from edge.manager import ModelManager
@@ -56,9 +57,17 @@ Sink = Callable[[Inferred], None]
 class InferenceWorker:
     """`start()`, `stop()`, `stats()`; `done` once its source ended and every frame went through the sinks."""
 
-    def __init__(self, source: Source, manager: ModelManager, sinks: Sequence[tuple[str, Sink]]):
+    def __init__(
+        self,
+        source: Source,
+        manager: ModelManager,
+        sinks: Sequence[tuple[str, Sink]],
+        batcher: Optional[Batcher] = None,
+    ):
         self.source = source
         self.manager = manager
+        # the batch queue this source shares with the others on its model (none: every frame alone)
+        self.batcher = batcher or Batcher(BatchConfig(max_size=1), members=1)
         self.sinks = list(sinks)
         self._stop = threading.Event()
         self._abandon = threading.Event()  # stop() gave up waiting: drop what is left
@@ -206,7 +215,7 @@ class InferenceWorker:
             tried.append(predictor)
             previous = self._previous if self._previous_from is predictor and self._stream else None
             try:
-                result = predictor.predict(frame.image, previous)
+                result = self.batcher.predict(predictor, frame.image, previous)
             except Exception as exc:  # ModelFailure; anything else is a model failure too
                 self._previous_from = None  # the next frame starts afresh
                 failure = exc if isinstance(exc, ModelFailure) else ModelFailure(f"{type(exc).__name__}: {exc}")

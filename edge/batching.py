@@ -1,0 +1,151 @@
+"""Batching across sources: frames of different sources that share a model are inferred as one batch.
+
+Each source keeps its own inference thread (its order, hold-over, hot swap and figures stay its own).
+A thread with a frame calls `Batcher.predict`: the frame is preprocessed on that thread, then joins the
+model's queue. One of the waiting threads at a time leads: it waits at most `deadline_ms` for the batch
+to fill up to `max_size` frames of the same loaded model (or for every source sharing the model to be
+waiting), runs the batch once, decodes each frame's outputs and hands each frame its own `Result`. The
+others wait for theirs; while a batch runs, the next one gathers, so a busy model batches more. This is
+dynamic batching as inference servers do it (Triton's `max_batch_size` and `max_queue_delay_microseconds`,
+TorchServe's `batch_size` and `max_batch_delay`).
+
+A model one source uses is never batched: that thread calls `Predictor.predict` as before, so batching
+costs a one-camera device nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+from pydantic import Field
+
+from common.models import StrictModel
+from edge.messages import Prediction
+from edge.predictor import ModelFailure, Predictor, Result
+
+
+class BatchConfig(StrictModel):
+    """How frames of sources that share a model are batched (`batch:` in the device config)."""
+
+    max_size: int = Field(
+        8, ge=1, description="frames of different sources inferred as one batch, at most (1: no batching)"
+    )
+    deadline_ms: float = Field(
+        0.0,
+        ge=0,
+        le=1000,
+        description="how long the first frame of a batch waits for frames of other sources (ms; 0: take the "
+        "frames already waiting)",
+    )
+
+
+class _Request:
+    """One source's frame waiting for its batch."""
+
+    __slots__ = ("predictor", "prepared", "previous", "prepared_ms", "result", "error", "done")
+
+    def __init__(self, predictor: Predictor, prepared: np.ndarray, previous, prepared_ms: float):
+        self.predictor = predictor
+        self.prepared = prepared
+        self.previous = previous
+        self.prepared_ms = prepared_ms
+        self.result: Optional[Result] = None
+        self.error: Optional[BaseException] = None
+        self.done = False
+
+
+class Batcher:
+    """The batch queue of one model, shared by the inference threads of the `members` sources that use it."""
+
+    def __init__(self, config: BatchConfig, members: int):
+        self.config = config
+        self.members = members
+        self._cond = threading.Condition()
+        self._pending: list[_Request] = []
+        self._leading = False
+        self._batches = self._frames = 0
+
+    @property
+    def batching(self) -> bool:
+        return self.config.max_size > 1 and self.members > 1
+
+    def stats(self) -> dict:
+        """Batches run and frames in them since start; `mean` frames per batch (None before the first)."""
+        with self._cond:
+            mean = round(self._frames / self._batches, 2) if self._batches else None
+            return {"batches": self._batches, "frames": self._frames, "mean": mean}
+
+    def predict(self, predictor: Predictor, frame_bgr: np.ndarray, previous: Optional[list[Prediction]]) -> Result:
+        """The frame's `Result`, as `predictor.predict(frame_bgr, previous)` gives it; ModelFailure when the
+        model failed on it (the whole batch, or this frame's outputs are not finite)."""
+        if not self.batching:
+            return predictor.predict(frame_bgr, previous)
+        started = time.perf_counter()
+        prepared = predictor.prepare(frame_bgr)
+        request = _Request(predictor, prepared, previous, (time.perf_counter() - started) * 1000)
+        with self._cond:
+            self._pending.append(request)
+            self._cond.notify_all()
+            while not request.done and self._leading:
+                self._cond.wait()
+            if request.done:
+                return self._outcome(request)
+            self._leading = True
+            batch = self._gather(request)
+        try:
+            self._run(batch)
+        finally:
+            with self._cond:
+                self._leading = False
+                self._batches += 1
+                self._frames += len(batch)
+                for item in batch:
+                    item.done = True
+                self._cond.notify_all()
+        return self._outcome(request)
+
+    def _gather(self, leader: _Request) -> list[_Request]:
+        """Under the lock: up to max_size requests for the leader's predictor, waiting at most the deadline
+        for more (not when every member is already waiting); they leave the queue."""
+        deadline = time.monotonic() + self.config.deadline_ms / 1000
+        while True:
+            same = [r for r in self._pending if r.predictor is leader.predictor]
+            remaining = deadline - time.monotonic()
+            if len(same) >= self.config.max_size or len(self._pending) >= self.members or remaining <= 0:
+                break
+            self._cond.wait(remaining)
+        batch = same[: self.config.max_size]
+        taken = {id(r) for r in batch}
+        self._pending = [r for r in self._pending if id(r) not in taken]
+        return batch
+
+    @staticmethod
+    def _run(batch: list[_Request]) -> None:
+        """Infer the batch once and give each request its result or error (never raises)."""
+        predictor = batch[0].predictor
+        try:
+            outputs, inference_ms = predictor.infer_prepared([r.prepared for r in batch])
+        except Exception as exc:  # ModelFailure (runtimes' own errors are wrapped): every frame of the batch failed
+            for request in batch:
+                request.error = exc
+            return
+        for i, request in enumerate(batch):
+            try:
+                request.result = predictor.finish(
+                    [output[i : i + 1] for output in outputs],
+                    request.previous,
+                    request.prepared_ms,
+                    inference_ms,
+                )
+            except Exception as exc:  # this frame's outputs are not finite, or its decoding failed
+                request.error = exc if isinstance(exc, ModelFailure) else ModelFailure(f"{type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _outcome(request: _Request) -> Result:
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
