@@ -29,12 +29,13 @@ SECTIONS = {
     "training": "benchmarks.training_loop",
     "end_to_end": "benchmarks.end_to_end",
     "hot_swap": "benchmarks.hot_swap",
+    "cameras": "benchmarks.cameras",
     "counts": "benchmarks.counts",
     "fleet": "benchmarks.fleet",
 }
 # run when --only is not given: the speed sections. `counts` measures the demo detector's quality and
 # needs `make demo` (or --model); it runs when named: --only counts
-DEFAULT_SECTIONS = ("variants", "publisher", "training", "end_to_end", "hot_swap", "fleet")
+DEFAULT_SECTIONS = ("variants", "publisher", "training", "end_to_end", "hot_swap", "cameras", "fleet")
 log = logging.getLogger("benchmarks")
 
 

@@ -123,6 +123,7 @@ class Published:
     index: int
     version: str
     latency_ms: dict  # the predictor's own preprocess / inference / total for this frame
+    source: str = ""  # the frame's source id
 
 
 class PublishClock:
@@ -139,6 +140,7 @@ class PublishClock:
             inferred.frame.index,
             inferred.result.model["version"],
             dict(inferred.result.latency_ms),
+            inferred.frame.source_id,
         )
         with self._lock:
             self.records.append(record)
@@ -169,7 +171,7 @@ def throughput(records: list[Published]) -> dict:
 
 @dataclass
 class Device:
-    """A runner on one source and one model, with a clock after its MQTT sink."""
+    """A runner on one model and its source(s), with a clock after its MQTT sink."""
 
     runner: object  # edge.runner.Runner
     manager: object  # edge.manager.ModelManager
@@ -179,9 +181,18 @@ class Device:
 
 
 def assemble(
-    package: DetectorPackage, source, broker_url: str, state: Path, threads: int, versions: tuple[str, ...] = ("1",)
+    package: DetectorPackage,
+    source,
+    broker_url: str,
+    state: Path,
+    threads: int,
+    versions: tuple[str, ...] = ("1",),
+    batch=None,
 ) -> Device:
-    """`edge.runner.Runner` from built parts (as `Runner.from_config` builds them), the alias on versions[0]."""
+    """`edge.runner.Runner` from built parts (as `Runner.from_config` builds them), the alias on versions[0].
+
+    `source`: one `edge.sources.Source` or a list of them (all on the package's model); `batch`: the
+    runner's `edge.batching.BatchConfig` (None: its default)."""
     from edge.manager import ModelManager
     from edge.mqtt import MqttConfig, Publisher
     from edge.runner import Runner
@@ -193,7 +204,10 @@ def assemble(
     name = package.manifest.name
     manager = ModelManager(registry, name, "production", state / "models", poll_s=3600, threads=threads)
     publisher = Publisher.from_config(MqttConfig(url=broker_url, reconnect_max_s=1.0), "bench", state)
-    runner = Runner("bench", [source], {name: manager}, {source.id: name}, publisher, status_interval_s=1.0)
+    sources = list(source) if isinstance(source, (list, tuple)) else [source]
+    runner = Runner(
+        "bench", sources, {name: manager}, {s.id: name for s in sources}, publisher, status_interval_s=1.0, batch=batch
+    )
     clock = PublishClock()
     for worker in runner.workers:
         worker.sinks.append(("clock", clock))

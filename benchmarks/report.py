@@ -200,12 +200,76 @@ def _targets(rows: list[dict]) -> str:
     return text + ("\nwhat limits the misses:\n" + "\n".join(limits) if limits else "")
 
 
+def _cameras(section: dict) -> str:
+    parts = []
+    for name, found in section["resolutions"].items():
+        stages = found["stages"]
+        parts.append(
+            f"{name}@{section['fps']}: alone decode {stages['decode']['cpu_ms']} + predict "
+            f"{stages['predict']['cpu_ms']} CPU-ms/frame -> CPU bound {found['bound']} cameras on "
+            f"{found['cores']} cores; kept {found['kept']} in real time with no frame lost "
+            f"({found['ratio']:.2f} x bound)"
+            + ("" if found["failed"] is None or found["failed"] - found["kept"] <= 1 else f", {found['failed']} not")
+        )
+        trials = found["trials"]
+        rows = [
+            [
+                t["n"],
+                t["batch"],
+                t["frames"],
+                t["drops"],
+                t["published"],
+                t["ready_s"],
+                f"{t['wall_s']} / {t['video_s']}",
+                t["age_p50_ms"],
+                t["age_p99_ms"],
+                t["cpu_cores"],
+                t["cpu_ms_per_frame"],
+                t["mean_batch"],
+                "-" if t["others_cpu"] is None else f"{t['others_cpu']:.0%}",
+                t["why"],
+            ]
+            for t in trials
+        ]
+        parts.append(
+            table(
+                [
+                    "cameras",
+                    "batch",
+                    "frames",
+                    "drops",
+                    "published",
+                    "ready s",
+                    "wall / video s",
+                    "age p50 ms",
+                    "age p99 ms",
+                    "CPU cores",
+                    "CPU-ms/frame",
+                    "mean batch",
+                    "others' CPU",
+                    "verdict",
+                ],
+                rows,
+            )
+        )
+        at, off = found["at_kept"], found["unbatched"]
+        if at is not None and off is not None and at["cpu_ms_per_frame"] and off["cpu_ms_per_frame"]:
+            parts.append(
+                f"batching at {at['n']} cameras: {at['cpu_ms_per_frame']} vs {off['cpu_ms_per_frame']} CPU-ms/frame "
+                f"without ({at['cpu_ms_per_frame'] / off['cpu_ms_per_frame']:.2f}x), age p50 {at['age_p50_ms']} vs "
+                f"{off['age_p50_ms']} ms, p99 {at['age_p99_ms']} vs {off['age_p99_ms']} ms; without batching "
+                f"{'kept' if off['kept'] else 'not kept: ' + off['why']}"
+            )
+    return "\n".join(parts)
+
+
 FORMATTERS = {
     "variants": _variants,
     "end_to_end": _end_to_end,
     "publisher": _publisher,
     "training": _training,
     "hot_swap": _hot_swap,
+    "cameras": _cameras,
     "counts": _counts,
     "fleet": _fleet,
 }

@@ -94,6 +94,8 @@ def check(sections: dict, flags: list[str]) -> list[dict]:
         )
     )
 
+    rows += _cameras(sections.get("cameras"))
+
     publisher = sections.get("publisher")
     sustained = publisher["sustained"]["messages_per_s"] if _ok(publisher) else None
     rows.append(
@@ -119,6 +121,34 @@ def check(sections: dict, flags: list[str]) -> list[dict]:
     )
     if "counts" in sections:  # opt-in (--only counts): its goals are shown when it was asked for
         rows += _counts(sections["counts"])
+    return rows
+
+
+def _cameras(section: Optional[dict]) -> list[dict]:
+    """Issue 16: per resolution, cameras kept / CPU bound and the frame age p99 at that count."""
+    rows = []
+    for name in ("720p", "1080p"):
+        found = section["resolutions"].get(name) if _ok(section) else None
+        at = found["at_kept"] if found else None
+        rows.append(
+            _row(
+                f"cameras kept in real time ({name}@15) / CPU bound (issue 16)",
+                found["ratio"] if found else None,
+                0.9,
+                f"x bound ({found['kept']} of {found['bound']})" if found else "x CPU bound",
+                found["limit"] if found else None,
+            )
+        )
+        rows.append(
+            _row(
+                f"frame age p99 at that camera count ({name}; issue 16)",
+                at["age_p99_ms"] if at else None,
+                100,
+                f"ms ({at['n']} cameras)" if at else "ms",
+                found["age_limit"] if found else None,
+                at_most=True,
+            )
+        )
     return rows
 
 

@@ -12,7 +12,7 @@ import pytest
 from tests.edge.packages import tiny_packages  # noqa: F401  (session fixture, for the counts section)
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("variants", "publisher", "training", "end_to_end", "hot_swap")
+SECTIONS = ("variants", "publisher", "training", "end_to_end", "hot_swap", "cameras")
 
 
 @pytest.mark.slow
@@ -125,6 +125,24 @@ def test_quick_counts_section_runs_on_a_tiny_detector_package(tiny_packages, tmp
     targets = [t for t in json.loads((out / "bench.json").read_text())["targets"] if t["target"].startswith("counts")]
     assert len(targets) == 2 and all(t["status"] in ("met", "missed") for t in targets), targets
     assert "worst scene" in done.stdout and "goals: >= 95% of all frames" in done.stdout, done.stdout[-3000:]
+
+
+def test_camera_search_finds_the_largest_count_kept_from_the_bound_within_its_trials():
+    from benchmarks.cameras import search
+
+    for largest, start in ((0, 24), (1, 24), (5, 24), (17, 24), (24, 24), (31, 24), (60, 24), (3, 1)):
+        tried: list[int] = []
+
+        def kept(n: int) -> bool:
+            tried.append(n)
+            return n <= largest
+
+        found = search(kept, start=start, max_trials=9, ceiling=48)
+        expected = (largest, largest + 1) if largest < 48 else (48, None)
+        assert found == expected, (largest, found, tried)
+        assert tried[0] == start and len(tried) <= 9 and len(set(tried)) == len(tried), tried
+    # out of trials: the largest kept so far and the smallest not kept so far
+    assert search(lambda n: n <= 17, start=24, max_trials=2, ceiling=48) == (16, 24)
 
 
 def test_recipe_chance_bar_and_overrides_are_pure_functions():
