@@ -98,10 +98,12 @@ def trial(
     base = {s.id: s.stats() for s in sources}
     batcher = runner.batchers[package.manifest.name]
     base_batch = batcher.stats()
+    base_failed = sum(w.stats()["failed"] for w in runner.workers)
     limit_s = video_s * 1.5 + 10  # a runner far behind is cut off (and not kept)
     runner.run(max_seconds=limit_s, exit_when_done=True)
     ended_at, cpu_s, others = time.monotonic(), _cpu_s() - base_cpu, meter.others_share()
     after = {s.id: s.stats() for s in sources}
+    failed = sum(w.stats()["failed"] for w in runner.workers) - base_failed
     records = device.clock.snapshot()
     steady = [r for r in records if r.index >= base[r.source]["frames"]]
     published = {s.id: {r.index for r in steady if r.source == s.id} for s in sources}
@@ -117,8 +119,10 @@ def trial(
     why = []
     if drops:
         why.append(f"{drops} dropped")
-    if lost > drops:  # a dropped frame is never published: these are the others
-        why.append(f"{lost - drops} more not published")
+    if failed:
+        why.append(f"{failed} not inferred (model failure)")
+    if lost > drops + failed:  # a dropped frame is never published, nor one the model failed on
+        why.append(f"{lost - drops - failed} more not published")
     if late_s > MARGIN_S:
         why.append(f"{late_s:.1f} s late")
     if not runner.done:
@@ -129,7 +133,8 @@ def trial(
         "frames": frames,
         "drops": drops,
         "published": len(steady),
-        "lost": lost,
+        "lost": lost,  # frames captured after the baseline and not published (drops included)
+        "not_inferred": failed,
         "ready_s": round(base_at - started, 1),
         "wall_s": round(wall_s, 2),
         "video_s": round(video_s, 2),
