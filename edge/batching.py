@@ -43,9 +43,9 @@ class BatchConfig(StrictModel):
 
 
 class _Request:
-    """One source's frame waiting for its batch."""
+    """One source's frame waiting for its batch; `event` is set when its result is in, or when it leads next."""
 
-    __slots__ = ("predictor", "prepared", "previous", "prepared_ms", "result", "error", "done")
+    __slots__ = ("predictor", "prepared", "previous", "prepared_ms", "result", "error", "done", "lead", "event")
 
     def __init__(self, predictor: Predictor, prepared: np.ndarray, previous, prepared_ms: float):
         self.predictor = predictor
@@ -55,15 +55,21 @@ class _Request:
         self.result: Optional[Result] = None
         self.error: Optional[BaseException] = None
         self.done = False
+        self.lead = False
+        self.event = threading.Event()
 
 
 class Batcher:
-    """The batch queue of one model, shared by the inference threads of the `members` sources that use it."""
+    """The batch queue of one model, shared by the inference threads of the `members` sources that use it.
+
+    Only the leading thread waits on the queue's condition (for more frames); the others wait on their own
+    request's event, so a new frame or a finished batch wakes one thread, never all of them."""
 
     def __init__(self, config: BatchConfig, members: int):
         self.config = config
         self.members = members
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # the leader waits on it for frames to join
         self._pending: list[_Request] = []
         self._leading = False
         self._batches = self._frames = 0
@@ -74,7 +80,7 @@ class Batcher:
 
     def stats(self) -> dict:
         """Batches run and frames in them since start; `mean` frames per batch (None before the first)."""
-        with self._cond:
+        with self._lock:
             mean = round(self._frames / self._batches, 2) if self._batches else None
             return {"batches": self._batches, "frames": self._frames, "mean": mean}
 
@@ -86,25 +92,35 @@ class Batcher:
         started = time.perf_counter()
         prepared = predictor.prepare(frame_bgr)
         request = _Request(predictor, prepared, previous, (time.perf_counter() - started) * 1000)
-        with self._cond:
+        with self._lock:
             self._pending.append(request)
-            self._cond.notify_all()
-            while not request.done and self._leading:
-                self._cond.wait()
+            if self._leading:
+                self._arrived.notify()  # the leader may be waiting for frames to join
+            else:
+                self._leading = request.lead = True
+        if not request.lead:
+            request.event.wait()  # its result is in, or the last leader handed it the lead
             if request.done:
                 return self._outcome(request)
-            self._leading = True
+        with self._lock:
             batch = self._gather(request)
         try:
             self._run(batch)
         finally:
-            with self._cond:
-                self._leading = False
+            with self._lock:
                 self._batches += 1
                 self._frames += len(batch)
                 for item in batch:
                     item.done = True
-                self._cond.notify_all()
+                following = self._pending[0] if self._pending else None  # the next leader
+                if following is None:
+                    self._leading = False
+                else:
+                    following.lead = True
+            for item in batch:
+                item.event.set()
+            if following is not None:
+                following.event.set()
         return self._outcome(request)
 
     def _gather(self, leader: _Request) -> list[_Request]:
@@ -116,7 +132,7 @@ class Batcher:
             remaining = deadline - time.monotonic()
             if len(same) >= self.config.max_size or len(self._pending) >= self.members or remaining <= 0:
                 break
-            self._cond.wait(remaining)
+            self._arrived.wait(remaining)
         batch = same[: self.config.max_size]
         taken = {id(r) for r in batch}
         self._pending = [r for r in self._pending if id(r) not in taken]

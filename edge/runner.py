@@ -27,12 +27,13 @@ from edge.capture import Capture
 from edge.config import DeviceConfig
 from edge.manager import ModelManager
 from edge.mqtt import Publisher
+from edge.package.runtimes import default_threads
 from edge.redact import redact_all
 from edge.registry import open_registry
 from edge.rings import in_share
 from edge.shadow import ShadowRunner
 from edge.sinks import CaptureSink, PublishSink, StreamSink
-from edge.sources import Source
+from edge.sources import Source, with_decode_threads
 from edge.stream import StreamServer
 from edge.worker import InferenceWorker
 
@@ -112,7 +113,7 @@ class Runner:
             )
 
         managers = {name: manager(name, reg.alias, cache, config.latency_budget_ms) for name in config.models}
-        sources = [Source.from_config(s) for s in config.sources]
+        sources = [Source.from_config(s) for s in with_decode_threads(config.sources, default_threads())]
         publisher = Publisher.from_config(config.mqtt, config.device_id, state)
         stream = StreamServer.from_config(config.stream) if config.stream else None
         capture = Capture.from_config(config.capture) if config.capture else None

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from edge.source_kinds.base import Reader, ReplayKind, SourceError, UndecodableSource, local_path
-from edge.source_kinds.video import VideoReader
+from edge.source_kinds.video import VideoReader, decode_threads_field
 
 KEY = "file"
 DEFAULT_FPS = 25.0  # when a file does not say its own rate
@@ -20,6 +20,7 @@ class FileSourceConfig(ReplayKind):
     CONSECUTIVE_FRAMES = True
 
     type: Literal[KEY] = KEY
+    decode_threads: Optional[int] = decode_threads_field()
 
     @classmethod
     def target(cls, uri: str, base_dir: Optional[Path]) -> Optional[str]:
@@ -28,7 +29,9 @@ class FileSourceConfig(ReplayKind):
 
     def open_reader(self) -> Reader:
         try:
-            return VideoReader(self.uri, self.stall_timeout_s, KEY, default_fps=DEFAULT_FPS)
+            return VideoReader(
+                self.uri, self.stall_timeout_s, KEY, default_fps=DEFAULT_FPS, threads=self.decode_threads
+            )
         except SourceError:
             if Path(self.uri).is_file():
                 raise UndecodableSource(f"cannot decode video file {self.uri!r}: {why_undecodable(self.uri)}") from None

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from edge.redact import redact
 from edge.secrets import read_password
 from edge.source_kinds.base import Reader, SourceKind, scheme_of
-from edge.source_kinds.video import VideoReader
+from edge.source_kinds.video import VideoReader, decode_threads_field
 
 KEY = "stream"
 SCHEMES = ("rtsp", "rtsps", "http", "https")
@@ -34,6 +34,7 @@ class StreamSourceConfig(SourceKind):
     transport: Optional[Literal["tcp", "udp"]] = Field(
         None, description="RTSP: RTP over tcp (through NAT and firewalls) or udp; default OpenCV's (tcp preferred)"
     )
+    decode_threads: Optional[int] = decode_threads_field()
 
     @classmethod
     def target(cls, uri: str, base_dir: Optional[Path]) -> Optional[str]:
@@ -65,4 +66,6 @@ class StreamSourceConfig(SourceKind):
         return urlunsplit(parts._replace(netloc=f"{userinfo}@{parts.netloc}"))
 
     def open_reader(self) -> Reader:
-        return VideoReader(self.open_target(), self.stall_timeout_s, KEY, transport=self.transport)
+        return VideoReader(
+            self.open_target(), self.stall_timeout_s, KEY, transport=self.transport, threads=self.decode_threads
+        )

@@ -9,11 +9,24 @@ from typing import Optional, Union
 import cv2
 import numpy as np
 
+from pydantic import Field
+
 from edge.redact import redact
 from edge.source_kinds.base import SourceError
 
 _FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"  # read by OpenCV at each open: one open at a time sets it
 _FFMPEG_OPTIONS_LOCK = threading.Lock()
+
+
+def decode_threads_field():
+    """The `decode_threads` key of the kinds FFmpeg decodes (files, streams)."""
+    return Field(
+        None,
+        ge=1,
+        le=64,
+        description="FFmpeg decoder threads for this source; default: 1 when the device has at least as many "
+        "sources as cores (many cameras: one thread each decodes with the least CPU), else FFmpeg's own choice",
+    )
 
 
 class VideoReader:
@@ -23,7 +36,8 @@ class VideoReader:
     `transport` ("tcp" or "udp") sets FFmpeg's `rtsp_transport` for this open (RTP over the RTSP
     connection, through NAT and firewalls, or over UDP); None keeps OpenCV's default (TCP preferred).
     `noun` names the source in the SourceError when it cannot be opened; `default_fps` is the rate
-    when the source does not say its own.
+    when the source does not say its own. `threads` sets FFmpeg's decoder threads (CAP_PROP_N_THREADS;
+    None: FFmpeg's choice, one per core).
     """
 
     def __init__(
@@ -33,6 +47,7 @@ class VideoReader:
         noun: str,
         transport: Optional[str] = None,
         default_fps: float = 0.0,
+        threads: Optional[int] = None,
     ):
         if isinstance(target, int):
             self._cap = cv2.VideoCapture(target)
@@ -40,6 +55,8 @@ class VideoReader:
             # FFmpeg honours these, so a stalled stream returns from read() instead of blocking forever
             ms = max(int(timeout_s * 1000), 1)
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+            if threads:
+                params += [cv2.CAP_PROP_N_THREADS, threads]
             if not transport:
                 self._cap = cv2.VideoCapture(target, cv2.CAP_FFMPEG, params)
             else:  # only these opens wait for each other (the option is process-wide while set)

@@ -1,0 +1,64 @@
+"""Decoder threads for many sources: `decode_threads` sets FFmpeg's threads of a file or stream, a device
+with at least as many sources as cores decodes each on one thread unless the config says otherwise, and a
+bad value is one clear line."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.config import ConfigError
+from edge.sources import parse_source, with_decode_threads
+from tests.edge.test_config import MINIMAL, load_text, project, write_video  # noqa: F401 (fixture)
+
+
+def test_a_device_with_as_many_sources_as_cores_decodes_each_on_one_thread(tmp_path):
+    video = str(write_video(tmp_path / "clip.mp4"))
+    (tmp_path / "imgs").mkdir()
+    cv2.imwrite(str(tmp_path / "imgs" / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    configs = [
+        parse_source({"id": "a", "uri": video}),
+        parse_source({"id": "b", "uri": video, "decode_threads": 3}),  # the config's own choice stays
+        parse_source({"id": "c", "uri": "rtsp://cam/live"}),
+        parse_source({"id": "d", "uri": str(tmp_path / "imgs")}),  # a folder decodes no video
+    ]
+    filled = with_decode_threads(configs, cores=4)
+    assert [getattr(c, "decode_threads", None) for c in filled] == [1, 3, 1, None]
+    fewer = with_decode_threads(configs, cores=8)
+    assert [getattr(c, "decode_threads", None) for c in fewer] == [None, 3, None, None], "FFmpeg's choice"
+    assert configs[0].decode_threads is None, "the parsed config is not changed in place"
+
+
+def test_one_decoder_thread_decodes_the_same_frames(tmp_path):
+    video = str(write_video(tmp_path / "clip.mp4"))
+    readers = [parse_source({"id": "a", "uri": video, **extra}).open_reader() for extra in ({}, {"decode_threads": 1})]
+    try:
+        assert readers[1]._cap.get(cv2.CAP_PROP_N_THREADS) == 1, "FFmpeg was given one thread"
+        while True:
+            frames = [reader.read() for reader in readers]
+            if frames[0] is None:
+                assert frames[1] is None, "the same number of frames"
+                break
+            assert np.array_equal(frames[0], frames[1])
+    finally:
+        for reader in readers:
+            reader.release()
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("{id: door, uri: data/demo/video.mp4, decode_threads: 0}", "sources[0].decode_threads: Input should be"),
+        ("{id: door, uri: data/demo/video.mp4, decode_threads: many}", "sources[0].decode_threads: Input should be"),
+        (
+            "{id: door, uri: 0, decode_threads: 1}",
+            "sources[0]: source 'door': decode_threads applies to rtsp/http streams and video files, not to the camera",
+        ),
+    ],
+)
+def test_a_bad_decode_threads_is_one_line_naming_the_key(project, source, expected):
+    with pytest.raises(ConfigError) as error:
+        load_text(project, MINIMAL.replace("{id: door, uri: data/demo/video.mp4}", source))
+    message = str(error.value)
+    assert expected in message and len(message.splitlines()) == 1, message
