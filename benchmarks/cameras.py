@@ -34,7 +34,7 @@ from benchmarks.video import make_video
 from edge.batching import BatchConfig
 from edge.package.runtimes import default_threads
 from edge.predictor import Predictor
-from edge.sources import Source, parse_source
+from edge.sources import Source, parse_source, with_decode_threads
 
 FPS = 15
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -49,10 +49,18 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def cameras(video, n: int) -> list:
+    """The configs of `n` cameras over `video`, as `Runner.from_config` completes them (`decode_threads`)."""
+    configs = [parse_source(dict(id=f"cam{i:02d}", uri=str(video), fps=FPS, drop=True)) for i in range(n)]
+    return with_decode_threads(configs, default_threads())
+
+
 def cpu_alone(video, package: DetectorPackage, threads: int, frames: int) -> dict:
-    """CPU-ms per frame of decode (the reader a file source opens) and of `Predictor.predict` on those
-    frames, each measured alone; the bound in cameras at 15 fps on this machine's cores."""
-    reader = parse_source({"id": "decode", "uri": str(video)}).open_reader()
+    """CPU-ms per frame of decode (the reader a camera opens on a device with many cameras) and of
+    `Predictor.predict` on those frames, each measured alone; the bound in cameras at 15 fps on this
+    machine's cores."""
+    config = cameras(video, max(default_threads(), 2))[0]
+    reader = config.open_reader()
     pool: list = []
 
     def decode():
@@ -69,6 +77,7 @@ def cpu_alone(video, package: DetectorPackage, threads: int, frames: int) -> dic
     return {
         "stages": found,
         "variant": predictor.variant,
+        "decode_threads": getattr(config, "decode_threads", None),
         "cpu_ms_per_frame": round(per_frame, 3),
         "cores": cores,
         "bound": round(cores * 1000 / (per_frame * FPS), 1),
@@ -86,7 +95,7 @@ def trial(
     batch: BatchConfig,
 ) -> dict:
     """N cameras on one fresh runner with `batch`; the steady part's figures and whether N was kept."""
-    sources = [Source(parse_source(dict(id=f"cam{i:02d}", uri=str(video), fps=FPS, drop=True))) for i in range(n)]
+    sources = [Source(config) for config in cameras(video, n)]
     device = assemble(package, sources, broker_url, state, threads, batch=batch)
     runner, video_s = device.runner, frames_in_file / FPS
     started = time.monotonic()
