@@ -133,7 +133,7 @@ class Batcher:
             if len(same) >= self.config.max_size or len(self._pending) >= self.members or remaining <= 0:
                 break
             self._arrived.wait(remaining)
-        batch = same[: self.config.max_size]
+        batch = [leader, *[r for r in same if r is not leader][: self.config.max_size - 1]]  # its own frame first
         taken = {id(r) for r in batch}
         self._pending = [r for r in self._pending if id(r) not in taken]
         return batch

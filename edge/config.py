@@ -42,6 +42,11 @@ from edge.shadow import ShadowConfig
 from edge.sources import SourceConfig
 from edge.stream import StreamConfig
 
+# Python's thread switch interval while a runner serves (sys.setswitchinterval; Python's default is 5 ms). A
+# source's thread back from decoding or inference (both run without the GIL) waits up to this long for the
+# GIL while another thread runs Python; with many sources those waits add up to frame ages of a few frame
+# intervals and to dropped frames. `python -m benchmarks --only cameras` measured it (README, "Cameras per box").
+SWITCH_INTERVAL_MS = 1.0
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = r"^[A-Za-z0-9_.-]+$"  # usable as an MQTT topic level, a folder name and an AWS IoT thing name
 # config keys that hold paths, resolved against the config file's folder before validation
@@ -133,6 +138,13 @@ class DeviceConfig(StrictModel):
     batch: BatchConfig = Field(
         default_factory=BatchConfig,
         description="frames of sources that share a model inferred as one batch (max_size, deadline_ms)",
+    )
+    switch_interval_ms: float = Field(
+        SWITCH_INTERVAL_MS,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval while the runner serves (ms; Python's default 5): how long "
+        "a source's thread may wait for the interpreter; shorter keeps frame ages low with many sources",
     )
     status_interval_s: float = Field(5.0, gt=0, description="seconds between retained status updates")
     exit_when_done: bool = Field(

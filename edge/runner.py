@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections import Counter
@@ -24,7 +25,7 @@ from typing import Optional
 
 from edge.batching import Batcher, BatchConfig
 from edge.capture import Capture
-from edge.config import DeviceConfig
+from edge.config import SWITCH_INTERVAL_MS, DeviceConfig
 from edge.manager import ModelManager
 from edge.mqtt import Publisher
 from edge.package.runtimes import default_threads
@@ -58,11 +59,13 @@ class Runner:
         latency_budget_ms: Optional[float] = None,
         shadow: Optional[ShadowRunner] = None,
         batch: Optional[BatchConfig] = None,
+        switch_interval_ms: float = SWITCH_INTERVAL_MS,
     ):
         self.device_id, self.fleet = device_id, fleet
         self.latency_budget_ms = latency_budget_ms
         self.sources, self.managers, self.publisher, self.stream = sources, managers, publisher, stream
         self.status_interval_s = status_interval_s
+        self.switch_interval_ms = switch_interval_ms
         self.publish_sink = PublishSink(publisher, device_id)
         self.capture_sink = CaptureSink(capture) if capture is not None else None
         sinks = [("mqtt", self.publish_sink)]
@@ -135,14 +138,17 @@ class Runner:
             config.latency_budget_ms,
             shadow,
             config.batch,
+            config.switch_interval_ms,
         )
 
     # -- life cycle ----------------------------------------------------------------------------
 
     def start(self) -> "Runner":
-        """Start serving; raises OSError when the stream port cannot be bound (before anything else started)."""
+        """Start serving; raises OSError when the stream port cannot be bound (before anything else started).
+        Sets the process's thread switch interval to `switch_interval_ms`."""
         if self.stream is not None:
             self.stream.start()
+        sys.setswitchinterval(self.switch_interval_ms / 1000)
         self._started = True
         status = self.status()
         self.publisher.publish_status(status)

@@ -1,6 +1,6 @@
-"""Decoder threads for many sources: `decode_threads` sets FFmpeg's threads of a file or stream, a device
-with at least as many sources as cores decodes each on one thread unless the config says otherwise, and a
-bad value is one clear line."""
+"""The device config's keys for many sources: `decode_threads` sets FFmpeg's threads of a file or stream (a
+device with at least as many sources as cores decodes each on one thread unless the config says otherwise),
+`batch` and `switch_interval_ms` reach the runner, and a bad value of any is one clear line."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge.config import ConfigError
+from edge.runner import Runner
 from edge.sources import parse_source, with_decode_threads
 from tests.edge.test_config import MINIMAL, load_text, project, write_video  # noqa: F401 (fixture)
 
@@ -62,3 +63,26 @@ def test_a_bad_decode_threads_is_one_line_naming_the_key(project, source, expect
         load_text(project, MINIMAL.replace("{id: door, uri: data/demo/video.mp4}", source))
     message = str(error.value)
     assert expected in message and len(message.splitlines()) == 1, message
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("batch: {max_size: 0}", "batch.max_size: Input should be greater than or equal to 1"),
+        ("batch: {deadline_ms: -1}", "batch.deadline_ms: Input should be greater than or equal to 0"),
+        ("batch: {size: 8}", "batch.size: unknown key (did you mean 'max_size'?)"),
+        ("switch_interval_ms: 0", "switch_interval_ms: Input should be greater than 0"),
+    ],
+)
+def test_a_bad_batch_or_switch_interval_is_one_line_naming_the_key(project, line, expected):
+    with pytest.raises(ConfigError) as error:
+        load_text(project, MINIMAL + line + "\n")
+    message = str(error.value)
+    assert expected in message and len(message.splitlines()) == 1, message
+
+
+def test_batch_and_switch_interval_reach_the_runner(project):
+    config = load_text(project, MINIMAL + "batch: {max_size: 4, deadline_ms: 2.5}\nswitch_interval_ms: 2\n")
+    runner = Runner.from_config(config, project / "state")  # built, not started: nothing connects yet
+    assert [(b.config.max_size, b.config.deadline_ms, b.members) for b in runner.batchers.values()] == [(4, 2.5, 1)]
+    assert runner.switch_interval_ms == 2
