@@ -37,17 +37,20 @@ def make_video(
     demo_video: Optional[Path],
     size: tuple[int, int] = (WIDTH, HEIGHT),
     fps: int = FPS,
+    start_s: float = 0.0,
 ) -> tuple[Path, str]:
-    """(path, codec description) of a `frames`-long video, `size` (width, height) at `fps` (default 1080p30)."""
+    """(path, codec description) of a `frames`-long video, `size` (width, height) at `fps` (default 1080p30),
+    from `start_s` seconds into its content (with ffmpeg; the content loops)."""
     width, height = size
     out.parent.mkdir(parents=True, exist_ok=True)
     ffmpeg = ffmpeg_binary()
     if ffmpeg:
         if demo_video and demo_video.is_file():
-            source = ["-stream_loop", "-1", "-i", str(demo_video), "-vf", f"scale={width}:{height},fps={fps}"]
+            source = ["-stream_loop", "-1", "-ss", f"{start_s:g}", "-i", str(demo_video)]
+            source += ["-vf", f"scale={width}:{height},fps={fps}"]
             what = f"the demo video scaled to {width}x{height}"
         else:
-            source = ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={fps}"]
+            source = ["-f", "lavfi", "-ss", f"{start_s:g}", "-i", f"testsrc2=size={width}x{height}:rate={fps}"]
             what = "FFmpeg's testsrc2 pattern"
         command = [
             ffmpeg,

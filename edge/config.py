@@ -39,7 +39,7 @@ from edge.mqtt.config import MqttConfig
 from edge.package.runtimes import RuntimeOptionsConfig
 from edge.registry import BACKENDS, config_union
 from edge.shadow import ShadowConfig
-from edge.sources import SourceConfig
+from edge.sources import CAPTURE_NICE, SourceConfig
 from edge.stream import StreamConfig
 
 # Python's thread switch interval while a runner serves (sys.setswitchinterval; Python's default is 5 ms). A
@@ -138,6 +138,13 @@ class DeviceConfig(StrictModel):
     batch: BatchConfig = Field(
         default_factory=BatchConfig,
         description="frames of sources that share a model inferred as one batch (max_size, deadline_ms)",
+    )
+    capture_nice: int = Field(
+        CAPTURE_NICE,
+        ge=0,
+        le=19,
+        description="capture (decode) threads run this much nicer than inference and publishing (Linux), so a "
+        "decoded frame is taken before the next is decoded when the cores are busy; 0: same priority",
     )
     switch_interval_ms: float = Field(
         SWITCH_INTERVAL_MS,

@@ -116,7 +116,7 @@ class Runner:
             )
 
         managers = {name: manager(name, reg.alias, cache, config.latency_budget_ms) for name in config.models}
-        sources = [Source.from_config(s) for s in with_decode_threads(config.sources, default_threads())]
+        sources = [Source(s, nice=config.capture_nice) for s in with_decode_threads(config.sources, default_threads())]
         publisher = Publisher.from_config(config.mqtt, config.device_id, state)
         stream = StreamServer.from_config(config.stream) if config.stream else None
         capture = Capture.from_config(config.capture) if config.capture else None

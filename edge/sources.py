@@ -14,6 +14,8 @@ a replay) is declared by the kind's module in `edge/source_kinds/`; nothing here
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -32,6 +34,11 @@ log = logging.getLogger(__name__)
 BACKOFF_INITIAL_S = 0.5
 DECODE_TRIES = 3  # a file or folder that is there but yields no frame this many times in a row has failed
 FPS_WINDOW_S = 2.0
+# Capture threads (and the FFmpeg threads they start) run this much nicer than the rest of the runner (Linux,
+# per thread): when the cores are busy, a frame already decoded is taken, inferred and published before the
+# next one is decoded. Decoding is most of a camera's CPU; without this, a consumer waiting for a core behind
+# many decoders let its source's slot be overwritten (1080p, 8 cameras: frame age p99 60 -> 22 ms, README).
+CAPTURE_NICE = 10
 
 OpenReader = Callable[[SourceKind], Reader]  # the source's config -> its reader, opened
 
@@ -51,6 +58,18 @@ def with_decode_threads(configs: list[SourceKind], cores: int) -> list[SourceKin
     ]
 
 
+def lower_priority(nice: int) -> None:
+    """Make the calling thread `nice` steps nicer (Linux, where a thread has its own nice value; the threads it
+    starts inherit it). Raising one's own nice value needs no privilege; elsewhere, or if refused, nothing."""
+    if not nice or not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + nice, 19))
+    except OSError as exc:
+        log.debug("capture thread priority unchanged: %s", exc)
+
+
 def open_reader(config: SourceKind) -> Reader:
     """The kind's own reader (tests and benchmarks hand `Source` another)."""
     return config.open_reader()
@@ -59,9 +78,10 @@ def open_reader(config: SourceKind) -> Reader:
 class Source:
     """One frame source: `start()`, then `get(timeout)` frames, `stats()` at any time, `stop()`."""
 
-    def __init__(self, config: SourceKind, open_reader: OpenReader = open_reader):
+    def __init__(self, config: SourceKind, open_reader: OpenReader = open_reader, nice: int = CAPTURE_NICE):
         self.config = config
         self._open_reader = open_reader
+        self._nice = nice
         self._slot = FrameSlot(config.drops_frames)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -142,6 +162,7 @@ class Source:
         return generation == self._generation and not self._stop.is_set()
 
     def _capture(self, generation: int) -> None:
+        lower_priority(self._nice)
         reader: Optional[Reader] = None
         try:
             while self._current(generation) and not self.failed:

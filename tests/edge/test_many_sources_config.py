@@ -4,13 +4,16 @@ device with at least as many sources as cores decodes each on one thread unless 
 
 from __future__ import annotations
 
+import os
+import threading
+
 import cv2
 import numpy as np
 import pytest
 
 from edge.config import ConfigError
 from edge.runner import Runner
-from edge.sources import parse_source, with_decode_threads
+from edge.sources import Source, parse_source, with_decode_threads
 from tests.edge.test_config import MINIMAL, load_text, project, write_video  # noqa: F401 (fixture)
 
 
@@ -72,6 +75,7 @@ def test_a_bad_decode_threads_is_one_line_naming_the_key(project, source, expect
         ("batch: {deadline_ms: -1}", "batch.deadline_ms: Input should be greater than or equal to 0"),
         ("batch: {size: 8}", "batch.size: unknown key (did you mean 'max_size'?)"),
         ("switch_interval_ms: 0", "switch_interval_ms: Input should be greater than 0"),
+        ("capture_nice: 20", "capture_nice: Input should be less than or equal to 19"),
     ],
 )
 def test_a_bad_batch_or_switch_interval_is_one_line_naming_the_key(project, line, expected):
@@ -86,3 +90,18 @@ def test_batch_and_switch_interval_reach_the_runner(project):
     runner = Runner.from_config(config, project / "state")  # built, not started: nothing connects yet
     assert [(b.config.max_size, b.config.deadline_ms, b.members) for b in runner.batchers.values()] == [(4, 2.5, 1)]
     assert runner.switch_interval_ms == 2
+    assert [source._nice for source in runner.sources] == [10], "the default"
+
+
+def test_capture_threads_run_nicer_than_the_rest(tmp_path):
+    video = str(write_video(tmp_path / "clip.mp4", frames=30))
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    for nice, expected in ((10, min(base + 10, 19)), (0, base)):
+        source = Source(parse_source({"id": "a", "uri": video, "fps": 5}), nice=nice).start()
+        try:
+            assert source.get(timeout=10) is not None, "the capture thread delivers"
+            capture = source._threads[0]  # start() spawns the capture thread, then the watchdog
+            assert os.getpriority(os.PRIO_PROCESS, capture.native_id) == expected, nice
+        finally:
+            source.stop()
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base, "the caller's thread is untouched"
