@@ -35,7 +35,8 @@ from benchmarks.video import make_video
 from edge.batching import BatchConfig
 from edge.package.runtimes import default_threads
 from edge.predictor import Predictor
-from edge.sources import Source, parse_source, with_decode_threads
+from edge.scaling import inference_threads, with_decode_threads
+from edge.sources import Source, parse_source
 
 FPS = 15
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -99,11 +100,12 @@ def trial(
     n: int,
     broker_url: str,
     state,
-    threads: int,
     batch: BatchConfig,
 ) -> dict:
-    """N cameras on one fresh runner with `batch`; the steady part's figures and whether N was kept."""
+    """N cameras on one fresh runner with `batch` and the inference threads a device picks for N sources
+    (`edge.sources.inference_threads`); the steady part's figures and whether N was kept."""
     sources = [Source(config) for config in cameras(videos, n)]
+    threads = inference_threads(None, n, default_threads()) or default_threads()
     device = assemble(package, sources, broker_url, state, threads, batch=batch)
     runner, video_s = device.runner, frames_in_file / FPS
     started = time.monotonic()
@@ -206,7 +208,9 @@ def measure(settings: Settings, package: DetectorPackage, name: str, broker_url:
         for k in range(phases)
     ]
     videos, codec = [path for path, _ in made], f"{made[0][1]}; {phases} files, each from another point of it"
-    alone = cpu_alone(videos[0], package, settings.threads, settings.runs(150, 45))
+    # predict alone on the inference threads the runner uses for as many cameras as the bound allows (>= cores)
+    threads = inference_threads(None, default_threads(), default_threads()) or default_threads()
+    alone = cpu_alone(videos[0], package, threads, settings.runs(150, 45))
     trials: list[dict] = []
 
     def run_trial(n: int, config: BatchConfig) -> dict:
@@ -217,7 +221,6 @@ def measure(settings: Settings, package: DetectorPackage, name: str, broker_url:
             n,
             broker_url,
             settings.work / f"cameras-{name}-{len(trials)}",
-            settings.threads,
             config,
         )
         trials.append(found)
@@ -305,8 +308,9 @@ def run(settings: Settings, batch: Optional[BatchConfig] = None) -> dict:
         found = {name: measure(settings, package, name, broker.url, batch) for name in names}
     first = next(iter(found.values()))
     return {
-        "title": f"Cameras per box: {package.manifest.name} ({first['variant']}, {settings.threads} threads), "
-        f"H.264 files at {FPS} fps, drop: true, every frame published at QoS 1",
+        "title": f"Cameras per box: {package.manifest.name} ({first['variant']}, inference threads as a device "
+        f"picks them: 1 from {default_threads()} cameras on), H.264 files at {FPS} fps, drop: true, every frame "
+        "published at QoS 1",
         "fps": FPS,
         "batch": batch.model_dump(),
         "resolutions": found,

@@ -128,7 +128,12 @@ class DeviceConfig(StrictModel):
     state_dir: Optional[Path] = Field(
         None, description="outbox, package cache; default .lensops/<device_id> next to the config file"
     )
-    threads: Optional[int] = Field(None, ge=1, description="inference threads per model (default: the runtime's)")
+    threads: Optional[int] = Field(
+        None,
+        ge=1,
+        description="inference threads per model (default: 1 when the device has at least as many sources as "
+        "cores, else the runtime's: every core)",
+    )
     runtimes: Dict[str, RuntimeOptionsConfig] = Field(
         default_factory=dict,
         description="per runtime key (onnxruntime, openvino, mxnet), session options that replace its defaults, "

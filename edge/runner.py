@@ -34,7 +34,8 @@ from edge.registry import open_registry
 from edge.rings import in_share
 from edge.shadow import ShadowRunner
 from edge.sinks import CaptureSink, PublishSink, StreamSink
-from edge.sources import Source, with_decode_threads
+from edge.scaling import inference_threads, with_decode_threads
+from edge.sources import Source
 from edge.stream import StreamServer
 from edge.worker import InferenceWorker
 
@@ -110,7 +111,7 @@ class Runner:
                 poll_s=reg.poll_s,
                 latency_budget_ms=latency_budget_ms,
                 prefer_variant=reg.prefer_variant,
-                threads=config.threads,
+                threads=inference_threads(config.threads, len(config.sources), default_threads()),
                 runtime_options=config.runtimes,
                 keep=reg.keep,
             )

@@ -27,7 +27,7 @@ from edge.frames import Frame, FrameSlot
 from edge.redact import redact
 from edge.source_kinds import Reader, ReplayKind, SourceConfig, SourceKind, UndecodableSource, parse_source
 
-__all__ = ["DECODE_TRIES", "OpenReader", "Source", "SourceConfig", "parse_source", "with_decode_threads"]
+__all__ = ["DECODE_TRIES", "OpenReader", "Source", "SourceConfig", "parse_source"]
 
 log = logging.getLogger(__name__)
 
@@ -41,21 +41,6 @@ FPS_WINDOW_S = 2.0
 CAPTURE_NICE = 10
 
 OpenReader = Callable[[SourceKind], Reader]  # the source's config -> its reader, opened
-
-
-def with_decode_threads(configs: list[SourceKind], cores: int) -> list[SourceKind]:
-    """The sources with `decode_threads` filled in where a kind has it and the config left it unset: 1 when
-    the device has at least `cores` sources (each decoder then has a core's share at most, and FFmpeg's
-    frame threads only add CPU: 720p H.264 took 5.9 CPU-ms a frame on one thread, 6.6 on two), else as
-    they are (FFmpeg's choice)."""
-    if len(configs) < cores:
-        return list(configs)
-    return [
-        c.model_copy(update={"decode_threads": 1})
-        if "decode_threads" in type(c).model_fields and getattr(c, "decode_threads") is None
-        else c
-        for c in configs
-    ]
 
 
 def lower_priority(nice: int) -> None:

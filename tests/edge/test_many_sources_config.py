@@ -13,7 +13,9 @@ import pytest
 
 from edge.config import ConfigError
 from edge.runner import Runner
-from edge.sources import Source, parse_source, with_decode_threads
+from edge.package.runtimes import default_threads
+from edge.scaling import inference_threads, with_decode_threads
+from edge.sources import Source, parse_source
 from tests.edge.test_config import MINIMAL, load_text, project, write_video  # noqa: F401 (fixture)
 
 
@@ -105,3 +107,14 @@ def test_capture_threads_run_nicer_than_the_rest(tmp_path):
         finally:
             source.stop()
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base, "the caller's thread is untouched"
+
+
+def test_inference_threads_are_one_per_model_from_as_many_sources_as_cores(project):
+    assert inference_threads(None, sources=2, cores=2) == 1
+    assert inference_threads(None, sources=1, cores=2) is None, "the runtime's default: every core"
+    assert inference_threads(3, sources=16, cores=2) == 3, "the config's threads win"
+    many = "".join(f"  - {{id: cam{i}, uri: data/demo/video.mp4}}\n" for i in range(default_threads()))
+    text = MINIMAL.replace("  - {id: door, uri: data/demo/video.mp4}\n", many)
+    runner = Runner.from_config(load_text(project, text), project / "state")
+    assert [m.threads for m in runner.managers.values()] == [1]
+    assert {s.config.decode_threads for s in runner.sources} == {1}
