@@ -89,5 +89,5 @@ def test_the_installed_command_exits_2_on_a_bad_config(project):
     assert (
         done.stderr.strip() == f"error: {path}: fleets: unknown key (did you mean 'fleet'?); expected one of: "
         "device_id, fleet, registry, sources, mqtt, stream, capture, shadow, state_dir, threads, runtimes, "
-        "latency_budget_ms, status_interval_s, exit_when_done"
+        "latency_budget_ms, batch, capture_nice, switch_interval_ms, status_interval_s, exit_when_done"
     ), done.stderr
