@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks.broker import Mosquitto, available
 from benchmarks.device import DetectorPackage, assemble, detector_package
-from benchmarks.end_to_end import timed
+from benchmarks.end_to_end import timed, timed_decode
 from benchmarks.machine import CpuMeter, Settings
 from benchmarks.video import make_video
 from edge.batching import BatchConfig
@@ -45,7 +45,6 @@ MARGIN_S = 0.5  # the last publish may come this long after the video's length
 # Identical files started together decode their costly frames at the same moment on every camera, a burst
 # no set of real cameras makes (measured: all 16 sources of a run late at once for 0.6 s, 3 s into it).
 PHASES = 8
-POOL = 24  # decoded frames kept for the predict measurement
 AGE_GOAL_MS = 100.0
 RATIO_GOAL = 0.9
 
@@ -69,16 +68,8 @@ def cpu_alone(video, package: DetectorPackage, threads: int, frames: int) -> dic
     `Predictor.predict` on those frames, each measured alone; the bound in cameras at 15 fps on this
     machine's cores."""
     config = cameras([video], max(default_threads(), 2))[0]
-    reader = config.open_reader()
-    pool: list = []
-
-    def decode():
-        frame = reader.read()
-        if frame is not None and len(pool) < POOL:
-            pool.append(frame)
-
-    found = {"decode": timed(decode for _ in range(frames))}
-    reader.release()
+    decoded, pool = timed_decode(config, frames)
+    found = {"decode": decoded}
     predictor = Predictor.load(package.folder, package.manifest, threads=threads)
     found["predict"] = timed((lambda f=pool[i % len(pool)]: predictor.predict(f)) for i in range(frames))
     cores = default_threads()

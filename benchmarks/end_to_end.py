@@ -54,17 +54,25 @@ def timed(calls) -> dict:
     }
 
 
-def stages(video, package: DetectorPackage, threads: int, runs: int) -> tuple[dict, list]:
-    reader = parse_source({"id": "decode", "uri": str(video)}).open_reader()
-    frames = []
+def timed_decode(config, runs: int) -> tuple[dict, list]:
+    """`timed` figures of `runs` reads of the source `config`'s own reader, and its first POOL frames."""
+    reader = config.open_reader()
+    frames: list = []
 
     def decode():
         frame = reader.read()
         if frame is not None and len(frames) < POOL:
             frames.append(frame)
 
-    found = {"decode": timed(decode for _ in range(runs))}
-    reader.release()
+    try:
+        return timed(decode for _ in range(runs)), frames
+    finally:
+        reader.release()
+
+
+def stages(video, package: DetectorPackage, threads: int, runs: int) -> tuple[dict, list]:
+    decoded, frames = timed_decode(parse_source({"id": "decode", "uri": str(video)}), runs)
+    found = {"decode": decoded}
     spec = package.manifest.input
     predictor = Predictor.load(package.folder, package.manifest, threads=threads)
     pool = [frames[i % len(frames)] for i in range(runs)]
