@@ -134,7 +134,7 @@ def trial(
     if lost > drops + failed:  # a dropped frame is never published, nor one the model failed on
         why.append(f"{lost - drops - failed} more not published")
     if late_s > MARGIN_S:
-        why.append(f"{late_s:.1f} s late")
+        why.append(f"{late_s:.2f} s late")
     if not runner.done:
         why.append(f"cut off after {limit_s:.0f} s")
     return {

@@ -86,7 +86,7 @@ class Batcher:
 
     def predict(self, predictor: Predictor, frame_bgr: np.ndarray, previous: Optional[list[Prediction]]) -> Result:
         """The frame's `Result`, as `predictor.predict(frame_bgr, previous)` gives it; ModelFailure when the
-        model failed on it (the whole batch, or this frame's outputs are not finite)."""
+        model failed on it (run alone after its batch failed, or its own outputs are not finite)."""
         if not self.batching:
             return predictor.predict(frame_bgr, previous)
         started = time.perf_counter()
@@ -102,15 +102,18 @@ class Batcher:
             request.event.wait()  # its result is in, or the last leader handed it the lead
             if request.done:
                 return self._outcome(request)
-        with self._lock:
-            batch = self._gather(request)
+        batch = [request]
         try:
+            with self._lock:
+                batch = self._gather(request)
             self._run(batch)
         finally:
             with self._lock:
                 self._batches += 1
                 self._frames += len(batch)
                 for item in batch:
+                    if item.result is None and item.error is None:  # _gather or _run did not get that far
+                        item.error = ModelFailure("the batch this frame was in stopped on an internal error")
                     item.done = True
                 following = self._pending[0] if self._pending else None  # the next leader
                 if following is None:
@@ -122,6 +125,12 @@ class Batcher:
             if following is not None:
                 following.event.set()
         return self._outcome(request)
+
+    def leave(self) -> None:
+        """A source that uses the model stopped for good (its worker ended): a leader no longer waits for it."""
+        with self._lock:
+            self.members = max(self.members - 1, 0)
+            self._arrived.notify()
 
     def _gather(self, leader: _Request) -> list[_Request]:
         """Under the lock: up to max_size requests for the leader's predictor, waiting at most the deadline
@@ -140,28 +149,35 @@ class Batcher:
 
     @staticmethod
     def _run(batch: list[_Request]) -> None:
-        """Infer the batch once and give each request its result or error (never raises)."""
+        """Infer the batch once and give each request its result or error. When the session fails on the
+        batch, each frame is run again alone, so only a frame that fails alone fails (and the manager counts
+        one failure per failing frame, as without batching). A batched frame's `latency_ms.inference` is its
+        share of its batch's run (the batch's wall time / the batch's size)."""
         predictor = batch[0].predictor
         try:
             outputs, inference_ms = predictor.infer_prepared([r.prepared for r in batch])
-        except Exception as exc:  # ModelFailure (runtimes' own errors are wrapped): every frame of the batch failed
+        except Exception:  # ModelFailure (runtimes' own errors are wrapped)
             for request in batch:
-                request.error = exc
+                try:
+                    alone, alone_ms = predictor.infer_prepared([request.prepared])
+                    request.result = predictor.finish(alone, request.previous, request.prepared_ms, alone_ms)
+                except Exception as exc:
+                    request.error = exc
             return
+        share_ms = inference_ms / len(batch)
         for i, request in enumerate(batch):
             try:
                 request.result = predictor.finish(
-                    [output[i : i + 1] for output in outputs],
-                    request.previous,
-                    request.prepared_ms,
-                    inference_ms,
+                    [output[i : i + 1] for output in outputs], request.previous, request.prepared_ms, share_ms
                 )
             except Exception as exc:  # this frame's outputs are not finite, or its decoding failed
-                request.error = exc if isinstance(exc, ModelFailure) else ModelFailure(f"{type(exc).__name__}: {exc}")
+                request.error = exc
 
     @staticmethod
     def _outcome(request: _Request) -> Result:
+        """The request's result; its error raised as a ModelFailure of this thread's own (one exception object
+        is never raised in several threads at once)."""
         if request.error is not None:
-            raise request.error
+            raise ModelFailure(str(request.error)) from request.error
         assert request.result is not None
         return request.result

@@ -45,7 +45,8 @@ from edge.stream import StreamConfig
 # Python's thread switch interval while a runner serves (sys.setswitchinterval; Python's default is 5 ms). A
 # source's thread back from decoding or inference (both run without the GIL) waits up to this long for the
 # GIL while another thread runs Python; with many sources those waits add up to frame ages of a few frame
-# intervals and to dropped frames. `python -m benchmarks --only cameras` measured it (README, "Cameras per box").
+# intervals and to dropped frames (16 720p cameras on a 2-core EPYC, one run each: 58 -> 1 dropped frames, frame
+# age p99 189 -> 103 ms).
 SWITCH_INTERVAL_MS = 1.0
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = r"^[A-Za-z0-9_.-]+$"  # usable as an MQTT topic level, a folder name and an AWS IoT thing name

@@ -185,9 +185,9 @@ class Predictor:
     ) -> Result:
         """One frame's Result from its outputs (one row each): ModelFailure when they are not finite.
 
-        `preprocess_ms` and `inference_ms` are the frame's preprocessing and its batch's inference;
-        `latency_ms.total` is their sum plus this frame's output decoding: the model's time for the frame,
-        without any wait for a batch.
+        `preprocess_ms` is the frame's preprocessing, `inference_ms` its inference (in a batch: its share of
+        the batch's run); `latency_ms.total` is their sum plus this frame's output decoding: the model's time
+        for the frame, without any wait for a batch.
         """
         self._check_finite(outputs)
         decode_start = time.perf_counter()

@@ -67,6 +67,7 @@ class Runner:
         self.sources, self.managers, self.publisher, self.stream = sources, managers, publisher, stream
         self.status_interval_s = status_interval_s
         self.switch_interval_ms = switch_interval_ms
+        self._switch_interval_before = sys.getswitchinterval()
         self.publish_sink = PublishSink(publisher, device_id)
         self.capture_sink = CaptureSink(capture) if capture is not None else None
         sinks = [("mqtt", self.publish_sink)]
@@ -101,6 +102,8 @@ class Runner:
         registry = open_registry(reg)
         cache = reg.cache_dir or state / "models"
 
+        users = Counter(config.model_for(s) for s in config.sources)  # sources per model
+
         def manager(name: str, alias: str, cache_dir: Path, latency_budget_ms: Optional[float] = None) -> ModelManager:
             return ModelManager(
                 registry,
@@ -111,7 +114,7 @@ class Runner:
                 poll_s=reg.poll_s,
                 latency_budget_ms=latency_budget_ms,
                 prefer_variant=reg.prefer_variant,
-                threads=inference_threads(config.threads, len(config.sources), default_threads()),
+                threads=inference_threads(config.threads, users[name], default_threads()),
                 runtime_options=config.runtimes,
                 keep=reg.keep,
             )
@@ -146,9 +149,10 @@ class Runner:
 
     def start(self) -> "Runner":
         """Start serving; raises OSError when the stream port cannot be bound (before anything else started).
-        Sets the process's thread switch interval to `switch_interval_ms`."""
+        Sets the process's thread switch interval to `switch_interval_ms` (stop() puts the one before back)."""
         if self.stream is not None:
             self.stream.start()
+        self._switch_interval_before = sys.getswitchinterval()  # put back by stop()
         sys.setswitchinterval(self.switch_interval_ms / 1000)
         self._started = True
         status = self.status()
@@ -248,6 +252,7 @@ class Runner:
         self.publisher.stop(drain_timeout_s=DRAIN_TIMEOUT_S)
         if self.stream is not None:
             self.stream.stop()
+        sys.setswitchinterval(self._switch_interval_before)
         log.info("runner %s stopped", self.device_id)
 
     # -- events and status ---------------------------------------------------------------------

@@ -142,6 +142,7 @@ class InferenceWorker:
         try:
             self._infer_frames()
         finally:
+            self.batcher.leave()  # the others' batches no longer wait for this source
             self._put(_END)  # the delivery thread drains what is queued, then ends
 
     def _infer_frames(self) -> None:

@@ -100,14 +100,15 @@ def test_one_source_or_max_size_one_is_never_batched(tiny_packages):
 
 
 class FailingSession:
-    """The real session, raising like a runtime does (when `fail`), or with NaN in the rows of all-black frames."""
+    """The real session, raising like a runtime does (always when `fail`; with `fail_batches` only on batches of
+    more than one frame), or with NaN in the rows of all-black frames."""
 
-    def __init__(self, inner, fail: bool):
-        self.inner, self.fail = inner, fail
+    def __init__(self, inner, fail: bool, fail_batches: bool = False):
+        self.inner, self.fail, self.fail_batches = inner, fail, fail_batches
         self.variant = inner.variant
 
     def run(self, batch):
-        if self.fail:
+        if self.fail or (self.fail_batches and len(batch) > 1):
             raise RuntimeError("ONNXRuntimeError: out of memory")
         outputs = [np.array(o) for o in self.inner.run(batch)]
         black = np.ptp(batch.reshape(len(batch), 3, -1), axis=2).max(axis=1) == 0  # each channel one value
@@ -120,9 +121,15 @@ def test_a_failing_batch_fails_each_frame_and_a_non_finite_frame_fails_alone(tin
     package = tiny_packages.classifier
     images = frames(3)
     images[1] = np.zeros_like(images[1])  # this frame's outputs come back NaN
-    # given a session that raises: every frame of the batch gets the ModelFailure (each counts towards rollback)
+    # given a session that raises on batches only: each frame, run again alone, gets its result
     predictor = Predictor.load(package.folder, verify_dir(package.folder))
-    predictor.session = FailingSession(predictor.session, fail=True)
+    predictor.session = FailingSession(predictor.session, fail=False, fail_batches=True)
+    images_ok = frames(3)
+    results = concurrently(Batcher(LONG_DEADLINE, members=3), [(predictor, image, None) for image in images_ok])
+    assert [type(r).__name__ for r in results] == ["Result"] * 3, results
+    # given a session that always raises: every frame of the batch gets the ModelFailure (each counts towards
+    # rollback, as each would alone)
+    predictor.session = FailingSession(predictor.session.inner, fail=True)
     results = concurrently(Batcher(LONG_DEADLINE, members=3), [(predictor, image, None) for image in images])
     assert all(isinstance(r, ModelFailure) and "out of memory" in str(r) for r in results), results
     # given a session whose outputs for one frame are NaN: that frame fails, the other two get their results
@@ -132,3 +139,15 @@ def test_a_failing_batch_fails_each_frame_and_a_non_finite_frame_fails_alone(tin
     assert isinstance(results[1], ModelFailure) and "NaN" in str(results[1]), results[1]
     assert [type(r).__name__ for r in (results[0], results[2])] == ["Result", "Result"], results
     assert batcher.stats()["batches"] == 1
+
+
+def test_a_source_that_left_is_not_waited_for(tiny_packages):
+    # given three sources on a model whose batches wait up to a minute for every source, and one that ended
+    package = tiny_packages.classifier
+    predictor = Predictor.load(package.folder, verify_dir(package.folder))
+    batcher = Batcher(BatchConfig(max_size=8, deadline_ms=60_000), members=3)
+    batcher.leave()
+    # when the two left send a frame each: they are every member, so the batch runs without waiting
+    results = concurrently(batcher, [(predictor, image, None) for image in frames(2)])
+    assert [type(r).__name__ for r in results] == ["Result", "Result"]
+    assert batcher.stats() == {"batches": 1, "frames": 2, "mean": 2.0}

@@ -118,3 +118,15 @@ def test_inference_threads_are_one_per_model_from_as_many_sources_as_cores(proje
     runner = Runner.from_config(load_text(project, text), project / "state")
     assert [m.threads for m in runner.managers.values()] == [1]
     assert {s.config.decode_threads for s in runner.sources} == {1}
+
+
+def test_only_a_model_s_own_sources_count_for_its_threads(project):
+    cores = default_threads()
+    many = "".join(f"  - {{id: cam{i}, uri: data/demo/video.mp4}}\n" for i in range(cores - 1))
+    many += "  - {id: shelf, uri: data/demo/video.mp4, model: shapes-classifier}\n"
+    text = MINIMAL.replace("  - {id: door, uri: data/demo/video.mp4}\n", many)
+    runner = Runner.from_config(load_text(project, text), project / "state")
+    assert {name: m.threads for name, m in runner.managers.items()} == {
+        "shapes-detector": None if cores > 1 else 1,
+        "shapes-classifier": 1 if cores == 1 else None,
+    }
