@@ -142,11 +142,12 @@ def test_a_failing_batch_fails_each_frame_and_a_non_finite_frame_fails_alone(tin
 
 
 def test_a_source_that_left_is_not_waited_for(tiny_packages):
-    # given three sources on a model whose batches wait up to a minute for every source, and one that ended
+    # given three sources on a model whose batches wait up to a second for every source, and one that ended
     package = tiny_packages.classifier
     predictor = Predictor.load(package.folder, verify_dir(package.folder))
-    batcher = Batcher(BatchConfig(max_size=8, deadline_ms=60_000), members=3)
+    batcher = Batcher(BatchConfig(max_size=8, deadline_ms=1000), members=3)
     batcher.leave()
+    assert batcher.members == 2 and batcher.batching
     # when the two left send a frame each: they are every member, so the batch runs without waiting
     results = concurrently(batcher, [(predictor, image, None) for image in frames(2)])
     assert [type(r).__name__ for r in results] == ["Result", "Result"]
