@@ -115,6 +115,7 @@ class Batcher:
                     if item.result is None and item.error is None:  # _gather or _run did not get that far
                         item.error = ModelFailure("the batch this frame was in stopped on an internal error")
                     item.done = True
+                self._pending = [r for r in self._pending if not r.done]  # a batch _gather did not take out
                 following = self._pending[0] if self._pending else None  # the next leader
                 if following is None:
                     self._leading = False
