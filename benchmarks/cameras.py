@@ -21,7 +21,6 @@ CPU bound = cores x 1000 / ((decode + predict CPU-ms per frame, each measured al
 from __future__ import annotations
 
 import math
-import resource
 import time
 from typing import Callable, Optional
 
@@ -30,7 +29,7 @@ import numpy as np
 from benchmarks.broker import Mosquitto, available
 from benchmarks.device import DetectorPackage, assemble, detector_package
 from benchmarks.end_to_end import timed, timed_decode
-from benchmarks.machine import CpuMeter, Settings
+from benchmarks.machine import CpuMeter, Settings, process_cpu_s
 from benchmarks.video import make_video
 from edge.batching import BatchConfig
 from edge.package.runtimes import default_threads
@@ -47,11 +46,6 @@ MARGIN_S = 0.5  # the last publish may come this long after the video's length
 PHASES = 8
 AGE_GOAL_MS = 100.0
 RATIO_GOAL = 0.9
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def cameras(videos: list, n: int) -> list:
@@ -104,14 +98,14 @@ def trial(
     if not device.manager.ready.wait(120):
         runner.stop()
         raise RuntimeError(f"the model did not serve within 120 s: {runner.status()}")
-    base_at, base_cpu, meter = time.monotonic(), _cpu_s(), CpuMeter()
+    base_at, base_cpu, meter = time.monotonic(), process_cpu_s(), CpuMeter()
     base = {s.id: s.stats() for s in sources}
     batcher = runner.batchers[package.manifest.name]
     base_batch = batcher.stats()
     base_failed = sum(w.stats()["failed"] for w in runner.workers)
     limit_s = video_s * 1.5 + 10  # a runner far behind is cut off (and not kept)
     runner.run(max_seconds=limit_s, exit_when_done=True)
-    ended_at, cpu_s, others = time.monotonic(), _cpu_s() - base_cpu, meter.others_share()
+    ended_at, cpu_s, others = time.monotonic(), process_cpu_s() - base_cpu, meter.others_share()
     after = {s.id: s.stats() for s in sources}
     failed = sum(w.stats()["failed"] for w in runner.workers) - base_failed
     records = device.clock.snapshot()

@@ -14,12 +14,11 @@ preprocess and inference (file: batch 1, one source; frames: inference at its be
 
 from __future__ import annotations
 
-import resource
 import time
 
 from benchmarks.broker import Mosquitto, available
 from benchmarks.device import DetectorPackage, MemoryReader, assemble, detector_package, throughput
-from benchmarks.machine import Settings
+from benchmarks.machine import Settings, process_cpu_s
 from benchmarks.video import make_video
 from edge.batching import BatchConfig
 from edge.package.codec import preprocess
@@ -32,14 +31,9 @@ BATCHES = (1, 2, 4, 8, 16)  # inference alone is timed at each; its best is what
 FRAME_SOURCES = BatchConfig().max_size  # pre-decoded sources: enough for full batches at the default
 
 
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed(calls) -> dict:
     """Median wall ms per call, frames/s over all calls, and CPU ms per call (all threads of this process)."""
-    times, cpu, start = [], _cpu_s(), time.perf_counter()
+    times, cpu, start = [], process_cpu_s(), time.perf_counter()
     for call in calls:
         t0 = time.perf_counter()
         call()
@@ -49,7 +43,7 @@ def timed(calls) -> dict:
     return {
         "median_ms": round(times[len(times) // 2], 3),
         "fps": round(len(times) / wall, 1),
-        "cpu_ms": round((_cpu_s() - cpu) / len(times) * 1000, 3),
+        "cpu_ms": round((process_cpu_s() - cpu) / len(times) * 1000, 3),
         "calls": len(times),
     }
 

@@ -65,6 +65,12 @@ def _busy_jiffies() -> Optional[int]:
     return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
 
 
+def process_cpu_s() -> float:
+    """CPU seconds (user + system) of all of this process's threads so far; not its child processes."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _own_cpu_s() -> float:
     mine, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return mine.ru_utime + mine.ru_stime + children.ru_utime + children.ru_stime

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import resource
 import time
 from pathlib import Path
 
-from benchmarks.machine import Settings
+from benchmarks.machine import Settings, process_cpu_s
 
 log = logging.getLogger(__name__)
 
@@ -69,20 +68,15 @@ def _network(spec, classes, size, hybridize: bool):
     return net
 
 
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _images_per_s(step, batches, steps: int, warmup: int, batch_size: int) -> tuple[float, float]:
     """(images/s, CPU-ms per image over all threads of this process)."""
     for _ in range(warmup):
         step(next(batches))
-    start, cpu = time.perf_counter(), _cpu_s()
+    start, cpu = time.perf_counter(), process_cpu_s()
     for _ in range(steps):
         step(next(batches))
     images = steps * batch_size
-    return images / (time.perf_counter() - start), (_cpu_s() - cpu) / images * 1000
+    return images / (time.perf_counter() - start), (process_cpu_s() - cpu) / images * 1000
 
 
 def _epochs(loader, sampler):

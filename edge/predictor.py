@@ -140,7 +140,7 @@ class Predictor:
         height, width = self.manifest.input.size
         frame = np.full((height, width, 3), 127, np.uint8)
         for _ in range(runs):
-            self._infer(preprocess([frame], self.manifest.input))
+            self._infer(self.prepare(frame))
 
     def _infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """The session's outputs for a preprocessed batch; ModelFailure when it raises or any output is not finite."""
