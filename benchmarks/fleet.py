@@ -112,11 +112,20 @@ class Watcher:
         self.lock = threading.Lock()
         self.events: List[tuple] = []  # (monotonic arrival, wall-clock arrival, device, event dict)
         self.statuses: Dict[str, dict] = {}
+        self.subscribed = threading.Event()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"fleet-watcher-{time.time_ns()}")
         self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect  # subscribes again after a reconnect (a clean session)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.connect(host, int(port))
-        self.client.subscribe([(f"{prefix}/+/deployment", 1), (f"{prefix}/+/status", 1)])
         self.client.loop_start()
+        if not self.subscribed.wait(30):
+            self.close()
+            raise RuntimeError(f"fleet watcher: no SUBACK from {mqtt_url} in 30 s")
+
+    def _on_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
+        if not reason_code.is_failure:
+            client.subscribe([(f"{self.prefix}/+/deployment", 1), (f"{self.prefix}/+/status", 1)])
 
     def _on_message(self, _c, _u, message) -> None:
         try:

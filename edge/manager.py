@@ -8,6 +8,10 @@ repeated failures or latency over budget roll back (`rolled_back`) to the previo
 in memory. A bad version is not tried again until the alias moves. The last-known-good package
 stays on disk (package_cache.py) for booting while the registry is unreachable. Events are dicts
 in the `lensops.deployment/1` shape (the publisher adds schema and device).
+
+A step that fails for a passing reason (the registry unreachable or missing the alias, a download
+or load error: "will retry") is tried again after 1, 2, 4 ... seconds, capped at `poll_s`, rather
+than at the next poll; the first step that ends without one goes back to polling every `poll_s`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from edge.registry import Registry, RegistryError, Resolved
 from edge.rings import follows
 
 log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 1.0  # the first wait after a step failed for a passing reason; doubled up to poll_s
 
 EventSink = Callable[[dict], None]
 
@@ -77,6 +83,7 @@ class ModelManager:
         self._notice: Optional[Resolved] = None
         self._notice_ts: Optional[str] = None  # the `ts` of the newest notice taken
         self._wake, self._stop = threading.Event(), threading.Event()
+        self._retry = False  # the last step failed for a passing reason: try again before poll_s
         self._thread: Optional[threading.Thread] = None
 
     # -- what the runner calls ----------------------------------------------------------------
@@ -205,18 +212,25 @@ class ModelManager:
 
     def _run(self) -> None:
         self._guarded(self.boot)
+        retry_s = RETRY_FIRST_S
         while not self._stop.is_set():
-            self._wake.wait(self.poll_s)
+            if self._retry:
+                wait_s, retry_s = min(retry_s, self.poll_s), retry_s * 2
+            else:
+                wait_s, retry_s = self.poll_s, RETRY_FIRST_S
+            self._wake.wait(wait_s)
             self._wake.clear()
             if not self._stop.is_set():
                 self._guarded(self.poll_once)
 
     def _guarded(self, step: Callable[[], object]) -> None:
+        self._retry = False
         try:
             step()
         except Exception as exc:  # a bug here must not stop the polling (the current model keeps serving)
             log.exception("model manager %s: %s failed", self.model, step.__name__)
             self.last_error = f"{type(exc).__name__}: {exc}"
+            self._retry = True
 
     def boot(self) -> Optional[dict]:
         """Serve the cached last-known-good at once where the alias names something else (or the
@@ -224,7 +238,7 @@ class ModelManager:
         try:
             resolved = self.registry.resolve(self.model, self.alias)
         except RegistryError as exc:
-            self.last_error = str(exc)
+            self.last_error, self._retry = str(exc), True
             event = self._boot_from_cache(str(exc))
             self._persist()
             return event
@@ -243,7 +257,7 @@ class ModelManager:
             resolved = self.registry.resolve(self.model, self.alias)
             self.last_error = None
         except RegistryError as exc:
-            self.last_error = str(exc)
+            self.last_error, self._retry = str(exc), True
             log.warning("%s", exc)
             resolved = notice
         event = self._consider(resolved) if resolved else None
@@ -284,6 +298,7 @@ class ModelManager:
                     self.registry.download(resolved, archive)
                 except RegistryError as exc:
                     archive.unlink(missing_ok=True)
+                    self._retry = True
                     return self._emit("rejected", version, f"download failed, will retry: {exc}", sha256=sha)
                 self._emit("verifying", version, None, sha256=sha)
                 actual = sha256_file(archive)
@@ -309,6 +324,7 @@ class ModelManager:
             if isinstance(exc, PackageError):  # the package's fault: not tried again until the alias moves
                 with self._lock:
                     self._bad[version] = str(exc)
+            self._retry = not isinstance(exc, PackageError)
             reason = str(exc) if isinstance(exc, PackageError) else f"{type(exc).__name__}: {exc}; will retry"
             self.cache.discard(version)
             return self._emit("rejected", version, reason, sha256=sha)

@@ -23,7 +23,7 @@ from edge.manager import ModelManager, RollbackPolicy
 from edge.mqtt.payloads import DEPLOYMENT, load_schema
 from edge.package.signing import generate_keypair
 from edge.predictor import ModelFailure
-from edge.registry import MlflowRegistry, Resolved
+from edge.registry import MlflowRegistry, RegistryError, Resolved
 from tests.edge.packages import BuiltPackage, perturb_onnx_weights, rewrite, tiny_packages  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow  # the packages come from a real (tiny) training run
@@ -298,6 +298,64 @@ def test_fleet_notice_triggers_a_deploy_without_blocking_frames(setup):
         assert manager.current().version == resolved.version, setup.events
     finally:
         registry.gate.set()
+        manager.stop()
+
+
+class FlakyRegistry:
+    """The real registry, but the first `resolve_failures` resolves and `download_failures` downloads raise
+    RegistryError (a registry that is briefly unreachable or locked); counts the calls."""
+
+    def __init__(self, inner: MlflowRegistry, resolve_failures: int, download_failures: int):
+        self.inner, self.resolve_failures, self.download_failures = inner, resolve_failures, download_failures
+        self.resolves = self.downloads = 0
+
+    def resolve(self, model: str, alias: str) -> Resolved:
+        self.resolves += 1
+        if self.resolves <= self.resolve_failures:
+            raise RegistryError("registry unreachable: database is locked")
+        return self.inner.resolve(model, alias)
+
+    def download(self, resolved: Resolved, dest: Path) -> Path:
+        self.downloads += 1
+        if self.downloads <= self.download_failures:
+            raise RegistryError("download interrupted")
+        return self.inner.download(resolved, dest)
+
+
+def test_a_passing_registry_failure_is_retried_soon_not_at_the_next_poll(setup):
+    # given a running manager with an hour-long poll, whose registry fails its first resolve and first download
+    setup.promote("good")
+    registry = FlakyRegistry(MlflowRegistry(setup.uri), resolve_failures=2, download_failures=1)
+    manager = setup.manager(registry=registry).start()
+    try:
+        # then it retries after 1, 2, 4 ... s (not 3600) and activates the alias's version
+        assert manager.ready.wait(60), f"never activated: {setup.events}"
+        good = setup.versions["good"]
+        assert manager.current().version == good and manager.last_error is None
+        assert (registry.resolves, registry.downloads) == (4, 2), (registry.resolves, registry.downloads)
+        assert [s for s, v in setup.states() if s == "rejected"] == ["rejected"]
+        assert "download failed, will retry: download interrupted" in setup.events[1]["reason"], setup.events
+        # and once it serves, it waits for the poll again
+        resolves = registry.resolves
+        time.sleep(3)
+        assert registry.resolves == resolves, "back to the hour-long poll after the step that worked"
+    finally:
+        manager.stop()
+
+
+def test_a_bad_package_is_not_retried_before_the_alias_moves(setup):
+    # given a running manager with an hour-long poll, whose alias names a package that fails verification
+    setup.promote("tampered")
+    registry = FlakyRegistry(MlflowRegistry(setup.uri), resolve_failures=0, download_failures=0)
+    manager = setup.manager(registry=registry).start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any(s == "rejected" for s, _ in setup.states()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # then it is rejected once and the manager does not retry it (the package's fault, not a passing one)
+        time.sleep(3)
+        assert registry.downloads == 1 and registry.resolves == 1, (registry.resolves, registry.downloads)
+    finally:
         manager.stop()
 
 

@@ -53,6 +53,16 @@ def start_fleet(
     return fleet, watcher
 
 
+def setup_report(fleet: SimulatedFleet, watcher: Watcher, version: str) -> str:
+    """Which devices never reported `version` activated, their last deployment events, and the tail of
+    each device group's log: what a failed set-up prints."""
+    missing = [d for d in fleet.devices if d not in watcher.activated(version)]
+    with watcher.lock:
+        events = {d: [e for _, _, device, e in watcher.events if device == d][-3:] for d in missing}
+    logs = "\n".join(f"--- group {i} log:\n{fleet.log(i)[-2000:]}" for i in range(len(fleet.groups)))
+    return f"missing {missing}; their last events {events}\n{logs}"
+
+
 def slow_onnx(path: Path, matmuls: int = 24, side: int = 512) -> None:
     """The same outputs, plus `matmuls` chained side x side matrix products that depend on the input (so
     ONNX Runtime cannot fold them away) added as 0 * their sum to the first output: a slow model."""

@@ -23,7 +23,7 @@ from tests.edge.conftest import mosquitto  # noqa: F401 (fixture)
 from tests.edge.packages import relabel, rewrite, tiny_packages  # noqa: F401 (fixture)
 from tests.edge.runner_fixtures import registry_template  # noqa: F401 (fixture)
 from tests.edge.runner_setup import CLASSIFIER, MODEL, copy_registry
-from tests.pipelines.fleet.rollout_setup import DEVICES, FLEET, slow_onnx, start_fleet, write_params
+from tests.pipelines.fleet.rollout_setup import DEVICES, FLEET, setup_report, slow_onnx, start_fleet, write_params
 
 RINGS = [10, 50, 100]
 ROOT = Path(__file__).resolve().parents[3]
@@ -36,7 +36,8 @@ def fleet_v1(registry_template, tiny_packages, mosquitto, tmp_path):
     v1 = registry.promote("v1")
     fleet, watcher = start_fleet(tmp_path / "fleet", registry.uri, mosquitto.url, tiny_packages.public_key)
     try:
-        assert watcher.wait(lambda: len(watcher.activated(v1)) == len(DEVICES), 120), "setup: not every device on v1"
+        on_v1 = watcher.wait(lambda: len(watcher.activated(v1)) == len(DEVICES), 120)
+        assert on_v1, f"setup: not every device on v1: {setup_report(fleet, watcher, v1)}"
         yield registry, fleet, watcher, write_params(tmp_path, registry.uri, mosquitto.url)
     finally:
         fleet.stop()
@@ -133,7 +134,8 @@ def test_a_canary_whose_outputs_differ_from_the_champion_in_shadow_is_rolled_bac
         shadow={"rate": 0.5, "report_s": 0.5},
     )
     try:
-        assert watcher.wait(lambda: len(watcher.activated(champion)) == len(DEVICES), 120), "setup: not all on it"
+        on_it = watcher.wait(lambda: len(watcher.activated(champion)) == len(DEVICES), 120)
+        assert on_it, f"setup: not every device on the champion: {setup_report(fleet, watcher, champion)}"
         params = write_params(
             tmp_path, writer.uri, mosquitto.url, min_shadow_agreement=0.9, min_shadow_frames=4, shadow_report_s=1
         )
