@@ -28,7 +28,8 @@ def test_batched_sources_keep_their_order_seq_and_figures_across_a_hot_swap(
         tmp_path / "device.yaml",
         registry,
         mosquitto.url,
-        [{"id": name, "uri": str(video), "fps": 30} for name in SOURCES],
+        # 15 fps: 8 s of video, so the swap has as long to land as in test_runner's hot-swap test
+        [{"id": name, "uri": str(video), "fps": 15} for name in SOURCES],
         tiny_packages.public_key,
         batch={"max_size": 3, "deadline_ms": 200},
         latency_budget_ms=60000,
