@@ -7,6 +7,7 @@ with its telemetry off.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Final, Literal, Tuple
 
@@ -77,26 +78,59 @@ def import_openvino():
     return openvino
 
 
+def batch_bucket(n: int) -> int:
+    """The static batch size a batch of `n` frames runs at: the next power of two (1, 2, 4, 8, ...)."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 class OpenVinoSession(LoadedSession):
+    """One compiled model per batch size in use, each with a static shape. Batches across sources
+    (edge/batching.py) change size from call to call, and a model compiled with a dynamic batch dimension
+    pays for each change (OpenVINO's guide, "Dynamic Shapes": static reshaping suits a shape that holds
+    over many calls). Sizes are rounded up to a power of two (`batch_bucket`; the rows beyond the batch
+    are zeros, and their outputs are dropped), so a `max_size: 8` batcher compiles at most 4 models: the
+    batch-1 model at load, the others on first use. `run` is serialised (an infer request serves one call
+    at a time)."""
+
     def _load(
         self, path: Path, variant: Variant, names: Tuple[str, ...], threads: int, options: OpenVinoOptions
     ) -> None:
-        ov = import_openvino()
-
-        core = ov.Core()
-        config = {
+        self._ov = import_openvino()
+        self._core = self._ov.Core()
+        self._device = options.device
+        self._config = {
             "INFERENCE_PRECISION_HINT": options.precision_hints[variant.precision],
             "PERFORMANCE_HINT": options.performance_hint,
             "INFERENCE_NUM_THREADS": threads,
         }
-        model = core.read_model(str(path))
-        self._compiled = core.compile_model(model, options.device, config)
-        self._request = self._compiled.create_infer_request()
-        self._outputs = [self._compiled.output(name) for name in names]
+        self._model = self._core.read_model(str(path))
+        self._names = names
+        self._by_size: Dict[int, tuple] = {}  # static batch size -> (compiled model, infer request, outputs)
+        self._lock = threading.Lock()  # an infer request serves one call at a time
+        self._compiled = self._compile(1)[0]
+
+    def _compile(self, size: int) -> tuple:
+        """The model compiled for batches of `size` (the model as read when its input cannot be reshaped)."""
+        model = self._model.clone()
+        shape = list(model.input(0).get_partial_shape())
+        try:
+            model.reshape({model.input(0): self._ov.PartialShape([self._ov.Dimension(size), *shape[1:]])})
+        except Exception as exc:  # a graph whose batch dimension is fixed by its ops
+            log.warning("OpenVINO: cannot reshape %s to batch %d (%s); running it as read", self.variant.id, size, exc)
+            model = self._model
+        compiled = self._core.compile_model(model, self._device, self._config)
+        entry = (compiled, compiled.create_infer_request(), [compiled.output(name) for name in self._names])
+        self._by_size[size] = entry
+        return entry
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        result = self._request.infer({0: batch})
-        return [np.asarray(result[o], dtype=np.float32) for o in self._outputs]
+        n, size = len(batch), batch_bucket(len(batch))
+        if size != n:
+            batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
+        with self._lock:
+            _, request, outputs = self._by_size.get(size) or self._compile(size)
+            result = request.infer({0: batch})
+            return [np.asarray(result[o], dtype=np.float32)[:n] for o in outputs]
 
 
 RUNTIME = Runtime(

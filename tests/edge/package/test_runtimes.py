@@ -215,6 +215,27 @@ def test_openvino_sessions_keep_the_device_options(tmp_path):
     np.testing.assert_array_equal(out[0], [[0.0, 2.0]])
 
 
+def test_openvino_runs_batches_of_any_size_on_one_static_model_per_power_of_two(tmp_path):
+    from edge.package.runtimes.openvino_runtime import batch_bucket
+
+    # given an OpenVINO variant whose graph fixes the batch at 1 (the ONNX file's input is [1, 2])
+    relu_onnx(tmp_path / "model.onnx")
+    variant = Variant(
+        id="openvino-fp32", runtime="openvino", precision="fp32", entry="model.onnx", files={"model.onnx": ""}
+    )
+    session = open_variant(tmp_path, variant, ("y",), threads=1)
+    # when batches change size from call to call, as batches across sources do
+    rng = np.random.default_rng(0)
+    for n in (1, 3, 2, 5, 8, 1, 4, 3):
+        x = rng.standard_normal((n, 2)).astype(np.float32)
+        (out,) = session.run(x)
+        # then each row gets its own result, and only the batch's rows come back (not the padding)
+        np.testing.assert_array_equal(out, np.maximum(x, 0))
+    # and a static model was compiled per power of two in use
+    assert sorted(session._by_size) == [1, 2, 4, 8]
+    assert [batch_bucket(n) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
+
+
 def test_a_device_config_replaces_a_runtimes_options(tmp_path):
     """`runtimes: {openvino: {...}}` in device.yaml: typed by that runtime's options class, handed to its sessions;
     a runtime it does not name keeps its defaults; an unknown runtime or key is one line naming it."""
