@@ -134,16 +134,19 @@ class Batcher:
             self._arrived.notify()
 
     def _gather(self, leader: _Request) -> list[_Request]:
-        """Under the lock: up to max_size requests for the leader's predictor, waiting at most the deadline
-        for more (not when every member is already waiting); they leave the queue."""
+        """Under the lock: up to max_size requests for the leader's predictor (fewer when its graph fixes
+        the batch: `Predictor.max_batch`), waiting at most the deadline for more (not when every member is
+        already waiting); they leave the queue."""
+        limit = min(self.config.max_size, leader.predictor.max_batch or self.config.max_size)
         deadline = time.monotonic() + self.config.deadline_ms / 1000
-        while True:
+        while limit > 1:
             same = [r for r in self._pending if r.predictor is leader.predictor]
             remaining = deadline - time.monotonic()
-            if len(same) >= self.config.max_size or len(self._pending) >= self.members or remaining <= 0:
+            if len(same) >= limit or len(self._pending) >= self.members or remaining <= 0:
                 break
             self._arrived.wait(remaining)
-        batch = [leader, *[r for r in same if r is not leader][: self.config.max_size - 1]]  # its own frame first
+        same = [r for r in self._pending if r.predictor is leader.predictor]
+        batch = [leader, *[r for r in same if r is not leader][: limit - 1]]  # its own frame first
         taken = {id(r) for r in batch}
         self._pending = [r for r in self._pending if id(r) not in taken]
         return batch

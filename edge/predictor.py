@@ -132,6 +132,12 @@ class Predictor:
         return self.session.variant.id
 
     @property
+    def max_batch(self) -> Optional[int]:
+        """The most frames one call of the session takes (a graph whose input fixes the batch, as an ONNX
+        file with input [1, 3, H, W] does), None when any number will do."""
+        return getattr(self.session, "max_batch", None)
+
+    @property
     def model(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "variant": self.variant}
 

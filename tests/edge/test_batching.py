@@ -141,6 +141,23 @@ def test_a_failing_batch_fails_each_frame_and_a_non_finite_frame_fails_alone(tin
     assert batcher.stats()["batches"] == 1
 
 
+def test_a_graph_that_fixes_the_batch_gets_batches_no_larger(tiny_packages):
+    # given a model whose session takes one frame per call (an ONNX graph with input [1, 3, H, W])
+    package = tiny_packages.classifier
+    predictor = Predictor.load(package.folder, verify_dir(package.folder))
+    assert predictor.max_batch is None, "the pipeline's ONNX graphs take any batch"
+    predictor.session.max_batch = 1
+    alone = [predictor.predict(image) for image in frames(3)]
+    # when three sources' frames come at once to a batcher that would take eight
+    batcher = Batcher(LONG_DEADLINE, members=3)
+    results = concurrently(batcher, [(predictor, image, None) for image in frames(3)])
+    # then each ran as a batch of one (never a batch the session refuses), each with its own result
+    assert batcher.stats() == {"batches": 3, "frames": 3, "mean": 1.0}
+    for got, want in zip(results, alone):
+        assert not isinstance(got, Exception), got
+        same_predictions(got.predictions, want.predictions)
+
+
 def test_a_source_that_left_is_not_waited_for(tiny_packages):
     # given three sources on a model whose batches wait up to a second for every source, and one that ended
     package = tiny_packages.classifier

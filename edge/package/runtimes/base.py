@@ -28,7 +28,10 @@ class Session(Protocol):
 
 class LoadedSession:
     """The base of each runtime's session: keeps the variant and loads it with `_load` (the runtime's own
-    code, given its options: the runtime's defaults unless a device config replaced them)."""
+    code, given its options: the runtime's defaults unless a device config replaced them). `max_batch` is
+    the most frames one `run` takes (set by `_load` when the graph fixes the batch), None for any number."""
+
+    max_batch: Optional[int] = None
 
     def __init__(self, path: Path, variant: Variant, names: Tuple[str, ...], threads: int, options: RuntimeOptions):
         self.variant = variant

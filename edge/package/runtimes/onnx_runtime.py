@@ -41,6 +41,8 @@ class OnnxRuntimeSession(LoadedSession):
         session_options.add_session_config_entry("session.intra_op.allow_spinning", str(int(options.allow_spinning)))
         self._session = ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
+        batch = self._session.get_inputs()[0].shape[0]  # an int when the graph fixes it, else a name or None
+        self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
         self._names = list(names)
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -196,6 +196,8 @@ def test_onnx_runtime_sessions_keep_the_device_options(tmp_path):
     assert session._session.get_providers() == ["CPUExecutionProvider"]
     out = session.run(np.array([[-1.0, 2.0]], dtype=np.float32))
     np.testing.assert_array_equal(out[0], [[0.0, 2.0]])
+    # and its graph's input [1, 2] caps a batch at one frame (batching across sources reads it)
+    assert session.max_batch == 1
 
 
 def test_openvino_sessions_keep_the_device_options(tmp_path):
