@@ -118,6 +118,8 @@ class OpenVinoSession(LoadedSession):
         except Exception as exc:  # a graph whose batch dimension is fixed by its ops
             log.warning("OpenVINO: cannot reshape %s to batch %d (%s); running it as read", self.variant.id, size, exc)
             model = self._model
+            if shape and shape[0].is_static:  # the batcher hands it no more frames than its graph takes
+                self.max_batch = shape[0].get_length()
         compiled = self._core.compile_model(model, self._device, self._config)
         entry = (compiled, compiled.create_infer_request(), [compiled.output(name) for name in self._names])
         self._by_size[size] = entry

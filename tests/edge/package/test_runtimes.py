@@ -238,6 +238,29 @@ def test_openvino_runs_batches_of_any_size_on_one_static_model_per_power_of_two(
     assert [batch_bucket(n) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
 
 
+def test_an_openvino_graph_whose_ops_fix_the_batch_says_so_after_its_first_larger_batch(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # given a graph that reshapes its input to a constant [1, 2]: OpenVINO cannot reshape it to batch 4
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    target = numpy_helper.from_array(np.array([1, 2], np.int64), "target")
+    nodes = [helper.make_node("Reshape", ["x", "target"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [x], [y], [target])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "model.onnx"))
+    variant = Variant(
+        id="openvino-fp32", runtime="openvino", precision="fp32", entry="model.onnx", files={"model.onnx": ""}
+    )
+    session = open_variant(tmp_path, variant, ("y",), threads=1)
+    assert session.max_batch is None and session.run(np.array([[-1.0, 2.0]], np.float32))[0].tolist() == [[0, 2]]
+    # when a batch of three comes: it fails (the batcher then runs each frame alone) ...
+    with pytest.raises(RuntimeError):
+        session.run(np.ones((3, 2), np.float32))
+    # ... and from then on the session says it takes one frame, so the batcher sends no larger batch
+    assert session.max_batch == 1
+
+
 def test_a_device_config_replaces_a_runtimes_options(tmp_path):
     """`runtimes: {openvino: {...}}` in device.yaml: typed by that runtime's options class, handed to its sessions;
     a runtime it does not name keeps its defaults; an unknown runtime or key is one line naming it."""
