@@ -9,14 +9,18 @@ in memory. A bad version is not tried again until the alias moves. The last-know
 stays on disk (package_cache.py) for booting while the registry is unreachable. Events are dicts
 in the `lensops.deployment/1` shape (the publisher adds schema and device).
 
-A step that fails for a passing reason (the registry unreachable or missing the alias, a download
-or load error: "will retry") is tried again after 1, 2, 4 ... seconds, capped at `poll_s`, rather
-than at the next poll; the first step that ends without one goes back to polling every `poll_s`.
+A step that fails for a passing reason (the registry unreachable or missing the alias, a failed
+download, an error that is not the package's fault: "will retry") is tried again after about 1, 2,
+4 ... seconds (each wait between half and all of that, so devices that failed together do not retry
+together), capped at `poll_s`, rather than at the next poll; a fleet notice that step was following
+is kept for it. The first step that ends without such a failure goes back to polling every `poll_s`.
+A package that fails verification or staging is not tried again until the alias moves.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,7 @@ from edge.rings import follows
 log = logging.getLogger(__name__)
 
 RETRY_FIRST_S = 1.0  # the first wait after a step failed for a passing reason; doubled up to poll_s
+RETRY_JITTER = 0.5  # each such wait is between this share and all of it
 
 EventSink = Callable[[dict], None]
 
@@ -75,12 +80,12 @@ class ModelManager:
         self.cache = PackageCache(Path(cache_dir), model, keep)
         self.last_error: Optional[str] = None
         self.ready = threading.Event()  # set once a model serves
-        self._lock = threading.Lock()  # guards the swap, the rollback counters and `_bad`
+        self._lock = threading.Lock()  # guards the swap, the rollback counters, `_bad` and `_notice`
         self._active: Optional[Active] = None
         self._previous: Optional[Active] = None
         self._bad: dict[str, str] = dict(self.cache.bad)  # version -> why; kept until the alias moves
         self._failures = self._slow = self._frames = 0
-        self._notice: Optional[Resolved] = None
+        self._notice: Optional[Resolved] = None  # guarded by _lock (set by the MQTT thread)
         self._notice_ts: Optional[str] = None  # the `ts` of the newest notice taken
         self._wake, self._stop = threading.Event(), threading.Event()
         self._retry = False  # the last step failed for a passing reason: try again before poll_s
@@ -168,9 +173,11 @@ class ModelManager:
         active = self._active
         if active is not None and active.entry == CachedPackage(str(notice["version"]), str(notice["sha256"])):
             return True  # already serving it (a retained notice sent again after a reconnect): no registry call
-        self._notice = Resolved(
+        resolved = Resolved(
             self.model, self.alias, str(notice["version"]), str(notice["package_uri"]), str(notice["sha256"])
         )
+        with self._lock:
+            self._notice = resolved
         self._wake.set()
         return True
 
@@ -178,7 +185,8 @@ class ModelManager:
         """Follow `alias` from now on: the manager thread resolves it at once (a pending fleet notice for the old
         alias is dropped). The model serving now keeps serving until the new alias's version is activated."""
         self.alias = alias
-        self._notice = None
+        with self._lock:
+            self._notice = None
         self._wake.set()
 
     def status(self) -> dict:
@@ -215,7 +223,7 @@ class ModelManager:
         retry_s = RETRY_FIRST_S
         while not self._stop.is_set():
             if self._retry:
-                wait_s, retry_s = min(retry_s, self.poll_s), retry_s * 2
+                wait_s, retry_s = min(retry_s, self.poll_s) * random.uniform(RETRY_JITTER, 1.0), retry_s * 2
             else:
                 wait_s, retry_s = self.poll_s, RETRY_FIRST_S
             self._wake.wait(wait_s)
@@ -252,7 +260,8 @@ class ModelManager:
     def poll_once(self) -> Optional[dict]:
         """Resolve the alias (or follow a pending fleet notice when the registry is unreachable) and deploy
         a new version; returns the last event, None when nothing changed."""
-        notice, self._notice = self._notice, None
+        with self._lock:
+            notice, self._notice = self._notice, None
         try:
             resolved = self.registry.resolve(self.model, self.alias)
             self.last_error = None
@@ -261,6 +270,10 @@ class ModelManager:
             log.warning("%s", exc)
             resolved = notice
         event = self._consider(resolved) if resolved else None
+        with self._lock:
+            # the step's retry follows the same notice, unless a newer one came or the alias moved meanwhile
+            if self._retry and notice is not None and self._notice is None and notice.alias == self.alias:
+                self._notice = notice
         self._persist()
         return event
 

@@ -343,6 +343,25 @@ def test_a_passing_registry_failure_is_retried_soon_not_at_the_next_poll(setup):
         manager.stop()
 
 
+def test_a_fleet_notice_whose_download_failed_is_retried_while_the_registry_is_unreachable(setup):
+    # given a running manager whose registry cannot resolve anything, and whose first download fails
+    setup.promote("good")
+    resolved = MlflowRegistry(setup.uri).resolve(MODEL, "production")
+    registry = FlakyRegistry(MlflowRegistry(setup.uri), resolve_failures=10**6, download_failures=1)
+    manager = setup.manager(registry=registry).start()
+    try:
+        # when the retained fleet notice names the version (the device follows it: the registry is down)
+        assert manager.notify(
+            {"model": MODEL, "alias": "production", "version": resolved.version}
+            | {"package_uri": resolved.uri, "sha256": resolved.sha256}
+        )
+        # then the failed download is tried again from the same notice, and the version is activated
+        assert manager.ready.wait(60), f"never activated: {setup.events}"
+        assert manager.current().version == resolved.version and registry.downloads == 2, registry.downloads
+    finally:
+        manager.stop()
+
+
 def test_a_bad_package_is_not_retried_before_the_alias_moves(setup):
     # given a running manager with an hour-long poll, whose alias names a package that fails verification
     setup.promote("tampered")
