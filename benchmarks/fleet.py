@@ -113,19 +113,29 @@ class Watcher:
         self.events: List[tuple] = []  # (monotonic arrival, wall-clock arrival, device, event dict)
         self.statuses: Dict[str, dict] = {}
         self.subscribed = threading.Event()
+        self.refused: Optional[str] = None  # why the broker refused the connection or the subscription
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"fleet-watcher-{time.time_ns()}")
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect  # subscribes again after a reconnect (a clean session)
-        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_subscribe = self._on_subscribe
         self.client.connect(host, int(port))
         self.client.loop_start()
-        if not self.subscribed.wait(30):
+        if not self.subscribed.wait(30) or self.refused:
             self.close()
-            raise RuntimeError(f"fleet watcher: no SUBACK from {mqtt_url} in 30 s")
+            raise RuntimeError(f"fleet watcher: {self.refused or 'no SUBACK in 30 s'} ({mqtt_url})")
 
     def _on_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
-        if not reason_code.is_failure:
+        if reason_code.is_failure:
+            self.refused = f"connection refused: {reason_code}"
+            self.subscribed.set()
+        else:
             client.subscribe([(f"{self.prefix}/+/deployment", 1), (f"{self.prefix}/+/status", 1)])
+
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _properties) -> None:
+        failed = [str(code) for code in reason_codes if code.is_failure]
+        if failed:
+            self.refused = f"subscription refused: {', '.join(failed)}"
+        self.subscribed.set()
 
     def _on_message(self, _c, _u, message) -> None:
         try:

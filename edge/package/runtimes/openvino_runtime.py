@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Final, Literal, Tuple
+from typing import TYPE_CHECKING, Dict, Final, Literal, Optional, Tuple
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -84,13 +84,15 @@ def batch_bucket(n: int) -> int:
 
 
 class OpenVinoSession(LoadedSession):
-    """One compiled model per batch size in use, each with a static shape. Batches across sources
-    (edge/batching.py) change size from call to call, and a model compiled with a dynamic batch dimension
-    pays for each change (OpenVINO's guide, "Dynamic Shapes": static reshaping suits a shape that holds
-    over many calls). Sizes are rounded up to a power of two (`batch_bucket`; the rows beyond the batch
-    are zeros, and their outputs are dropped), so a `max_size: 8` batcher compiles at most 4 models: the
-    batch-1 model at load, the others on first use. `run` is serialised (an infer request serves one call
-    at a time)."""
+    """The model as read (compiled at load) serves batches of one, and any batch whose static model is not
+    ready yet; a batch of 2 or more frames runs on a static-shape model compiled for its size rounded up to
+    a power of two (`batch_bucket`; the rows beyond the batch are zeros, and their outputs are dropped).
+    Batches across sources (edge/batching.py) change size from call to call, and a model compiled with a
+    dynamic batch dimension pays for each change (OpenVINO's guide, "Dynamic Shapes": static reshaping
+    suits a shape that holds over many calls). Each static model is compiled on a background thread the
+    first time its size is asked for, so no frame waits for a compile; a `max_size: 8` batcher adds at
+    most 3 compiled models. A graph whose ops fix the batch cannot be reshaped: `max_batch` then says
+    its batch. `run` is serialised (an infer request serves one call at a time)."""
 
     def _load(
         self, path: Path, variant: Variant, names: Tuple[str, ...], threads: int, options: OpenVinoOptions
@@ -105,32 +107,48 @@ class OpenVinoSession(LoadedSession):
         }
         self._model = self._core.read_model(str(path))
         self._names = names
-        self._by_size: Dict[int, tuple] = {}  # static batch size -> (compiled model, infer request, outputs)
-        self._lock = threading.Lock()  # an infer request serves one call at a time
-        self._compiled = self._compile(1)[0]
+        self._lock = threading.Lock()  # an infer request serves one call at a time; guards _by_size
+        self._compiled = self._core.compile_model(self._model, self._device, self._config)
+        self._as_read = self._entry(self._compiled)
+        self._by_size: Dict[int, Optional[tuple]] = {}  # bucket -> its static model; None while compiling or refused
 
-    def _compile(self, size: int) -> tuple:
-        """The model compiled for batches of `size` (the model as read when its input cannot be reshaped)."""
+    def _entry(self, compiled) -> tuple:
+        return compiled, compiled.create_infer_request(), [compiled.output(name) for name in self._names]
+
+    def static_sizes(self) -> list[int]:
+        """The batch sizes a static model is ready for."""
+        with self._lock:
+            return sorted(size for size, entry in self._by_size.items() if entry is not None)
+
+    def _compile(self, size: int) -> None:
+        """Compile the model reshaped to batches of `size` (on a background thread)."""
         model = self._model.clone()
         shape = list(model.input(0).get_partial_shape())
         try:
             model.reshape({model.input(0): self._ov.PartialShape([self._ov.Dimension(size), *shape[1:]])})
+            entry = self._entry(self._core.compile_model(model, self._device, self._config))
         except Exception as exc:  # a graph whose batch dimension is fixed by its ops
             log.warning("OpenVINO: cannot reshape %s to batch %d (%s); running it as read", self.variant.id, size, exc)
-            model = self._model
             if shape and shape[0].is_static:  # the batcher hands it no more frames than its graph takes
                 self.max_batch = shape[0].get_length()
-        compiled = self._core.compile_model(model, self._device, self._config)
-        entry = (compiled, compiled.create_infer_request(), [compiled.output(name) for name in self._names])
-        self._by_size[size] = entry
-        return entry
+            return
+        with self._lock:
+            self._by_size[size] = entry
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
-        n, size = len(batch), batch_bucket(len(batch))
-        if size != n:
-            batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
+        n = len(batch)
         with self._lock:
-            _, request, outputs = self._by_size.get(size) or self._compile(size)
+            entry, size = self._as_read, n
+            if n > 1:
+                bucket = batch_bucket(n)
+                if bucket not in self._by_size:
+                    self._by_size[bucket] = None
+                    threading.Thread(target=self._compile, args=(bucket,), name="openvino-compile", daemon=True).start()
+                if self._by_size[bucket] is not None:
+                    entry, size = self._by_size[bucket], bucket
+            if size != n:
+                batch = np.concatenate([batch, np.zeros((size - n, *batch.shape[1:]), batch.dtype)])
+            _, request, outputs = entry
             result = request.infer({0: batch})
             return [np.asarray(result[o], dtype=np.float32)[:n] for o in outputs]
 

@@ -11,6 +11,7 @@ import pkgutil
 import subprocess
 import sys
 import textwrap
+import time
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -167,12 +168,13 @@ def test_an_unknown_runtime_key_lists_the_valid_ones():
             call()
 
 
-def relu_onnx(path: Path) -> Path:
+def relu_onnx(path: Path, batch: int | str = 1) -> Path:
+    """y = relu(x) for x of shape [batch, 2] (a name for `batch`: any batch)."""
     import onnx
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 2])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     return path
@@ -217,25 +219,51 @@ def test_openvino_sessions_keep_the_device_options(tmp_path):
     np.testing.assert_array_equal(out[0], [[0.0, 2.0]])
 
 
-def test_openvino_runs_batches_of_any_size_on_one_static_model_per_power_of_two(tmp_path):
-    from edge.package.runtimes.openvino_runtime import batch_bucket
-
-    # given an OpenVINO variant whose graph fixes the batch at 1 (the ONNX file's input is [1, 2])
-    relu_onnx(tmp_path / "model.onnx")
+def _openvino(folder: Path):
     variant = Variant(
         id="openvino-fp32", runtime="openvino", precision="fp32", entry="model.onnx", files={"model.onnx": ""}
     )
-    session = open_variant(tmp_path, variant, ("y",), threads=1)
-    # when batches change size from call to call, as batches across sources do
+    return open_variant(folder, variant, ("y",), threads=1)
+
+
+def _until(condition, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+def test_openvino_runs_batches_of_any_size_and_compiles_a_static_model_per_power_of_two(tmp_path):
+    from edge.package.runtimes.openvino_runtime import batch_bucket
+
+    # given an OpenVINO variant whose graph takes any batch (the pipeline's exports do)
+    session = _openvino(relu_onnx(tmp_path / "model.onnx", batch="N").parent)
     rng = np.random.default_rng(0)
-    for n in (1, 3, 2, 5, 8, 1, 4, 3):
+    sizes = (1, 3, 2, 5, 8, 1, 4, 3)
+    # when batches change size from call to call, as batches across sources do
+    for n in sizes:
         x = rng.standard_normal((n, 2)).astype(np.float32)
-        (out,) = session.run(x)
-        # then each row gets its own result, and only the batch's rows come back (not the padding)
-        np.testing.assert_array_equal(out, np.maximum(x, 0))
-    # and a static model was compiled per power of two in use
-    assert sorted(session._by_size) == [1, 2, 4, 8]
+        # then each row gets its own result, whether the model as read or a static one ran it
+        np.testing.assert_array_equal(session.run(x)[0], np.maximum(x, 0))
+    # and a static model is compiled in the background for each power of two above 1 that was asked for
+    assert _until(lambda: session.static_sizes() == [2, 4, 8]), session.static_sizes()
+    for n in sizes:
+        x = rng.standard_normal((n, 2)).astype(np.float32)
+        np.testing.assert_array_equal(session.run(x)[0], np.maximum(x, 0))  # the padding rows are dropped
     assert [batch_bucket(n) for n in range(1, 10)] == [1, 2, 4, 4, 8, 8, 8, 8, 16]
+
+
+def test_an_openvino_graph_whose_input_fixes_the_batch_runs_batches_once_its_static_model_is_ready(tmp_path):
+    # given a graph whose input is [1, 2]: the model as read takes one frame
+    session = _openvino(relu_onnx(tmp_path / "model.onnx").parent)
+    x = np.array([[-1.0, 2.0], [3.0, -4.0], [5.0, 6.0]], np.float32)
+    # when a batch of three comes before its static model is ready, it fails (the batcher runs each alone)
+    with pytest.raises(RuntimeError):
+        session.run(x)
+    # then the batch of four compiled meanwhile runs it
+    assert _until(lambda: session.static_sizes() == [4]), session.static_sizes()
+    np.testing.assert_array_equal(session.run(x)[0], np.maximum(x, 0))
+    assert session.max_batch is None
 
 
 def test_an_openvino_graph_whose_ops_fix_the_batch_says_so_after_its_first_larger_batch(tmp_path):
@@ -249,16 +277,14 @@ def test_an_openvino_graph_whose_ops_fix_the_batch_says_so_after_its_first_large
     nodes = [helper.make_node("Reshape", ["x", "target"], ["r"]), helper.make_node("Relu", ["r"], ["y"])]
     graph = helper.make_graph(nodes, "g", [x], [y], [target])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "model.onnx"))
-    variant = Variant(
-        id="openvino-fp32", runtime="openvino", precision="fp32", entry="model.onnx", files={"model.onnx": ""}
-    )
-    session = open_variant(tmp_path, variant, ("y",), threads=1)
+    session = _openvino(tmp_path)
     assert session.max_batch is None and session.run(np.array([[-1.0, 2.0]], np.float32))[0].tolist() == [[0, 2]]
     # when a batch of three comes: it fails (the batcher then runs each frame alone) ...
     with pytest.raises(RuntimeError):
         session.run(np.ones((3, 2), np.float32))
-    # ... and from then on the session says it takes one frame, so the batcher sends no larger batch
-    assert session.max_batch == 1
+    # ... and once the static model for 4 is refused, the session says it takes one frame: no larger batch
+    assert _until(lambda: session.max_batch == 1), session.max_batch
+    assert session.static_sizes() == []
 
 
 def test_a_device_config_replaces_a_runtimes_options(tmp_path):
