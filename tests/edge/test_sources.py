@@ -275,7 +275,9 @@ def test_stalled_stream_is_reconnected(mjpeg_server, started):
     recovered = time.monotonic() - mjpeg_server.stalled_at
     assert after[-1].index > first.index, "live frames are numbered on across reconnects"
     assert source.stats()["frames"] > frames_before and mjpeg_server.connections >= 2, source.stats()
-    assert recovered < 2.0, f"took {recovered:.1f} s to recover from a stall (timeout 0.5 s, backoff 0.2 s)"
+    # the configured 0.5 s stall timeout was used, not the 5 s default (a bound on which setting applied, not a
+    # speed figure: capture threads run `capture_nice` steps nicer, so a loaded machine slows them down)
+    assert recovered < 4.0, f"took {recovered:.1f} s to recover from a stall (timeout 0.5 s, backoff 0.2 s)"
 
 
 class _StuckReader:
