@@ -139,13 +139,13 @@ class Batcher:
         already waiting); they leave the queue."""
         limit = min(self.config.max_size, leader.predictor.max_batch or self.config.max_size)
         deadline = time.monotonic() + self.config.deadline_ms / 1000
+        same: list[_Request] = []  # a batch of one takes no other
         while limit > 1:
             same = [r for r in self._pending if r.predictor is leader.predictor]
             remaining = deadline - time.monotonic()
             if len(same) >= limit or len(self._pending) >= self.members or remaining <= 0:
                 break
             self._arrived.wait(remaining)
-        same = [r for r in self._pending if r.predictor is leader.predictor]
         batch = [leader, *[r for r in same if r is not leader][: limit - 1]]  # its own frame first
         taken = {id(r) for r in batch}
         self._pending = [r for r in self._pending if id(r) not in taken]

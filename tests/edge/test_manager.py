@@ -25,6 +25,7 @@ from edge.package.signing import generate_keypair
 from edge.predictor import ModelFailure
 from edge.registry import MlflowRegistry, RegistryError, Resolved
 from tests.edge.packages import BuiltPackage, perturb_onnx_weights, rewrite, tiny_packages  # noqa: F401 (fixture)
+from tests.edge.runner_setup import wait_until
 
 pytestmark = pytest.mark.slow  # the packages come from a real (tiny) training run
 
@@ -368,9 +369,7 @@ def test_a_bad_package_is_not_retried_before_the_alias_moves(setup):
     registry = FlakyRegistry(MlflowRegistry(setup.uri), resolve_failures=0, download_failures=0)
     manager = setup.manager(registry=registry).start()
     try:
-        deadline = time.monotonic() + 60
-        while not any(s == "rejected" for s, _ in setup.states()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert wait_until(lambda: any(s == "rejected" for s, _ in setup.states()), 60), setup.events
         # then it is rejected once and the manager does not retry it (the package's fault, not a passing one)
         time.sleep(3)
         assert registry.downloads == 1 and registry.resolves == 1, (registry.resolves, registry.downloads)

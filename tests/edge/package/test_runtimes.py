@@ -11,7 +11,6 @@ import pkgutil
 import subprocess
 import sys
 import textwrap
-import time
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from edge.package.runtimes import (
     runtime_available,
 )
 from lensops.cli import main as lensops
+from tests.edge.runner_setup import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -226,13 +226,6 @@ def _openvino(folder: Path):
     return open_variant(folder, variant, ("y",), threads=1)
 
 
-def _until(condition, timeout_s: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return condition()
-
-
 def test_openvino_runs_batches_of_any_size_and_compiles_a_static_model_per_power_of_two(tmp_path):
     from edge.package.runtimes.openvino_runtime import batch_bucket
 
@@ -246,7 +239,7 @@ def test_openvino_runs_batches_of_any_size_and_compiles_a_static_model_per_power
         # then each row gets its own result, whether the model as read or a static one ran it
         np.testing.assert_array_equal(session.run(x)[0], np.maximum(x, 0))
     # and a static model is compiled in the background for each power of two above 1 that was asked for
-    assert _until(lambda: session.static_sizes() == [2, 4, 8]), session.static_sizes()
+    assert wait_until(lambda: session.static_sizes() == [2, 4, 8], 60), session.static_sizes()
     for n in sizes:
         x = rng.standard_normal((n, 2)).astype(np.float32)
         np.testing.assert_array_equal(session.run(x)[0], np.maximum(x, 0))  # the padding rows are dropped
@@ -261,7 +254,7 @@ def test_an_openvino_graph_whose_input_fixes_the_batch_runs_batches_once_its_sta
     with pytest.raises(RuntimeError):
         session.run(x)
     # then the batch of four compiled meanwhile runs it
-    assert _until(lambda: session.static_sizes() == [4]), session.static_sizes()
+    assert wait_until(lambda: session.static_sizes() == [4], 60), session.static_sizes()
     np.testing.assert_array_equal(session.run(x)[0], np.maximum(x, 0))
     assert session.max_batch is None
 
@@ -283,7 +276,7 @@ def test_an_openvino_graph_whose_ops_fix_the_batch_says_so_after_its_first_large
     with pytest.raises(RuntimeError):
         session.run(np.ones((3, 2), np.float32))
     # ... and once the static model for 4 is refused, the session says it takes one frame: no larger batch
-    assert _until(lambda: session.max_batch == 1), session.max_batch
+    assert wait_until(lambda: session.max_batch == 1, 60), session.max_batch
     assert session.static_sizes() == []
 
 
